@@ -1,0 +1,234 @@
+//! Pure cost model (product.md): CPU seconds of a frame over a window -> average
+//! cores -> $ and kg CO2 per year, with every input reported so the UI can show how a
+//! figure was computed.
+//!
+//! In: values (CPU seconds, window, host counts, `CostSettings`). Out: `Estimate`s and
+//! the resolved `CostInputs`. Must not: read a store, a clock or the network.
+
+pub mod instances;
+
+use serde::{Deserialize, Serialize};
+
+pub use instances::{InstanceType, INSTANCE_TYPES};
+
+/// Hours in a year, as in the formula.
+pub const HOURS_PER_YEAR: f64 = 8760.0;
+/// Default price when neither an instance type nor an override is set.
+pub const DEFAULT_PRICE_PER_CORE_HOUR: f64 = 0.0425;
+/// Default watts per x86 core.
+pub const WATTS_PER_X86_CORE: f64 = 7.0;
+/// Default watts per arm64 core.
+pub const WATTS_PER_ARM_CORE: f64 = 2.8;
+/// Default PUE off-cloud.
+pub const PUE_OFF_CLOUD: f64 = 1.7;
+/// Default grid carbon intensity, kg CO2 per kWh.
+pub const KG_CO2_PER_KWH: f64 = 0.379;
+
+/// A service's cost settings, as stored and as sent by `PUT .../settings`. Every field
+/// is optional; unset fields fall back to documented defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CostSettings {
+    /// Instance type from the built-in table (e.g. `m5.large`).
+    pub instance_type: Option<String>,
+    /// Explicit $ per core-hour; wins over `instance_type`.
+    pub price_per_core_hour: Option<f64>,
+    /// Hosts in the whole fleet; default: the hosts that were profiled.
+    pub fleet_hosts: Option<u32>,
+    /// Watts per core; default by architecture (7 x86, 2.8 arm64).
+    pub watts_per_core: Option<f64>,
+    /// Power usage effectiveness; default by provider (1.7 off-cloud).
+    pub pue: Option<f64>,
+    /// Grid carbon intensity; default 0.379 kg/kWh.
+    pub kg_co2_per_kwh: Option<f64>,
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CostError {
+    #[error("unknown instance type {0:?}: see GET /api/v1/instance-types for the built-in table, or set pricePerCoreHour")]
+    UnknownInstanceType(String),
+    #[error("{field} must be a positive finite number, got {value}")]
+    NotPositive { field: &'static str, value: f64 },
+    #[error("fleetHosts must be at least 1")]
+    ZeroFleet,
+}
+
+/// The resolved inputs of the formula, reported with every estimate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostInputs {
+    /// $ per core-hour used.
+    pub price_per_core_hour: f64,
+    /// Where the price comes from (table entry with source and date, override, default).
+    pub price_source: String,
+    /// Instance type, when the price comes from the table.
+    pub instance_type: Option<String>,
+    /// Fleet size set by the user (None: the profiled hosts).
+    pub fleet_hosts: Option<u32>,
+    /// Watts per core used for CO2.
+    pub watts_per_core: f64,
+    /// PUE used for CO2.
+    pub pue: f64,
+    /// kg CO2 per kWh used.
+    pub kg_co2_per_kwh: f64,
+    /// Hours per year (8760).
+    pub hours_per_year: f64,
+    /// The formula in words.
+    pub formula: String,
+}
+
+fn positive(field: &'static str, value: Option<f64>) -> Result<Option<f64>, CostError> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(CostError::NotPositive { field, value: v }),
+        other => Ok(other),
+    }
+}
+
+impl CostSettings {
+    /// Checks the settings and resolves them to formula inputs.
+    pub fn resolve(&self) -> Result<CostInputs, CostError> {
+        let override_price = positive("pricePerCoreHour", self.price_per_core_hour)?;
+        let watts = positive("wattsPerCore", self.watts_per_core)?;
+        let pue = positive("pue", self.pue)?;
+        let kg = positive("kgCo2PerKwh", self.kg_co2_per_kwh)?;
+        if self.fleet_hosts == Some(0) {
+            return Err(CostError::ZeroFleet);
+        }
+        let instance = match &self.instance_type {
+            Some(name) => Some(instances::lookup(name).ok_or_else(|| CostError::UnknownInstanceType(name.clone()))?),
+            None => None,
+        };
+        let (price, source) = match (override_price, instance) {
+            (Some(p), _) => (p, format!("override: ${p}/core-hour set for this service")),
+            (None, Some(it)) => (
+                it.price_per_core_hour(),
+                format!(
+                    "{} {}: ${}/hour / {} vCPUs, on-demand {} ({} as of {})",
+                    it.provider, it.name, it.hourly_usd, it.vcpus, it.region, it.source, it.date
+                ),
+            ),
+            (None, None) => (
+                DEFAULT_PRICE_PER_CORE_HOUR,
+                "default: $0.0425/core-hour (published average on-demand price per vCPU-hour)".to_string(),
+            ),
+        };
+        let arm = instance.map(|i| i.arch == "arm64").unwrap_or(false);
+        let provider_pue = instance.map(|i| i.provider_pue()).unwrap_or(PUE_OFF_CLOUD);
+        Ok(CostInputs {
+            price_per_core_hour: price,
+            price_source: source,
+            instance_type: instance.map(|i| i.name.to_string()),
+            fleet_hosts: self.fleet_hosts,
+            watts_per_core: watts.unwrap_or(if arm { WATTS_PER_ARM_CORE } else { WATTS_PER_X86_CORE }),
+            pue: pue.unwrap_or(provider_pue),
+            kg_co2_per_kwh: kg.unwrap_or(KG_CO2_PER_KWH),
+            hours_per_year: HOURS_PER_YEAR,
+            formula: "cores = (S / F) / W * (H / Hp); $/year = cores * 8760 h * price_per_core_hour; \
+                      kg CO2/year = cores * 8760 h * watts_per_core / 1000 * PUE * kg_CO2_per_kWh"
+                .to_string(),
+        })
+    }
+}
+
+/// Average cores, $ per year and kg CO2 per year of one frame (or of a total).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    /// Average CPU cores kept busy across the fleet.
+    pub cores: f64,
+    /// Estimated $ per year.
+    pub usd_per_year: f64,
+    /// Estimated kg CO2 per year.
+    pub kg_co2_per_year: f64,
+}
+
+/// The window a query covers, which turns CPU seconds into cores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostContext {
+    /// Resolved formula inputs.
+    pub inputs: CostInputs,
+    /// W: wall seconds covered by the profiles, per profiled host.
+    pub window_seconds: f64,
+    /// Hp: hosts that sent profiles in the window.
+    pub profiled_hosts: u32,
+    /// H: fleet hosts used (configured, else Hp).
+    pub fleet_hosts: u32,
+}
+
+impl CostContext {
+    /// A context for a window of `window_seconds` with `profiled_hosts` hosts.
+    pub fn new(inputs: CostInputs, window_seconds: f64, profiled_hosts: u32) -> CostContext {
+        let hp = profiled_hosts.max(1);
+        let fleet = inputs.fleet_hosts.unwrap_or(hp);
+        CostContext { inputs, window_seconds, profiled_hosts: hp, fleet_hosts: fleet }
+    }
+
+    /// cores = (S / F) / W * (H / Hp), with `cpu_seconds` = S / F.
+    pub fn cores(&self, cpu_seconds: f64) -> f64 {
+        if self.window_seconds <= 0.0 {
+            return 0.0;
+        }
+        cpu_seconds / self.window_seconds * (self.fleet_hosts as f64 / self.profiled_hosts as f64)
+    }
+
+    /// Cores, $ and CO2 per year for `cpu_seconds` of on-CPU time in the window.
+    pub fn estimate(&self, cpu_seconds: f64) -> Estimate {
+        estimate_cores(self.cores(cpu_seconds), &self.inputs)
+    }
+}
+
+/// $ and CO2 per year of `cores` average cores.
+pub fn estimate_cores(cores: f64, inputs: &CostInputs) -> Estimate {
+    let core_hours = cores * inputs.hours_per_year;
+    Estimate {
+        cores,
+        usd_per_year: core_hours * inputs.price_per_core_hour,
+        kg_co2_per_year: core_hours * inputs.watts_per_core / 1000.0 * inputs.pue * inputs.kg_co2_per_kwh,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_example() {
+        // 4 hosts profiled at 100 Hz for 60 s; a frame has 12,000 samples = 120 CPU s.
+        // Fleet of 10 hosts at $0.05/core-hour.
+        let settings = CostSettings { price_per_core_hour: Some(0.05), fleet_hosts: Some(10), ..Default::default() };
+        let ctx = CostContext::new(settings.resolve().unwrap(), 60.0, 4);
+        let e = ctx.estimate(12_000.0 / 100.0);
+        // cores = 120 / 60 * 10 / 4 = 5
+        assert!((e.cores - 5.0).abs() < 1e-9);
+        // $ = 5 * 8760 * 0.05 = 2190
+        assert!((e.usd_per_year - 2190.0).abs() < 1e-6);
+        // CO2 = 5 * 8760 * 7 / 1000 * 1.7 * 0.379 = 197.55...
+        assert!((e.kg_co2_per_year - 5.0 * 8760.0 * 7.0 / 1000.0 * 1.7 * 0.379).abs() < 1e-6);
+    }
+
+    #[test]
+    fn instance_type_sets_price_and_defaults() {
+        let s = CostSettings { instance_type: Some("m5.large".into()), ..Default::default() };
+        let i = s.resolve().unwrap();
+        assert!((i.price_per_core_hour - 0.096 / 2.0).abs() < 1e-12);
+        assert_eq!(i.pue, 1.135);
+        assert!(i.price_source.contains("m5.large"));
+        let arm = CostSettings { instance_type: Some("m6g.large".into()), ..Default::default() }.resolve().unwrap();
+        assert_eq!(arm.watts_per_core, WATTS_PER_ARM_CORE);
+        let d = CostSettings::default().resolve().unwrap();
+        assert_eq!(d.price_per_core_hour, DEFAULT_PRICE_PER_CORE_HOUR);
+        assert_eq!(d.pue, PUE_OFF_CLOUD);
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let bad = CostSettings { instance_type: Some("z9.huge".into()), ..Default::default() };
+        assert!(matches!(bad.resolve(), Err(CostError::UnknownInstanceType(_))));
+        let neg = CostSettings { price_per_core_hour: Some(-1.0), ..Default::default() };
+        assert!(matches!(neg.resolve(), Err(CostError::NotPositive { .. })));
+        let zero = CostSettings { fleet_hosts: Some(0), ..Default::default() };
+        assert_eq!(zero.resolve(), Err(CostError::ZeroFleet));
+    }
+}

@@ -1,0 +1,14 @@
+//! hotframe: a continuous profiler with yearly CPU cost estimation.
+//!
+//! The pipeline, one way:
+//! - external agent: `sampler` (perf_event_open, framehop) -> `symbolize` ->
+//!   `model::Profile` -> `upload` -> HTTP
+//! - in-process agent: pprof-rs -> `inproc` -> `model::Profile` -> `upload` -> HTTP
+//! - server: `server` ingest -> `store` -> query -> `cost` -> JSON for `web/`
+//!
+//! Module map: `model` (vocabulary and codecs, no I/O), `cost` (pure pricing),
+//! `upload` (resilient uploader), `store` (SQLite), `server` (axum), `sampler` and
+//! `symbolize` (Linux agent).
+
+pub mod cost;
+pub mod model;

@@ -1,0 +1,15 @@
+//! Shared vocabulary of hotframe, with no I/O: thread states, frames and stacks,
+//! samples, and `Profile` (a batch of samples with labels and a time window).
+//!
+//! In: nothing of the crate. Out: the types every other module speaks, plus the
+//! folded-text and pprof codecs. Must not: touch files, sockets, clocks (except
+//! `time::now_ms`) or any other module of the crate.
+
+pub mod folded;
+pub mod pprof;
+pub mod profile;
+pub mod state;
+pub mod time;
+
+pub use profile::{Limits, ModelError, Profile, ProfileBuilder, Sample};
+pub use state::{StateCounts, ThreadState};

@@ -2,13 +2,18 @@
 //!
 //! The pipeline, one way:
 //! - external agent: `sampler` (perf_event_open, framehop) -> `symbolize` ->
-//!   `model::Profile` -> `upload` -> HTTP
+//!   `model::Profile` -> `upload` -> HTTP (`agent` wires these together)
 //! - in-process agent: pprof-rs -> `inproc` -> `model::Profile` -> `upload` -> HTTP
 //! - server: `server` ingest -> `store` -> query -> `cost` -> JSON for `web/`
 //!
 //! Module map: `model` (vocabulary and codecs, no I/O), `cost` (pure pricing),
-//! `upload` (resilient uploader), `store` (SQLite), `server` (axum), `sampler` and
-//! `symbolize` (Linux agent).
+//! `upload` (resilient uploader), `store` (SQLite), `server` (axum), `client` (CLI
+//! commands that talk to a server), `sampler` and `symbolize` (Linux agent), `demo`.
 
 pub mod cost;
 pub mod model;
+
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod store;

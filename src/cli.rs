@@ -1,0 +1,174 @@
+//! Command-line interface (clap derive). Each subcommand's flags live here; `main`
+//! turns them into the owning module's config and runs it.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// hotframe: continuous profiling with yearly CPU cost on every hot frame.
+#[derive(Debug, Parser)]
+#[command(name = "hotframe", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `hotframe=debug`.
+    #[arg(long, global = true, env = "HOTFRAME_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: ingest, store, query API and web viewer.
+    Serve(ServeArgs),
+    /// Attach to running processes (by PID, by name, or a command to start) and send profiles.
+    Agent(AgentArgs),
+    /// Print a service's merged profile (folded stacks by default).
+    Export(ExportArgs),
+    /// Send a folded or pprof file to a server.
+    Import(ImportArgs),
+    /// Start a server, a demo workload and an agent attached to it; print the URL.
+    Demo(DemoArgs),
+}
+
+/// `hotframe serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; use 0.0.0.0:4040 with tokens to expose).
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    pub listen: String,
+    /// Directory of the embedded store.
+    #[arg(long, default_value = "./hotframe-data")]
+    pub data: PathBuf,
+    /// TOML config file (limits, retention, tokens, per-service cost settings).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// File with one `token scope[,scope]` per line (scopes: ingest, read, admin).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `hotframe agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Server base URL, e.g. http://127.0.0.1:4040.
+    #[arg(long, env = "HOTFRAME_SERVER")]
+    pub server: String,
+    /// Service name the profiles belong to.
+    #[arg(long)]
+    pub service: String,
+    /// Process to attach to (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// Attach to every process whose name or command line matches, now and later.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Sampling frequency, Hz.
+    #[arg(long, default_value_t = 99)]
+    pub frequency: u32,
+    /// How often a profile is uploaded (jittered), e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub upload_interval: String,
+    /// Extra label `k=v` on every profile (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Unwinding: `dwarf` (complete stacks without frame pointers) or `fp` (cheaper).
+    #[arg(long, default_value = "dwarf")]
+    pub unwind: String,
+    /// Include kernel frames.
+    #[arg(long)]
+    pub kernel: bool,
+    /// Sample on-CPU only (no wall-clock thread states).
+    #[arg(long)]
+    pub cpu_only: bool,
+    /// Bearer token for the server.
+    #[arg(long, env = "HOTFRAME_TOKEN")]
+    pub token: Option<String>,
+    /// Directory for the on-disk spool used while the server is unreachable.
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Largest on-disk spool, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub spool_max_mib: u64,
+    /// Address to serve the agent's own Prometheus metrics on, e.g. 127.0.0.1:4041.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Command to start and profile (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `hotframe export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Server base URL.
+    #[arg(long, env = "HOTFRAME_SERVER", default_value = "http://127.0.0.1:4040")]
+    pub server: String,
+    /// Service to export.
+    #[arg(long)]
+    pub service: String,
+    /// Range start (Unix s/ms, `now-5m`, ...).
+    #[arg(long, default_value = "now-1h")]
+    pub from: String,
+    /// Range end.
+    #[arg(long, default_value = "now")]
+    pub until: String,
+    /// States or view: RUNNABLE,BLOCKED / cpu / latency / all.
+    #[arg(long, default_value = "cpu")]
+    pub states: String,
+    /// Label filter `k=v` (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// folded, pprof or svg.
+    #[arg(long, default_value = "folded")]
+    pub format: String,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Bearer token.
+    #[arg(long, env = "HOTFRAME_TOKEN")]
+    pub token: Option<String>,
+}
+
+/// `hotframe import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Server base URL.
+    #[arg(long, env = "HOTFRAME_SERVER", default_value = "http://127.0.0.1:4040")]
+    pub server: String,
+    /// Service the profile belongs to.
+    #[arg(long)]
+    pub service: String,
+    /// folded, pprof, or auto (by content).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Label `k=v` (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Window start for files that carry no time (default: now minus `--duration`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Window length for files that carry no time.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Sampling frequency of folded files, Hz.
+    #[arg(long, default_value_t = 99)]
+    pub sample_rate: u32,
+    /// Bearer token.
+    #[arg(long, env = "HOTFRAME_TOKEN")]
+    pub token: Option<String>,
+    /// The file to send (`-` for stdin).
+    pub file: PathBuf,
+}
+
+/// `hotframe demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address for the demo server.
+    #[arg(long, default_value = "127.0.0.1:4040")]
+    pub listen: String,
+    /// Store directory (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<String>,
+}

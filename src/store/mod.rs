@@ -1,0 +1,192 @@
+//! The embedded profile store: durable writes, queries that merge profiles over a time
+//! range, rollups and retention. One interface (`ProfileStore`) so that a shared
+//! PostgreSQL backend can come later; `sqlite::SqliteStore` is the embedded one.
+//!
+//! In: validated `model::Profile`s and queries. Out: merged stacks (`Aggregate`),
+//! timelines, service lists. Must not: speak HTTP or know prices (cost settings are
+//! kept as opaque JSON).
+
+use crate::model::{Profile, ThreadState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Store failures. User-facing variants say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("service {service:?} already has {max} series (distinct label sets); drop a high-cardinality label or raise limits.max_series_per_service")]
+    TooManySeries { service: String, max: usize },
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Sql(String),
+}
+
+/// Which series a query reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    /// Service name.
+    pub service: String,
+    /// Profile type; `cpu` unless asked.
+    pub profile_type: String,
+    /// Label equality filters (`host=a`, `version=1.4`).
+    pub labels: BTreeMap<String, String>,
+    /// Range start, Unix ms (inclusive): profiles whose start falls in the range count.
+    pub from_ms: i64,
+    /// Range end, Unix ms (exclusive).
+    pub until_ms: i64,
+    /// States to keep; empty keeps all.
+    pub states: Vec<ThreadState>,
+}
+
+/// One merged (stack, state) of an aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateSample {
+    /// Index into `Aggregate::stacks`.
+    pub stack: u32,
+    /// Thread state.
+    pub state: ThreadState,
+    /// Number of samples.
+    pub samples: u64,
+    /// Thread time they stand for: sum of samples x sampling period, in ns.
+    pub nanos: u64,
+}
+
+/// Profiles of a query merged into one set of stacks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Frame names.
+    pub frames: Vec<String>,
+    /// Stacks as frame indices, root first.
+    pub stacks: Vec<Vec<u32>>,
+    /// At most one entry per (stack, state).
+    pub samples: Vec<AggregateSample>,
+    /// Profiles merged (raw profiles, or the profiles a rollup stands for).
+    pub profiles: u64,
+    /// Sum over merged profiles of their window length, in seconds.
+    pub profile_seconds: f64,
+    /// Distinct `host` label values among merged profiles (1 when none carry `host`).
+    pub hosts: u32,
+    /// Time of the first and last merged profile, Unix ms (0 when empty).
+    pub first_ms: i64,
+    /// See `first_ms`.
+    pub last_ms: i64,
+}
+
+/// One bucket of a timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Bucket start, Unix ms.
+    pub t_ms: i64,
+    /// Samples per state in the bucket (index = `ThreadState::index()`).
+    pub samples: [u64; 5],
+    /// Thread nanoseconds per state in the bucket.
+    pub nanos: [u64; 5],
+    /// Distinct hosts that sent profiles in the bucket.
+    pub hosts: u32,
+    /// Sum of profile window lengths in the bucket, seconds.
+    pub profile_seconds: f64,
+}
+
+/// A service as listed by `services()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Service name.
+    pub name: String,
+    /// Profile types stored (`cpu`, ...).
+    pub profile_types: Vec<String>,
+    /// Label names with their distinct values.
+    pub labels: BTreeMap<String, Vec<String>>,
+    /// First profile start, Unix ms.
+    pub first_ms: i64,
+    /// Last profile end, Unix ms.
+    pub last_ms: i64,
+    /// Raw profiles stored.
+    pub profiles: u64,
+}
+
+/// Receipt of a durable write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReceipt {
+    /// Id of the stored profile.
+    pub profile_id: i64,
+    /// Samples stored.
+    pub samples: u64,
+}
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceReport {
+    /// Rollup rows written.
+    pub rollups_written: u64,
+    /// Raw profiles deleted by retention.
+    pub raw_deleted: u64,
+    /// Rollup rows deleted by retention.
+    pub rollups_deleted: u64,
+}
+
+/// Size and content counters, for /metrics and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Bytes of the database files (main + WAL).
+    pub bytes_on_disk: u64,
+    /// Raw profiles kept.
+    pub profiles: u64,
+    /// Samples in raw profiles kept.
+    pub samples: u64,
+    /// Series.
+    pub series: u64,
+    /// Interned stacks.
+    pub stacks: u64,
+    /// Interned frames.
+    pub frames: u64,
+}
+
+/// Store settings. Defaults: 30 days raw, 400 days of rollups, 1000 series per service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// Days raw profiles are kept. Default 30.
+    pub retention_raw_days: u32,
+    /// Days hourly/daily rollups are kept. Default 400.
+    pub retention_rollup_days: u32,
+    /// Distinct label sets per service. Default 1000.
+    pub max_series_per_service: usize,
+    /// Stack-interning cache entries kept in memory. Default 1,000,000.
+    pub stack_cache_entries: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention_raw_days: 30,
+            retention_rollup_days: 400,
+            max_series_per_service: 1000,
+            stack_cache_entries: 1_000_000,
+        }
+    }
+}
+
+/// The store interface the server uses. Every method is blocking; call it from
+/// `spawn_blocking`. `write` returns only after the profile is durable (committed).
+pub trait ProfileStore: Send + Sync + 'static {
+    /// Stores one validated profile durably.
+    fn write(&self, profile: &Profile) -> Result<WriteReceipt, StoreError>;
+    /// Lists services with their labels and time extent.
+    fn services(&self) -> Result<Vec<ServiceInfo>, StoreError>;
+    /// Merges the profiles matching `query` (uses rollups for whole hours/days).
+    fn aggregate(&self, query: &Query) -> Result<Aggregate, StoreError>;
+    /// Per-state totals in buckets of `step_ms` over the query range.
+    fn timeline(&self, query: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError>;
+    /// A service's settings JSON, if set.
+    fn settings(&self, service: &str) -> Result<Option<String>, StoreError>;
+    /// Replaces a service's settings JSON.
+    fn put_settings(&self, service: &str, json: &str) -> Result<(), StoreError>;
+    /// Builds due rollups and applies retention as of `now_ms`.
+    fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StoreError>;
+    /// Size and content counters.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}

@@ -1,0 +1,4 @@
+//! hotframe's integration tests: one binary, one module per topic. They use real
+//! parts: a real SQLite file, the real router over HTTP, real processes.
+
+mod common;

@@ -17,3 +17,11 @@ pub mod model;
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod client;
+#[cfg(all(feature = "server", feature = "agent"))]
+pub mod demo;
+#[cfg(feature = "agent")]
+pub mod agent;

@@ -12,6 +12,7 @@
 
 pub mod cost;
 pub mod model;
+pub mod upload;
 
 #[cfg(feature = "server")]
 pub mod cli;

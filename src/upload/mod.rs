@@ -192,18 +192,25 @@ impl Shared {
         self.counters.queued.store(depth, Ordering::Relaxed);
     }
 
-    /// Sleeps up to `duration`; returns early (true) on shutdown.
-    fn sleep_unless_shutdown(&self, duration: Duration) -> bool {
-        let deadline = Instant::now() + duration;
+    /// Waits until `done` holds or `deadline` passes; returns the guard and whether
+    /// `done` held.
+    fn wait_until(&self, deadline: Instant, done: impl Fn(&Queue) -> bool) -> (MutexGuard<'_, Queue>, bool) {
         let mut queue = self.lock();
-        while !queue.shutdown {
+        loop {
+            if done(&queue) {
+                return (queue, true);
+            }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                return (queue, false);
             }
             queue = self.wake.wait_timeout(queue, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
-        true
+    }
+
+    /// Sleeps up to `duration`; returns early (true) on shutdown.
+    fn sleep_unless_shutdown(&self, duration: Duration) -> bool {
+        self.wait_until(Instant::now() + duration, |q| q.shutdown).1
     }
 }
 
@@ -260,23 +267,10 @@ impl Uploader {
     /// true if nothing is left. What is left stays in the spool (if any) for the next
     /// run once the uploader is dropped.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut queue = self.shared.lock();
-        loop {
-            if queue.profiles.is_empty() && !queue.in_flight && !queue.spool_pending {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || queue.worker_done {
-                return false;
-            }
-            queue = self
-                .shared
-                .wake
-                .wait_timeout(queue, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+        let (_queue, delivered) = self.shared.wait_until(Instant::now() + timeout, |q| {
+            (q.profiles.is_empty() && !q.in_flight && !q.spool_pending) || q.worker_done
+        });
+        delivered && self.stats().queued == 0 && self.stats().spooled == 0
     }
 
     /// A snapshot of the health counters.
@@ -289,23 +283,13 @@ impl Drop for Uploader {
     /// Stops the worker: queued profiles go to the spool (if any). Waits at most a few
     /// seconds for a request in flight, then leaves the thread to die with the process.
     fn drop(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.shutdown = true;
+        self.shared.lock().shutdown = true;
         self.shared.wake.notify_all();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !queue.worker_done {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            queue = self
-                .shared
-                .wake
-                .wait_timeout(queue, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
+        let (queue, done) = self.shared.wait_until(Instant::now() + Duration::from_secs(3), |q| q.worker_done);
         drop(queue);
+        if !done {
+            return;
+        }
         if let Some(handle) = self.worker.take() {
             let _ = handle.join();
         }

@@ -2,3 +2,4 @@
 //! parts: a real SQLite file, the real router over HTTP, real processes.
 
 mod common;
+mod upload;

@@ -26,3 +26,7 @@ pub mod client;
 pub mod demo;
 #[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "agent")]
+pub mod sampler;
+#[cfg(feature = "agent")]
+pub mod symbolize;

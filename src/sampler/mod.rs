@@ -1,0 +1,733 @@
+//! The external agent's sampling core (Linux, x86_64): attach to running processes
+//! with no code change and account for every thread at every tick.
+//!
+//! In: pids. Out: `model::Profile`s (one per target per `take_profiles`) whose samples
+//! carry a thread state, plus `SamplerEvent`s (target exited, thread followed, samples
+//! lost) and `SamplerStats`.
+//!
+//! How: on-CPU samples come from one perf_event_open cpu-clock event per thread (user
+//! registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
+//! frame-pointer callchain); they are RUNNABLE. At every tick of the same frequency
+//! each thread that is not running is read from /proc (state, syscall with arguments,
+//! user sp/pc), its stack is read with process_vm_readv and unwound, and it is counted
+//! once in the state `state::classify` decides; the result is reused until the thread
+//! runs again. Time spent runnable but waiting for a CPU (schedstat run delay) is
+//! counted RUNNABLE with the thread's last on-CPU stack. See docs/thread-states.md.
+//!
+//! Must not: touch the network, block longer than `poll`'s `max_wait`, or stop the
+//! target (no ptrace).
+
+pub mod perf;
+pub mod procfs;
+pub mod state;
+pub mod unwind;
+
+use crate::model::{Profile, ProfileBuilder, ThreadState};
+use crate::symbolize::{RawFrame, Symbolizer};
+use linux_perf_event_reader::{EventRecord, SampleRecord};
+use perf::{EventConfig, PerfEvent};
+use procfs::{SchedStat, Syscall, ThreadFiles};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use unwind::{FileCache, ProcessImage, WalkEnd};
+
+/// How user stacks of on-CPU samples are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnwindMode {
+    /// Copy the user stack and unwind it with DWARF CFI (`.eh_frame`): complete stacks
+    /// for binaries built without frame pointers. Default.
+    Dwarf,
+    /// The kernel's frame-pointer callchain: cheaper, complete only for code built with
+    /// frame pointers.
+    FramePointer,
+}
+
+/// What and how to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerOptions {
+    /// Samples per second per thread (on-CPU and wall-clock ticks). Default 99.
+    pub frequency_hz: u32,
+    /// Unwinding of on-CPU samples. Default `Dwarf`.
+    pub unwind: UnwindMode,
+    /// Put kernel frames (suffixed `_[k]`) in front of on-CPU user stacks. Default false.
+    pub kernel: bool,
+    /// Also sample threads that are off-CPU, with their state. Default true.
+    pub wall_clock: bool,
+    /// Bytes of user stack copied per sample for DWARF unwinding. Default 32 KiB.
+    pub stack_bytes: u32,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        SamplerOptions { frequency_hz: 99, unwind: UnwindMode::Dwarf, kernel: false, wall_clock: true, stack_bytes: 32 * 1024 }
+    }
+}
+
+/// What went wrong while sampling.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// The agent may not use perf_event_open or read other processes.
+    #[error("{0}")]
+    Permission(String),
+    /// The target does not exist (message names the pid).
+    #[error("{0}")]
+    NoSuchProcess(String),
+    /// An option is out of range.
+    #[error("invalid sampler option: {0}")]
+    BadOption(String),
+    /// perf_event_open or its ring buffer failed for another reason.
+    #[error("perf_event_open on pid {pid} (thread {tid}) failed: {source}")]
+    Perf {
+        /// The target.
+        pid: u32,
+        /// The thread.
+        tid: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another OS error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the sampler was doing.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Something that happened to the targets during `poll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SamplerEvent {
+    /// The target process exited; its last samples are still in the next `take_profiles`.
+    Exited(u32),
+    /// A thread of a target is now sampled too.
+    ThreadFollowed {
+        /// The target.
+        pid: u32,
+        /// The new thread.
+        tid: u32,
+    },
+    /// The kernel dropped samples of a target because its ring buffer was full.
+    Lost {
+        /// The target.
+        pid: u32,
+        /// Samples dropped.
+        count: u64,
+    },
+}
+
+/// The sampler's own health counters, since `Sampler::new`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerStats {
+    /// On-CPU samples taken from perf events.
+    pub samples: u64,
+    /// Wall-clock samples of threads off-CPU (WAITING, TIMED_WAITING, BLOCKED, IO).
+    pub offcpu_samples: u64,
+    /// RUNNABLE samples for time spent waiting for a CPU (schedstat run delay).
+    pub runqueue_samples: u64,
+    /// Samples the kernel dropped (ring buffer full).
+    pub lost: u64,
+    /// Stacks that could not be unwound past the first frame.
+    pub unwind_failures: u64,
+    /// Stacks that stopped before the thread's root frame.
+    pub truncated: u64,
+    /// Threads sampled since the start, including those that exited.
+    pub threads_followed: u64,
+    /// Threads sampled right now.
+    pub threads_active: u64,
+    /// Wall-clock ticks done.
+    pub ticks: u64,
+    /// Frames named from the symbolization cache.
+    pub symbol_cache_hits: u64,
+    /// Frames that needed blazesym.
+    pub symbol_cache_misses: u64,
+}
+
+/// A stack, leaf first.
+type Stack = Arc<[RawFrame]>;
+
+/// Off-CPU state and stack of a thread, valid until it runs again.
+#[derive(Clone)]
+struct OffCpu {
+    stack: Stack,
+    state: ThreadState,
+}
+
+struct Thread {
+    pid: u32,
+    event: Option<PerfEvent>,
+    files: Option<ThreadFiles>,
+    sched: SchedStat,
+    offcpu: Option<OffCpu>,
+    last_oncpu: Option<Stack>,
+    runq_carry_ns: u64,
+}
+
+struct Target {
+    comm: String,
+    exe: String,
+    image: ProcessImage,
+    counts: HashMap<(Stack, ThreadState), u64>,
+    window_start_ms: i64,
+    exited: bool,
+}
+
+/// Samples a set of target processes; see the module documentation.
+pub struct Sampler {
+    opts: SamplerOptions,
+    config: EventConfig,
+    period: Duration,
+    targets: HashMap<u32, Target>,
+    threads: HashMap<u32, Thread>,
+    files: FileCache,
+    symbolizer: Symbolizer,
+    stats: SamplerStats,
+    next_tick: Instant,
+    last_tick: Instant,
+    tick_carry_ns: u64,
+    scratch_addrs: Vec<u64>,
+    scratch_stack: Vec<u8>,
+    pending_events: Vec<SamplerEvent>,
+    pending_threads: Vec<(u32, u32)>,
+    dirty_images: HashSet<u32>,
+}
+
+/// Threads and liveness of every target are re-read from /proc every this many ticks,
+/// as a backstop to fork/exit records.
+const RESCAN_TICKS: u64 = 50;
+
+impl Sampler {
+    /// A sampler with no targets. Fails with `Permission` when perf_event_open is not
+    /// allowed (not root, no CAP_PERFMON / CAP_SYS_ADMIN).
+    pub fn new(opts: SamplerOptions) -> Result<Sampler, SamplerError> {
+        if opts.frequency_hz == 0 || opts.frequency_hz > 10_000 {
+            return Err(SamplerError::BadOption(format!(
+                "frequency {} Hz is out of range: use 1 to 10000 (99 is a good default)",
+                opts.frequency_hz
+            )));
+        }
+        if opts.unwind == UnwindMode::Dwarf && !(512..=65_528).contains(&opts.stack_bytes) {
+            return Err(SamplerError::BadOption(format!(
+                "stack copy of {} bytes is out of range: use 512 to 65528 (32768 is the default)",
+                opts.stack_bytes
+            )));
+        }
+        check_permissions()?;
+        raise_fd_limit();
+        let period_ns = 1_000_000_000 / opts.frequency_hz as u64;
+        let config = EventConfig {
+            period_ns,
+            dwarf: opts.unwind == UnwindMode::Dwarf,
+            stack_bytes: opts.stack_bytes,
+            callchain: opts.unwind == UnwindMode::FramePointer,
+            kernel: opts.kernel,
+        };
+        let now = Instant::now();
+        Ok(Sampler {
+            opts,
+            config,
+            period: Duration::from_nanos(period_ns),
+            targets: HashMap::new(),
+            threads: HashMap::new(),
+            files: FileCache::default(),
+            symbolizer: Symbolizer::new(),
+            stats: SamplerStats::default(),
+            next_tick: now + Duration::from_nanos(period_ns),
+            last_tick: now,
+            tick_carry_ns: 0,
+            scratch_addrs: Vec::with_capacity(unwind::MAX_FRAMES),
+            scratch_stack: Vec::new(),
+            pending_events: Vec::new(),
+            pending_threads: Vec::new(),
+            dirty_images: HashSet::new(),
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> SamplerOptions {
+        self.opts
+    }
+
+    /// Starts sampling every thread of `pid` (threads created later are followed).
+    pub fn attach(&mut self, pid: u32) -> Result<(), SamplerError> {
+        if self.targets.get(&pid).is_some_and(|t| !t.exited) {
+            return Ok(());
+        }
+        let gone = || SamplerError::NoSuchProcess(format!("pid {pid} is not running"));
+        if !procfs::is_alive(pid) {
+            return Err(gone());
+        }
+        let tids = procfs::thread_ids(pid).map_err(|_| gone())?;
+        let mut image = ProcessImage::new(pid);
+        image.refresh(&mut self.files, &mut self.symbolizer).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => gone(),
+            _ => SamplerError::Io { what: format!("reading /proc/{pid}/maps"), source: e },
+        })?;
+        self.targets.insert(
+            pid,
+            Target {
+                comm: procfs::comm(pid).unwrap_or_default(),
+                exe: procfs::exe(pid).unwrap_or_default(),
+                image,
+                counts: HashMap::new(),
+                window_start_ms: crate::model::time::now_ms(),
+                exited: false,
+            },
+        );
+        let mut opened = 0;
+        for tid in tids {
+            match self.follow_thread(pid, tid) {
+                Ok(true) => opened += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    self.detach(pid);
+                    return Err(e);
+                }
+            }
+        }
+        if opened == 0 {
+            self.targets.remove(&pid);
+            return Err(gone());
+        }
+        tracing::info!(pid, threads = opened, "attached");
+        Ok(())
+    }
+
+    /// Stops sampling `pid` and forgets what was accumulated for it.
+    pub fn detach(&mut self, pid: u32) {
+        self.threads.retain(|_, t| t.pid != pid);
+        self.targets.remove(&pid);
+        self.stats.threads_active = self.threads.len() as u64;
+    }
+
+    /// Attached pids that are still alive.
+    pub fn targets(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.targets.iter().filter(|(_, t)| !t.exited).map(|(p, _)| *p).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Counters since `new`.
+    pub fn stats(&self) -> SamplerStats {
+        let sym = self.symbolizer.stats();
+        SamplerStats { symbol_cache_hits: sym.cache_hits, symbol_cache_misses: sym.cache_misses, ..self.stats }
+    }
+
+    /// Opens the event and /proc files of one thread. Ok(false) if it is already gone.
+    fn follow_thread(&mut self, pid: u32, tid: u32) -> Result<bool, SamplerError> {
+        if self.threads.contains_key(&tid) {
+            return Ok(true);
+        }
+        let event = match PerfEvent::open(tid, &self.config) {
+            Ok(e) => e,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+                return Err(SamplerError::Permission(permission_message(&e)))
+            }
+            Err(e) => return Err(SamplerError::Perf { pid, tid, source: e }),
+        };
+        let mut files = if self.opts.wall_clock { ThreadFiles::open(pid, tid).ok() } else { None };
+        let sched = files.as_mut().and_then(|f| f.schedstat().ok()).unwrap_or_default();
+        self.threads.insert(
+            tid,
+            Thread { pid, event: Some(event), files, sched, offcpu: None, last_oncpu: None, runq_carry_ns: 0 },
+        );
+        self.stats.threads_followed += 1;
+        self.stats.threads_active = self.threads.len() as u64;
+        Ok(true)
+    }
+
+    /// Waits up to `max_wait` (or the next tick, whichever is first), then reads every
+    /// ring buffer, unwinds and accumulates the samples, and at a tick accounts for the
+    /// threads that are off-CPU. Returns what happened to the targets.
+    pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<SamplerEvent>, SamplerError> {
+        let now = Instant::now();
+        let wake = self.next_tick.min(now + max_wait);
+        self.wait_for_data(wake.saturating_duration_since(now));
+        self.drain_all();
+        let mut tids: Vec<(u32, u32)> = std::mem::take(&mut self.pending_threads);
+        tids.dedup();
+        for (pid, tid) in tids {
+            if self.targets.get(&pid).is_some_and(|t| !t.exited) && self.follow_thread(pid, tid)? {
+                self.pending_events.push(SamplerEvent::ThreadFollowed { pid, tid });
+            }
+        }
+        for pid in std::mem::take(&mut self.dirty_images) {
+            if let Some(t) = self.targets.get_mut(&pid) {
+                let _ = t.image.refresh(&mut self.files, &mut self.symbolizer);
+            }
+        }
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.tick(now)?;
+        }
+        Ok(std::mem::take(&mut self.pending_events))
+    }
+
+    fn wait_for_data(&mut self, timeout: Duration) {
+        if timeout.is_zero() {
+            return;
+        }
+        let mut fds: Vec<libc::pollfd> = self
+            .threads
+            .values()
+            .filter_map(|t| t.event.as_ref())
+            .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        if fds.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        // SAFETY: fds is a valid array of pollfd for its length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms.max(1)) };
+        // A thread's event reports POLLHUP once the thread exited: drop it after a last drain.
+        let hung: HashSet<i32> = fds.iter().filter(|f| f.revents & libc::POLLHUP != 0).map(|f| f.fd).collect();
+        if !hung.is_empty() {
+            let gone: Vec<u32> = self
+                .threads
+                .iter()
+                .filter(|(_, t)| t.event.as_ref().is_some_and(|e| hung.contains(&e.raw_fd())))
+                .map(|(tid, _)| *tid)
+                .collect();
+            for tid in gone {
+                self.drain_thread(tid);
+                self.threads.remove(&tid);
+            }
+            self.stats.threads_active = self.threads.len() as u64;
+        }
+    }
+
+    fn drain_all(&mut self) {
+        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        for tid in tids {
+            self.drain_thread(tid);
+        }
+    }
+
+    fn drain_thread(&mut self, tid: u32) {
+        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, pending_events, pending_threads, dirty_images, opts, .. } =
+            self;
+        let Some(thread) = threads.get_mut(&tid) else { return };
+        let pid = thread.pid;
+        let Some(event) = thread.event.as_mut() else { return };
+        let Some(target) = targets.get_mut(&pid) else { return };
+        let mut last_stack: Option<Stack> = None;
+        event.drain(|record| match record {
+            EventRecord::Sample(sample) => {
+                if let Some(stack) = sample_stack(&sample, opts, target, files, symbolizer, stats, scratch_addrs) {
+                    *target.counts.entry((stack.clone(), ThreadState::Runnable)).or_insert(0) += 1;
+                    stats.samples += 1;
+                    last_stack = Some(stack);
+                }
+            }
+            EventRecord::Fork(f) if f.pid as u32 == pid && f.tid != f.ptid => pending_threads.push((pid, f.tid as u32)),
+            EventRecord::Mmap2(m) if m.pid as u32 == pid && m.protection & libc::PROT_EXEC as u32 != 0 => {
+                dirty_images.insert(pid);
+            }
+            EventRecord::Mmap(m) if m.pid as u32 == pid && m.is_executable => {
+                dirty_images.insert(pid);
+            }
+            EventRecord::Lost(l) => {
+                stats.lost += l.count;
+                pending_events.push(SamplerEvent::Lost { pid, count: l.count });
+            }
+            _ => {}
+        });
+        if let Some(stack) = last_stack {
+            thread.last_oncpu = Some(stack);
+            // It ran: whatever it was waiting for is over.
+            thread.offcpu = None;
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<(), SamplerError> {
+        self.stats.ticks += 1;
+        let period_ns = self.period.as_nanos() as u64;
+        // Ticks missed because the caller polled late are counted, not dropped: every
+        // off-CPU thread gets one sample per elapsed period.
+        let elapsed = now.saturating_duration_since(self.last_tick).as_nanos() as u64 + self.tick_carry_ns;
+        let periods = (elapsed / period_ns).max(1);
+        self.tick_carry_ns = elapsed.saturating_sub(periods * period_ns).min(period_ns);
+        self.last_tick = now;
+        self.next_tick = now + self.period;
+        if self.opts.wall_clock {
+            let tids: Vec<u32> = self.threads.keys().copied().collect();
+            for tid in tids {
+                if !self.account_thread(tid, periods, period_ns) {
+                    self.threads.remove(&tid);
+                }
+            }
+            self.stats.threads_active = self.threads.len() as u64;
+        }
+        if self.stats.ticks % RESCAN_TICKS == 0 || self.threads.is_empty() {
+            self.rescan()?;
+        }
+        Ok(())
+    }
+
+    /// Checks liveness of every target and picks up threads no fork record announced.
+    fn rescan(&mut self) -> Result<(), SamplerError> {
+        let pids: Vec<u32> = self.targets.iter().filter(|(_, t)| !t.exited).map(|(p, _)| *p).collect();
+        for pid in pids {
+            let alive = procfs::is_alive(pid);
+            let tids = if alive { procfs::thread_ids(pid).unwrap_or_default() } else { Vec::new() };
+            if tids.is_empty() {
+                self.mark_exited(pid);
+                continue;
+            }
+            for tid in tids {
+                if !self.threads.contains_key(&tid) && self.follow_thread(pid, tid)? {
+                    self.pending_events.push(SamplerEvent::ThreadFollowed { pid, tid });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_exited(&mut self, pid: u32) {
+        self.drain_all();
+        self.threads.retain(|_, t| t.pid != pid);
+        self.stats.threads_active = self.threads.len() as u64;
+        if let Some(t) = self.targets.get_mut(&pid) {
+            if !t.exited {
+                t.exited = true;
+                tracing::info!(pid, "target exited");
+                self.pending_events.push(SamplerEvent::Exited(pid));
+            }
+        }
+    }
+
+    /// Accounts one thread at a tick. Returns false if the thread is gone.
+    fn account_thread(&mut self, tid: u32, periods: u64, period_ns: u64) -> bool {
+        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, .. } = self;
+        let Some(thread) = threads.get_mut(&tid) else { return false };
+        let Some(target) = targets.get_mut(&thread.pid) else { return false };
+        let Some(proc_files) = thread.files.as_mut() else { return true };
+        let Ok(sched) = proc_files.schedstat() else { return false };
+        let ran = sched.cpu_ns != thread.sched.cpu_ns;
+        // Runnable but waiting for a CPU: RUNNABLE with the last on-CPU stack.
+        thread.runq_carry_ns += sched.run_delay_ns.saturating_sub(thread.sched.run_delay_ns);
+        thread.sched = sched;
+        let runq = thread.runq_carry_ns / period_ns;
+        if runq > 0 {
+            if let Some(stack) = &thread.last_oncpu {
+                *target.counts.entry((stack.clone(), ThreadState::Runnable)).or_insert(0) += runq;
+                stats.runqueue_samples += runq;
+            }
+            thread.runq_carry_ns -= runq * period_ns;
+        }
+        if ran {
+            thread.offcpu = None;
+        }
+        if thread.offcpu.is_none() {
+            let Ok(letter) = proc_files.state() else { return false };
+            if letter == 'R' {
+                return true;
+            }
+            let syscall = proc_files.syscall().unwrap_or(Syscall::Running);
+            let stack = offcpu_stack(thread.pid, &syscall, opts, target, files, symbolizer, stats, scratch_addrs, scratch_stack);
+            let names: Vec<Arc<str>> = stack.iter().flat_map(|f| symbolizer.names(*f).iter().cloned().collect::<Vec<_>>()).collect();
+            match state::classify(letter, &syscall, &names) {
+                Some(state) => thread.offcpu = Some(OffCpu { stack, state }),
+                None => return !matches!(letter, 'Z' | 'X'),
+            }
+        }
+        if let Some(off) = &thread.offcpu {
+            *target.counts.entry((off.stack.clone(), off.state)).or_insert(0) += periods;
+            stats.offcpu_samples += periods;
+        }
+        true
+    }
+
+    /// One profile per target with what was accumulated since the last call, over
+    /// `[last take, now_ms)`; labels `pid`, `process` (comm) and `exe`. Targets that
+    /// exited are returned one last time, then forgotten. Profiles may be empty.
+    pub fn take_profiles(&mut self, service: &str, now_ms: i64) -> Vec<Profile> {
+        let period_ns = self.period.as_nanos() as u64;
+        let mut out = Vec::new();
+        let mut pids: Vec<u32> = self.targets.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let Some(target) = self.targets.get_mut(&pid) else { continue };
+            let counts = std::mem::take(&mut target.counts);
+            let start = target.window_start_ms;
+            let end = now_ms.max(start + 1);
+            target.window_start_ms = end;
+            let frames: Vec<RawFrame> = counts.keys().flat_map(|(s, _)| s.iter().copied()).collect();
+            self.symbolizer.resolve(&frames);
+            let mut builder = ProfileBuilder::new(service, start, end, period_ns)
+                .label("pid", &pid.to_string())
+                .label("process", &target.comm)
+                .label("exe", &target.exe);
+            let mut names: Vec<Arc<str>> = Vec::new();
+            for ((stack, state), count) in counts {
+                names.clear();
+                for frame in stack.iter().rev() {
+                    names.extend(self.symbolizer.names(*frame).iter().cloned());
+                }
+                builder.add(&names, state, count);
+            }
+            out.push(builder.finish());
+            if target.exited {
+                self.targets.remove(&pid);
+            }
+        }
+        out
+    }
+}
+
+/// The stack of one perf sample, leaf first: kernel frames (if asked), then user frames
+/// unwound with DWARF or taken from the frame-pointer callchain.
+fn sample_stack(
+    sample: &SampleRecord<'_>,
+    opts: &SamplerOptions,
+    target: &mut Target,
+    files: &mut FileCache,
+    symbolizer: &mut Symbolizer,
+    stats: &mut SamplerStats,
+    addrs: &mut Vec<u64>,
+) -> Option<Stack> {
+    let mut frames: Vec<RawFrame> = Vec::with_capacity(64);
+    let mut user_chain: Vec<u64> = Vec::new();
+    if let Some(chain) = &sample.callchain {
+        let mut mode = 0u64;
+        let mut first_in_mode = true;
+        for i in 0..chain.len() {
+            let Some(addr) = chain.get(i) else { break };
+            if addr >= perf_event_open_sys::bindings::PERF_CONTEXT_MAX as u64 {
+                mode = addr;
+                first_in_mode = true;
+                continue;
+            }
+            let lookup = if first_in_mode { addr } else { addr.saturating_sub(1) };
+            first_in_mode = false;
+            if mode == perf_event_open_sys::bindings::PERF_CONTEXT_KERNEL as u64 {
+                if opts.kernel {
+                    frames.push(RawFrame::Kernel(lookup));
+                }
+            } else if mode == perf_event_open_sys::bindings::PERF_CONTEXT_USER as u64 {
+                user_chain.push(lookup);
+            }
+        }
+    }
+    addrs.clear();
+    let end = match opts.unwind {
+        UnwindMode::Dwarf => {
+            let regs = sample.user_regs.as_ref()?;
+            let (ip, sp, bp) = (regs.get(perf::REG_IP)?, regs.get(perf::REG_SP)?, regs.get(perf::REG_BP).unwrap_or(0));
+            let (stack_data, _dyn_size) = sample.user_stack.as_ref()?;
+            let bytes = stack_data.as_slice();
+            target.image.refresh_if_unknown(ip, files, symbolizer);
+            target.image.unwind(ip, sp, bp, &bytes, addrs)
+        }
+        UnwindMode::FramePointer => {
+            addrs.extend_from_slice(&user_chain);
+            if let Some(&ip) = addrs.first() {
+                target.image.refresh_if_unknown(ip, files, symbolizer);
+            }
+            WalkEnd::Complete
+        }
+    };
+    count_walk(stats, end, addrs.len());
+    frames.extend(addrs.iter().map(|a| target.image.normalize(*a)));
+    if frames.is_empty() {
+        return None;
+    }
+    Some(Arc::from(frames))
+}
+
+/// The user stack of a thread that is off-CPU, from the user sp/pc the kernel saved at
+/// syscall entry and a copy of its stack memory. Frame pointer (`bp`) is unknown there,
+/// so frames whose CFA is `rbp`-based stop the walk (see docs/thread-states.md).
+#[allow(clippy::too_many_arguments)]
+fn offcpu_stack(
+    pid: u32,
+    syscall: &Syscall,
+    opts: &SamplerOptions,
+    target: &mut Target,
+    files: &mut FileCache,
+    symbolizer: &mut Symbolizer,
+    stats: &mut SamplerStats,
+    addrs: &mut Vec<u64>,
+    buf: &mut Vec<u8>,
+) -> Stack {
+    addrs.clear();
+    let Some((sp, pc)) = syscall.sp_pc() else {
+        return Arc::from(Vec::new());
+    };
+    procfs::read_memory(pid, sp, opts.stack_bytes.max(4096) as usize, buf);
+    target.image.refresh_if_unknown(pc, files, symbolizer);
+    let end = target.image.unwind(pc, sp, 0, buf, addrs);
+    count_walk(stats, end, addrs.len());
+    let frames: Vec<RawFrame> = addrs.iter().map(|a| target.image.normalize(*a)).collect();
+    Arc::from(frames)
+}
+
+/// Counts a walk that stopped early: a failure if nothing past the first frame came out.
+fn count_walk(stats: &mut SamplerStats, end: WalkEnd, frames: usize) {
+    if end == WalkEnd::Truncated {
+        if frames <= 1 {
+            stats.unwind_failures += 1;
+        } else {
+            stats.truncated += 1;
+        }
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+
+fn permission_message(err: &dyn std::fmt::Display) -> String {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!(
+        "hotframe agent needs root or CAP_PERFMON / CAP_SYS_ADMIN to sample other processes \
+         (kernel.perf_event_paranoid = {paranoid}; perf_event_open said: {err}); run it with sudo, \
+         or grant the capabilities: setcap cap_perfmon,cap_sys_ptrace+ep $(which hotframe)"
+    )
+}
+
+/// Refuses early, with a message that says what to do, when the agent lacks privileges.
+fn check_permissions() -> Result<(), SamplerError> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("CapEff:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    if !root && !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        return Err(SamplerError::Permission(permission_message(&"not attempted: the agent is not root")));
+    }
+    match perf::probe() {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            Err(SamplerError::Permission(permission_message(&e)))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Err(SamplerError::Permission(
+            "perf_event_open is not available in this kernel or container (ENOSYS); \
+             allow it in the seccomp profile or run the agent on the host"
+                .to_string(),
+        )),
+        Err(e) => Err(SamplerError::Io { what: "probing perf_event_open".into(), source: e }),
+    }
+}
+
+/// Four descriptors per thread add up: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a stack struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

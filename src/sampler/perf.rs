@@ -1,0 +1,247 @@
+//! One `perf_event_open` cpu-clock event per thread, with its memory-mapped ring buffer.
+//!
+//! In: a thread id and what each sample must carry (user registers and a copy of the
+//! user stack, or a frame-pointer callchain, optionally kernel frames). Out: parsed
+//! records (`linux_perf_event_reader::EventRecord`) handed to a callback, oldest first,
+//! wrap-around handled. Must not: unwind, symbolize or classify; it only moves bytes.
+
+use linux_perf_event_reader::{
+    Endianness, EventRecord, PerfEventAttr, RawData, RawEventRecord, RecordParseInfo, RecordType,
+};
+use perf_event_open_sys as sys;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, Ordering};
+
+/// x86_64 perf register indices (asm/perf_regs.h): BP, SP, IP.
+pub const REG_BP: u64 = 6;
+/// Stack pointer register index.
+pub const REG_SP: u64 = 7;
+/// Instruction pointer register index.
+pub const REG_IP: u64 = 8;
+const USER_REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
+
+/// Data pages per ring buffer (plus one metadata page). 64 pages hold at least eight
+/// 32 KiB stack copies; the sampler drains every tick (about 10 ms at 99 Hz).
+const RING_PAGES: usize = 64;
+
+/// What every sample of an event carries.
+#[derive(Debug, Clone, Copy)]
+pub struct EventConfig {
+    /// Sampling period in nanoseconds of thread CPU time.
+    pub period_ns: u64,
+    /// Copy registers and `stack_bytes` of user stack for DWARF unwinding.
+    pub dwarf: bool,
+    /// Bytes of user stack to copy per sample (rounded down to a multiple of 8).
+    pub stack_bytes: u32,
+    /// Ask for a callchain (frame pointers for user frames, kernel frames if `kernel`).
+    pub callchain: bool,
+    /// Sample kernel mode too, and put kernel frames in the callchain.
+    pub kernel: bool,
+}
+
+/// An open, mapped, enabled cpu-clock event on one thread.
+pub struct PerfEvent {
+    fd: OwnedFd,
+    base: *mut u8,
+    map_len: usize,
+    data_offset: usize,
+    data_size: usize,
+    parse_info: RecordParseInfo,
+}
+
+// The mapping belongs to this struct alone; the kernel writes the data area and only the
+// head/tail protocol below touches it.
+unsafe impl Send for PerfEvent {}
+
+impl PerfEvent {
+    /// Opens, maps and enables a cpu-clock sampling event on thread `tid`.
+    pub fn open(tid: u32, config: &EventConfig) -> io::Result<PerfEvent> {
+        let mut attr = make_attr(config);
+        let parse_info = parse_info_of(&attr)?;
+        // SAFETY: attr is fully initialised (zeroed then filled) and outlives the call.
+        let fd = unsafe { sys::perf_event_open(&mut attr, tid as i32, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let page = page_size();
+        let map_len = page * (RING_PAGES + 1);
+        // SAFETY: mapping a perf fd read-write shared is the documented protocol.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut event = PerfEvent {
+            fd,
+            base: base as *mut u8,
+            map_len,
+            data_offset: page,
+            data_size: page * RING_PAGES,
+            parse_info,
+        };
+        // SAFETY: base points to a mapped perf_event_mmap_page.
+        unsafe {
+            let meta = &*(base as *const sys::bindings::perf_event_mmap_page);
+            if meta.data_size != 0 {
+                event.data_offset = meta.data_offset as usize;
+                event.data_size = meta.data_size as usize;
+            }
+        }
+        // SAFETY: ENABLE on our own perf fd.
+        if unsafe { sys::ioctls::ENABLE(event.fd.as_raw_fd(), 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(event)
+    }
+
+    /// The event's file descriptor, for `poll(2)`.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Hands every record written since the last call to `f`, oldest first, then
+    /// frees their space in the ring. Returns the number of records.
+    pub fn drain(&mut self, mut f: impl FnMut(EventRecord<'_>)) -> usize {
+        let meta = self.base as *mut sys::bindings::perf_event_mmap_page;
+        // SAFETY: meta is the mapped control page; head is written by the kernel, so read
+        // it volatile and fence before reading the data it covers.
+        let head = unsafe { std::ptr::read_volatile(&(*meta).data_head) };
+        fence(Ordering::Acquire);
+        // SAFETY: tail is ours to read and write.
+        let mut tail = unsafe { std::ptr::read_volatile(&(*meta).data_tail) };
+        // SAFETY: the data area is data_size bytes at data_offset inside the mapping.
+        let data = unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
+        let size = self.data_size as u64;
+        let mut count = 0;
+        while tail + 8 <= head {
+            let header = read_wrapped(data, tail % size, 8);
+            let header = header.as_slice();
+            let record_type = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let misc = u16::from_le_bytes([header[4], header[5]]);
+            let record_size = u16::from_le_bytes([header[6], header[7]]) as u64;
+            if record_size < 8 || tail + record_size > head {
+                // A corrupt header would loop forever; drop everything that is there.
+                tail = head;
+                break;
+            }
+            let body_start = (tail + 8) % size;
+            let body_len = (record_size - 8) as usize;
+            let body = read_wrapped(data, body_start, body_len);
+            let raw = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info);
+            if let Ok(record) = raw.parse() {
+                f(record);
+            }
+            count += 1;
+            tail += record_size;
+        }
+        fence(Ordering::Release);
+        // SAFETY: publishing the new tail lets the kernel reuse the space.
+        unsafe { std::ptr::write_volatile(&mut (*meta).data_tail, tail) };
+        count
+    }
+}
+
+impl Drop for PerfEvent {
+    fn drop(&mut self) {
+        // SAFETY: base/map_len are the mapping made in `open`; fd closes itself.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.map_len);
+        }
+    }
+}
+
+/// A view of `len` bytes at `start` in the ring, split in two where it wraps.
+fn read_wrapped(data: &[u8], start: u64, len: usize) -> RawData<'_> {
+    let start = start as usize;
+    if start + len <= data.len() {
+        RawData::Single(&data[start..start + len])
+    } else {
+        let first = &data[start..];
+        let rest = len - first.len();
+        RawData::Split(first, &data[..rest.min(data.len())])
+    }
+}
+
+fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
+    let mut attr = sys::bindings::perf_event_attr {
+        type_: sys::bindings::PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+        config: sys::bindings::PERF_COUNT_SW_CPU_CLOCK as u64,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_1.sample_period = config.period_ns.max(10_000);
+    let mut sample_type = sys::bindings::PERF_SAMPLE_IP | sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_TIME;
+    if config.dwarf {
+        sample_type |= sys::bindings::PERF_SAMPLE_REGS_USER | sys::bindings::PERF_SAMPLE_STACK_USER;
+        attr.sample_regs_user = USER_REGS_MASK;
+        attr.sample_stack_user = config.stack_bytes & !7;
+    }
+    if config.callchain || config.kernel {
+        sample_type |= sys::bindings::PERF_SAMPLE_CALLCHAIN;
+        if !config.callchain {
+            // DWARF mode with --kernel: the user part comes from our own unwinding.
+            attr.set_exclude_callchain_user(1);
+        }
+    }
+    attr.sample_type = sample_type as u64;
+    attr.set_disabled(1);
+    attr.set_exclude_kernel(if config.kernel { 0 } else { 1 });
+    attr.set_exclude_hv(1);
+    attr.set_sample_id_all(1);
+    // Fork records tell us about new threads, mmap2 records about new libraries; they
+    // come from the thread that made them, and every thread has an event.
+    attr.set_task(1);
+    attr.set_mmap(1);
+    attr.set_mmap2(1);
+    attr.set_comm(1);
+    attr.set_watermark(1);
+    attr.__bindgen_anon_2.wakeup_watermark = (page_size() * RING_PAGES / 2) as u32;
+    attr
+}
+
+/// The record parser's view of `attr`, built by parsing its bytes like a perf.data reader.
+fn parse_info_of(attr: &sys::bindings::perf_event_attr) -> io::Result<RecordParseInfo> {
+    // SAFETY: perf_event_attr is plain old data; we only read its bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(attr as *const _ as *const u8, std::mem::size_of::<sys::bindings::perf_event_attr>())
+    };
+    let (parsed, _) = PerfEventAttr::parse::<_, byteorder::LittleEndian>(bytes)?;
+    Ok(RecordParseInfo::new(&parsed, Endianness::LittleEndian))
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// Opens and closes a cpu-clock event on the calling thread: the cheapest way to learn
+/// whether perf_event_open is allowed at all here.
+pub fn probe() -> io::Result<()> {
+    let config = EventConfig { period_ns: 10_000_000, dwarf: false, stack_bytes: 0, callchain: false, kernel: false };
+    let mut attr = make_attr(&config);
+    // SAFETY: as in `open`; the fd is closed right away.
+    let fd = unsafe { sys::perf_event_open(&mut attr, 0, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: we own fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! A target process's code as the unwinder and symbolizer see it: its executable
+//! mappings (from /proc/PID/maps), each file's unwind sections (`.eh_frame`,
+//! `.eh_frame_hdr`, `.debug_frame`) handed to framehop, and address normalization to
+//! (module, file offset) frames.
+//!
+//! In: a pid; registers plus a copy of user stack bytes (perf samples, or the stack of
+//! a sleeping thread read with process_vm_readv). Out: frame addresses leaf first, and
+//! `RawFrame`s for the symbolizer. Must not: name functions or classify states.
+
+use super::procfs::{self, Mapping};
+use crate::symbolize::{ModuleId, ModuleKey, RawFrame, Symbolizer};
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Deepest stack kept, in frames.
+pub const MAX_FRAMES: usize = 512;
+
+/// Shared, immutable section bytes (one copy per file, whatever the number of targets).
+#[derive(Clone, Default)]
+pub struct Bytes(Arc<Vec<u8>>);
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What one ELF file contributes, parsed once per file.
+pub struct ElfUnwindInfo {
+    eh_frame: Option<(std::ops::Range<u64>, Bytes)>,
+    eh_frame_hdr: Option<(std::ops::Range<u64>, Bytes)>,
+    debug_frame: Option<Bytes>,
+    text_svma: Option<std::ops::Range<u64>>,
+    got_svma: Option<std::ops::Range<u64>>,
+    /// PT_LOAD segments: (p_vaddr, p_offset, p_filesz, executable).
+    segments: Vec<(u64, u64, u64, bool)>,
+    build_id: Option<Vec<u8>>,
+}
+
+impl ElfUnwindInfo {
+    /// Parses the unwind sections and load segments of an ELF image.
+    pub fn parse(data: &[u8]) -> Option<ElfUnwindInfo> {
+        let file = object::File::parse(data).ok()?;
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            let bytes = s.data().ok()?.to_vec();
+            Some((s.address()..s.address() + s.size(), Bytes(Arc::new(bytes))))
+        };
+        let range = |name: &str| file.section_by_name(name).map(|s| s.address()..s.address() + s.size());
+        let segments = file
+            .segments()
+            .filter_map(|seg| {
+                let (offset, size) = seg.file_range();
+                let exec = match seg.flags() {
+                    SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+                    _ => false,
+                };
+                Some((seg.address(), offset, size, exec))
+            })
+            .collect();
+        Some(ElfUnwindInfo {
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            debug_frame: section(".debug_frame").map(|(_, b)| b),
+            text_svma: range(".text"),
+            got_svma: range(".got"),
+            segments,
+            build_id: crate::symbolize::build_id(&file),
+        })
+    }
+
+    /// The load bias (actual minus stated address) of a mapping of this file at `start`
+    /// with file offset `offset`. rust-lld puts read-only data and code in one file page,
+    /// so pick the executable segment whose page-aligned file range holds `offset`.
+    pub fn load_bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let page = super::perf::page_size() as u64;
+        let holds = |&&(_, p_offset, p_filesz, _): &&(u64, u64, u64, bool)| {
+            (p_offset & !(page - 1)) <= offset && offset < p_offset + p_filesz.max(1)
+        };
+        let seg = self.segments.iter().filter(|s| s.3).find(holds).or_else(|| self.segments.iter().find(holds))?;
+        let (p_vaddr, p_offset, _, _) = *seg;
+        let svma_of_start = (p_vaddr + offset).checked_sub(p_offset)?;
+        Some(start.wrapping_sub(svma_of_start))
+    }
+
+    fn section_info(&self) -> ExplicitModuleSectionInfo<Bytes> {
+        ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text_svma.clone(),
+            got_svma: self.got_svma.clone(),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, b)| b.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, b)| b.clone()),
+            debug_frame: self.debug_frame.clone(),
+            stubs_svma: None,
+            stub_helper_svma: None,
+            text: None,
+            unwind_info: None,
+            text_segment_svma: None,
+            text_segment: None,
+        }
+    }
+}
+
+/// Files parsed so far, shared by every target (libc is parsed once).
+#[derive(Default)]
+pub struct FileCache {
+    files: HashMap<(String, u64, String), Option<Arc<ElfUnwindInfo>>>,
+}
+
+impl FileCache {
+    fn get(&mut self, pid: u32, m: &Mapping, open_path: &std::path::Path) -> Option<Arc<ElfUnwindInfo>> {
+        let key = (m.dev_inode.0.clone(), m.dev_inode.1, m.path.clone());
+        if let Some(info) = self.files.get(&key) {
+            return info.clone();
+        }
+        let info = if m.path == "[vdso]" {
+            let mut buf = Vec::new();
+            procfs::read_memory(pid, m.start, (m.end - m.start) as usize, &mut buf);
+            ElfUnwindInfo::parse(&buf).map(Arc::new)
+        } else {
+            let parsed = std::fs::File::open(open_path).ok().and_then(|f| {
+                // SAFETY: read-only private mapping of a file we only parse; a concurrent
+                // truncation could fault, the same risk every profiler takes.
+                let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+                ElfUnwindInfo::parse(&map)
+            });
+            parsed.map(Arc::new)
+        };
+        if info.is_none() {
+            tracing::debug!(path = %m.path, "no unwind information");
+        }
+        // The vdso differs per kernel only, but is cheap: do not cache across pids.
+        if m.path != "[vdso]" {
+            self.files.insert(key, info.clone());
+        }
+        info
+    }
+}
+
+/// One executable mapping of the target, normalized.
+#[derive(Debug, Clone)]
+struct MappedModule {
+    start: u64,
+    end: u64,
+    offset: u64,
+    module: ModuleId,
+}
+
+/// How a stack walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// The unwinder found the root (a frame with no return address).
+    Complete,
+    /// It stopped early (unreadable stack, no unwind rule): the stack is a suffix.
+    Truncated,
+}
+
+/// The code of one target process.
+pub struct ProcessImage {
+    pid: u32,
+    unwinder: UnwinderX86_64<Bytes>,
+    cache: CacheX86_64,
+    mappings: Vec<MappedModule>,
+    loaded: Vec<Mapping>,
+    last_refresh: Option<Instant>,
+}
+
+/// Re-reading /proc/PID/maps because of an unknown address happens at most this often.
+const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+impl ProcessImage {
+    /// An image with no modules yet; call `refresh`.
+    pub fn new(pid: u32) -> ProcessImage {
+        ProcessImage {
+            pid,
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            mappings: Vec::new(),
+            loaded: Vec::new(),
+            last_refresh: None,
+        }
+    }
+
+    /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones.
+    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &mut Symbolizer) -> std::io::Result<()> {
+        self.last_refresh = Some(Instant::now());
+        let now = procfs::executable_mappings(self.pid)?;
+        if now == self.loaded {
+            return Ok(());
+        }
+        for old in &self.loaded {
+            if !now.contains(old) {
+                self.unwinder.remove_module(old.start);
+                self.mappings.retain(|m| m.start != old.start);
+            }
+        }
+        for m in &now {
+            if self.loaded.contains(m) {
+                continue;
+            }
+            let open_path = self.open_path(m);
+            let info = files.get(self.pid, m, &open_path);
+            let key = match info.as_ref().and_then(|i| i.build_id.clone()) {
+                Some(id) => ModuleKey::BuildId(id),
+                None => ModuleKey::File(m.dev_inode.0.clone(), m.dev_inode.1, m.path.clone()),
+            };
+            let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
+            let module = symbolizer.register_module(key, open_path, display);
+            if let Some(info) = info {
+                let bias = if m.path == "[vdso]" {
+                    info.load_bias(m.start, 0)
+                } else {
+                    info.load_bias(m.start, m.offset)
+                };
+                match bias {
+                    Some(bias) => {
+                        self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
+                    }
+                    None => tracing::debug!(path = %m.path, "no load segment for mapping"),
+                }
+            }
+            self.mappings.push(MappedModule { start: m.start, end: m.end, offset: m.offset, module });
+        }
+        self.mappings.sort_by_key(|m| m.start);
+        self.loaded = now;
+        Ok(())
+    }
+
+    /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
+    pub fn refresh_if_unknown(&mut self, addr: u64, files: &mut FileCache, symbolizer: &mut Symbolizer) {
+        if self.find(addr).is_some() {
+            return;
+        }
+        if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+            return;
+        }
+        if let Err(err) = self.refresh(files, symbolizer) {
+            tracing::debug!(pid = self.pid, %err, "cannot re-read maps");
+        }
+    }
+
+    /// The path the symbolizer and parser open: the mapped file itself if it is still the
+    /// same file (same inode), otherwise the process's own handle on it.
+    fn open_path(&self, m: &Mapping) -> PathBuf {
+        let plain = PathBuf::from(&m.path);
+        if std::fs::metadata(&plain).map(|md| md.ino() == m.dev_inode.1).unwrap_or(false) {
+            return plain;
+        }
+        PathBuf::from(format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end))
+    }
+
+    fn find(&self, addr: u64) -> Option<&MappedModule> {
+        let i = self.mappings.partition_point(|m| m.start <= addr);
+        let m = self.mappings.get(i.checked_sub(1)?)?;
+        (addr < m.end).then_some(m)
+    }
+
+    /// The frame for a code address (already minus one for return addresses).
+    pub fn normalize(&self, addr: u64) -> RawFrame {
+        match self.find(addr) {
+            Some(m) => RawFrame::User { module: m.module, file_offset: addr - m.start + m.offset },
+            None => RawFrame::Unknown(addr),
+        }
+    }
+
+    /// Unwinds from `ip`/`sp`/`bp` over `stack` (bytes copied from address `sp`), pushing
+    /// lookup addresses (return addresses minus one) leaf first into `out`.
+    pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(off..off.checked_add(8).ok_or(())?).ok_or(())?;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            Ok(u64::from_le_bytes(word))
+        };
+        let mut frames = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        loop {
+            if out.len() >= MAX_FRAMES {
+                return WalkEnd::Truncated;
+            }
+            match frames.next() {
+                Ok(Some(frame)) => out.push(frame.address_for_lookup()),
+                Ok(None) => return WalkEnd::Complete,
+                Err(_) => return WalkEnd::Truncated,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_bias_picks_the_executable_segment_sharing_a_page() {
+        // rust-lld layout: read-only segment at offset 0, code at file offset 0x1230 in
+        // the same page but at vaddr 0x2230.
+        let info = ElfUnwindInfo {
+            eh_frame: None,
+            eh_frame_hdr: None,
+            debug_frame: None,
+            text_svma: None,
+            got_svma: None,
+            segments: vec![(0, 0, 0x1230, false), (0x2230, 0x1230, 0x5000, true)],
+            build_id: None,
+        };
+        // The kernel maps the code segment from page offset 0x1000 at 0x5555_0000_2000.
+        let bias = info.load_bias(0x5555_0000_2000, 0x1000).unwrap();
+        // File offset 0x1230 (vaddr 0x2230) lands at start + 0x230.
+        assert_eq!(0x2230 + bias, 0x5555_0000_2230);
+    }
+}

@@ -1,0 +1,280 @@
+//! Addresses to function names, with blazesym: demangled Rust and C++ names, inlined
+//! functions as frames of their own, shared libraries (split debug info from
+//! /usr/lib/debug, e.g. Debian's libc6-dbg), kernel symbols from kallsyms.
+//!
+//! In: `RawFrame`s, i.e. a module registered here plus a file offset (user code), or a
+//! kernel address. Out: frame names, outermost first for inlined chains; `[unknown]
+//! <module>` where nothing resolves. Results are cached per (module build id or file,
+//! offset), so a steady-state profile costs a hash lookup per frame.
+//! Must not: read process memory, unwind, or know about samples and thread states.
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why symbolization could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolizeError {
+    /// A module file could not be read.
+    #[error("cannot read module {path}: {reason}; check that the file still exists and is readable by the agent")]
+    Module {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Index of a module registered with `Symbolizer::register_module`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ModuleId(pub u32);
+
+/// How a module is recognised across processes: by GNU build id when it has one,
+/// otherwise by file identity (device, inode, path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModuleKey {
+    /// The ELF `NT_GNU_BUILD_ID` note.
+    BuildId(Vec<u8>),
+    /// Device (as in /proc/PID/maps), inode and path.
+    File(String, u64, String),
+}
+
+/// One frame to name, already normalized (return addresses minus one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RawFrame {
+    /// User code in a registered module, at `file_offset` in its file.
+    User {
+        /// The module.
+        module: ModuleId,
+        /// Offset in the module file.
+        file_offset: u64,
+    },
+    /// A kernel address.
+    Kernel(u64),
+    /// A user address outside every known module (JIT code, unmapped).
+    Unknown(u64),
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolizeStats {
+    /// Frames answered from the cache.
+    pub cache_hits: u64,
+    /// Frames that needed blazesym.
+    pub cache_misses: u64,
+    /// Distinct cached frames.
+    pub cached_frames: u64,
+}
+
+struct ModuleFile {
+    /// Path blazesym opens.
+    path: PathBuf,
+    /// Short name for `[unknown] <module>`.
+    display: Arc<str>,
+}
+
+/// Names of one frame: the function, then the functions inlined into it at that
+/// address, outermost first.
+pub type FrameNames = Arc<[Arc<str>]>;
+
+/// Kernel frames carry inferno's `_[k]` suffix so flame graphs colour them apart.
+const KERNEL_SUFFIX: &str = "_[k]";
+
+/// A caching symbolizer shared by every target of a sampler.
+pub struct Symbolizer {
+    blaze: Blaze,
+    modules: Vec<ModuleFile>,
+    module_ids: HashMap<ModuleKey, ModuleId>,
+    cache: HashMap<RawFrame, FrameNames>,
+    unknown: FrameNames,
+    stats: SymbolizeStats,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer").field("modules", &self.modules.len()).field("stats", &self.stats).finish()
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer with demangling, inlined functions and debug links enabled.
+    pub fn new() -> Symbolizer {
+        let blaze = Blaze::builder()
+            .enable_code_info(false)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Symbolizer {
+            blaze,
+            modules: Vec::new(),
+            module_ids: HashMap::new(),
+            cache: HashMap::new(),
+            unknown: Arc::from(vec![Arc::<str>::from("[unknown]")]),
+            stats: SymbolizeStats::default(),
+        }
+    }
+
+    /// Registers a module file (idempotent per key) and returns its id. `path` must be
+    /// openable for as long as frames of the module are symbolized.
+    pub fn register_module(&mut self, key: ModuleKey, path: PathBuf, display: &str) -> ModuleId {
+        if let Some(&id) = self.module_ids.get(&key) {
+            return id;
+        }
+        let id = ModuleId(self.modules.len() as u32);
+        self.modules.push(ModuleFile { path, display: Arc::from(display) });
+        self.module_ids.insert(key, id);
+        id
+    }
+
+    /// The short name of a module.
+    pub fn module_name(&self, module: ModuleId) -> Option<&str> {
+        self.modules.get(module.0 as usize).map(|m| &*m.display)
+    }
+
+    /// Cache counters so far.
+    pub fn stats(&self) -> SymbolizeStats {
+        SymbolizeStats { cached_frames: self.cache.len() as u64, ..self.stats }
+    }
+
+    /// Names of `frame`, outermost first (a function and what is inlined into it).
+    pub fn names(&mut self, frame: RawFrame) -> FrameNames {
+        if let Some(names) = self.cache.get(&frame) {
+            self.stats.cache_hits += 1;
+            return names.clone();
+        }
+        self.resolve(std::slice::from_ref(&frame));
+        self.cache.get(&frame).cloned().unwrap_or_else(|| self.unknown.clone())
+    }
+
+    /// Resolves every frame of `frames` not in the cache yet, in one blazesym call per
+    /// module, so a new profile's many misses share the file parsing.
+    pub fn resolve(&mut self, frames: &[RawFrame]) {
+        let mut by_module: HashMap<Option<ModuleId>, Vec<u64>> = HashMap::new();
+        for frame in frames {
+            if self.cache.contains_key(frame) {
+                continue;
+            }
+            match *frame {
+                RawFrame::User { module, file_offset } => by_module.entry(Some(module)).or_default().push(file_offset),
+                RawFrame::Kernel(addr) => by_module.entry(None).or_default().push(addr),
+                RawFrame::Unknown(_) => {
+                    self.stats.cache_misses += 1;
+                    self.cache.insert(*frame, self.unknown.clone());
+                }
+            }
+        }
+        for (module, mut addrs) in by_module {
+            addrs.sort_unstable();
+            addrs.dedup();
+            self.stats.cache_misses += addrs.len() as u64;
+            let results = match module {
+                Some(id) => self.symbolize_user(id, &addrs),
+                None => self.symbolize_kernel(&addrs),
+            };
+            for (addr, names) in addrs.into_iter().zip(results) {
+                let frame = match module {
+                    Some(module) => RawFrame::User { module, file_offset: addr },
+                    None => RawFrame::Kernel(addr),
+                };
+                self.cache.insert(frame, names);
+            }
+        }
+    }
+
+    fn symbolize_user(&self, module: ModuleId, offsets: &[u64]) -> Vec<FrameNames> {
+        let Some(file) = self.modules.get(module.0 as usize) else {
+            return vec![self.unknown.clone(); offsets.len()];
+        };
+        let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {}", file.display))]);
+        let mut elf = Elf::new(&file.path);
+        elf.debug_syms = true;
+        let src = Source::Elf(elf);
+        match self.blaze.symbolize(&src, Input::FileOffset(offsets)) {
+            Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
+            Err(err) => {
+                tracing::debug!(path = %file.path.display(), %err, "symbolization failed");
+                vec![unknown; offsets.len()]
+            }
+        }
+    }
+
+    fn symbolize_kernel(&self, addrs: &[u64]) -> Vec<FrameNames> {
+        let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown]{KERNEL_SUFFIX}"))]);
+        let src = Source::Kernel(Kernel::default());
+        match self.blaze.symbolize(&src, Input::AbsAddr(addrs)) {
+            Ok(syms) => syms.iter().map(|s| names_of(s, KERNEL_SUFFIX).unwrap_or_else(|| unknown.clone())).collect(),
+            Err(err) => {
+                tracing::debug!(%err, "kernel symbolization failed");
+                vec![unknown; addrs.len()]
+            }
+        }
+    }
+}
+
+fn names_of(sym: &Symbolized<'_>, suffix: &str) -> Option<FrameNames> {
+    let sym = sym.as_sym()?;
+    let mut names: Vec<Arc<str>> = Vec::with_capacity(1 + sym.inlined.len());
+    names.push(Arc::from(format!("{}{suffix}", sym.name)));
+    for inlined in sym.inlined.iter() {
+        names.push(Arc::from(format!("{}{suffix}", inlined.name)));
+    }
+    Some(Arc::from(names))
+}
+
+/// The GNU build id of an ELF file's bytes, if it has one.
+pub fn build_id(elf: &object::File<'_>) -> Option<Vec<u8>> {
+    use object::Object;
+    elf.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbolizer_test() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    /// Symbolizes a function of this very test binary through its file offset.
+    #[test]
+    fn names_a_function_of_this_binary_and_caches_it() {
+        let addr = marker_function_for_symbolizer_test as usize as u64;
+        let _ = marker_function_for_symbolizer_test();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mapping = crate::sampler::procfs::parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.start <= addr && addr < m.end)
+            .expect("mapping of the test function");
+        assert_eq!(std::path::Path::new(&mapping.path), exe);
+        let mut s = Symbolizer::new();
+        let id = s.register_module(ModuleKey::File(mapping.dev_inode.0.clone(), mapping.dev_inode.1, mapping.path.clone()), exe, "test");
+        let frame = RawFrame::User { module: id, file_offset: addr - mapping.start + mapping.offset };
+        let names = s.names(frame);
+        assert!(names.last().unwrap().contains("marker_function_for_symbolizer_test"), "{names:?}");
+        assert!(!names[0].contains("17h"), "demangled without hash: {names:?}");
+        let again = s.names(frame);
+        assert_eq!(names, again);
+        assert_eq!(s.stats().cache_hits, 1);
+        assert_eq!(s.stats().cache_misses, 1);
+    }
+
+    #[test]
+    fn unknown_frames_name_their_module() {
+        let mut s = Symbolizer::new();
+        let id = s.register_module(ModuleKey::File("0:0".into(), 1, "/nonexistent/libgone.so".into()), "/nonexistent/libgone.so".into(), "libgone.so");
+        let names = s.names(RawFrame::User { module: id, file_offset: 0x1234 });
+        assert_eq!(&*names[0], "[unknown] libgone.so");
+        assert_eq!(&*s.names(RawFrame::Unknown(0x10))[0], "[unknown]");
+    }
+}

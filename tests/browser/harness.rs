@@ -1,0 +1,410 @@
+//! Browser test harness shared by `tests/it/browser.rs` and `benches/flame_browser.rs`:
+//! a real `hotframe serve` process on a free loopback port, and headless Debian Chromium
+//! driven over the W3C WebDriver protocol by `/usr/bin/chromedriver`.
+//!
+//! In: the hotframe binary's path, folded profiles to ingest. Out: a `Server` and a
+//! `Browser` that run scripts, move and click the real mouse, type, and take screenshots.
+//! Must not: leave processes behind (both are killed on drop) or wait without a bound.
+//!
+//! The WebDriver client is a few HTTP calls over `ureq` (already a dependency), so the
+//! tests need no extra crate.
+
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's packages put the browser and its driver (`.ci/run` installs them).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's chromedriver.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// An HTTP client that hands back 4xx/5xx answers instead of failing.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A running `hotframe serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The listening port.
+    pub port: u16,
+    /// The store directory.
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `binary serve` on `port` with its store in `data` (and extra flags) and
+    /// waits for `/healthz`.
+    pub fn start(binary: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
+        let log = std::fs::File::create(data.with_extension("log")).expect("server log file");
+        let child = Command::new(binary)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data)
+            .args(extra)
+            .env("HOTFRAME_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hotframe serve");
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), port, data: data.to_path_buf() };
+        let agent = http();
+        let url = format!("{}/healthz", server.base);
+        wait_until("hotframe serve to answer /healthz", Duration::from_secs(30), || {
+            agent.get(&url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false)
+        });
+        server
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `POST /ingest` of folded text for `name` (`app.cpu{k=v}`) over [from, until] s.
+    pub fn ingest_folded(&self, name: &str, folded: &str, from: u64, until: u64, token: Option<&str>) {
+        let mut request = http()
+            .post(format!("{}/ingest", self.base))
+            .query("name", name)
+            .query("from", from.to_string())
+            .query("until", until.to_string())
+            .query("sampleRate", "100")
+            .query("format", "folded")
+            .header("Content-Type", "text/plain");
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.send(folded).expect("POST /ingest");
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        assert!((200..300).contains(&status), "ingest of {name} answered {status}: {body}");
+    }
+
+    /// GET an API path (with query) as JSON.
+    pub fn get_json(&self, path_and_query: &str) -> Value {
+        let mut response = http().get(format!("{}{path_and_query}", self.base)).call().expect("GET");
+        let status = response.status().as_u16();
+        let body = response.body_mut().with_config().limit(256 << 20).read_to_string().expect("read body");
+        assert_eq!(status, 200, "GET {path_and_query}: {body}");
+        serde_json::from_str(&body).expect("JSON answer")
+    }
+
+    /// PUT JSON to an API path; returns the status.
+    pub fn put_json(&self, path: &str, body: &Value) -> u16 {
+        let response = http()
+            .put(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("PUT");
+        response.status().as_u16()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Headless Chromium under chromedriver, with a fresh profile; both end on drop.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+    _profile: tempfile::TempDir,
+}
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium window of `width` x `height`.
+    pub fn start(width: u32, height: u32) -> Browser {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(path).exists(),
+                "{path} is missing: install Debian's browser for the viewer tests with \
+                 `apt-get install -y chromium chromium-driver` (as .ci/run does)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::tempdir().expect("browser profile dir");
+        let agent = http();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut browser = Browser { driver, base, session: String::new(), agent, _profile: profile };
+        let status_url = format!("{}/status", browser.base);
+        let agent = browser.agent.clone();
+        wait_until("chromedriver to start", Duration::from_secs(20), || {
+            agent.get(&status_url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false)
+        });
+        let args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-sync".into(),
+            "--disable-component-update".into(),
+            "--disable-extensions".into(),
+            "--hide-scrollbars".into(),
+            "--force-device-scale-factor=1".into(),
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", browser._profile.path().display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            "timeouts": {"script": 60000, "pageLoad": 60000}
+        }}});
+        let answer = browser.call("POST", "/session", Some(caps));
+        browser.session = answer["sessionId"].as_str().expect("session id").to_string();
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}/session", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let response = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or_else(|| json!({})).to_string()),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().with_config().limit(64 << 20).read_to_string().expect("WebDriver answer");
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(status == 200, "WebDriver {method} {path} answered {status}: {}", &text[..text.len().min(2000)]);
+        if path == "/session" {
+            value["value"].clone()
+        } else {
+            value["value"].clone()
+        }
+    }
+
+    /// Opens `url` and waits for the page's load event.
+    pub fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The address bar.
+    pub fn url(&self) -> String {
+        self.call("GET", "/url", None).as_str().unwrap_or_default().to_string()
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) and returns its value.
+    pub fn eval(&self, script: &str, args: Value) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
+    }
+
+    /// Runs an async script: its last argument is the callback to call with the result.
+    pub fn eval_async(&self, script: &str, args: Value) -> Value {
+        self.call("POST", "/execute/async", Some(json!({ "script": script, "args": args })))
+    }
+
+    /// Waits until `expression` (JS) is truthy, and returns its value.
+    pub fn wait_for(&self, what: &str, expression: &str) -> Value {
+        let script = format!("try {{ return ({expression}) || null; }} catch (e) {{ return null; }}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.eval(&script, json!([]));
+            if !value.is_null() && value != Value::Bool(false) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let error = self.eval("return window.hotframe && window.hotframe.error", json!([]));
+                panic!("timed out waiting for {what} ({expression}); page error: {error}; url {}", self.url());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the viewer to finish its current navigation (data loaded, drawn).
+    pub fn wait_idle(&self) {
+        self.wait_for("the viewer to be idle", "window.hotframe && window.hotframe.idle");
+    }
+
+    fn pointer(&self, actions: Vec<Value>) {
+        let body = json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": actions}]});
+        self.call("POST", "/actions", Some(body));
+    }
+
+    /// Moves the real mouse to (x, y) in viewport CSS pixels.
+    pub fn hover(&self, x: f64, y: f64) {
+        self.pointer(vec![json!({"type": "pointerMove", "duration": 0, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"})]);
+    }
+
+    /// A real left click at (x, y) in viewport CSS pixels.
+    pub fn click_at(&self, x: f64, y: f64) {
+        self.pointer(vec![
+            json!({"type": "pointerMove", "duration": 0, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"}),
+            json!({"type": "pointerDown", "button": 0}),
+            json!({"type": "pointerUp", "button": 0}),
+        ]);
+    }
+
+    fn element(&self, css: &str) -> String {
+        let found = self.call("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        found[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element {css}")).to_string()
+    }
+
+    /// Clicks the element matching `css`.
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    /// Types `text` into the element matching `css`.
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/value"), Some(json!({ "text": text })));
+    }
+
+    /// Clears the input matching `css`.
+    pub fn clear(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/clear"), None);
+    }
+
+    /// A PNG of the viewport.
+    pub fn screenshot(&self) -> Vec<u8> {
+        let b64 = self.call("GET", "/screenshot", None);
+        base64_decode(b64.as_str().expect("screenshot base64"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.agent.delete(format!("{}/session/{}", self.base, self.session)).call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Standard base64 (WebDriver screenshots), without a crate for one call.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in text.bytes().filter_map(value) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The viewer's money format (web/format.js `usd`): "$315,883" from 100 up, "$12.34" below.
+pub fn usd(x: f64) -> String {
+    let a = x.abs();
+    let text = if a >= 100.0 { thousands(a.round() as u64) } else { format!("{a:.2}") };
+    format!("{}${text}", if x < 0.0 { "−" } else { "" })
+}
+
+/// The viewer's share format (web/format.js `pct`).
+pub fn pct(share: f64) -> String {
+    let p = share * 100.0;
+    let a = p.abs();
+    if a >= 10.0 {
+        format!("{}%", p.round())
+    } else if a >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, c) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The node at `path` (names below the root) in an API flame graph answer.
+pub fn node_at<'a>(flame: &'a Value, path: &[&str]) -> &'a Value {
+    let mut node = &flame["root"];
+    for name in path {
+        node = node["children"]
+            .as_array()
+            .and_then(|kids| kids.iter().find(|k| k["name"] == *name))
+            .unwrap_or_else(|| panic!("no frame {name} under {} in the API answer", node["name"]));
+    }
+    node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_match_the_viewer() {
+        assert_eq!(usd(315_883.4), "$315,883");
+        assert_eq!(usd(12.345), "$12.35");
+        assert_eq!(usd(-1234.0), "−$1,234");
+        assert_eq!(pct(0.5555), "56%");
+        assert_eq!(pct(0.0534), "5.3%");
+        assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    }
+}

@@ -1,0 +1,148 @@
+// The diff tab: a baseline and a comparison (two time ranges, or two values of a label),
+// merged by call path into a differential flame graph (red: grew, slower; blue: shrank,
+// faster) and a table of the $/year change per function; and the ops-win hook.
+
+import { api, ApiError } from './api.js';
+import { h, replace } from './dom.js';
+import { diffColor, FlameGraph } from './flame.js';
+import { pct, usd, usdDelta } from './format.js';
+import { selectedStates, update } from './state.js';
+import { diffTable } from './tables.js';
+import { diffRows, diffTrees, flatten } from './tree.js';
+
+const UNIT_MS = { s: 1000, m: 60000, h: 3600000, d: 86400000, w: 604800000 };
+
+/** The same-length range just before [from, until], in the URL's own forms. */
+export function previousRange(from, until) {
+  const rel = from.match(/^now-(\d+)([smhdw])$/);
+  if (rel && until === 'now') return { from: `now-${Number(rel[1]) * 2}${rel[2]}`, until: from };
+  const a = Number(from);
+  const b = until === 'now' ? Date.now() : Number(until);
+  if (Number.isFinite(a) && Number.isFinite(b) && b > a) return { from: String(a - (b - a)), until: String(a) };
+  return { from: 'now-2h', until: 'now-1h' };
+}
+
+/** Milliseconds of a relative time such as `now-90m` (for labels only). */
+export function relativeMs(text) {
+  const m = text.match(/^now-(\d+)([smhdw])$/);
+  return m ? Number(m[1]) * UNIT_MS[m[2]] : 0;
+}
+
+/** The two sides of the diff as API filters, with a human name each. */
+export function sides(state, service) {
+  const states = selectedStates(state).join(',');
+  const base = { service: state.service, states, labels: { ...state.labels } };
+  if (state.dmode === 'label') {
+    const key = state.dlabel || Object.keys((service && service.labels) || {})[0] || '';
+    const values = (service && service.labels && service.labels[key]) || [];
+    const a = state.da || values[0] || '';
+    const b = state.db || values[1] || values[0] || '';
+    return {
+      key, a, b,
+      before: { ...base, from: state.from, until: state.until, labels: { ...base.labels, [key]: a }, title: `${key}=${a}` },
+      after: { ...base, from: state.from, until: state.until, labels: { ...base.labels, [key]: b }, title: `${key}=${b}` },
+    };
+  }
+  const prev = previousRange(state.from, state.until);
+  const bfrom = state.bfrom || prev.from;
+  const buntil = state.buntil || prev.until;
+  return {
+    before: { ...base, from: bfrom, until: buntil, title: `${bfrom} → ${buntil}` },
+    after: { ...base, from: state.from, until: state.until, title: `${state.from} → ${state.until}` },
+  };
+}
+
+/** Renders the diff tab into `el`. Returns the differential FlameGraph (for tests). */
+export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
+  const s = sides(state, service);
+  const controls = diffControls(state, service, s);
+  const holder = h('div', { class: 'graph-holder', id: 'diff-graph' });
+  const table = h('div', { class: 'diff-side' });
+  const summary = h('p', { class: 'diff-summary' }, 'Loading both sides…');
+  const winStatus = h('span', { class: 'status', role: 'status' });
+  replace(el, controls, summary, h('div', { class: 'split' }, h('div', { class: 'main-col' }, holder), table));
+  const [before, after] = await Promise.all([api.flamegraph(s.before, maxNodes), api.flamegraph(s.after, maxNodes)]);
+  const merged = diffTrees(before.root, before.cost, after.root, after.cost);
+  const tree = flatten(merged, (n) => n.total);
+  const graph = new FlameGraph(holder, { mode: 'diff' });
+  graph.setTree(tree, {
+    mode: 'diff',
+    colorOf: (i) => diffColor(tree.node[i].base.rate, tree.node[i].comp.rate),
+    annotate: null,
+    onZoom: (i) => graph.zoom(i),
+    onHover: (i, e) => tooltip(i >= 0 ? diffTip(tree.node[i], merged) : null, e),
+  });
+  graph.render();
+  const rows = diffRows(tree);
+  const change = (after.totals.usdPerYear || 0) - (before.totals.usdPerYear || 0);
+  const best = rows.slice().sort((a, b) => a.deltaUsd - b.deltaUsd)[0];
+  replace(summary,
+    h('span', { class: 'swatch', style: { background: diffColor(1, 2) } }), ' grew (slower) ',
+    h('span', { class: 'swatch', style: { background: diffColor(2, 1) } }), ' shrank (faster) · ',
+    `before ${s.before.title}: ${usd(before.totals.usdPerYear)}/yr · after ${s.after.title}: ${usd(after.totals.usdPerYear)}/yr · `,
+    h('strong', { class: change > 0 ? 'worse' : change < 0 ? 'better' : '' }, `change ${usdDelta(change)} / year`), ' ',
+    h('button', {
+      type: 'button', id: 'start-ops-win',
+      onclick: () => startOpsWin(state, s, before, after, best, winStatus),
+    }, 'Start an ops win'), ' ', winStatus);
+  replace(table, diffTable(rows, { onPick: (r) => graph.zoom(r.heaviest) }));
+  return graph;
+}
+
+function diffTip(n, root) {
+  const bshare = root.base.rate ? n.base.rate / root.base.rate : 0;
+  const cshare = root.comp.rate ? n.comp.rate / root.comp.rate : 0;
+  return [
+    h('div', { class: 'tip-name' }, n.name),
+    h('div', {}, `before: ${pct(bshare)} · ${usd(n.base.usdPerYear)} / year`),
+    h('div', {}, `after: ${pct(cshare)} · ${usd(n.comp.usdPerYear)} / year`),
+    h('div', { class: n.comp.usdPerYear > n.base.usdPerYear ? 'worse' : 'better' },
+      `change: ${usdDelta(n.comp.usdPerYear - n.base.usdPerYear)} / year`),
+  ];
+}
+
+function diffControls(state, service, s) {
+  const labelKeys = Object.keys((service && service.labels) || {});
+  const mode = h('select', { id: 'diff-mode', onchange: (e) => update({ dmode: e.target.value }) },
+    h('option', { value: 'range', selected: state.dmode !== 'label' }, 'two time ranges'),
+    h('option', { value: 'label', selected: state.dmode === 'label', disabled: !labelKeys.length }, 'two label values'));
+  if (state.dmode === 'label') {
+    const values = (service.labels && service.labels[s.key]) || [];
+    const pick = (id, param, value) => h('select', { id, onchange: (e) => update({ [param]: e.target.value }) },
+      values.map((v) => h('option', { value: v, selected: v === value }, v)));
+    return h('div', { class: 'diff-controls' }, 'Compare ', mode, ': ',
+      h('select', { id: 'diff-label', onchange: (e) => update({ dlabel: e.target.value, da: '', db: '' }) },
+        labelKeys.map((k) => h('option', { value: k, selected: k === s.key }, k))),
+      ' = ', pick('diff-a', 'da', s.a), ' (before) vs ', pick('diff-b', 'db', s.b), ' (after)');
+  }
+  const bfrom = h('input', { id: 'diff-bfrom', value: s.before.from, size: 14 });
+  const buntil = h('input', { id: 'diff-buntil', value: s.before.until, size: 14 });
+  return h('form', {
+    class: 'diff-controls',
+    onsubmit: (e) => { e.preventDefault(); update({ bfrom: bfrom.value.trim(), buntil: buntil.value.trim() }); },
+  }, 'Compare ', mode, ': before ', bfrom, ' → ', buntil, ' with the selected range (after) ',
+  h('button', { type: 'submit' }, 'Compare'));
+}
+
+/** The hook of the ops-wins issue: POST the before/after pair; explain if not there yet. */
+async function startOpsWin(state, s, before, after, best, status) {
+  const win = {
+    service: state.service,
+    states: selectedStates(state),
+    before: { from: before.from, until: before.until, labels: s.before.labels },
+    after: { from: after.from, until: after.until, labels: s.after.labels },
+    frame: best ? best.name : null,
+    usdPerYearBefore: before.totals.usdPerYear,
+    usdPerYearAfter: after.totals.usdPerYear,
+  };
+  const hook = window.hotframe && window.hotframe.hooks && window.hotframe.hooks.startOpsWin;
+  status.textContent = 'Starting…';
+  try {
+    const answer = await (hook ? hook(win) : api.startOpsWin(win));
+    status.textContent = answer && answer.id ? `Ops win #${answer.id} started.` : 'Ops win started.';
+  } catch (err) {
+    status.textContent = err instanceof ApiError && (err.status === 404 || err.status === 405)
+      ? 'This server does not record ops wins yet.'
+      : `Could not start the ops win: ${err.message}`;
+  }
+}

@@ -1,0 +1,89 @@
+// Cost settings of a service: instance type from the built-in table or an explicit
+// $/core-hour, and the fleet size; the formula is shown with the numbers, and a change
+// is stored (PUT) and applied at once.
+
+import { api, ApiError, clearCache } from './api.js';
+import { h, replace } from './dom.js';
+import { num } from './format.js';
+
+/**
+ * Fills `el` with the settings form of `service`. `cost` is the flame graph's cost
+ * block (what the figures on screen used); `onApplied()` reloads the page's data.
+ */
+export async function renderSettings(el, service, cost, onApplied) {
+  replace(el, h('p', { class: 'muted' }, 'Loading cost settings…'));
+  const [current, table] = await Promise.all([api.settings(service), api.instanceTypes()]);
+  const settings = (current && current.settings) || {};
+  const types = (table && table.instanceTypes) || [];
+  const status = h('p', { class: 'status', role: 'status' });
+  const instance = h('select', { id: 'cost-instance', name: 'instanceType' },
+    h('option', { value: '' }, '— none: use the price below, or the default —'),
+    groupBy(types, (t) => t.provider).map(([provider, list]) =>
+      h('optgroup', { label: provider }, list.map((t) =>
+        h('option', { value: t.name, selected: t.name === settings.instanceType },
+          `${t.name} (${t.region}, ${t.vcpus} vCPU ${t.arch}, $${t.hourlyUsd}/h = $${num(t.pricePerCoreHour)}/core-h)`)))));
+  const price = h('input', {
+    id: 'cost-price', name: 'pricePerCoreHour', type: 'number', min: '0', step: 'any',
+    placeholder: 'e.g. 0.0425', value: settings.pricePerCoreHour ?? '',
+  });
+  const fleet = h('input', {
+    id: 'cost-fleet', name: 'fleetHosts', type: 'number', min: '1', step: '1',
+    placeholder: cost ? `${cost.profiledHosts} (profiled hosts)` : 'profiled hosts', value: settings.fleetHosts ?? '',
+  });
+  const apply = async () => {
+    const body = {
+      ...settings,
+      instanceType: instance.value || null,
+      pricePerCoreHour: price.value === '' ? null : Number(price.value),
+      fleetHosts: fleet.value === '' ? null : Math.round(Number(fleet.value)),
+    };
+    status.textContent = 'Saving…';
+    status.className = 'status';
+    try {
+      await api.putSettings(service, body);
+      clearCache();
+      status.textContent = 'Saved; the figures on this page now use it.';
+      await onApplied();
+    } catch (err) {
+      status.className = 'status error';
+      status.textContent = err instanceof ApiError && err.status === 403
+        ? 'Changing cost settings needs a token with the admin scope.'
+        : `Not saved: ${err.message}`;
+    }
+  };
+  for (const input of [instance, price, fleet]) input.addEventListener('change', apply);
+  replace(el,
+    h('form', { class: 'settings', onsubmit: (e) => { e.preventDefault(); apply(); } },
+      h('label', {}, 'Instance type ', instance),
+      h('label', {}, 'or $ per core-hour ', price, h('span', { class: 'muted small' }, ' (wins over the instance type)')),
+      h('label', {}, 'Fleet size (hosts) ', fleet),
+      status),
+    formula(cost));
+}
+
+/** The formula with the numbers the page used. */
+export function formula(cost) {
+  if (!cost) return h('p', { class: 'muted' }, 'No data in this range: the formula appears with the first profile.');
+  const ratio = cost.fleetHosts / Math.max(1, cost.profiledHosts);
+  return h('div', { class: 'formula' },
+    h('pre', {}, [
+      'cores(frame)     = (S / F) / W × (H / Hp)',
+      `                 = (S / ${num(cost.frequencyHz)} Hz) / ${num(cost.windowSeconds)} s × (${cost.fleetHosts} / ${cost.profiledHosts} = ×${num(ratio)})`,
+      `cost(frame)/year = cores × ${cost.hoursPerYear || 8760} h × $${cost.pricePerCoreHour}/core-hour`,
+      `co2(frame)/year  = cores × ${cost.hoursPerYear || 8760} h × ${cost.wattsPerCore} W / 1000 × PUE ${cost.pue} × ${cost.kgCo2PerKwh} kg CO2/kWh`,
+      '',
+      'S: on-CPU (RUNNABLE) samples of the frame; F: sampling rate; W: wall seconds profiled',
+      'per host; H: fleet hosts; Hp: hosts that sent profiles in the range.',
+    ].join('\n')),
+    h('p', { class: 'muted small' }, `Price: ${cost.priceSource}`));
+}
+
+function groupBy(list, keyOf) {
+  const map = new Map();
+  for (const item of list) {
+    const k = keyOf(item);
+    if (!map.has(k)) map.set(k, []);
+    map.get(k).push(item);
+  }
+  return [...map.entries()];
+}

@@ -1,0 +1,90 @@
+// The page state lives in the URL, so any view can be shared as a link. This module is
+// the only one that reads or writes `location`.
+
+/** Defaults; a parameter equal to its default is left out of the URL. */
+export const DEFAULTS = Object.freeze({
+  from: 'now-1h',
+  until: 'now',
+  view: 'cpu',
+  states: 'RUNNABLE,TIMED_WAITING,BLOCKED,IO',
+  tab: 'flame',
+  focus: '',
+  q: '',
+  fn: '',
+  sort: 'self',
+  maxNodes: '10000',
+  annot: '5',
+  dmode: 'range',
+  bfrom: '',
+  buntil: '',
+  dlabel: '',
+  da: '',
+  db: '',
+});
+
+export const STATES = ['RUNNABLE', 'WAITING', 'TIMED_WAITING', 'BLOCKED', 'IO'];
+export const VIEWS = {
+  cpu: ['RUNNABLE'],
+  latency: ['RUNNABLE', 'TIMED_WAITING', 'BLOCKED', 'IO'],
+};
+
+/** Where we are: {page: 'start', q} or {page: 'service', service, ...state}. */
+export function current() {
+  const params = new URLSearchParams(location.search);
+  const path = location.pathname;
+  const m = path.match(/^\/service\/([^/]+)/);
+  if (!m) return { page: 'start', q: params.get('q') || '' };
+  const state = { page: 'service', service: decodeURIComponent(m[1]), labels: {} };
+  for (const [key, def] of Object.entries(DEFAULTS)) state[key] = params.get(key) ?? def;
+  for (const [key, value] of params) {
+    if (key.startsWith('label.')) state.labels[key.slice(6)] = value;
+  }
+  return state;
+}
+
+/** The states a service state selects: the view's, or the custom list. */
+export function selectedStates(state) {
+  if (state.view === 'custom') {
+    const list = state.states.split(',').filter((s) => STATES.includes(s));
+    return list.length ? list : VIEWS.cpu;
+  }
+  return VIEWS[state.view] || VIEWS.cpu;
+}
+
+/** The URL of a service state (only non-default parameters). */
+export function serviceUrl(state) {
+  const params = new URLSearchParams();
+  for (const [key, def] of Object.entries(DEFAULTS)) {
+    const value = state[key];
+    if (value !== undefined && value !== null && String(value) !== def) params.set(key, String(value));
+  }
+  for (const [k, v] of Object.entries(state.labels || {})) if (v !== '') params.set(`label.${k}`, v);
+  const qs = params.toString();
+  return `/service/${encodeURIComponent(state.service)}${qs ? `?${qs}` : ''}`;
+}
+
+/** The start page's URL. */
+export function startUrl(q) {
+  return q ? `/?q=${encodeURIComponent(q)}` : '/';
+}
+
+const listeners = [];
+
+/** Calls `fn` on every navigation (link, back/forward, `navigate`). */
+export function onNavigate(fn) { listeners.push(fn); }
+
+/** Goes to `url`; `replace` keeps history short for typing and dragging. */
+export function navigate(url, { replace = false } = {}) {
+  if (url === location.pathname + location.search) return;
+  if (replace) history.replaceState(null, '', url);
+  else history.pushState(null, '', url);
+  for (const fn of listeners) fn();
+}
+
+/** A new service state with `changes` applied, and navigation to it. */
+export function update(changes, options) {
+  const next = { ...current(), ...changes };
+  navigate(serviceUrl(next), options);
+}
+
+window.addEventListener('popstate', () => { for (const fn of listeners) fn(); });

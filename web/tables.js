@@ -1,0 +1,69 @@
+// The hot-frames table (top functions by self and by total, sortable, with $/year) and
+// the sandwich view (callers and callees of one function).
+
+import { h, replace } from './dom.js';
+import { count, pct, usd, usdDelta } from './format.js';
+
+const COLUMNS = [
+  ['name', 'Function'],
+  ['self', 'Self'],
+  ['total', 'Total'],
+  ['selfUsd', 'Self $/yr'],
+  ['totalUsd', 'Total $/yr'],
+];
+
+/**
+ * The hot-frames table. `rows` from tree.hotFrames; `rootTotal` for the shares;
+ * `sort` a column key; `explain(row, which)` the hover text of a $ cell;
+ * `onSort(key)`, `onPick(row)`, `onSandwich(row)`.
+ */
+export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onPick, onSandwich, limit = 200 }) {
+  const key = COLUMNS.some(([k]) => k === sort) ? sort : 'self';
+  const sorted = rows.slice().sort((a, b) =>
+    key === 'name' ? a.name.localeCompare(b.name) : b[key] - a[key] || a.name.localeCompare(b.name));
+  const head = h('tr', {}, COLUMNS.map(([k, label]) =>
+    h('th', { class: k === 'name' ? '' : 'num', 'aria-sort': k === key ? (k === 'name' ? 'ascending' : 'descending') : null },
+      h('button', { type: 'button', class: 'sort', dataset: { sort: k }, onclick: () => onSort(k) }, label, k === key ? ' ▾' : ''))),
+  h('th', {}, ''));
+  const body = sorted.slice(0, limit).map((r) =>
+    h('tr', { class: `hot-row${r.name === selected ? ' selected' : ''}`, dataset: { name: r.name }, onclick: () => onPick(r), title: r.name },
+      h('td', { class: 'fn' }, r.name),
+      h('td', { class: 'num' }, pct(r.self / rootTotal)),
+      h('td', { class: 'num' }, pct(r.total / rootTotal)),
+      h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explain(r, 'self') }, usd(r.selfUsd))),
+      h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explain(r, 'total') }, usd(r.totalUsd))),
+      h('td', {}, h('button', {
+        type: 'button', class: 'link', title: `Sandwich view of ${r.name}`,
+        onclick: (e) => { e.stopPropagation(); onSandwich(r); },
+      }, 'sandwich'))));
+  const more = sorted.length > limit ? h('p', { class: 'muted small' }, `${count(sorted.length - limit)} more functions not shown; search to narrow.`) : null;
+  return h('div', { class: 'hot-frames' },
+    h('table', { class: 'grid hot' }, h('thead', {}, head), h('tbody', {}, body)), more);
+}
+
+/** The diff table: $/year before, after and the change per function, biggest change first. */
+export function diffTable(rows, { onPick, limit = 200 }) {
+  const sorted = rows.slice().sort((a, b) => Math.abs(b.deltaUsd) - Math.abs(a.deltaUsd) || a.name.localeCompare(b.name));
+  return h('table', { class: 'grid diff-table' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Function'), h('th', { class: 'num' }, 'Before $/yr'),
+      h('th', { class: 'num' }, 'After $/yr'), h('th', { class: 'num' }, 'Change $/yr'))),
+    h('tbody', {}, sorted.slice(0, limit).map((r) =>
+      h('tr', { class: 'diff-row', dataset: { name: r.name }, onclick: () => onPick(r) },
+        h('td', { class: 'fn' }, r.name),
+        h('td', { class: 'num' }, usd(r.baseUsd)),
+        h('td', { class: 'num' }, usd(r.compUsd)),
+        h('td', { class: `num ${r.deltaUsd > 0 ? 'worse' : r.deltaUsd < 0 ? 'better' : ''}` }, usdDelta(r.deltaUsd))))));
+}
+
+/** Fills `el` with the sandwich view's frame: title, and two graph holders. */
+export function sandwichFrame(el, fn, onClose) {
+  const callers = h('div', { class: 'graph-holder', id: 'sandwich-callers' });
+  const callees = h('div', { class: 'graph-holder', id: 'sandwich-callees' });
+  replace(el,
+    h('div', { class: 'sandwich-head' },
+      h('h3', {}, 'Sandwich: ', h('code', {}, fn)),
+      h('button', { type: 'button', class: 'link', onclick: onClose }, 'close')),
+    h('h4', {}, 'Callers (who calls it, inverted: the function on top)'), callers,
+    h('h4', {}, 'Callees (what it calls)'), callees);
+  return { callers, callees };
+}

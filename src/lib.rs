@@ -22,6 +22,8 @@ pub mod store;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "server")]
+pub mod report;
 #[cfg(all(feature = "server", feature = "agent"))]
 pub mod demo;
 #[cfg(feature = "agent")]

@@ -27,6 +27,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Start a server, a demo workload and an agent attached to it; print the URL.
     Demo(DemoArgs),
+    /// The workload `hotframe demo` profiles (also used by tests and benchmarks).
+    #[command(hide = true)]
+    DemoWorkload(DemoWorkloadArgs),
 }
 
 /// `hotframe serve`.
@@ -91,6 +94,14 @@ pub struct AgentArgs {
     /// Address to serve the agent's own Prometheus metrics on, e.g. 127.0.0.1:4041.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Stop (flush, exit 0) after this long, e.g. 60s (default: run until the targets
+    /// exit or SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// On exit, how long to keep trying to deliver what is queued (the rest stays in the
+    /// spool for the next run).
+    #[arg(long, default_value = "10s")]
+    pub flush_timeout: String,
     /// Command to start and profile (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -171,4 +182,22 @@ pub struct DemoArgs {
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long)]
     pub duration: Option<String>,
+}
+
+/// `hotframe demo-workload` (hidden).
+#[derive(Debug, Clone, Args)]
+pub struct DemoWorkloadArgs {
+    /// `service`: request handlers dominated by `parse_json`, plus threads that sleep,
+    /// wait and contend for a lock; `cpu`: only CPU-bound workers (for benchmarks).
+    #[arg(long, default_value = "service")]
+    pub mode: String,
+    /// CPU-bound worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Stop after this long (default: run until killed).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Print the work done per second as JSON on stdout at the end.
+    #[arg(long)]
+    pub report: bool,
 }

@@ -1,5 +1,368 @@
-//! External agent (placeholder until the agent lands).
-/// Runs `hotframe agent`.
-pub fn run(_args: crate::cli::AgentArgs) -> Result<(), std::io::Error> {
-    Err(std::io::Error::other("agent is not built yet"))
+//! `hotframe agent`: attaches the sampler to running processes (by pid, by name, or a
+//! command it starts), turns what it samples into one profile per process per upload
+//! interval (jittered), labels it (`host`, `pid`, `process`, `exe`, the user's labels)
+//! and hands it to the resilient uploader. Logs its own health every interval and
+//! serves it at `--metrics-listen`.
+//!
+//! In: `AgentArgs`. Out: profiles to the server, health lines, an exit status. Must
+//! not: wait on the network in the sampling loop (`Uploader::submit` never blocks).
+
+pub mod metrics;
+pub mod signals;
+pub mod targets;
+
+use crate::cli::AgentArgs;
+use crate::model::time::{now_ms, parse_duration_ms, BadTime};
+use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, UnwindMode};
+use crate::upload::{jittered, UploadError, UploadOptions, Uploader};
+use metrics::{AgentHealth, MetricsServer};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use targets::TargetSpec;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Sampler(#[from] SamplerError),
+    #[error("{0}")]
+    Upload(#[from] UploadError),
+    #[error("choose what to profile: --pid PID (repeatable), --name REGEX, or -- COMMAND ARGS")]
+    NoTarget,
+    #[error("give only one of --pid, --name and -- COMMAND")]
+    ConflictingTargets,
+    #[error("invalid --name regex {pattern:?}: {reason}")]
+    BadRegex { pattern: String, reason: String },
+    #[error("invalid label {0:?}: use --label key=value, key of letters, digits and _")]
+    BadLabel(String),
+    #[error("invalid service name {0:?}: use letters, digits and . _ - / : (at most 128)")]
+    BadService(String),
+    #[error("invalid --unwind {0:?}: use dwarf or fp")]
+    BadUnwind(String),
+    #[error("invalid {flag}: {source}")]
+    BadDuration { flag: &'static str, source: BadTime },
+    #[error("{flag} must be positive")]
+    NonPositive { flag: &'static str },
+    #[error("could not start {command:?}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("could not listen on --metrics-listen {addr}: {source}")]
+    MetricsListen { addr: String, source: std::io::Error },
+}
+
+/// Everything the agent needs, checked.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where profiles go and how.
+    pub upload: UploadOptions,
+    /// Service name on every profile.
+    pub service: String,
+    /// What to sample.
+    pub targets: TargetSpec,
+    /// How to sample.
+    pub sampler: SamplerOptions,
+    /// Labels added to every profile (`host` included).
+    pub labels: BTreeMap<String, String>,
+    /// Nominal upload interval (each one jittered by ±10%).
+    pub upload_interval: Duration,
+    /// How often `--name` rescans /proc (jittered by ±20%).
+    pub rescan_interval: Duration,
+    /// Stop after this long, if set.
+    pub duration: Option<Duration>,
+    /// Time given to deliver what is queued at exit.
+    pub flush_timeout: Duration,
+    /// `--metrics-listen` address.
+    pub metrics_listen: Option<String>,
+}
+
+fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, AgentError> {
+    let ms = parse_duration_ms(text).map_err(|source| AgentError::BadDuration { flag, source })?;
+    if ms <= 0 {
+        return Err(AgentError::NonPositive { flag });
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// Where the spool goes when `--spool-dir` is not given: per service, under /var/tmp
+/// (kept across reboots) or the temp dir.
+fn default_spool_dir(service: &str) -> PathBuf {
+    let base = if std::path::Path::new("/var/tmp").is_dir() { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
+    let safe: String = service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    base.join("hotframe-spool").join(safe)
+}
+
+impl AgentConfig {
+    /// Checks the flags and turns them into a config.
+    pub fn from_args(args: &AgentArgs) -> Result<AgentConfig, AgentError> {
+        if !crate::model::profile::valid_service_name(&args.service) {
+            return Err(AgentError::BadService(args.service.clone()));
+        }
+        let chosen = [!args.pids.is_empty(), args.name.is_some(), !args.command.is_empty()];
+        let targets = match chosen.iter().filter(|c| **c).count() {
+            0 => return Err(AgentError::NoTarget),
+            1 => {
+                if let Some(pattern) = &args.name {
+                    let regex = regex::Regex::new(pattern)
+                        .map_err(|e| AgentError::BadRegex { pattern: pattern.clone(), reason: e.to_string() })?;
+                    TargetSpec::Name(regex)
+                } else if !args.pids.is_empty() {
+                    TargetSpec::Pids(args.pids.clone())
+                } else {
+                    TargetSpec::Command(args.command.clone())
+                }
+            }
+            _ => return Err(AgentError::ConflictingTargets),
+        };
+        let unwind = match args.unwind.as_str() {
+            "dwarf" => UnwindMode::Dwarf,
+            "fp" | "frame-pointer" => UnwindMode::FramePointer,
+            other => return Err(AgentError::BadUnwind(other.to_string())),
+        };
+        let sampler = SamplerOptions {
+            frequency_hz: args.frequency,
+            unwind,
+            kernel: args.kernel,
+            wall_clock: !args.cpu_only,
+            ..SamplerOptions::default()
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert("host".to_string(), targets::hostname());
+        for text in &args.labels {
+            let (k, v) = text.split_once('=').ok_or_else(|| AgentError::BadLabel(text.clone()))?;
+            if !crate::model::profile::valid_label_name(k) {
+                return Err(AgentError::BadLabel(text.clone()));
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let mut upload = UploadOptions::new(&args.server);
+        upload.token = args.token.clone();
+        upload.spool_dir = Some(args.spool_dir.clone().unwrap_or_else(|| default_spool_dir(&args.service)));
+        upload.spool_max_bytes = args.spool_max_mib.saturating_mul(1 << 20);
+        Ok(AgentConfig {
+            upload,
+            service: args.service.clone(),
+            targets,
+            sampler,
+            labels,
+            upload_interval: duration_flag("--upload-interval", &args.upload_interval)?,
+            rescan_interval: Duration::from_secs(2),
+            duration: args.duration.as_deref().map(|d| duration_flag("--duration", d)).transpose()?,
+            flush_timeout: duration_flag("--flush-timeout", &args.flush_timeout)?,
+            metrics_listen: args.metrics_listen.clone(),
+        })
+    }
+}
+
+/// Runs `hotframe agent` until the targets exit, `--duration` passes, or SIGINT/SIGTERM.
+pub fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let config = AgentConfig::from_args(&args)?;
+    signals::install();
+    run_config(config, &AtomicBool::new(false))
+}
+
+/// Runs the agent with a checked config until the targets exit, `config.duration`
+/// passes, SIGINT/SIGTERM arrives, or `stop` is set (for callers in the same process).
+pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
+    // Sampler first: without privileges, nothing else is worth starting.
+    let mut sampler = Sampler::new(config.sampler)?;
+    let mut child = None;
+    match &config.targets {
+        TargetSpec::Pids(pids) => {
+            for pid in pids {
+                sampler.attach(*pid)?;
+            }
+        }
+        TargetSpec::Command(command) => {
+            let spawned = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .spawn()
+                .map_err(|source| AgentError::Spawn { command: command.join(" "), source })?;
+            let pid = spawned.id();
+            child = Some(spawned);
+            sampler.attach(pid)?;
+        }
+        TargetSpec::Name(_) => {}
+    }
+    let uploader = Arc::new(Uploader::start(config.upload.clone())?);
+    let health = Arc::new(Mutex::new(AgentHealth::default()));
+    let _metrics = match &config.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, Arc::clone(&health))
+                .map_err(|source| AgentError::MetricsListen { addr: addr.clone(), source })?;
+            tracing::info!("agent metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let mut agent = Agent { config, sampler, uploader, health, scanned_out: HashSet::new(), child, last_snapshot: Instant::now() };
+    let outcome = agent.sample_until_done(stop);
+    agent.finish();
+    outcome
+}
+
+struct Agent {
+    config: AgentConfig,
+    sampler: Sampler,
+    uploader: Arc<Uploader>,
+    health: Arc<Mutex<AgentHealth>>,
+    /// Pids `--name` matched but that could not be attached (gone, or not permitted):
+    /// not retried every scan.
+    scanned_out: HashSet<u32>,
+    child: Option<std::process::Child>,
+    /// When the metrics snapshot was last refreshed.
+    last_snapshot: Instant,
+}
+
+/// Why the sampling loop ended without an error.
+enum Ending {
+    TargetsExited,
+    Duration,
+    Signal,
+}
+
+impl Agent {
+    fn sample_until_done(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
+        let started = Instant::now();
+        let mut next_upload = started + jittered(self.config.upload_interval, 0.1);
+        let mut next_scan = started;
+        let exits_with_targets = !matches!(self.config.targets, TargetSpec::Name(_));
+        let ending = loop {
+            if signals::stop_requested() || stop.load(Ordering::Relaxed) {
+                break Ending::Signal;
+            }
+            if self.config.duration.is_some_and(|d| started.elapsed() >= d) {
+                break Ending::Duration;
+            }
+            let now = Instant::now();
+            if let TargetSpec::Name(pattern) = &self.config.targets {
+                if now >= next_scan {
+                    let pattern = pattern.clone();
+                    self.attach_matching(&pattern);
+                    next_scan = now + jittered(self.config.rescan_interval, 0.2);
+                }
+            }
+            let wait = next_upload.saturating_duration_since(now).min(Duration::from_millis(200));
+            match self.sampler.poll(wait) {
+                Ok(events) => self.handle_events(&events),
+                Err(err) => tracing::warn!("sampling: {err}"),
+            }
+            self.reap_child();
+            if Instant::now() >= next_upload {
+                self.upload_profiles();
+                self.report_health(true);
+                next_upload = Instant::now() + jittered(self.config.upload_interval, 0.1);
+            } else {
+                self.report_health(false);
+            }
+            if exits_with_targets && self.sampler.targets().is_empty() {
+                break Ending::TargetsExited;
+            }
+        };
+        match ending {
+            Ending::TargetsExited => tracing::info!("every target has exited; flushing and stopping"),
+            Ending::Duration => tracing::info!("--duration reached; flushing and stopping"),
+            Ending::Signal => tracing::info!("stop requested; flushing and stopping"),
+        }
+        Ok(())
+    }
+
+    fn handle_events(&mut self, events: &[SamplerEvent]) {
+        for event in events {
+            match event {
+                SamplerEvent::Exited(pid) => tracing::info!(pid, "target exited"),
+                SamplerEvent::Lost { pid, count } => tracing::debug!(pid, count, "samples lost"),
+                SamplerEvent::ThreadFollowed { pid, tid } => tracing::debug!(pid, tid, "following new thread"),
+            }
+        }
+    }
+
+    /// Attaches to processes matching `--name` that are not sampled yet.
+    fn attach_matching(&mut self, pattern: &regex::Regex) {
+        let attached: HashSet<u32> = self.sampler.targets().into_iter().collect();
+        let found = targets::matching_processes(pattern);
+        self.scanned_out.retain(|pid| found.contains(pid));
+        for pid in found {
+            if attached.contains(&pid) || self.scanned_out.contains(&pid) {
+                continue;
+            }
+            match self.sampler.attach(pid) {
+                Ok(()) => tracing::info!(pid, "attached to a process matching --name"),
+                Err(err) => {
+                    tracing::warn!(pid, "not attached: {err}");
+                    self.scanned_out.insert(pid);
+                }
+            }
+        }
+    }
+
+    /// Reaps the command the agent started, so that its exit is seen (no zombie).
+    fn reap_child(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                tracing::info!(pid = child.id(), "command exited: {status}");
+                self.child = None;
+            }
+        }
+    }
+
+    /// Takes one profile per target from the sampler and queues the non-empty ones.
+    fn upload_profiles(&mut self) {
+        for mut profile in self.sampler.take_profiles(&self.config.service, now_ms()) {
+            if profile.total_samples() == 0 {
+                continue;
+            }
+            for (k, v) in &self.config.labels {
+                profile.labels.insert(k.clone(), v.clone());
+            }
+            self.uploader.submit(profile);
+        }
+    }
+
+    /// Refreshes the snapshot `--metrics-listen` serves; logs it when `log` is set.
+    fn report_health(&mut self, log: bool) {
+        // The metrics page needs a fresh snapshot about once a second, not every tick.
+        let stale = self.config.metrics_listen.is_some() && self.last_snapshot.elapsed() >= Duration::from_secs(1);
+        if !log && !stale {
+            return;
+        }
+        self.last_snapshot = Instant::now();
+        let (cpu_seconds, rss_bytes) = metrics::own_usage();
+        let snapshot = AgentHealth {
+            targets: self.sampler.targets().len() as u64,
+            sampler: self.sampler.stats(),
+            upload: self.uploader.stats(),
+            cpu_seconds,
+            rss_bytes,
+        };
+        if log {
+            tracing::info!("health: {}", snapshot.log_line());
+        }
+        if let Ok(mut shared) = self.health.lock() {
+            *shared = snapshot;
+        }
+    }
+
+    /// Last profiles, then a bounded flush; what is left stays in the spool.
+    fn finish(&mut self) {
+        self.upload_profiles();
+        if self.uploader.flush(self.config.flush_timeout) {
+            tracing::info!("all profiles delivered");
+        } else {
+            let stats = self.uploader.stats();
+            tracing::warn!(
+                "server did not take everything within {:?}: {} profile(s) kept in the spool {} for the next run",
+                self.config.flush_timeout,
+                stats.spooled + stats.queued,
+                self.config.upload.spool_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+            );
+        }
+        self.report_health(true);
+        if let Some(child) = self.child.as_mut() {
+            // Started by us and still running (stopped by signal or --duration): stop it.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -1,5 +1,140 @@
-//! `hotframe demo` (placeholder).
+//! `hotframe demo`: the whole loop on one machine in one command. Starts the server in
+//! this process (a fresh temporary store unless `--data` is given), starts the bundled
+//! workload (`hotframe demo-workload`, a child process whose hot function is
+//! `parse_json`), attaches the agent to it, prints the URL to open, and runs until
+//! Ctrl-C or `--duration`.
+//!
+//! In: `DemoArgs`. Out: a running server with profiles in it; the URL on stdout. Must
+//! not: leave the workload running or a temporary store behind.
+
+pub mod workload;
+
+use crate::agent::{AgentConfig, AgentError};
+use crate::cli::{AgentArgs, DemoArgs, ServeArgs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// The service name the demo's profiles are stored under.
+pub const DEMO_SERVICE: &str = "demo";
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the demo server did not start: {0}")]
+    Server(String),
+    #[error("could not start the demo workload: {0}")]
+    Workload(std::io::Error),
+    #[error("could not create the demo store directory {dir}: {source}")]
+    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Removes the temporary store when the demo ends.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Kills the workload when the demo ends, however it ends.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `hotframe demo`.
-pub fn run(_args: crate::cli::DemoArgs) -> Result<(), std::io::Error> {
-    Err(std::io::Error::other("demo is not built yet"))
+pub fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let (data, _temp) = match &args.data {
+        Some(dir) => (dir.clone(), TempDir(None)),
+        None => {
+            let dir = std::env::temp_dir().join(format!("hotframe-demo-{}", std::process::id()));
+            (dir.clone(), TempDir(Some(dir)))
+        }
+    };
+    std::fs::create_dir_all(&data).map_err(|source| DemoError::DataDir { dir: data.clone(), source })?;
+    let serve = ServeArgs { listen: args.listen.clone(), data: data.join("store"), config: None, token_file: None };
+    let mut server = std::thread::Builder::new()
+        .name("hotframe-demo-server".into())
+        .spawn(move || crate::server::run_serve(serve).map_err(|e| e.to_string()))
+        .map_err(|e| DemoError::Server(e.to_string()))?;
+    let base = format!("http://{}", args.listen);
+    wait_until_healthy(&base, &mut server)?;
+
+    let exe = std::env::current_exe().map_err(DemoError::Workload)?;
+    let child = std::process::Command::new(exe)
+        .args(["demo-workload", "--mode", "service", "--threads", "1"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(DemoError::Workload)?;
+    let workload = ChildGuard(child);
+
+    let agent_args = AgentArgs {
+        server: base.clone(),
+        service: DEMO_SERVICE.to_string(),
+        pids: vec![workload.0.id()],
+        name: None,
+        frequency: 99,
+        upload_interval: "5s".to_string(),
+        labels: vec!["env=demo".to_string()],
+        unwind: "dwarf".to_string(),
+        kernel: false,
+        cpu_only: false,
+        token: None,
+        spool_dir: Some(data.join("spool")),
+        spool_max_mib: 16,
+        metrics_listen: None,
+        duration: args.duration.clone(),
+        flush_timeout: "5s".to_string(),
+        command: Vec::new(),
+    };
+    let config = AgentConfig::from_args(&agent_args)?;
+    println!();
+    println!("hotframe demo is running:");
+    println!("  server    {base}  (store in {})", data.display());
+    println!("  workload  pid {}  (hot function: parse_json)", workload.0.id());
+    println!("  agent     99 Hz, uploads every ~5 s as service {DEMO_SERVICE:?}");
+    println!();
+    println!("Open {base}/?service={DEMO_SERVICE} (the first profile arrives within ~5 s).");
+    println!("Press Ctrl-C to stop.");
+    crate::agent::signals::install();
+    crate::agent::run_config(config, &AtomicBool::new(false))?;
+    drop(workload);
+    println!("demo stopped");
+    Ok(())
+}
+
+/// Polls `/healthz` until the server answers, or reports why its thread ended.
+fn wait_until_healthy(base: &str, server: &mut std::thread::JoinHandle<Result<(), String>>) -> Result<(), DemoError> {
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if server.is_finished() {
+            // The thread is done: swap in a finished dummy to take the real one's result.
+            let done = std::mem::replace(server, std::thread::spawn(|| Ok(())));
+            let why = match done.join() {
+                Ok(Err(message)) => message,
+                _ => "it stopped at start-up".to_string(),
+            };
+            return Err(DemoError::Server(why));
+        }
+        if client.get(format!("{base}/healthz")).call().is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(DemoError::Server(format!("{base}/healthz did not answer within 20 s")))
 }

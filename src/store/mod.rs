@@ -10,6 +10,15 @@ use crate::model::{Profile, ThreadState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod cache;
+mod codec;
+mod maintain;
+mod query;
+mod schema;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
 /// Store failures. User-facing variants say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +32,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
     Sql(String),
+    #[error("refused by the store: {0}")]
+    Invalid(String),
 }
 
 /// Which series a query reads.
@@ -157,6 +168,23 @@ pub struct StoreConfig {
     pub max_series_per_service: usize,
     /// Stack-interning cache entries kept in memory. Default 1,000,000.
     pub stack_cache_entries: usize,
+    /// When `write` returns: `os` (default; survives a crash of the process, a power
+    /// loss may drop the last commits) or `disk` (fsync on every commit; survives
+    /// power loss, about 2-3 ms more per write).
+    pub durability: Durability,
+    /// Reader connections kept open for queries. Default 4.
+    pub reader_connections: usize,
+}
+
+/// How durable a committed write is. See `StoreConfig::durability`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Committed to the operating system (SQLite WAL, `synchronous=NORMAL`).
+    #[default]
+    Os,
+    /// Committed to the disk (SQLite WAL, `synchronous=FULL`).
+    Disk,
 }
 
 impl Default for StoreConfig {
@@ -166,6 +194,8 @@ impl Default for StoreConfig {
             retention_rollup_days: 400,
             max_series_per_service: 1000,
             stack_cache_entries: 1_000_000,
+            durability: Durability::Os,
+            reader_connections: 4,
         }
     }
 }

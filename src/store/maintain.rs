@@ -1,0 +1,212 @@
+//! Maintenance: hourly and daily rollups of closed buckets, and retention.
+//!
+//! In: the store and "now". Out: a `MaintenanceReport`. Must not: hold the writer
+//! for long (each bucket is its own short transaction, so ingest interleaves) or touch
+//! a bucket that is still open.
+//!
+//! A write marks its (series, hour) dirty. `maintain` rebuilds every dirty hour that
+//! has closed (from raw profiles, per sampling period), unmarks it and marks its day;
+//! then rebuilds every dirty day that has closed (from its hourly rollups). A rebuild
+//! replaces the bucket's rows, so running it twice changes nothing. Late data simply
+//! marks the hour again. Retention deletes raw data by whole hours; an hour past it
+//! that already has a rollup is not rebuilt (the rollup knows more than the late rows
+//! left there, which are about to go); buckets past rollup retention are not built.
+
+use super::codec::{self, IntMap};
+use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
+use super::sqlite::{bucket_of, lock, SqliteStore, BLOB_LEVEL, DAY_MS, HOUR_MS};
+use super::{MaintenanceReport, StoreError};
+use rusqlite::{params, Connection, TransactionBehavior};
+use std::collections::BTreeMap;
+
+/// Dirty buckets taken per writer lock.
+const BATCH: usize = 64;
+/// Raw profiles deleted per transaction.
+const DELETE_BATCH: usize = 2_000;
+/// Upper bound on batches per pass, so a pass always ends even under a storm of late
+/// data (the rest waits for the next pass).
+const MAX_BATCHES: usize = 100_000;
+
+/// One period's share of a bucket being rolled up.
+#[derive(Default)]
+struct Acc {
+    profiles: i64,
+    profile_ms: i64,
+    first_ms: i64,
+    last_ms: i64,
+    totals: [u64; 5],
+    entries: IntMap<u64, u64>,
+}
+
+/// Runs one maintenance pass as of `now_ms`.
+pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceReport, StoreError> {
+    let config = store.config();
+    // Whole hours only, so that an hour's raw rows are either all there or all gone.
+    let raw_cutoff = bucket_of(now_ms.saturating_sub(i64::from(config.retention_raw_days) * DAY_MS), HOUR_MS);
+    let rollup_cutoff = now_ms.saturating_sub(i64::from(config.retention_rollup_days) * DAY_MS);
+    let mut report = MaintenanceReport::default();
+
+    for res in [HOUR_MS, DAY_MS] {
+        for _ in 0..MAX_BATCHES {
+            let mut w = lock(store.writer());
+            let due: Vec<(i64, i64)> = {
+                let mut stmt = w.conn.prepare_cached(
+                    "SELECT series_id, bucket_ms FROM dirty_buckets
+                     WHERE resolution_ms = ?1 AND bucket_ms <= ?2 ORDER BY bucket_ms, series_id LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![res, now_ms - res, BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if due.is_empty() {
+                break;
+            }
+            for (series, bucket) in due {
+                let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Past raw retention, an existing hourly rollup knows more than the raw
+                // rows left (late data only): keep it. A missing one is built from them.
+                let skip = bucket + res <= rollup_cutoff
+                    || (res == HOUR_MS && bucket < raw_cutoff && has_rollup(&tx, series, res, bucket)?);
+                if !skip {
+                    report.rollups_written += rebuild(&tx, series, res, bucket)?;
+                }
+                tx.execute(
+                    "DELETE FROM dirty_buckets WHERE series_id = ?1 AND resolution_ms = ?2 AND bucket_ms = ?3",
+                    params![series, res, bucket],
+                )?;
+                if res == HOUR_MS {
+                    tx.execute(
+                        "INSERT INTO dirty_buckets (series_id, resolution_ms, bucket_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (series_id, resolution_ms, bucket_ms) DO NOTHING",
+                        params![series, DAY_MS, bucket_of(bucket, DAY_MS)],
+                    )?;
+                }
+                tx.commit()?;
+            }
+            // Writes skip marking hours they think are marked; some no longer are.
+            w.forget_marks();
+        }
+    }
+
+    // Raw retention, in short transactions.
+    for _ in 0..MAX_BATCHES {
+        let w = lock(store.writer());
+        let tx = w.conn.unchecked_transaction()?;
+        let doomed: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, s_runnable + s_waiting + s_timed + s_blocked + s_io FROM profiles
+                 WHERE start_ms < ?1 ORDER BY start_ms LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![raw_cutoff, DELETE_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if doomed.is_empty() {
+            break;
+        }
+        let ids = doomed.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(",");
+        tx.execute(&format!("DELETE FROM profiles WHERE id IN ({ids})"), [])?;
+        tx.commit()?;
+        let samples = doomed.iter().map(|d| d.1.max(0) as u64).sum();
+        store.forget_counts(doomed.len() as u64, samples);
+        report.raw_deleted += doomed.len() as u64;
+        if doomed.len() < DELETE_BATCH {
+            break;
+        }
+    }
+
+    {
+        let w = lock(store.writer());
+        report.rollups_deleted +=
+            w.conn.execute("DELETE FROM rollups WHERE bucket_ms + resolution_ms <= ?1", [rollup_cutoff])? as u64;
+        // Marks of buckets that can no longer be rebuilt.
+        w.conn.execute("DELETE FROM dirty_buckets WHERE bucket_ms + resolution_ms <= ?1", [rollup_cutoff])?;
+    }
+    if report != MaintenanceReport::default() {
+        tracing::info!(?report, "store maintenance");
+    }
+    Ok(report)
+}
+
+/// True if (series, res, bucket) has rollup rows.
+fn has_rollup(tx: &Connection, series: i64, res: i64, bucket: i64) -> Result<bool, StoreError> {
+    let n: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM rollups WHERE series_id = ?1 AND resolution_ms = ?2 AND bucket_ms = ?3",
+        params![series, res, bucket],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// Replaces the rollup rows of (series, res, bucket) with a merge of what lies below:
+/// raw profiles for an hour, hourly rollups for a day. Returns the rows written.
+fn rebuild(tx: &Connection, series: i64, res: i64, bucket: i64) -> Result<u64, StoreError> {
+    let sql = if res == HOUR_MS {
+        format!(
+            "SELECT series_id, start_ms, {RAW_COLUMNS}, samples_blob FROM profiles
+             WHERE series_id = ?1 AND start_ms >= ?2 AND start_ms < ?3"
+        )
+    } else {
+        format!(
+            "SELECT series_id, bucket_ms, {ROLLUP_COLUMNS}, samples_blob FROM rollups
+             WHERE series_id = ?1 AND resolution_ms = {HOUR_MS} AND bucket_ms >= ?2 AND bucket_ms < ?3"
+        )
+    };
+    let mut by_period: BTreeMap<u64, Acc> = BTreeMap::new();
+    let mut scratch = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![series, bucket, bucket + res])?;
+        while let Some(row) = rows.next()? {
+            let p = piece_from_row(row, 0, true)?;
+            let acc = by_period
+                .entry(p.period_ns)
+                .or_insert_with(|| Acc { first_ms: i64::MAX, last_ms: i64::MIN, ..Acc::default() });
+            acc.profiles += p.profiles as i64;
+            acc.profile_ms += p.profile_ms;
+            acc.first_ms = acc.first_ms.min(p.first_ms);
+            acc.last_ms = acc.last_ms.max(p.last_ms);
+            for (t, v) in acc.totals.iter_mut().zip(p.totals) {
+                *t = t.saturating_add(v);
+            }
+            let entries = &mut acc.entries;
+            codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
+                let e = entries.entry(key).or_insert(0);
+                *e = e.saturating_add(count);
+            })?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM rollups WHERE series_id = ?1 AND resolution_ms = ?2 AND bucket_ms = ?3",
+        params![series, res, bucket],
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO rollups (series_id, resolution_ms, bucket_ms, period_ns, profiles, profile_ms, first_ms, last_ms,
+                              s_runnable, s_waiting, s_timed, s_blocked, s_io, entries, samples_blob)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut written = 0;
+    for (period, acc) in by_period {
+        let mut entries: Vec<(u64, u64)> = acc.entries.into_iter().collect();
+        entries.sort_unstable_by_key(|e| e.0);
+        let blob = codec::encode_entries(&entries, BLOB_LEVEL)?;
+        let t = acc.totals.map(|v| v.min(i64::MAX as u64) as i64);
+        insert.execute(params![
+            series,
+            res,
+            bucket,
+            period as i64,
+            acc.profiles,
+            acc.profile_ms,
+            acc.first_ms,
+            acc.last_ms,
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            entries.len() as i64,
+            blob
+        ])?;
+        written += 1;
+    }
+    Ok(written)
+}

@@ -1,0 +1,492 @@
+//! Reading: which series a query matches, which stored pieces (daily rollups, hourly
+//! rollups, raw profiles) cover its range, and merging them into an `Aggregate` or a
+//! timeline.
+//!
+//! In: a reader connection inside one read transaction (one snapshot) and a `Query`.
+//! Out: merged samples with frame names, or per-bucket totals. Must not: write.
+//!
+//! The plan for `[from, until)`, per series: whole UTC days inside the range come from
+//! daily rollups, whole hours that no used day covers from hourly rollups, the rest
+//! (the edges, and any bucket without a usable rollup) from raw profiles. A rollup is
+//! usable only if its bucket is not marked dirty (raw data arrived after it was built,
+//! or it was never built), so the result is the same with or without rollups.
+
+use super::codec::{self, IntMap};
+use super::sqlite::{bucket_of, ReadCache, DAY_MS, HOUR_MS};
+use super::{Aggregate, AggregateSample, Query, ServiceInfo, StoreError, TimelinePoint};
+use rusqlite::{Connection, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Most points a timeline may have.
+const MAX_TIMELINE_POINTS: i64 = 100_000;
+
+/// Ids per `IN (...)` list, well under every database's parameter limit.
+const IN_CHUNK: usize = 500;
+
+/// A series a query reads.
+pub(super) struct SeriesRef {
+    /// Series id.
+    pub id: i64,
+    /// Its `host` label, if any.
+    pub host: Option<String>,
+}
+
+/// One stored piece the plan reads: a raw profile or one rollup row.
+pub(super) struct Piece<'a> {
+    /// Index of the series in the query's series list.
+    pub series: usize,
+    /// Raw: profile start; rollup: bucket start. Every profile it holds starts in
+    /// `[t_ms, t_ms + bucket)`.
+    pub t_ms: i64,
+    /// Sampling period of its samples.
+    pub period_ns: u64,
+    /// Raw profiles it stands for.
+    pub profiles: u64,
+    /// Sum of their window lengths, ms.
+    pub profile_ms: i64,
+    /// Earliest start and latest end of those profiles.
+    pub first_ms: i64,
+    /// See `first_ms`.
+    pub last_ms: i64,
+    /// Samples per state.
+    pub totals: [u64; 5],
+    /// The sample blob, when asked for.
+    pub blob: Option<&'a [u8]>,
+}
+
+/// Columns every piece query selects, in this order, after `series_id, t`.
+pub(super) const RAW_COLUMNS: &str = "period_ns, 1, end_ms - start_ms, start_ms, end_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
+/// Same for rollup rows.
+pub(super) const ROLLUP_COLUMNS: &str =
+    "period_ns, profiles, profile_ms, first_ms, last_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
+
+/// Reads a piece from a row `series_id, t, <COLUMNS>[, samples_blob]`.
+pub(super) fn piece_from_row<'r>(row: &'r Row<'_>, series: usize, with_blob: bool) -> Result<Piece<'r>, StoreError> {
+    let nonneg = |i: usize| -> Result<u64, StoreError> {
+        let v: i64 = row.get(i)?;
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative count {v} in column {i}")))
+    };
+    Ok(Piece {
+        series,
+        t_ms: row.get(1)?,
+        period_ns: nonneg(2)?,
+        profiles: nonneg(3)?,
+        profile_ms: row.get(4)?,
+        first_ms: row.get(5)?,
+        last_ms: row.get(6)?,
+        totals: [nonneg(7)?, nonneg(8)?, nonneg(9)?, nonneg(10)?, nonneg(11)?],
+        blob: if with_blob {
+            Some(row.get_ref(12)?.as_blob().map_err(|_| StoreError::Corrupt("sample blob is not a blob".into()))?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Parses a series' labels JSON.
+pub(super) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("series labels {text:?}: {e}")))
+}
+
+/// The profile type a query means (`cpu` when empty).
+fn profile_type(q: &Query) -> &str {
+    if q.profile_type.is_empty() {
+        "cpu"
+    } else {
+        &q.profile_type
+    }
+}
+
+/// Series of the query's service and type whose labels match every filter.
+pub(super) fn matching_series(conn: &Connection, q: &Query) -> Result<Vec<SeriesRef>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, labels, host FROM series WHERE service = ?1 AND profile_type = ?2 ORDER BY id")?;
+    let mut rows = stmt.query([q.service.as_str(), profile_type(q)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let labels = parse_labels(row.get_ref(1)?.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?)?;
+        if q.labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            out.push(SeriesRef { id: row.get(0)?, host: row.get(2)? });
+        }
+    }
+    Ok(out)
+}
+
+/// `a, b, c` for an `IN (...)` list of our own integer ids (never user text).
+fn id_list(ids: impl Iterator<Item = i64>) -> String {
+    ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Smallest multiple of `len` at or after `t`.
+fn ceil_to(t: i64, len: i64) -> i64 {
+    bucket_of(t, len) + if t.rem_euclid(len) == 0 { 0 } else { len }
+}
+
+/// Visits every piece covering `[from, until)` of `series` (see the module doc).
+/// `usable(resolution, bucket)` may refuse a rollup bucket (the timeline refuses those
+/// that straddle two of its points); the raw profiles are read instead.
+pub(super) fn scan(
+    conn: &Connection,
+    series: &[SeriesRef],
+    from: i64,
+    until: i64,
+    with_blobs: bool,
+    usable: &dyn Fn(i64, i64) -> bool,
+    visit: &mut dyn FnMut(Piece<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if series.is_empty() || from >= until {
+        return Ok(());
+    }
+    let index: IntMap<i64, usize> = series.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let ids = id_list(series.iter().map(|s| s.id));
+    let blob_col = if with_blobs { ", samples_blob" } else { "" };
+
+    // Dirty marks: a dirty hour also spoils its day.
+    let mut dirty: HashSet<(usize, i64, i64)> = HashSet::new();
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT series_id, resolution_ms, bucket_ms FROM dirty_buckets
+             WHERE series_id IN ({ids}) AND bucket_ms >= ?1 AND bucket_ms < ?2"
+        ))?;
+        let mut rows = stmt.query([bucket_of(from, DAY_MS), until])?;
+        while let Some(row) = rows.next()? {
+            let (sid, res, bucket): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let Some(&s) = index.get(&sid) else { continue };
+            dirty.insert((s, res, bucket));
+            if res == HOUR_MS {
+                dirty.insert((s, DAY_MS, bucket_of(bucket, DAY_MS)));
+            }
+        }
+    }
+
+    // Rollup levels, coarsest first; `covered` holds (series, start, end) used.
+    let mut covered: Vec<(usize, i64, i64)> = Vec::new();
+    let mut covered_days: HashSet<(usize, i64)> = HashSet::new();
+    for res in [DAY_MS, HOUR_MS] {
+        let (lo, hi) = (ceil_to(from, res), bucket_of(until, res));
+        if lo >= hi {
+            continue;
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT series_id, bucket_ms, {cols}{blob_col} FROM rollups
+             WHERE resolution_ms = ?1 AND series_id IN ({ids}) AND bucket_ms >= ?2 AND bucket_ms < ?3
+             ORDER BY series_id, bucket_ms, period_ns",
+            cols = ROLLUP_COLUMNS
+        ))?;
+        let mut rows = stmt.query([res, lo, hi])?;
+        while let Some(row) = rows.next()? {
+            let (sid, bucket): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let Some(&s) = index.get(&sid) else { continue };
+            if dirty.contains(&(s, res, bucket))
+                || !usable(res, bucket)
+                || (res == HOUR_MS && covered_days.contains(&(s, bucket_of(bucket, DAY_MS))))
+            {
+                continue;
+            }
+            visit(piece_from_row(row, s, with_blobs)?)?;
+            if covered.last() != Some(&(s, bucket, bucket + res)) {
+                covered.push((s, bucket, bucket + res));
+            }
+            if res == DAY_MS {
+                covered_days.insert((s, bucket));
+            }
+        }
+    }
+
+    // Raw profiles in the gaps, per series.
+    covered.sort_unstable();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT series_id, start_ms, {RAW_COLUMNS}{blob_col} FROM profiles
+         WHERE series_id = ?1 AND start_ms >= ?2 AND start_ms < ?3 ORDER BY start_ms"
+    ))?;
+    for (s, sref) in series.iter().enumerate() {
+        let mut gaps = Vec::new();
+        let mut at = from;
+        for &(_, lo, hi) in covered.iter().filter(|c| c.0 == s) {
+            if lo > at {
+                gaps.push((at, lo));
+            }
+            at = at.max(hi);
+        }
+        if at < until {
+            gaps.push((at, until));
+        }
+        for (lo, hi) in gaps {
+            let mut rows = stmt.query([sref.id, lo, hi])?;
+            while let Some(row) = rows.next()? {
+                visit(piece_from_row(row, s, with_blobs)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Distinct hosts among the series indices in `used` (series without `host` count as
+/// one), at least 1.
+fn host_count(series: &[SeriesRef], used: impl Iterator<Item = usize>) -> u32 {
+    let hosts: HashSet<Option<&str>> = used.map(|i| series[i].host.as_deref()).collect();
+    hosts.len().max(1) as u32
+}
+
+/// Merges the profiles matching `q`.
+pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, StoreError> {
+    let series = matching_series(conn, q)?;
+    let mut keep = [q.states.is_empty(); 5];
+    for s in &q.states {
+        keep[s.index()] = true;
+    }
+    let mut merged: IntMap<u64, (u64, u64)> = IntMap::default();
+    let mut used = vec![false; series.len()];
+    let (mut profiles, mut profile_ms, mut first, mut last) = (0u64, 0i64, i64::MAX, i64::MIN);
+    let mut scratch = Vec::new();
+    scan(conn, &series, q.from_ms, q.until_ms, true, &|_, _| true, &mut |p| {
+        used[p.series] = true;
+        profiles += p.profiles;
+        profile_ms += p.profile_ms;
+        first = first.min(p.first_ms);
+        last = last.max(p.last_ms);
+        let period = p.period_ns;
+        codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
+            if keep[(key & 7) as usize] {
+                let e = merged.entry(key).or_insert((0, 0));
+                e.0 = e.0.saturating_add(count);
+                e.1 = e.1.saturating_add(count.saturating_mul(period));
+            }
+        })
+    })?;
+    let mut entries: Vec<(u64, (u64, u64))> = merged.into_iter().collect();
+    entries.sort_unstable_by_key(|e| e.0);
+
+    // Stacks (global ids, ascending) -> local indices; frames numbered on first use.
+    let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
+    stack_ids.dedup();
+    let names = resolve_stacks(conn, cache, &stack_ids)?;
+    let mut frames: Vec<String> = Vec::new();
+    let mut frame_index: HashMap<Arc<str>, u32> = HashMap::new();
+    let mut stacks: Vec<Vec<u32>> = Vec::with_capacity(names.len());
+    for stack in names {
+        let local: Vec<u32> = stack
+            .into_iter()
+            .map(|name| {
+                *frame_index.entry(name.clone()).or_insert_with(|| {
+                    frames.push(name.to_string());
+                    (frames.len() - 1) as u32
+                })
+            })
+            .collect();
+        stacks.push(local);
+    }
+    let mut samples = Vec::with_capacity(entries.len());
+    let mut local = 0u32;
+    for (i, (key, (count, nanos))) in entries.iter().enumerate() {
+        if i > 0 && entries[i - 1].0 >> 3 != key >> 3 {
+            local += 1;
+        }
+        let (_, state) = codec::split_key(*key)?;
+        samples.push(AggregateSample { stack: local, state, samples: *count, nanos: *nanos });
+    }
+    let any = profiles > 0;
+    Ok(Aggregate {
+        frames,
+        stacks,
+        samples,
+        profiles,
+        profile_seconds: profile_ms as f64 / 1000.0,
+        hosts: host_count(&series, used.iter().enumerate().filter(|u| *u.1).map(|u| u.0)),
+        first_ms: if any { first } else { 0 },
+        last_ms: if any { last } else { 0 },
+    })
+}
+
+/// Frame names of each stack id (root first), through the bounded read cache.
+pub(super) fn resolve_stacks(
+    conn: &Connection,
+    cache: &Mutex<ReadCache>,
+    stack_ids: &[i64],
+) -> Result<Vec<Vec<Arc<str>>>, StoreError> {
+    // Stack id -> encoded frame ids.
+    let mut encoded: Vec<Option<Arc<[u8]>>> = {
+        let mut c = super::sqlite::lock(cache);
+        stack_ids.iter().map(|id| c.stacks.get(id)).collect()
+    };
+    let missing: Vec<i64> = stack_ids.iter().zip(&encoded).filter(|(_, e)| e.is_none()).map(|(id, _)| *id).collect();
+    if !missing.is_empty() {
+        let mut found: IntMap<i64, Arc<[u8]>> = IntMap::default();
+        for chunk in missing.chunks(IN_CHUNK) {
+            let mut stmt =
+                conn.prepare(&format!("SELECT id, frame_ids FROM stacks WHERE id IN ({})", id_list(chunk.iter().copied())))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let bytes = row.get_ref(1)?.as_blob().map_err(|_| StoreError::Corrupt("stack frame list is not a blob".into()))?;
+                found.insert(row.get(0)?, Arc::from(bytes));
+            }
+        }
+        let mut c = super::sqlite::lock(cache);
+        for (id, slot) in stack_ids.iter().zip(encoded.iter_mut()) {
+            if slot.is_none() {
+                let bytes = found
+                    .get(id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("samples refer to stack {id}, which is not stored")))?;
+                c.stacks.insert(*id, bytes.clone());
+                *slot = Some(bytes.clone());
+            }
+        }
+    }
+    let mut frame_lists: Vec<Vec<i64>> = Vec::with_capacity(stack_ids.len());
+    for bytes in encoded.iter().flatten() {
+        let mut ids = Vec::new();
+        codec::decode_frame_ids(bytes, &mut ids)?;
+        frame_lists.push(ids);
+    }
+    let names = resolve_frames(conn, cache, frame_lists.iter().flatten().copied())?;
+    frame_lists
+        .into_iter()
+        .map(|ids| {
+            ids.into_iter()
+                .map(|f| names.get(&f).cloned().ok_or_else(|| StoreError::Corrupt(format!("stack refers to frame {f}, which is not stored"))))
+                .collect()
+        })
+        .collect()
+}
+
+/// Names of the given frame ids, through the bounded read cache.
+fn resolve_frames(
+    conn: &Connection,
+    cache: &Mutex<ReadCache>,
+    ids: impl Iterator<Item = i64>,
+) -> Result<IntMap<i64, Arc<str>>, StoreError> {
+    let mut names: IntMap<i64, Arc<str>> = IntMap::default();
+    let mut missing = Vec::new();
+    {
+        let mut c = super::sqlite::lock(cache);
+        for id in ids {
+            if names.contains_key(&id) {
+                continue;
+            }
+            match c.frames.get(&id) {
+                Some(n) => {
+                    names.insert(id, n);
+                }
+                None => {
+                    if !missing.contains(&id) {
+                        missing.push(id);
+                    }
+                }
+            }
+        }
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    let mut fetched = Vec::new();
+    for chunk in missing.chunks(IN_CHUNK) {
+        let mut stmt = conn.prepare(&format!("SELECT id, name FROM frames WHERE id IN ({})", id_list(chunk.iter().copied())))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let name: String = row.get(1)?;
+            fetched.push((row.get::<_, i64>(0)?, Arc::<str>::from(name)));
+        }
+    }
+    let mut c = super::sqlite::lock(cache);
+    for (id, name) in fetched {
+        c.frames.insert(id, name.clone());
+        names.insert(id, name);
+    }
+    Ok(names)
+}
+
+/// Per-state totals in buckets of `step_ms` from `q.from_ms`.
+pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
+    if step_ms <= 0 {
+        return Err(StoreError::Invalid(format!("timeline step {step_ms} ms must be positive")));
+    }
+    let span = q.until_ms.saturating_sub(q.from_ms).max(0);
+    let n = span / step_ms + i64::from(span % step_ms != 0);
+    if n > MAX_TIMELINE_POINTS {
+        return Err(StoreError::Invalid(format!(
+            "timeline of {n} points is over the limit of {MAX_TIMELINE_POINTS}; use a larger step"
+        )));
+    }
+    let series = matching_series(conn, q)?;
+    let from = q.from_ms;
+    let mut points: Vec<TimelinePoint> = (0..n)
+        .map(|i| TimelinePoint { t_ms: from + i * step_ms, samples: [0; 5], nanos: [0; 5], hosts: 0, profile_seconds: 0.0 })
+        .collect();
+    let mut profile_ms = vec![0i64; n as usize];
+    let mut used: Vec<HashSet<usize>> = vec![HashSet::new(); n as usize];
+    // A rollup bucket is usable only if it falls inside one point.
+    let usable = |res: i64, bucket: i64| (bucket - from) / step_ms == (bucket + res - 1 - from) / step_ms;
+    scan(conn, &series, from, q.until_ms, false, &usable, &mut |p| {
+        let i = ((p.t_ms - from) / step_ms) as usize;
+        let point = &mut points[i];
+        for (state, &count) in p.totals.iter().enumerate() {
+            if q.states.is_empty() || q.states.iter().any(|s| s.index() == state) {
+                point.samples[state] = point.samples[state].saturating_add(count);
+                point.nanos[state] = point.nanos[state].saturating_add(count.saturating_mul(p.period_ns));
+            }
+        }
+        profile_ms[i] += p.profile_ms;
+        used[i].insert(p.series);
+        Ok(())
+    })?;
+    for ((point, ms), used) in points.iter_mut().zip(profile_ms).zip(used) {
+        point.profile_seconds = ms as f64 / 1000.0;
+        point.hosts = if used.is_empty() { 0 } else { host_count(&series, used.into_iter()) };
+    }
+    Ok(points)
+}
+
+/// Every service with its profile types, label values and time extent.
+pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError> {
+    // Per series: raw extent and count, then rollup extent (raw may have expired).
+    let mut extent: IntMap<i64, (i64, i64, u64)> = IntMap::default();
+    for sql in [
+        "SELECT series_id, MIN(start_ms), MAX(end_ms), COUNT(*) FROM profiles GROUP BY series_id",
+        "SELECT series_id, MIN(first_ms), MAX(last_ms), 0 FROM rollups GROUP BY series_id",
+    ] {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (sid, lo, hi, n): (i64, i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let e = extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
+            e.0 = e.0.min(lo);
+            e.1 = e.1.max(hi);
+            e.2 += n as u64;
+        }
+    }
+    let mut by_name: BTreeMap<String, ServiceInfo> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT id, service, profile_type, labels FROM series ORDER BY service, id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (sid, name, ptype, labels): (i64, String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let Some(&(lo, hi, n)) = extent.get(&sid) else { continue };
+        let info = by_name.entry(name.clone()).or_insert_with(|| ServiceInfo {
+            name,
+            profile_types: Vec::new(),
+            labels: BTreeMap::new(),
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            profiles: 0,
+        });
+        if !info.profile_types.contains(&ptype) {
+            info.profile_types.push(ptype);
+        }
+        for (k, v) in parse_labels(&labels)? {
+            let values = info.labels.entry(k).or_default();
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        info.first_ms = info.first_ms.min(lo);
+        info.last_ms = info.last_ms.max(hi);
+        info.profiles += n;
+    }
+    Ok(by_name
+        .into_values()
+        .map(|mut s| {
+            s.profile_types.sort();
+            s.labels.values_mut().for_each(|v| v.sort());
+            s
+        })
+        .collect())
+}

@@ -1,0 +1,493 @@
+//! The embedded store on real SQLite files in temporary directories: round trips,
+//! rollups against raw data, retention, reopening, limits, corruption, and a
+//! `kill -9` of a process in the middle of a stream of writes.
+//!
+//! The crash test needs a second process. It re-runs this test binary with
+//! `--exact store::crash_child --nocapture --ignored` and the environment variable
+//! `HOTFRAME_CRASH_CHILD_DIR`; `crash_child` is `#[ignore]` and does nothing without
+//! that variable, so a normal `cargo test` never runs it as a test of its own.
+
+use hotframe::model::{Profile, ProfileBuilder, ThreadState};
+use hotframe::store::{ProfileStore, Query, SqliteStore, StoreConfig, StoreError};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+/// A fixed "now": 2026-11-20 13:37:00 UTC, not aligned to anything.
+const NOW: i64 = 1_795_700_220_000;
+
+/// A profile of `service` on `host` over `[start, start + len)` with samples drawn
+/// from a small pool of stacks; `seed` varies the counts.
+fn profile(service: &str, host: &str, version: &str, start: i64, len: i64, period_ns: u64, seed: u64) -> Profile {
+    let mut b = ProfileBuilder::new(service, start, start + len, period_ns).label("host", host).label("version", version);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let leaves = ["parse", "encode", "hash", "lock_wait", "read_disk", "sleep"];
+    for i in 0..20 {
+        let leaf = leaves[i % leaves.len()];
+        let depth = 2 + i % 5;
+        let mut stack: Vec<String> = vec!["main".into()];
+        stack.extend((0..depth).map(|d| format!("layer{d}::handle_{}", (i + d) % 7)));
+        stack.push(leaf.to_string());
+        let state = ThreadState::ALL[rng.usize(..5)];
+        b.add(&stack, state, rng.u64(1..50));
+    }
+    b.finish()
+}
+
+/// (folded stack, state) -> samples of a profile, merging as the store must.
+fn folded(p: &Profile) -> BTreeMap<(String, ThreadState), u64> {
+    let mut out = BTreeMap::new();
+    for s in &p.samples {
+        let key = (p.stack_names(s.stack).collect::<Vec<_>>().join(";"), s.state);
+        *out.entry(key).or_insert(0) += s.count;
+    }
+    out
+}
+
+/// The same for an aggregate, with nanos.
+fn folded_agg(a: &hotframe::store::Aggregate) -> BTreeMap<(String, ThreadState), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for s in &a.samples {
+        let names: Vec<&str> = a.stacks[s.stack as usize].iter().map(|f| a.frames[*f as usize].as_str()).collect();
+        let e = out.entry((names.join(";"), s.state)).or_insert((0, 0));
+        e.0 += s.samples;
+        e.1 += s.nanos;
+    }
+    out
+}
+
+/// What an aggregate of `profiles` must be, computed here independently of the store.
+fn expected(profiles: &[&Profile], states: &[ThreadState]) -> BTreeMap<(String, ThreadState), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for p in profiles {
+        for ((stack, state), n) in folded(p) {
+            if states.is_empty() || states.contains(&state) {
+                let e = out.entry((stack, state)).or_insert((0, 0));
+                e.0 += n;
+                e.1 += n * p.period_ns;
+            }
+        }
+    }
+    out
+}
+
+fn query(service: &str, from: i64, until: i64) -> Query {
+    Query { service: service.into(), profile_type: "cpu".into(), from_ms: from, until_ms: until, ..Query::default() }
+}
+
+fn open(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir, StoreConfig::default()).expect("open store")
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<SqliteStore>();
+}
+
+#[test]
+fn write_then_aggregate_round_trip() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let t0 = NOW - HOUR;
+    let a1 = profile("checkout", "a", "1.0", t0, 10_000, 10_000_000, 1);
+    let a2 = profile("checkout", "a", "1.1", t0 + 10_000, 10_000, 10_000_000, 2);
+    let b1 = profile("checkout", "b", "1.0", t0, 10_000, 20_000_000, 3);
+    let other = profile("billing", "a", "1.0", t0, 10_000, 10_000_000, 4);
+    let mut ids = Vec::new();
+    for p in [&a1, &a2, &b1, &other] {
+        let r = store.write(p).unwrap();
+        assert_eq!(r.samples, p.total_samples());
+        ids.push(r.profile_id);
+    }
+
+    // Everything of one service.
+    let all = store.aggregate(&query("checkout", t0, t0 + HOUR)).unwrap();
+    assert_eq!(folded_agg(&all), expected(&[&a1, &a2, &b1], &[]));
+    assert_eq!(all.profiles, 3);
+    assert_eq!(all.profile_seconds, 30.0);
+    assert_eq!(all.hosts, 2);
+    assert_eq!((all.first_ms, all.last_ms), (t0, t0 + 20_000));
+    let total: u64 = all.samples.iter().map(|s| s.samples).sum();
+    assert_eq!(total, a1.total_samples() + a2.total_samples() + b1.total_samples());
+
+    // Label filters.
+    let mut q = query("checkout", t0, t0 + HOUR);
+    q.labels.insert("host".into(), "a".into());
+    let only_a = store.aggregate(&q).unwrap();
+    assert_eq!(folded_agg(&only_a), expected(&[&a1, &a2], &[]));
+    assert_eq!(only_a.hosts, 1);
+    q.labels.insert("version".into(), "1.1".into());
+    assert_eq!(folded_agg(&store.aggregate(&q).unwrap()), expected(&[&a2], &[]));
+    q.labels.insert("version".into(), "9".into());
+    let none = store.aggregate(&q).unwrap();
+    assert!(none.samples.is_empty());
+    assert_eq!(none.profiles, 0);
+
+    // States filter.
+    let mut q = query("checkout", t0, t0 + HOUR);
+    q.states = vec![ThreadState::Runnable, ThreadState::Blocked];
+    assert_eq!(folded_agg(&store.aggregate(&q).unwrap()), expected(&[&a1, &a2, &b1], &q.states));
+
+    // The range is [from, until) on profile starts.
+    let late = store.aggregate(&query("checkout", t0 + 10_000, t0 + HOUR)).unwrap();
+    assert_eq!(folded_agg(&late), expected(&[&a2], &[]));
+    let early = store.aggregate(&query("checkout", t0, t0 + 10_000)).unwrap();
+    assert_eq!(folded_agg(&early), expected(&[&a1, &b1], &[]));
+
+    // A single profile reads back as written.
+    let back = store.profile(ids[1]).unwrap().expect("profile 2 is stored");
+    assert_eq!(folded(&back), folded(&a2));
+    assert_eq!((back.service.as_str(), &back.labels, back.start_ms, back.end_ms), ("checkout", &a2.labels, a2.start_ms, a2.end_ms));
+    assert!(store.profile(99_999).unwrap().is_none());
+
+    // Services and stats.
+    let services = store.services().unwrap();
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["billing", "checkout"]);
+    let checkout = &services[1];
+    assert_eq!(checkout.profiles, 3);
+    assert_eq!(checkout.labels["host"], ["a", "b"]);
+    assert_eq!(checkout.labels["version"], ["1.0", "1.1"]);
+    assert_eq!((checkout.first_ms, checkout.last_ms), (t0, t0 + 20_000));
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.profiles, 4);
+    assert_eq!(stats.samples, [&a1, &a2, &b1, &other].iter().map(|p| p.total_samples()).sum::<u64>());
+    assert_eq!(stats.series, 4);
+    assert!(stats.bytes_on_disk > 0);
+    assert_eq!(stats.stacks, 20, "every profile draws from one pool of 20 stacks");
+}
+
+#[test]
+fn timeline_buckets_per_state() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let t0 = NOW - HOUR;
+    let p1 = profile("svc", "a", "1", t0, 10_000, 10_000_000, 7);
+    let p2 = profile("svc", "b", "1", t0 + 60_000, 10_000, 10_000_000, 8);
+    store.write(&p1).unwrap();
+    store.write(&p2).unwrap();
+    let points = store.timeline(&query("svc", t0, t0 + 120_000), 60_000).unwrap();
+    assert_eq!(points.len(), 2);
+    for (point, p) in points.iter().zip([&p1, &p2]) {
+        assert_eq!(point.samples, p.state_totals());
+        assert_eq!(point.nanos, p.state_totals().map(|n| n * 10_000_000));
+        assert_eq!(point.hosts, 1);
+        assert_eq!(point.profile_seconds, 10.0);
+    }
+    assert!(matches!(store.timeline(&query("svc", 0, NOW), 1), Err(StoreError::Invalid(_))));
+    assert!(matches!(store.timeline(&query("svc", 0, NOW), 0), Err(StoreError::Invalid(_))));
+}
+
+/// Three hosts over three days and a bit, two sampling periods, at awkward times.
+fn write_days(store: &SqliteStore) -> Vec<Profile> {
+    let mut all = Vec::new();
+    let mut seed = 100;
+    let mut t = NOW - 3 * DAY - 5 * HOUR - 17 * 60_000;
+    while t < NOW - 10 * 60_000 {
+        for (h, host) in ["a", "b", "c"].iter().enumerate() {
+            seed += 1;
+            let period = if h == 2 { 20_000_000 } else { 10_000_000 };
+            let p = profile("svc", host, if seed % 2 == 0 { "1" } else { "2" }, t + h as i64 * 1_000, 60_000, period, seed);
+            store.write(&p).unwrap();
+            all.push(p);
+        }
+        t += 37 * 60_000;
+    }
+    all
+}
+
+#[test]
+fn rollups_give_the_same_answers_as_raw_data() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let written = write_days(&store);
+    let mut ranges = vec![
+        (NOW - 4 * DAY, NOW),                                  // everything
+        (NOW - 3 * DAY + 7 * 60_000, NOW - 2 * HOUR + 1),      // unaligned edges
+        (NOW - NOW.rem_euclid(DAY) - 2 * DAY, NOW - NOW.rem_euclid(DAY)), // two whole days
+        (NOW - 5 * HOUR, NOW - 2 * HOUR),                      // hours of today
+    ];
+    ranges.push((ranges[2].0 + HOUR, ranges[2].1 - HOUR));
+    let mut filtered = query("svc", 0, 0);
+    filtered.labels.insert("host".into(), "c".into());
+    filtered.states = vec![ThreadState::Runnable, ThreadState::Io];
+    let queries: Vec<Query> = ranges
+        .iter()
+        .flat_map(|&(from, until)| {
+            [query("svc", from, until), Query { from_ms: from, until_ms: until, ..filtered.clone() }]
+        })
+        .collect();
+    let before: Vec<_> = queries.iter().map(|q| store.aggregate(q).unwrap()).collect();
+    let timeline_before = store.timeline(&queries[0], HOUR).unwrap();
+
+    // The raw answers are right to begin with.
+    let (from, until) = ranges[1];
+    let inside: Vec<&Profile> = written.iter().filter(|p| p.start_ms >= from && p.start_ms < until).collect();
+    assert_eq!(folded_agg(&before[2]), expected(&inside, &[]));
+    assert_eq!(before[2].profiles, inside.len() as u64);
+
+    let report = store.maintain(NOW).unwrap();
+    assert!(report.rollups_written > 0, "{report:?}");
+    assert_eq!(report.raw_deleted, 0);
+    for (q, b) in queries.iter().zip(&before) {
+        assert_eq!(&store.aggregate(q).unwrap(), b, "query {q:?}");
+    }
+    assert_eq!(store.timeline(&queries[0], HOUR).unwrap(), timeline_before);
+    assert_eq!(store.timeline(&queries[0], 7 * 60_000).unwrap().len(), (4 * DAY / (7 * 60_000) + 1) as usize);
+
+    // Idempotent: nothing left to do, same answers.
+    assert_eq!(store.maintain(NOW).unwrap().rollups_written, 0);
+    assert_eq!(store.aggregate(&queries[0]).unwrap(), before[0]);
+
+    // Late data for a rolled-up hour counts at once (the stale rollups of its hour and
+    // day are not used), and the same after the next maintain rebuilds them.
+    let day_start = ranges[2].0;
+    let late = profile("svc", "a", "1", day_start + 30 * 60_000, 60_000, 10_000_000, 9_999);
+    store.write(&late).unwrap();
+    let mut want = folded_agg(&before[4]);
+    for (k, v) in expected(&[&late], &[]) {
+        let e = want.entry(k).or_insert((0, 0));
+        e.0 += v.0;
+        e.1 += v.1;
+    }
+    let with_late = store.aggregate(&queries[4]).unwrap();
+    assert_eq!(with_late.profiles, before[4].profiles + 1);
+    assert_eq!(folded_agg(&with_late), want);
+    let report = store.maintain(NOW).unwrap();
+    assert_eq!(report.rollups_written, 2, "one hour and its day: {report:?}");
+    assert_eq!(store.aggregate(&queries[4]).unwrap(), with_late);
+
+    // The rollups are really used: with the raw rows of those whole days gone behind
+    // the store's back, a query over them is unchanged.
+    let edge = query("svc", day_start + 1, day_start + 2 * DAY);
+    let edge_before = store.aggregate(&edge).unwrap();
+    let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+    let gone = conn
+        .execute("DELETE FROM profiles WHERE start_ms >= ?1 AND start_ms < ?2", [day_start, day_start + 2 * DAY])
+        .unwrap();
+    assert!(gone > 0);
+    assert_eq!(store.aggregate(&queries[4]).unwrap(), with_late);
+    // ... while a range with a raw edge (the first hour, with the late profile) now
+    // misses what was deleted there.
+    assert!(store.aggregate(&edge).unwrap().profiles < edge_before.profiles);
+}
+
+#[test]
+fn retention_deletes_old_raw_data_and_old_rollups() {
+    let dir = crate::common::tempdir();
+    let config = StoreConfig { retention_raw_days: 30, retention_rollup_days: 60, ..StoreConfig::default() };
+    let store = SqliteStore::open(dir.path(), config).unwrap();
+    let old = profile("svc", "a", "1", NOW - 40 * DAY, 10_000, 10_000_000, 1);
+    let ancient = profile("svc", "a", "1", NOW - 90 * DAY, 10_000, 10_000_000, 2);
+    let recent = profile("svc", "a", "1", NOW - DAY, 10_000, 10_000_000, 3);
+    let ids: Vec<i64> = [&old, &ancient, &recent].iter().map(|p| store.write(p).unwrap().profile_id).collect();
+    // A pass long ago rolls up the ancient profile while its raw data was young.
+    let then = store.maintain(ancient.start_ms + 2 * DAY).unwrap();
+    assert_eq!((then.rollups_written, then.raw_deleted), (2, 0), "{then:?}");
+    let report = store.maintain(NOW).unwrap();
+    assert_eq!(report.raw_deleted, 2, "{report:?}");
+    assert!(report.rollups_deleted >= 2, "the 90-day-old hour and day: {report:?}");
+    assert!(store.profile(ids[0]).unwrap().is_none());
+    assert!(store.profile(ids[1]).unwrap().is_none());
+    assert!(store.profile(ids[2]).unwrap().is_some());
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.profiles, 1);
+    assert_eq!(stats.samples, recent.total_samples());
+    // The 40-day-old data lives on in its daily rollup; the 90-day-old is gone.
+    let day = NOW - 40 * DAY - (NOW - 40 * DAY).rem_euclid(DAY);
+    assert_eq!(folded_agg(&store.aggregate(&query("svc", day, day + DAY)).unwrap()), expected(&[&old], &[]));
+    let day = NOW - 90 * DAY - (NOW - 90 * DAY).rem_euclid(DAY);
+    assert_eq!(store.aggregate(&query("svc", day, day + DAY)).unwrap().profiles, 0);
+    assert_eq!(store.maintain(NOW).unwrap(), Default::default());
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = crate::common::tempdir();
+    let (before, services, stats) = {
+        let store = open(dir.path());
+        write_days(&store);
+        store.maintain(NOW).unwrap();
+        store.put_settings("svc", r#"{"instance_type":"m6i.large","fleet_hosts":40}"#).unwrap();
+        (store.aggregate(&query("svc", NOW - 4 * DAY, NOW)).unwrap(), store.services().unwrap(), store.stats().unwrap())
+    };
+    let store = open(dir.path());
+    assert_eq!(store.aggregate(&query("svc", NOW - 4 * DAY, NOW)).unwrap(), before);
+    assert_eq!(store.services().unwrap(), services);
+    assert_eq!(store.settings("svc").unwrap().as_deref(), Some(r#"{"instance_type":"m6i.large","fleet_hosts":40}"#));
+    assert_eq!(store.settings("other").unwrap(), None);
+    let again = store.stats().unwrap();
+    assert_eq!((again.profiles, again.samples, again.series, again.stacks), (stats.profiles, stats.samples, stats.series, stats.stacks));
+    // Writing after reopening reuses interned stacks.
+    store.write(&profile("svc", "a", "1", NOW - 60_000, 10_000, 10_000_000, 5)).unwrap();
+    assert_eq!(store.stats().unwrap().stacks, stats.stacks);
+}
+
+#[test]
+fn settings_must_be_json() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    assert!(matches!(store.put_settings("svc", "{nope"), Err(StoreError::Invalid(_))));
+    store.put_settings("svc", "{}").unwrap();
+    store.put_settings("svc", r#"{"a":1}"#).unwrap();
+    assert_eq!(store.settings("svc").unwrap().as_deref(), Some(r#"{"a":1}"#));
+}
+
+#[test]
+fn series_limit_per_service() {
+    let dir = crate::common::tempdir();
+    let store = SqliteStore::open(dir.path(), StoreConfig { max_series_per_service: 2, ..StoreConfig::default() }).unwrap();
+    store.write(&profile("svc", "a", "1", NOW, 1_000, 1_000_000, 1)).unwrap();
+    store.write(&profile("svc", "b", "1", NOW, 1_000, 1_000_000, 2)).unwrap();
+    let err = store.write(&profile("svc", "c", "1", NOW, 1_000, 1_000_000, 3)).unwrap_err();
+    assert!(matches!(&err, StoreError::TooManySeries { service, max: 2 } if service == "svc"), "{err}");
+    assert!(err.to_string().contains("max_series_per_service"));
+    // Existing series and other services still take writes; the refused one left nothing.
+    store.write(&profile("svc", "a", "1", NOW + 1_000, 1_000, 1_000_000, 4)).unwrap();
+    store.write(&profile("other", "c", "1", NOW, 1_000, 1_000_000, 5)).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.profiles, stats.series), (4, 3));
+}
+
+#[test]
+fn bad_profiles_are_refused_and_leave_nothing() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let mut p = profile("svc", "a", "1", NOW, 1_000, 1_000_000, 1);
+    p.end_ms = p.start_ms;
+    assert!(matches!(store.write(&p), Err(StoreError::Invalid(_))));
+    let mut p = profile("svc", "a", "1", NOW, 1_000, 1_000_000, 1);
+    p.samples[0].stack = 10_000;
+    assert!(matches!(store.write(&p), Err(StoreError::Invalid(_))));
+    assert_eq!(store.stats().unwrap().profiles, 0);
+    assert!(store.services().unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_data_is_an_error_not_a_panic() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let id = store.write(&profile("svc", "a", "1", NOW - HOUR, 10_000, 10_000_000, 1)).unwrap().profile_id;
+    let q = query("svc", NOW - DAY, NOW);
+    let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+    for garbage in [&b"\x01\xff\xff\xff"[..], b"", b"\x07abc", b"\x01"] {
+        conn.execute("UPDATE profiles SET samples_blob = ?1 WHERE id = ?2", rusqlite::params![garbage, id]).unwrap();
+        assert!(matches!(store.aggregate(&q), Err(StoreError::Corrupt(_))), "{garbage:?}");
+        assert!(matches!(store.profile(id), Err(StoreError::Corrupt(_))), "{garbage:?}");
+    }
+    // A stack whose frame list points nowhere.
+    let id = {
+        conn.execute("DELETE FROM profiles", []).unwrap();
+        store.write(&profile("svc", "a", "1", NOW - HOUR, 10_000, 10_000_000, 2)).unwrap().profile_id
+    };
+    conn.execute("UPDATE stacks SET frame_ids = X'ffffff7f'", []).unwrap();
+    let fresh = open(dir.path()); // no cached stacks
+    let err = fresh.aggregate(&q).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(matches!(fresh.profile(id), Err(StoreError::Corrupt(_))));
+    // Labels that are not JSON.
+    conn.execute("UPDATE series SET labels = 'nope'", []).unwrap();
+    assert!(matches!(fresh.services(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = crate::common::tempdir();
+    drop(open(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("hotframe.db")).unwrap();
+    conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'", []).unwrap();
+    let err = SqliteStore::open(dir.path(), StoreConfig::default()).err().expect("refused");
+    assert!(err.to_string().contains("999"), "{err}");
+}
+
+#[test]
+fn queries_run_while_writes_go_on() {
+    let dir = crate::common::tempdir();
+    let store = std::sync::Arc::new(open(dir.path()));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                store.write(&profile("svc", "a", "1", NOW - HOUR + i * 1_000, 1_000, 1_000_000, i as u64)).unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    for _ in 0..50 {
+        let a = store.aggregate(&query("svc", NOW - DAY, NOW)).unwrap();
+        assert!(a.profiles >= last, "a snapshot never goes back");
+        last = a.profiles;
+    }
+    writer.join().unwrap();
+    assert_eq!(store.aggregate(&query("svc", NOW - DAY, NOW)).unwrap().profiles, 200);
+}
+
+/// Environment variable that turns `crash_child` on and names its data directory.
+const CRASH_ENV: &str = "HOTFRAME_CRASH_CHILD_DIR";
+
+/// The child of `kill_9_loses_no_acknowledged_profile`: writes profiles in a loop and
+/// prints `ack <id> <samples>` after each `write` returned. Does nothing unless run by
+/// that test (see the module doc).
+#[test]
+#[ignore = "run as a child process by kill_9_loses_no_acknowledged_profile"]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_ENV) else { return };
+    let store = open(Path::new(&dir));
+    let mut out = std::io::stdout().lock();
+    for i in 0..100_000u64 {
+        let mut p = profile("svc", "a", "1", NOW + i as i64 * 1_000, 1_000, 10_000_000, i);
+        // A stack unique to this profile, so that its samples can be told apart.
+        let mut b = ProfileBuilder::new("svc", 0, 1, 1);
+        b.merge(&p);
+        b.add(&["main", &format!("unique_{i}")], ThreadState::Runnable, i + 1);
+        let merged = b.finish();
+        p.frames = merged.frames;
+        p.stacks = merged.stacks;
+        p.samples = merged.samples;
+        let r = store.write(&p).unwrap();
+        writeln!(out, "ack {} {} {}", r.profile_id, r.samples, i).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_profile() {
+    let dir = crate::common::tempdir();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "store::crash_child", "--nocapture", "--ignored"])
+        .env(CRASH_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acks: Vec<(i64, u64, u64)> = Vec::new();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("ack") {
+            continue; // the test harness's own lines
+        }
+        let nums: Vec<u64> = parts.map(|p| p.parse().unwrap()).collect();
+        acks.push((nums[0] as i64, nums[1], nums[2]));
+        if acks.len() == 300 {
+            child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, no checkpoint
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(acks.len(), 300, "the child stopped early");
+
+    let store = open(dir.path());
+    for &(id, samples, i) in &acks {
+        let p = store.profile(id).unwrap().unwrap_or_else(|| panic!("acknowledged profile {id} (#{i}) is lost"));
+        assert_eq!(p.total_samples(), samples, "profile {id}");
+        let unique = format!("main;unique_{i}");
+        assert_eq!(folded(&p).get(&(unique, ThreadState::Runnable)), Some(&(i + 1)), "profile {id}");
+    }
+    assert!(store.stats().unwrap().profiles >= 300);
+}

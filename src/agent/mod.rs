@@ -26,9 +26,9 @@ use targets::TargetSpec;
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sampler(#[from] SamplerError),
-    #[error("{0}")]
+    #[error(transparent)]
     Upload(#[from] UploadError),
     #[error("choose what to profile: --pid PID (repeatable), --name REGEX, or -- COMMAND ARGS")]
     NoTarget,
@@ -42,14 +42,14 @@ pub enum AgentError {
     BadService(String),
     #[error("invalid --unwind {0:?}: use dwarf or fp")]
     BadUnwind(String),
-    #[error("invalid {flag}: {source}")]
-    BadDuration { flag: &'static str, source: BadTime },
+    #[error("invalid {flag}: {cause}")]
+    BadDuration { flag: &'static str, cause: BadTime },
     #[error("{flag} must be positive")]
     NonPositive { flag: &'static str },
-    #[error("could not start {command:?}: {source}")]
-    Spawn { command: String, source: std::io::Error },
-    #[error("could not listen on --metrics-listen {addr}: {source}")]
-    MetricsListen { addr: String, source: std::io::Error },
+    #[error("could not start {command:?}: {cause}")]
+    Spawn { command: String, cause: std::io::Error },
+    #[error("could not listen on --metrics-listen {addr}: {cause}")]
+    MetricsListen { addr: String, cause: std::io::Error },
 }
 
 /// Everything the agent needs, checked.
@@ -78,7 +78,7 @@ pub struct AgentConfig {
 }
 
 fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, AgentError> {
-    let ms = parse_duration_ms(text).map_err(|source| AgentError::BadDuration { flag, source })?;
+    let ms = parse_duration_ms(text).map_err(|cause| AgentError::BadDuration { flag, cause })?;
     if ms <= 0 {
         return Err(AgentError::NonPositive { flag });
     }
@@ -178,7 +178,7 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
             let spawned = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .spawn()
-                .map_err(|source| AgentError::Spawn { command: command.join(" "), source })?;
+                .map_err(|cause| AgentError::Spawn { command: command.join(" "), cause })?;
             let pid = spawned.id();
             child = Some(spawned);
             sampler.attach(pid)?;
@@ -190,7 +190,7 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
     let _metrics = match &config.metrics_listen {
         Some(addr) => {
             let server = MetricsServer::start(addr, Arc::clone(&health))
-                .map_err(|source| AgentError::MetricsListen { addr: addr.clone(), source })?;
+                .map_err(|cause| AgentError::MetricsListen { addr: addr.clone(), cause })?;
             tracing::info!("agent metrics at http://{}/metrics", server.addr);
             Some(server)
         }

@@ -25,8 +25,8 @@ pub enum DemoError {
     Server(String),
     #[error("could not start the demo workload: {0}")]
     Workload(std::io::Error),
-    #[error("could not create the demo store directory {dir}: {source}")]
-    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error("could not create the demo store directory {dir}: {cause}")]
+    DataDir { dir: PathBuf, cause: std::io::Error },
     #[error(transparent)]
     Agent(#[from] AgentError),
 }
@@ -61,7 +61,7 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
             (dir.clone(), TempDir(Some(dir)))
         }
     };
-    std::fs::create_dir_all(&data).map_err(|source| DemoError::DataDir { dir: data.clone(), source })?;
+    std::fs::create_dir_all(&data).map_err(|cause| DemoError::DataDir { dir: data.clone(), cause })?;
     let serve = ServeArgs { listen: args.listen.clone(), data: data.join("store"), config: None, token_file: None };
     let mut server = std::thread::Builder::new()
         .name("hotframe-demo-server".into())

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 pub enum UploadError {
     #[error("invalid server URL {0:?}: use http://HOST:PORT")]
     BadServerUrl(String),
-    #[error("spool directory {dir}: {source}; pass a writable --spool-dir")]
-    Spool { dir: PathBuf, source: std::io::Error },
+    #[error("spool directory {dir}: {cause}; pass a writable --spool-dir")]
+    Spool { dir: PathBuf, cause: std::io::Error },
     #[error("spool directory {0} is in use by another agent; give each agent its own --spool-dir")]
     SpoolInUse(PathBuf),
     #[error("spool file {0} is unreadable and was deleted")]

@@ -43,7 +43,7 @@ impl Spool {
     /// Opens (creating it if needed) the spool in `dir`, bounded to `max_bytes`, and
     /// picks up the files a previous run left.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, UploadError> {
-        let io_err = |source| UploadError::Spool { dir: dir.to_path_buf(), source };
+        let io_err = |cause| UploadError::Spool { dir: dir.to_path_buf(), cause };
         fs::create_dir_all(dir).map_err(io_err)?;
         let lock = File::create(dir.join(".lock")).map_err(io_err)?;
         // SAFETY: flock on a file descriptor we own; no memory is shared.
@@ -94,7 +94,7 @@ impl Spool {
     /// Stores `envelope` as the newest file, then drops the oldest files until the
     /// spool is within its byte bound.
     pub fn push(&mut self, envelope: &Envelope) -> Result<PushOutcome, UploadError> {
-        let io_err = |source| UploadError::Spool { dir: self.dir.clone(), source };
+        let io_err = |cause| UploadError::Spool { dir: self.dir.clone(), cause };
         let meta = serde_json::to_vec(&envelope.meta).map_err(|e| io_err(std::io::Error::other(e)))?;
         let size = (meta.len() + 1 + envelope.body.len()) as u64;
         if size > self.max_bytes {
@@ -137,7 +137,7 @@ impl Spool {
         let &(seq, _) = self.files.front()?;
         let path = self.path(seq);
         let parsed = fs::read(&path)
-            .map_err(|source| UploadError::Spool { dir: self.dir.clone(), source })
+            .map_err(|cause| UploadError::Spool { dir: self.dir.clone(), cause })
             .and_then(|bytes| parse_file(&bytes).ok_or_else(|| UploadError::CorruptSpoolFile(path.clone())));
         match parsed {
             Ok(envelope) => Some(Ok((seq, envelope))),

@@ -1,6 +1,7 @@
 //! hotframe's integration tests: one binary, one module per topic. They use real
 //! parts: a real SQLite file, the real router over HTTP, real processes.
 
+mod agent;
 mod common;
 mod upload;
 mod store;

@@ -1,0 +1,210 @@
+//! `hotframe agent` end to end: the real binary's `serve`, `agent` and `demo-workload`
+//! as separate processes, talking HTTP on loopback, sampling with perf_event_open (the
+//! tests run as root, as in CI).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its status and stderr.
+    fn wait_output(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.0.stderr.take() {
+                    stderr.read_to_string(&mut err).unwrap();
+                }
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "process {} did not exit within {limit:?}", self.0.id());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `hotframe serve` on `listen` with its store in `data`; returns it and its base URL.
+fn serve(listen: &str, data: &Path) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", listen, "--data"])
+        .arg(data)
+        .env("HOTFRAME_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("server said {line:?}")).to_string();
+    (Running(child), url)
+}
+
+/// The bundled workload (`parse_json` is its hot function) for `seconds`.
+fn workload(duration: &str) -> Running {
+    Running(
+        Command::new(BIN)
+            .args(["demo-workload", "--mode", "service", "--threads", "1", "--duration", duration])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
+    Running(
+        Command::new(BIN)
+            .args(["agent", "--server", server, "--service", "agent-test", "--upload-interval", "1s"])
+            .arg("--spool-dir")
+            .arg(spool)
+            .args(extra)
+            .env("HOTFRAME_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let body = ureq::get(url).call().unwrap().body_mut().read_to_string().unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every frame name in a flame graph tree.
+fn frame_names(node: &serde_json::Value, out: &mut Vec<String>) {
+    if let Some(name) = node["name"].as_str() {
+        out.push(name.to_string());
+    }
+    for child in node["children"].as_array().into_iter().flatten() {
+        frame_names(child, out);
+    }
+}
+
+/// The value of `key=N` in the agent's last health line.
+fn last_health(stderr: &str, key: &str) -> u64 {
+    let line = stderr.lines().filter(|l| l.contains("health:")).last().unwrap_or_else(|| panic!("no health line in:\n{stderr}"));
+    let wanted = format!(" {key}=");
+    let at = line.find(&wanted).unwrap_or_else(|| panic!("no {key} in {line}")) + wanted.len();
+    line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+fn free_port_addr() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+#[test]
+fn agent_by_pid_finds_the_hot_function_then_exits_cleanly_when_the_target_does() {
+    let data = crate::common::tempdir();
+    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let work = workload("5s");
+    let pid = work.pid().to_string();
+    let mut agent = agent(&url, &["--pid", &pid, "--label", "region=test-1"], &data.path().join("spool"));
+    let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "agent failed: {status}\n{stderr}");
+    assert!(stderr.contains("every target has exited"), "{stderr}");
+    assert!(stderr.contains("all profiles delivered"), "{stderr}");
+    assert_eq!(last_health(&stderr, "dropped"), 0, "{stderr}");
+
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
+    let mut names = Vec::new();
+    frame_names(&flame["root"], &mut names);
+    assert!(names.iter().any(|n| n.ends_with("parse_json")), "no parse_json among {} frames", names.len());
+    assert!(flame["totals"]["samples"].as_u64().unwrap() > 50, "{}", flame["totals"]);
+
+    let services = get_json(&format!("{url}/api/v1/services"));
+    let service = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "agent-test").unwrap().clone();
+    let labels = &service["labels"];
+    assert_eq!(labels["pid"][0], pid.as_str(), "{labels}");
+    assert_eq!(labels["region"][0], "test-1", "{labels}");
+    assert!(labels["host"][0].as_str().is_some_and(|h| !h.is_empty()), "{labels}");
+    assert!(labels["process"][0].as_str().is_some(), "{labels}");
+    // Sleeping, waiting and lock-blocked threads are in the profile too.
+    let all = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=all"));
+    let by_state = &all["totals"]["byState"];
+    for state in ["TIMED_WAITING", "WAITING", "BLOCKED"] {
+        assert!(by_state[state].as_u64().unwrap_or(0) > 0, "no {state} samples: {by_state}");
+    }
+}
+
+#[test]
+fn a_pid_that_does_not_exist_is_a_one_line_error() {
+    let spool = crate::common::tempdir();
+    // Pids above pid_max cannot exist.
+    let mut agent = agent("http://127.0.0.1:9", &["--pid", "4194399"], spool.path());
+    let (status, stderr) = agent.wait_output(Duration::from_secs(20));
+    assert!(!status.success());
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors, vec!["error: pid 4194399 is not running"], "stderr:\n{stderr}");
+    assert!(!stderr.contains("NoSuchProcess") && !stderr.contains("{"), "debug dump in:\n{stderr}");
+}
+
+#[test]
+fn profiles_taken_while_the_server_is_down_arrive_once_it_is_up() {
+    let data = crate::common::tempdir();
+    let addr = free_port_addr();
+    let url = format!("http://{addr}");
+    let work = workload("7s");
+    let pid = work.pid().to_string();
+    let mut agent = agent(&url, &["--pid", &pid, "--flush-timeout", "30s"], &data.path().join("spool"));
+    // About three upload intervals with nothing listening.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_server, _) = serve(&addr, &data.path().join("store"));
+    let (status, stderr) = agent.wait_output(Duration::from_secs(90));
+    assert!(status.success(), "agent failed: {status}\n{stderr}");
+    assert!(stderr.contains("all profiles delivered"), "{stderr}");
+    let sent = last_health(&stderr, "sent");
+    assert_eq!(last_health(&stderr, "dropped"), 0, "{stderr}");
+    assert!(last_health(&stderr, "failed") > 0, "the server was down, uploads must have failed first:\n{stderr}");
+    assert!(sent >= 5, "one profile per ~1 s interval over ~7 s, got {sent}");
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=all"));
+    assert_eq!(flame["totals"]["profiles"].as_u64(), Some(sent), "every profile the agent sent is stored once");
+    // The window before the server came up is there: the oldest profile starts
+    // within the first seconds of the agent's life.
+    let timeline = get_json(&format!("{url}/api/v1/timeline?service=agent-test&from=now-10m&states=all&step=1s"));
+    let points: Vec<i64> = timeline["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["cores"].as_object().is_some_and(|c| c.values().any(|v| v.as_f64().unwrap_or(0.0) > 0.0)))
+        .map(|p| p["t"].as_i64().unwrap())
+        .collect();
+    let span_ms = points.last().unwrap() - points.first().unwrap();
+    assert!(span_ms >= 5_000, "samples cover {span_ms} ms of a 7 s run");
+}
+
+#[test]
+fn agent_by_name_picks_up_a_process_started_later() {
+    let data = crate::common::tempdir();
+    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let mut agent = agent(&url, &["--name", r"demo-workload .*--duration 3\.217s", "--duration", "7s"], &data.path().join("spool"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let work = workload("3.217s");
+    let pid = work.pid().to_string();
+    let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("attached to a process matching --name"), "{stderr}");
+    let services = get_json(&format!("{url}/api/v1/services"));
+    let service = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "agent-test").cloned();
+    let service = service.unwrap_or_else(|| panic!("no profiles stored:\n{stderr}"));
+    assert_eq!(service["labels"]["pid"].as_array().unwrap(), &vec![serde_json::json!(pid)], "only the workload, not the agent");
+}

@@ -1,9 +1,233 @@
-//! CLI commands that talk to a server (placeholder).
-/// Runs `hotframe export`.
-pub fn export(_args: crate::cli::ExportArgs) -> Result<(), std::io::Error> {
-    Err(std::io::Error::other("export is not built yet"))
+//! CLI commands that talk to a running server over blocking HTTP (ureq): `export` prints
+//! a service's merged profile, `import` sends a folded or pprof file.
+//!
+//! In: `cli::ExportArgs` / `cli::ImportArgs`, files. Out: folded text, pprof or SVG on
+//! stdout (or a file), a one-line summary of what was sent. Must not: retry silently or
+//! hide the server's error message.
+
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::model::folded::parse_folded_into;
+use crate::model::pprof::{encode, gzip, is_gzip};
+use crate::model::time::{now_ms, parse_duration_ms, parse_time, BadTime};
+use crate::model::{ModelError, ProfileBuilder, ThreadState};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest file `import` reads (the server refuses more than its body limit anyway).
+const MAX_IMPORT_BYTES: u64 = 256 << 20;
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {source}")]
+    Http { url: String, source: Box<ureq::Error> },
+    #[error("the server answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Args(String),
+    #[error("{path}: {source}")]
+    Parse { path: String, source: ModelError },
+    #[error(transparent)]
+    Time(#[from] BadTime),
+    #[error("the server's answer is not what this client expects: {0}")]
+    Answer(String),
 }
-/// Runs `hotframe import`.
-pub fn import(_args: crate::cli::ImportArgs) -> Result<(), std::io::Error> {
-    Err(std::io::Error::other("import is not built yet"))
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+fn endpoint(server: &str, path: &str) -> String {
+    format!("{}{}", server.trim_end_matches('/'), path)
+}
+
+/// Parses repeated `k=v` flags.
+fn label_pairs(labels: &[String]) -> Result<Vec<(String, String)>, ClientError> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| ClientError::Args(format!("--label {l:?} is not `key=value`")))
+        })
+        .collect()
+}
+
+/// Reads the body of an answer, turning a non-2xx into `ClientError::Status` with the
+/// server's own message.
+fn finish(url: &str, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Vec<u8>, ClientError> {
+    let mut response = result.map_err(|source| ClientError::Http { url: url.to_string(), source: Box::new(source) })?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .map_err(|source| ClientError::Http { url: url.to_string(), source: Box::new(source) })?;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let text = String::from_utf8_lossy(&body);
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| text.trim().to_string());
+    Err(ClientError::Status { status, message })
+}
+
+fn authorized<B>(request: ureq::RequestBuilder<B>, token: &Option<String>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(t) => request.header("Authorization", format!("Bearer {t}")),
+        None => request,
+    }
+}
+
+/// Runs `hotframe export`: GET /api/v1/export and write the body to stdout or `--out`.
+pub fn export(args: ExportArgs) -> Result<(), ClientError> {
+    let format = args.format.to_ascii_lowercase();
+    if !matches!(format.as_str(), "folded" | "pprof" | "svg") {
+        return Err(ClientError::Args(format!("--format {format:?}: use folded, pprof or svg")));
+    }
+    ThreadState::parse_list(&args.states).map_err(|e| ClientError::Args(format!("--states: {e}")))?;
+    // Check the times here so a typo gets a message before any network traffic.
+    parse_time(&args.from)?;
+    parse_time(&args.until)?;
+    let url = endpoint(&args.server, "/api/v1/export");
+    let mut request = agent()
+        .get(&url)
+        .query("service", &args.service)
+        .query("from", &args.from)
+        .query("until", &args.until)
+        .query("states", &args.states)
+        .query("format", &format);
+    for (k, v) in label_pairs(&args.labels)? {
+        request = request.query(format!("label.{k}"), v);
+    }
+    let body = finish(&url, authorized(request, &args.token).call())?;
+    match &args.out {
+        Some(path) => std::fs::write(path, &body).map_err(|source| ClientError::Write { path: path.display().to_string(), source }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)
+                .and_then(|_| out.flush())
+                .map_err(|source| ClientError::Write { path: "stdout".into(), source })
+        }
+    }
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let name = path.display().to_string();
+    let err = |source| ClientError::Read { path: name.clone(), source };
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().lock().take(MAX_IMPORT_BYTES).read_to_end(&mut bytes).map_err(err)?;
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_IMPORT_BYTES).read_to_end(&mut bytes)).map_err(err)?;
+    }
+    Ok(bytes)
+}
+
+/// True if the bytes look like pprof (gzip, or binary protobuf) rather than folded text.
+pub fn looks_like_pprof(bytes: &[u8]) -> bool {
+    is_gzip(bytes) || bytes.contains(&0) || std::str::from_utf8(bytes).is_err()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IngestAnswer {
+    profile_id: i64,
+    samples: u64,
+}
+
+/// Runs `hotframe import`: folded files become a pprof with the given window and rate;
+/// pprof files are sent as they are. Prints what was sent and what the server stored.
+pub fn import(args: ImportArgs) -> Result<(), ClientError> {
+    let path: &PathBuf = &args.file;
+    let bytes = read_input(path)?;
+    if bytes.is_empty() {
+        return Err(ClientError::Args(format!("{} is empty", path.display())));
+    }
+    let format = match args.format.to_ascii_lowercase().as_str() {
+        "auto" => if looks_like_pprof(&bytes) { "pprof" } else { "folded" },
+        "pprof" => "pprof",
+        "folded" => "folded",
+        other => return Err(ClientError::Args(format!("--format {other:?}: use folded, pprof or auto"))),
+    };
+    let duration_ms = parse_duration_ms(&args.duration)?;
+    if duration_ms <= 0 {
+        return Err(ClientError::Args(format!("--duration {:?} must be positive", args.duration)));
+    }
+    let from_ms = match &args.from {
+        Some(t) => parse_time(t)?,
+        None => now_ms() - duration_ms,
+    };
+    let until_ms = from_ms + duration_ms;
+    if args.sample_rate == 0 {
+        return Err(ClientError::Args("--sample-rate must be at least 1 Hz".into()));
+    }
+
+    let (body, what) = if format == "folded" {
+        let text = std::str::from_utf8(&bytes).map_err(|e| ClientError::Args(format!("{}: not UTF-8 text: {e}", path.display())))?;
+        let period_ns = 1_000_000_000 / args.sample_rate as u64;
+        let mut builder = ProfileBuilder::new(&args.service, from_ms, until_ms, period_ns);
+        parse_folded_into(text, ThreadState::Runnable, &mut builder)
+            .map_err(|source| ClientError::Parse { path: path.display().to_string(), source })?;
+        let profile = builder.finish();
+        let what = format!(
+            "{} folded stacks, {} samples at {} Hz",
+            profile.stacks.len(),
+            profile.total_samples(),
+            args.sample_rate
+        );
+        (gzip(&encode(&profile)), what)
+    } else {
+        let what = format!("pprof, {} bytes", bytes.len());
+        (bytes, what)
+    };
+
+    let url = endpoint(&args.server, "/api/v1/profiles");
+    let mut request = agent()
+        .post(&url)
+        .query("service", &args.service)
+        .query("from", from_ms.to_string())
+        .query("until", until_ms.to_string());
+    for (k, v) in label_pairs(&args.labels)? {
+        request = request.query(format!("label.{k}"), v);
+    }
+    let request = authorized(request, &args.token).content_type("application/octet-stream");
+    let answer = finish(&url, request.send(&body[..]))?;
+    let stored: IngestAnswer = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
+    println!(
+        "sent {} ({what}) to {url} for service {}: stored as profile {} with {} samples",
+        path.display(),
+        args.service,
+        stored.profile_id,
+        stored.samples
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_formats_and_labels() {
+        assert!(!looks_like_pprof(b"main;work 3\n"));
+        assert!(looks_like_pprof(&gzip(b"main;work 3\n")));
+        assert!(looks_like_pprof(&[0x0a, 0x00, 0xff]));
+        assert_eq!(label_pairs(&["host=a".into()]).unwrap(), vec![("host".into(), "a".into())]);
+        assert!(label_pairs(&["host".into()]).is_err());
+        assert_eq!(endpoint("http://x:1/", "/api"), "http://x:1/api");
+    }
 }

@@ -1,5 +1,297 @@
-//! HTTP server (placeholder until the server lands).
-/// Runs `hotframe serve`.
-pub fn run_serve(_args: crate::cli::ServeArgs) -> Result<(), std::io::Error> {
-    Err(std::io::Error::other("serve is not built yet"))
+//! `hotframe serve`: the axum server. `app(state)` builds the router (ingest, queries,
+//! settings, metrics, health, viewer); `run_serve` opens the store, starts the jittered
+//! maintenance task and serves until SIGINT/SIGTERM.
+//!
+//! In: HTTP requests, the config file and token file. Out: JSON, folded, pprof, SVG,
+//! Prometheus text; profiles written to the store. Must not: answer 2xx to an ingest
+//! before the store committed it, or run store calls on the async workers.
+
+pub mod config;
+pub mod error;
+pub mod flame;
+pub mod ingest;
+pub mod metrics;
+pub mod params;
+pub mod push;
+pub mod query;
+pub mod web;
+
+use crate::store::ProfileStore;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use config::{Scope, ServerConfig};
+pub use error::ApiError;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Store queries run at once; more wait their turn (bounds memory).
+const MAX_CONCURRENT_QUERIES: usize = 4;
+
+/// Why `hotframe serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot open the store in {dir}: {source}")]
+    Store { dir: String, source: crate::store::StoreError },
+    #[error("cannot listen on {addr}: {source} (is another server running there? pick another --listen)")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("invalid --listen {0:?}: use host:port, such as 127.0.0.1:4040")]
+    Listen(String),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The profile store.
+    pub store: Arc<dyn ProfileStore>,
+    /// Limits, tokens, per-service settings.
+    pub config: Arc<ServerConfig>,
+    /// The server's own counters.
+    pub metrics: Arc<Metrics>,
+    /// Ingest requests in flight (`limits.max_inflight_writes` permits).
+    writes: Arc<Semaphore>,
+    /// Store queries in flight.
+    reads: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State over `store` with `config`.
+    pub fn new(store: Arc<dyn ProfileStore>, config: ServerConfig) -> AppState {
+        AppState {
+            writes: Arc::new(Semaphore::new(config.limits.max_inflight_writes)),
+            reads: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// The whole HTTP API (docs/api.md) over `state`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    let api = Router::new()
+        .route("/ingest", post(ingest::pyroscope_ingest))
+        .route("/push.v1.PusherService/Push", post(ingest::connect_push))
+        .route("/api/v1/profiles", post(ingest::native_ingest))
+        .route("/api/v1/services", get(query::services))
+        .route("/api/v1/flamegraph", get(query::flamegraph))
+        .route("/api/v1/timeline", get(query::timeline))
+        .route("/api/v1/export", get(query::export))
+        .route("/api/v1/instance-types", get(query::instance_types))
+        .route("/api/v1/services/{name}/settings", get(query::get_settings).put(query::put_settings))
+        .route("/metrics", get(metrics_text))
+        // Layers added later wrap earlier ones: `observe` sees what `auth` refused.
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    api.route("/healthz", get(|| async { "ok" }))
+        .merge(web::routes())
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
+}
+
+/// `GET /metrics`.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats()).await.ok().and_then(Result::ok);
+    let text = state.metrics.render(stats.as_ref());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// The scope a request needs, or None for open routes (health, viewer assets).
+fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" => None,
+        "/ingest" | "/push.v1.PusherService/Push" | "/api/v1/profiles" => Some(Scope::Ingest),
+        "/metrics" => Some(Scope::Read),
+        p if p.starts_with("/api/") => Some(if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin }),
+        _ => None,
+    }
+}
+
+/// The token of `Authorization: Bearer <t>` (or Basic with the token as password, as
+/// Grafana Alloy sends it).
+fn presented_token(request: &Request) -> Option<String> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (kind, rest) = value.split_once(' ')?;
+    if kind.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if kind.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text.split_once(':').map(|(_, password)| password.to_string());
+    }
+    None
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let tokens = &state.config.tokens;
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let Some(scope) = required_scope(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let scope_name = format!("{scope:?}").to_ascii_lowercase();
+    let Some(presented) = presented_token(&request) else {
+        return ApiError::Unauthorized(format!(
+            "this server requires a token: send `Authorization: Bearer <token>` with scope {scope_name}"
+        ))
+        .into_response();
+    };
+    match tokens.iter().find(|t| same_secret(&t.token, &presented)) {
+        None => ApiError::Unauthorized("the token is not valid on this server".into()).into_response(),
+        Some(t) if !t.allows(scope) => {
+            ApiError::Forbidden(format!("the token does not have scope {scope_name}, which this request needs")).into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Records latency per route and counts refused ingests by reason.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".to_string());
+    let ingest = required_scope(request.method(), request.uri().path()) == Some(Scope::Ingest);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    state.metrics.observe(&route, status.as_u16(), started.elapsed().as_secs_f64());
+    if ingest && (status.is_client_error() || status.is_server_error()) {
+        let reason = response.extensions().get::<error::RejectReason>().map(|r| r.0).unwrap_or(match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            _ => "bad_request",
+        });
+        state.metrics.rejected(reason);
+    }
+    response
+}
+
+/// A wait of `mean` +- 20%, so that servers started together do not work in lockstep.
+pub fn jittered(mean: Duration) -> Duration {
+    mean.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// Builds rollups and applies retention every `interval` (jittered) until the runtime stops.
+async fn maintenance_loop(store: Arc<dyn ProfileStore>, interval: Duration) {
+    loop {
+        tokio::time::sleep(jittered(interval)).await;
+        let store = store.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || store.maintain(crate::model::time::now_ms())).await {
+            Ok(Ok(report)) => tracing::info!(
+                rollups = report.rollups_written,
+                raw_deleted = report.raw_deleted,
+                rollups_deleted = report.rollups_deleted,
+                ms = started.elapsed().as_millis() as u64,
+                "maintenance done"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "maintenance failed; retrying at the next pass"),
+            Err(e) => tracing::warn!(error = %e, "maintenance task panicked"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Opens the embedded store in `dir`.
+fn open_store(dir: &std::path::Path, config: &ServerConfig) -> Result<Arc<dyn ProfileStore>, ServerError> {
+    std::fs::create_dir_all(dir)?;
+    let store = crate::store::SqliteStore::open(dir, config.store.clone())
+        .map_err(|source| ServerError::Store { dir: dir.display().to_string(), source })?;
+    Ok(Arc::new(store))
+}
+
+/// Runs `hotframe serve` until SIGINT/SIGTERM. Prints `listening on http://ADDR` on
+/// stdout once the socket is bound (with `--listen 127.0.0.1:0`, ADDR has the real port).
+pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
+    let config = ServerConfig::load(args.config.as_deref(), args.token_file.as_deref())?;
+    let addr: SocketAddr = args.listen.parse().map_err(|_| ServerError::Listen(args.listen.clone()))?;
+    if !addr.ip().is_loopback() && config.tokens.is_empty() {
+        tracing::warn!(%addr, "listening beyond loopback without tokens: anyone who can reach it can read and write profiles");
+    }
+    let store = open_store(&args.data, &config)?;
+    let interval = config.maintenance_interval;
+    let state = AppState::new(store.clone(), config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, data = %args.data.display(), "hotframe serving");
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{local}");
+            let _ = out.flush();
+        }
+        tokio::spawn(maintenance_loop(store, interval));
+        axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok::<(), ServerError>(())
+    });
+    // A maintenance pass in progress finishes or is abandoned; SQLite keeps the last commit either way.
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_by_route() {
+        assert_eq!(required_scope(&Method::POST, "/ingest"), Some(Scope::Ingest));
+        assert_eq!(required_scope(&Method::GET, "/api/v1/flamegraph"), Some(Scope::Read));
+        assert_eq!(required_scope(&Method::PUT, "/api/v1/services/a/settings"), Some(Scope::Admin));
+        assert_eq!(required_scope(&Method::GET, "/healthz"), None);
+        assert_eq!(required_scope(&Method::GET, "/assets/abc/app.js"), None);
+        assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
+        let d = jittered(Duration::from_secs(100));
+        assert!(d >= Duration::from_secs(80) && d <= Duration::from_secs(120));
+    }
 }

@@ -2,6 +2,8 @@
 //! parts: a real SQLite file, the real router over HTTP, real processes.
 
 mod agent;
+mod cli;
 mod common;
+mod server;
 mod upload;
 mod store;

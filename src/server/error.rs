@@ -1,0 +1,162 @@
+//! `ApiError`: the one error type of every handler, answered as
+//! `{"error": "<what was wrong and what to do>", "reason": "<short_code>"}` with the
+//! right status. `From` impls map model, store, cost and time errors.
+//!
+//! In: errors of other modules. Out: HTTP responses. Must not: log secrets or bodies.
+
+use crate::cost::CostError;
+use crate::model::state::UnknownState;
+use crate::model::time::BadTime;
+use crate::model::ModelError;
+use crate::store::StoreError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Why a request failed; each variant has its status and a short machine code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input (400): `reason` is a short code such as `bad_folded`.
+    #[error("{message}")]
+    BadRequest { reason: &'static str, message: String },
+    /// A body over the limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A content type the endpoint does not speak (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A service or route that does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// No valid token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token without the needed scope (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many writes in flight (429 with `Retry-After`).
+    #[error("the server is busy writing other profiles; retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u32 },
+    /// A failure of the server itself (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Marks a response with the reason of its failure, for the rejects metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectReason(pub &'static str);
+
+impl ApiError {
+    /// A 400 with a reason code.
+    pub fn bad(reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { reason, message: message.into() }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short machine-readable code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { reason, .. } => reason,
+            ApiError::TooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Busy { .. } => "busy",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
+        }
+        let body = serde_json::json!({ "error": self.to_string(), "reason": self.reason() });
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(RejectReason(self.reason()));
+        match &self {
+            ApiError::Busy { retry_after_secs } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        let reason = match &e {
+            ModelError::TooLarge { .. } => return ApiError::TooLarge(e.to_string()),
+            ModelError::EmptyService | ModelError::BadServiceName(_) => "bad_service",
+            ModelError::BadLabelName(_) | ModelError::LabelValueTooLong { .. } | ModelError::TooManyLabels { .. } => {
+                "bad_labels"
+            }
+            ModelError::StackTooDeep { .. } => "stack_too_deep",
+            ModelError::TooManyStacks { .. } => "too_many_stacks",
+            ModelError::BadWindow { .. } => "bad_time",
+            ModelError::BadPeriod => "bad_sample_rate",
+            ModelError::BadFolded { .. } => "bad_folded",
+            ModelError::BadPprof(_) | ModelError::DanglingStack { .. } | ModelError::DanglingFrame { .. } => "bad_pprof",
+        };
+        ApiError::bad(reason, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooManySeries { .. } => ApiError::bad("series_limit", e.to_string()),
+            StoreError::UnknownService(name) => ApiError::NotFound(format!(
+                "unknown service {name:?}: no profiles were received for it; GET /api/v1/services lists the known ones"
+            )),
+            StoreError::Invalid(message) => ApiError::bad("invalid", message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<CostError> for ApiError {
+    fn from(e: CostError) -> Self {
+        ApiError::bad("bad_settings", e.to_string())
+    }
+}
+
+impl From<BadTime> for ApiError {
+    fn from(e: BadTime) -> Self {
+        ApiError::bad("bad_time", e.to_string())
+    }
+}
+
+impl From<UnknownState> for ApiError {
+    fn from(e: UnknownState) -> Self {
+        ApiError::bad("bad_states", e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("worker task failed: {e}"))
+    }
+}

@@ -1,0 +1,393 @@
+//! Ingest endpoints: Pyroscope's `POST /ingest`, Pyroscope's Connect
+//! `POST /push.v1.PusherService/Push`, and the native `POST /api/v1/profiles`.
+//!
+//! In: request bodies (folded, lines, pprof; raw, multipart or gzip). Out: validated
+//! `model::Profile`s written to the store; 2xx only after `store.write` returned.
+//! Must not: inflate more than the decompressed limit, touch the store before the whole
+//! request is decoded and validated, or hold more than `max_inflight_writes` requests.
+
+use super::error::ApiError;
+use super::params::Params;
+use super::push::PushRequest;
+use super::AppState;
+use crate::model::folded::{parse_folded_into, parse_lines_into};
+use crate::model::pprof::{decode, decompress_bounded, is_gzip, DecodeOptions};
+use crate::model::time::now_ms;
+use crate::model::{ModelError, Profile, ProfileBuilder, ThreadState};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Window assumed for a profile that carries no time: the last 10 seconds.
+const DEFAULT_WINDOW_MS: i64 = 10_000;
+
+/// Answer of `/ingest` and `/api/v1/profiles`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestAnswer {
+    /// Id of the stored profile.
+    pub profile_id: i64,
+    /// Samples stored.
+    pub samples: u64,
+}
+
+/// Reads the whole body, refusing more than `limits.max_body_bytes` without buffering it.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let max = state.config.limits.max_body_bytes;
+    let too_large = |size: String| {
+        ApiError::TooLarge(format!(
+            "request body {size}is over the limit of {max} bytes (limits.max_body_bytes); send smaller profiles"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > max as u64) {
+        return Err(too_large(format!("of {len} bytes ")));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(String::new())),
+        Err(e) => Err(ApiError::bad("bad_body", format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Gunzips the body when it is gzip (by header or magic bytes), within the limit.
+fn decompress<'a>(state: &AppState, headers: &HeaderMap, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => {}
+        "gzip" | "x-gzip" => {
+            if !is_gzip(bytes) {
+                return Err(ApiError::bad("bad_gzip", "Content-Encoding is gzip but the body is not gzip data"));
+            }
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {other:?} is not supported; send gzip or plain bodies"
+            )))
+        }
+    }
+    let max = state.config.limits.max_decompressed_bytes;
+    decompress_bounded(bytes, max).map_err(|e| match e {
+        ModelError::TooLarge { .. } => ApiError::TooLarge(format!(
+            "decompressed body is over the limit of {max} bytes (limits.max_decompressed_bytes); send smaller profiles"
+        )),
+        other => ApiError::bad("bad_gzip", format!("body is not valid gzip: {}", other.to_string().trim_start_matches("malformed pprof: "))),
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Takes one of the bounded write slots, or answers 429.
+fn write_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state
+        .writes
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy { retry_after_secs: state.config.limits.retry_after_secs })
+}
+
+/// Validates every profile, then writes them in order; returns after the last commit.
+async fn store_profiles(state: &AppState, profiles: Vec<(Profile, u64)>) -> Result<Vec<crate::store::WriteReceipt>, ApiError> {
+    let limits = state.config.limits.profile_limits();
+    for (p, _) in &profiles {
+        p.validate(&limits)?;
+    }
+    let store = state.store.clone();
+    let metrics = state.metrics.clone();
+    let receipts = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(profiles.len());
+        for (p, bytes) in &profiles {
+            let receipt = store.write(p)?;
+            metrics.ingested(*bytes, receipt.samples);
+            out.push(receipt);
+        }
+        Ok::<_, crate::store::StoreError>(out)
+    })
+    .await??;
+    Ok(receipts)
+}
+
+/// Stores one profile and answers with its id.
+async fn store_one(state: &AppState, profile: Profile, received: u64) -> Result<Json<IngestAnswer>, ApiError> {
+    let receipts = store_profiles(state, vec![(profile, received)]).await?;
+    let r = receipts
+        .first()
+        .ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
+    Ok(Json(IngestAnswer { profile_id: r.profile_id, samples: r.samples }))
+}
+
+/// `from`/`until` of an ingest: `until` defaults to now, `from` to `until` - 10 s.
+fn ingest_window(params: &Params) -> Result<(i64, i64), ApiError> {
+    let now = now_ms();
+    let until = params.time("until", "now", now)?;
+    let from = match params.get("from") {
+        Some(_) => params.time("from", "now", now)?,
+        None => until - DEFAULT_WINDOW_MS,
+    };
+    Ok((from, until))
+}
+
+/// Splits Pyroscope's `name` (`app.cpu{k=v,...}`) into service, profile type, the pprof
+/// sample type to read, and labels.
+pub fn parse_app_name(name: &str) -> Result<(String, String, Option<String>, BTreeMap<String, String>), ApiError> {
+    let name = name.trim();
+    let (head, labels_text) = match name.find('{') {
+        Some(i) => {
+            let rest = &name[i + 1..];
+            let inner = rest.strip_suffix('}').ok_or_else(|| {
+                ApiError::bad("bad_labels", format!("name {name:?}: labels must end with `}}`, as in app.cpu{{host=a,env=prod}}"))
+            })?;
+            (&name[..i], inner)
+        }
+        None => (name, ""),
+    };
+    let mut labels = BTreeMap::new();
+    for part in labels_text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            ApiError::bad("bad_labels", format!("name {name:?}: label {part:?} is not `key=value`"))
+        })?;
+        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+        if k == "service_name" || k == "__name__" {
+            continue;
+        }
+        if !crate::model::profile::valid_label_name(k) {
+            return Err(ModelError::BadLabelName(k.to_string()).into());
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    const TYPES: [&str; 16] = [
+        "cpu", "itimer", "wall", "samples", "alloc_objects", "alloc_space", "inuse_objects", "inuse_space",
+        "goroutines", "mutex_count", "mutex_duration", "block_count", "block_duration", "lock_count",
+        "lock_duration", "exceptions",
+    ];
+    let (service, suffix) = match head.rsplit_once('.') {
+        Some((svc, ty)) if TYPES.contains(&ty) => (svc, ty),
+        _ => (head, "cpu"),
+    };
+    if service.is_empty() {
+        return Err(ApiError::bad("bad_service", "query parameter `name` is required, as in name=app.cpu{host=a}"));
+    }
+    let (profile_type, sample_type) = match suffix {
+        "cpu" | "itimer" | "wall" | "samples" => ("cpu", None),
+        other => (other, Some(other.to_string())),
+    };
+    Ok((service.to_string(), profile_type.to_string(), sample_type, labels))
+}
+
+/// Which body format `/ingest` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    Folded,
+    Lines,
+    Pprof,
+}
+
+fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, ApiError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::bad(what, format!("body is not UTF-8 text ({e}); send folded stacks or use format=pprof")))
+}
+
+/// `POST /ingest`, Pyroscope's HTTP API.
+pub async fn pyroscope_ingest(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let _slot = write_slot(&state)?;
+    let params = Params(pairs);
+    let (service, profile_type, sample_type, labels) = parse_app_name(params.require("name", "bad_service")?)?;
+    let (from, until) = ingest_window(&params)?;
+    let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
+    let period_ns = (1e9 / rate).round().max(1.0) as u64;
+    let format = match params.get("format").map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("folded") => Some(BodyFormat::Folded),
+        Some("lines") => Some(BodyFormat::Lines),
+        Some("pprof") => Some(BodyFormat::Pprof),
+        Some(other) => {
+            return Err(ApiError::bad("bad_format", format!("format={other:?} is not supported; use folded, lines or pprof")))
+        }
+    };
+
+    let (parts, body) = request.into_parts();
+    let raw = read_body(&state, &parts.headers, body).await?;
+    let received = raw.len() as u64;
+    let plain = decompress(&state, &parts.headers, &raw)?;
+    let multipart = content_type(&parts.headers).starts_with("multipart/form-data");
+    let (payload, format): (Cow<[u8]>, BodyFormat) = if multipart {
+        let mut parts = parts;
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let request = Request::from_parts(parts, Body::from(plain.into_owned()));
+        (Cow::Owned(multipart_profile(request).await?), format.unwrap_or(BodyFormat::Pprof))
+    } else {
+        let guessed = format.unwrap_or_else(|| if std::str::from_utf8(&plain).is_ok() && !plain.contains(&0) {
+            BodyFormat::Folded
+        } else {
+            BodyFormat::Pprof
+        });
+        (plain, guessed)
+    };
+
+    let mut profile = match format {
+        BodyFormat::Folded | BodyFormat::Lines => {
+            let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
+            if format == BodyFormat::Folded {
+                parse_folded_into(text(&payload, "bad_folded")?, ThreadState::Runnable, &mut b)?;
+            } else {
+                parse_lines_into(text(&payload, "bad_lines")?, ThreadState::Runnable, &mut b)?;
+            }
+            b.finish()
+        }
+        BodyFormat::Pprof => decode(&payload, &decode_options(&state, &service, from, until, sample_type))?,
+    };
+    profile.labels = labels;
+    store_one(&state, profile, received).await
+}
+
+fn decode_options(state: &AppState, service: &str, from: i64, until: i64, sample_type: Option<String>) -> DecodeOptions {
+    DecodeOptions {
+        service: service.to_string(),
+        start_ms: from,
+        end_ms: until,
+        sample_type,
+        max_bytes: state.config.limits.max_decompressed_bytes,
+    }
+}
+
+/// The `profile` field of a multipart body (other fields, such as
+/// `sample_type_config`, are ignored).
+async fn multipart_profile(request: Request) -> Result<Vec<u8>, ApiError> {
+    let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text()));
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text())))?;
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        if field.name() == Some("profile") {
+            return Ok(field.bytes().await.map_err(bad)?.to_vec());
+        }
+    }
+    Err(ApiError::bad("bad_multipart", "multipart body has no `profile` field"))
+}
+
+/// `POST /api/v1/profiles`: pprof with `thread_state` sample labels.
+pub async fn native_ingest(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    let _slot = write_slot(&state)?;
+    let params = Params(pairs);
+    let service = params.require("service", "bad_service")?.to_string();
+    let labels = params.labels();
+    let (from, until) = ingest_window(&params)?;
+    let (parts, body) = request.into_parts();
+    let raw = read_body(&state, &parts.headers, body).await?;
+    let plain = decompress(&state, &parts.headers, &raw)?;
+    let mut profile = decode(&plain, &decode_options(&state, &service, from, until, None))?;
+    profile.labels = labels;
+    store_one(&state, profile, raw.len() as u64).await
+}
+
+/// Turns a Push request into profiles; refuses the whole request on the first error.
+fn push_profiles(state: &AppState, request: PushRequest) -> Result<Vec<(Profile, u64)>, ApiError> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (i, series) in request.series.into_iter().enumerate() {
+        let mut service = None;
+        let mut labels = BTreeMap::new();
+        for pair in series.labels {
+            match pair.name.as_str() {
+                "service_name" => service = Some(pair.value),
+                // Reserved labels (`__name__`, `__delta__`, ...) describe the profile, not the series.
+                n if n.starts_with("__") => {}
+                _ => {
+                    labels.insert(pair.name, pair.value);
+                }
+            }
+        }
+        let service = service.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1))
+        })?;
+        for sample in series.samples {
+            let opts = decode_options(state, &service, now - DEFAULT_WINDOW_MS, now, None);
+            let mut profile = decode(&sample.raw_profile, &opts)?;
+            profile.labels = labels.clone();
+            out.push((profile, sample.raw_profile.len() as u64));
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad("empty_push", "push request holds no profiles"));
+    }
+    Ok(out)
+}
+
+/// `POST /push.v1.PusherService/Push`, Pyroscope's Connect API (protobuf or JSON).
+pub async fn connect_push(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let _slot = write_slot(&state)?;
+    let (parts, body) = request.into_parts();
+    let kind = content_type(&parts.headers);
+    let json = kind.starts_with("application/json");
+    if kind.starts_with("application/grpc") {
+        return Err(ApiError::UnsupportedMediaType(
+            "gRPC framing is not supported; send Connect unary requests (application/proto or application/json)".into(),
+        ));
+    }
+    if !(json || kind.is_empty() || kind.contains("proto")) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {kind:?} is not supported; use application/proto or application/json"
+        )));
+    }
+    let raw = read_body(&state, &parts.headers, body).await?;
+    let plain = decompress(&state, &parts.headers, &raw)?;
+    let request: PushRequest = if json {
+        serde_json::from_slice(&plain).map_err(|e| ApiError::bad("bad_push", format!("push request JSON: {e}")))?
+    } else {
+        prost::Message::decode(plain.as_ref()).map_err(|e| ApiError::bad("bad_push", format!("push request protobuf: {e}")))?
+    };
+    let profiles = push_profiles(&state, request)?;
+    store_profiles(&state, profiles).await?;
+    // PushResponse is an empty message.
+    let (content_type, body) = if json { ("application/json", Body::from("{}")) } else { ("application/proto", Body::empty()) };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names() {
+        let (svc, ty, st, labels) = parse_app_name("my.app.cpu{host=a, env=\"prod\"}").unwrap();
+        assert_eq!((svc.as_str(), ty.as_str(), st), ("my.app", "cpu", None));
+        assert_eq!(labels["env"], "prod");
+        let (svc, ty, st, _) = parse_app_name("shop.alloc_space").unwrap();
+        assert_eq!((svc.as_str(), ty.as_str(), st.as_deref()), ("shop", "alloc_space", Some("alloc_space")));
+        let (svc, ty, _, _) = parse_app_name("plain").unwrap();
+        assert_eq!((svc.as_str(), ty.as_str()), ("plain", "cpu"));
+        assert_eq!(parse_app_name("a.cpu{host}").unwrap_err().reason(), "bad_labels");
+        assert_eq!(parse_app_name("a.cpu{host=a").unwrap_err().reason(), "bad_labels");
+        assert_eq!(parse_app_name("a.cpu{bad-key=a}").unwrap_err().reason(), "bad_labels");
+        assert_eq!(parse_app_name(".cpu").unwrap_err().reason(), "bad_service");
+    }
+}

@@ -1,0 +1,75 @@
+//! Query-string parameters as a list of pairs, so that repeatable `label.<k>=<v>`
+//! filters and unknown Pyroscope parameters pass through one parser.
+//!
+//! In: the decoded pairs of a query string. Out: typed values or `ApiError`s that name
+//! the parameter. Must not: read bodies.
+
+use super::error::ApiError;
+use crate::model::time::{parse_time_at, BadTime};
+use std::collections::BTreeMap;
+
+/// The pairs of a query string, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    /// The last value of `name`, if present and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, or a 400 saying it is required.
+    pub fn require(&self, name: &str, reason: &'static str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::bad(reason, format!("query parameter `{name}` is required")))
+    }
+
+    /// `label.<k>=<v>` filters.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("label.").map(|k| (k.to_string(), v.clone())))
+            .collect()
+    }
+
+    /// A time parameter relative to `now_ms`, or `default` when absent.
+    pub fn time(&self, name: &str, default: &str, now_ms: i64) -> Result<i64, ApiError> {
+        let text = self.get(name).unwrap_or(default);
+        parse_time_at(text, now_ms).map_err(|BadTime(t)| {
+            ApiError::bad("bad_time", format!("{name}: {}", BadTime(t)))
+        })
+    }
+
+    /// A positive number parameter, or `default` when absent.
+    pub fn positive(&self, name: &str, default: f64, reason: &'static str) -> Result<f64, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+                _ => Err(ApiError::bad(reason, format!("{name}={text:?} must be a positive number"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs() {
+        let p = Params(vec![
+            ("service".into(), "a".into()),
+            ("label.host".into(), "h1".into()),
+            ("label.version".into(), "2".into()),
+            ("from".into(), "now-1h".into()),
+            ("maxNodes".into(), "-3".into()),
+        ]);
+        assert_eq!(p.get("service"), Some("a"));
+        assert_eq!(p.labels().len(), 2);
+        assert_eq!(p.time("from", "now", 10_000_000).unwrap(), 10_000_000 - 3_600_000);
+        assert_eq!(p.time("until", "now", 5).unwrap(), 5);
+        assert!(p.positive("maxNodes", 1.0, "bad_max_nodes").is_err());
+        assert!(p.require("nope", "x").unwrap_err().to_string().contains("`nope`"));
+    }
+}

@@ -1,0 +1,143 @@
+//! `hotframe import` and `hotframe export` as real processes against a real
+//! `hotframe serve` on a free loopback port.
+
+use crate::server::ServeProcess;
+use hotframe::model::pprof::{encode, gzip};
+use hotframe::model::{ProfileBuilder, ThreadState};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn hotframe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(args)
+        .env("HOTFRAME_LOG", "warn")
+        .env_remove("HOTFRAME_SERVER")
+        .env_remove("HOTFRAME_TOKEN")
+        .output()
+        .expect("run hotframe")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
+fn folded_map(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (stack, count) = line.rsplit_once(' ').expect("folded line");
+        *out.entry(stack.to_string()).or_default() += count.parse::<u64>().expect("count");
+    }
+    out
+}
+
+/// A whole minute an hour ago, Unix seconds.
+fn base_s() -> i64 {
+    (hotframe::model::time::now_ms() / 1000 - 3600) / 60 * 60
+}
+
+#[test]
+fn perf_fixture_imports_and_exports_unchanged() {
+    let dir = crate::common::tempdir();
+    let server = ServeProcess::start(dir.path(), &[]);
+    let t = base_s();
+    let file = fixture("perf-busy.folded");
+    let from = t.to_string();
+    let said = ok(&hotframe(&[
+        "import", "--server", &server.url, "--service", "busy", "--from", &from, "--duration", "10s",
+        "--sample-rate", "999", "--label", "host=h1", file.to_str().unwrap(),
+    ]));
+    let expected = folded_map(&std::fs::read_to_string(&file).unwrap());
+    let total: u64 = expected.values().sum();
+    assert!(said.contains("folded") && said.contains(&format!("{total} samples")), "{said}");
+
+    let (from, until) = ((t - 60).to_string(), (t + 60).to_string());
+    let exported = ok(&hotframe(&[
+        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--format", "folded",
+    ]));
+    assert_eq!(folded_map(&exported), expected);
+    // Root first, `;`-separated, a space, the count; sorted like inferno's output.
+    assert!(exported.lines().all(|l| l.starts_with("busy;__libc_start_call_main;main;")), "{exported}");
+
+    let filtered = ok(&hotframe(&[
+        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--label", "host=h2",
+    ]));
+    assert_eq!(filtered, "", "a label filter that matches nothing exports nothing");
+
+    let svg = dir.path().join("busy.svg");
+    ok(&hotframe(&[
+        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--format", "svg",
+        "--out", svg.to_str().unwrap(),
+    ]));
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("hot_inner"));
+}
+
+#[test]
+fn pprof_file_is_detected_and_keeps_states() {
+    let dir = crate::common::tempdir();
+    let server = ServeProcess::start(dir.path(), &[]);
+    let t = base_s() * 1000;
+    let mut b = ProfileBuilder::new("ignored", t, t + 10_000, 10_000_000);
+    b.add(&["main", "serve", "parse"], ThreadState::Runnable, 40);
+    b.add(&["main", "serve", "lock"], ThreadState::Blocked, 9);
+    b.add(&["main", "poll"], ThreadState::Waiting, 100);
+    let file = dir.path().join("profile.pb.gz");
+    std::fs::write(&file, gzip(&encode(&b.finish()))).unwrap();
+    let said = ok(&hotframe(&["import", "--server", &server.url, "--service", "api", file.to_str().unwrap()]));
+    assert!(said.contains("pprof") && said.contains("149 samples"), "{said}");
+
+    let (from, until) = ((t / 1000 - 60).to_string(), (t / 1000 + 60).to_string());
+    let export = |states: &str| {
+        ok(&hotframe(&["export", "--server", &server.url, "--service", "api", "--from", &from, "--until", &until, "--states", states]))
+    };
+    assert_eq!(export("cpu"), "main;serve;parse 40\n");
+    assert_eq!(export("RUNNABLE,BLOCKED"), "main;serve;lock 9\nmain;serve;parse 40\n");
+    assert_eq!(folded_map(&export("all")).values().sum::<u64>(), 149);
+}
+
+#[test]
+fn errors_are_readable_and_tokens_are_sent() {
+    let dir = crate::common::tempdir();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# test tokens\ncli-ingest-0001 ingest\ncli-read-00002 read\n").unwrap();
+    let data = dir.path().join("data");
+    let server = ServeProcess::start(&data, &["--token-file", tokens.to_str().unwrap()]);
+    let file = fixture("perf-busy.folded");
+    let file = file.to_str().unwrap();
+
+    let refused = hotframe(&["import", "--server", &server.url, "--service", "s", file]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401") && stderr.contains("token"), "{stderr}");
+
+    ok(&hotframe(&["import", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001", file]));
+    let wrong_scope = hotframe(&["export", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001"]);
+    assert!(String::from_utf8_lossy(&wrong_scope.stderr).contains("403"));
+    let exported = ok(&hotframe(&["export", "--server", &server.url, "--service", "s", "--token", "cli-read-00002", "--from", "now-1h"]));
+    assert_eq!(folded_map(&exported).values().sum::<u64>(), 675);
+
+    let unknown = hotframe(&["export", "--server", &server.url, "--service", "nosuch", "--token", "cli-read-00002"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success() && stderr.contains("404") && stderr.contains("nosuch"), "{stderr}");
+
+    let bad_time = hotframe(&["export", "--server", &server.url, "--service", "s", "--from", "yesterday"]);
+    assert!(String::from_utf8_lossy(&bad_time.stderr).contains("invalid time \"yesterday\""));
+
+    let bad = dir.path().join("bad.folded");
+    std::fs::write(&bad, "main;a 1\nmain;b lots\n").unwrap();
+    let bad_file = hotframe(&["import", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&bad_file.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let missing = hotframe(&["import", "--server", &server.url, "--service", "s", "/nonexistent/file"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/file"));
+
+    let down = hotframe(&["export", "--server", "http://127.0.0.1:9", "--service", "s"]);
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+}

@@ -157,7 +157,7 @@ pub struct Saving {
     pub method: String,
 }
 
-/// How one frame changed, in cores across the fleet (positive delta = saving).
+/// How one frame changed, in cores across the fleet (positive = saving).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FrameChange {
@@ -175,9 +175,11 @@ pub struct FrameChange {
     pub self_saved_cores: f64,
     /// Total cores saved across the fleet.
     pub total_saved_cores: f64,
+    /// $ per year of `self_saved_cores`.
+    pub self_usd_per_year: f64,
     /// $ per year of `total_saved_cores`.
-    pub usd_per_year: f64,
-    /// True when the 95% range of the total saving excludes 0.
+    pub total_usd_per_year: f64,
+    /// True when the 95% range of the self saving excludes 0.
     pub significant: bool,
 }
 
@@ -197,7 +199,8 @@ pub struct WinFigures {
     pub scope: String,
     /// The saving of the scope.
     pub saving: Saving,
-    /// Frames whose total changed most, largest change first.
+    /// Frames whose own (self) CPU changed most, largest change first; frames that did
+    /// not change at all are left out.
     pub frames: Vec<FrameChange>,
     /// Prices and factors used (those of the after side).
     pub cost: CostInputs,
@@ -506,18 +509,20 @@ fn frame_changes(
                 total_after: a.total_cpu.seconds / e_after,
                 self_saved_cores: self_diff.per_host * fleet,
                 total_saved_cores: total.per_host * fleet,
-                usd_per_year: estimate_cores(total.per_host * fleet, inputs).usd_per_year,
-                significant: total.significant(),
+                self_usd_per_year: estimate_cores(self_diff.per_host * fleet, inputs).usd_per_year,
+                total_usd_per_year: estimate_cores(total.per_host * fleet, inputs).usd_per_year,
+                significant: self_diff.significant(),
             }
         })
+        .filter(|c| c.self_saved_cores != 0.0 || c.total_saved_cores != 0.0)
         .collect();
-    // Largest absolute change first; self change breaks ties so the frame that did the
-    // work ranks above its callers, whose totals moved by the same amount.
+    // Self change first: the frame that did (or stopped doing) the work ranks above its
+    // callers, whose totals moved by the same amount.
     changes.sort_by(|x, y| {
-        y.total_saved_cores
+        y.self_saved_cores
             .abs()
-            .total_cmp(&x.total_saved_cores.abs())
-            .then(y.self_saved_cores.abs().total_cmp(&x.self_saved_cores.abs()))
+            .total_cmp(&x.self_saved_cores.abs())
+            .then(y.total_saved_cores.abs().total_cmp(&x.total_saved_cores.abs()))
             .then(x.name.cmp(&y.name))
     });
     changes.truncate(top);

@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 const MAX_DRAWN_DEPTH: usize = 96;
 /// Largest PNG drawn, in pixels (width x height), to bound memory per report.
 const MAX_PIXELS: u64 = 1200 * 2400;
-/// Font families asked for, in order; DejaVu Sans is Debian's `fonts-dejavu-core`.
-const FONT_FAMILIES: &str = "DejaVu Sans, Verdana, Liberation Sans, sans-serif";
+/// Font families preferred, in order; DejaVu Sans is Debian's `fonts-dejavu-core`.
+const FONT_FAMILIES: [&str; 5] = ["DejaVu Sans", "Verdana", "Liberation Sans", "Arial", "Noto Sans"];
 
 /// A rendered PNG image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,36 +81,51 @@ pub fn differential_svg(
     options.subtitle = Some("Width: CPU before. Blue: less CPU after the change; red: more.".to_string());
     options.count_name = "µs CPU per host-second".to_string();
     options.negate_differentials = true;
-    options.font_type = FONT_FAMILIES.to_string();
+    // Inferno quotes the whole value as one family name, so name one that is installed.
+    options.font_type = fonts().1.clone();
+    // Drawn at 1200 px, shown at about 630 px in a mail: a large font keeps names legible.
     options.image_width = Some(1200);
+    options.font_size = 20;
+    options.frame_height = 30;
     options.no_javascript = true;
     options.deterministic = true;
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, diff.lines(), &mut svg)
         .map_err(|e| ReportError::Flame(format!("drawing: {e}")))?;
-    String::from_utf8(svg).map_err(|e| ReportError::Flame(e.to_string()))
+    let svg = String::from_utf8(svg).map_err(|e| ReportError::Flame(e.to_string()))?;
+    // The interactive search and zoom labels mean nothing in a still image.
+    Ok(svg.replace(">Search</text>", "></text>").replace(">Reset Zoom</text>", "></text>"))
 }
 
-/// System fonts, loaded once per process (a directory scan).
-fn fonts() -> Arc<usvg::fontdb::Database> {
-    static FONTS: OnceLock<Arc<usvg::fontdb::Database>> = OnceLock::new();
-    FONTS
-        .get_or_init(|| {
-            let mut db = usvg::fontdb::Database::new();
-            db.load_system_fonts();
-            if db.is_empty() {
+/// System fonts, loaded once per process (a directory scan), with the family to draw
+/// with: the first of `FONT_FAMILIES` installed, else any installed family.
+fn fonts() -> &'static (Arc<usvg::fontdb::Database>, String) {
+    static FONTS: OnceLock<(Arc<usvg::fontdb::Database>, String)> = OnceLock::new();
+    FONTS.get_or_init(|| {
+        let mut db = usvg::fontdb::Database::new();
+        db.load_system_fonts();
+        let installed = |family: &str| db.faces().any(|f| f.families.iter().any(|(n, _)| n == family));
+        let family = FONT_FAMILIES
+            .iter()
+            .find(|f| installed(f))
+            .map(|f| f.to_string())
+            .or_else(|| db.faces().next().and_then(|f| f.families.first()).map(|(n, _)| n.clone()));
+        let family = match family {
+            Some(f) => f,
+            None => {
                 tracing::warn!("no system fonts found: flame graph PNGs will have no frame names; install fonts-dejavu-core");
-            } else if db.faces().any(|f| f.families.iter().any(|(n, _)| n == "DejaVu Sans")) {
-                db.set_sans_serif_family("DejaVu Sans");
+                FONT_FAMILIES[0].to_string()
             }
-            Arc::new(db)
-        })
-        .clone()
+        };
+        db.set_sans_serif_family(family.clone());
+        (Arc::new(db), family)
+    })
 }
 
 /// Renders SVG text to PNG at its own size (scaled down if over the pixel bound).
 pub fn svg_to_png(svg: &str) -> Result<Png, ReportError> {
-    let options = usvg::Options { fontdb: fonts(), font_family: "DejaVu Sans".to_string(), ..Default::default() };
+    let (fontdb, family) = fonts();
+    let options = usvg::Options { fontdb: fontdb.clone(), font_family: family.clone(), ..Default::default() };
     let tree = usvg::Tree::from_str(svg, &options).map_err(|e| ReportError::Flame(format!("parsing SVG: {e}")))?;
     let size = tree.size();
     let (w, h) = (size.width().ceil().max(1.0), size.height().ceil().max(1.0));

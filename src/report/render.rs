@@ -7,7 +7,7 @@
 //! Out: `RenderedReport`. Must not: send anything or read files; every user-provided
 //! string is HTML-escaped here.
 
-use super::figures::{Normalisation, WinFigures};
+use super::figures::{FrameChange, Normalisation, WinFigures};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -269,6 +269,20 @@ fn verdict(f: &WinFigures) -> String {
     }
 }
 
+/// True for a frame with no self time on either side (a caller of what changed).
+fn no_self(fr: &FrameChange) -> bool {
+    fr.self_before == 0.0 && fr.self_after == 0.0
+}
+
+/// The $ a frame saved by its own CPU, or a dash for a frame that has none.
+fn frame_usd(fr: &FrameChange) -> String {
+    if no_self(fr) {
+        "—".to_string()
+    } else {
+        format_usd(fr.self_usd_per_year)
+    }
+}
+
 fn normalisation_words(n: Normalisation) -> &'static str {
     match n {
         Normalisation::PerHost => "per host",
@@ -294,7 +308,14 @@ fn text(win: &Win, viewer_url: Option<&str>) -> String {
     if !win.description.trim().is_empty() {
         let _ = writeln!(t, "What changed:\n{}\n", win.description.trim());
     }
-    let _ = writeln!(t, "Saving: {} per year, {} CO2 per year ({} cores)", format_usd(s.usd_per_year), kg(s.kg_co2_per_year), num(s.cores));
+    let _ = writeln!(
+        t,
+        "Saving: {} per year, {} CO2 per year ({} cores, {}% less CPU in scope)",
+        format_usd(s.usd_per_year),
+        kg(s.kg_co2_per_year),
+        num(s.cores),
+        num(s.relative * 100.0)
+    );
     let _ = writeln!(
         t,
         "95% range: {} to {} per year; {} to {} CO2",
@@ -313,16 +334,18 @@ fn text(win: &Win, viewer_url: Option<&str>) -> String {
     }
     let _ = writeln!(t);
     if !f.frames.is_empty() {
-        let _ = writeln!(t, "Top frames that changed (total cores per host, before -> after; $ saved per year):");
+        let _ = writeln!(t, "Top frames that changed (cores per host, before -> after; $ per year saved by the frame's own CPU):");
         for fr in &f.frames {
             let _ = writeln!(
                 t,
-                "  {} -> {}  {}{}  {}",
+                "  {}\n      self {} -> {}, total {} -> {}, {}{}",
+                fr.name,
+                num(fr.self_before),
+                num(fr.self_after),
                 num(fr.total_before),
                 num(fr.total_after),
-                format_usd(fr.usd_per_year),
-                if fr.significant { "" } else { " (noise)" },
-                fr.name
+                frame_usd(fr),
+                if fr.significant || no_self(fr) { "" } else { " (within noise)" },
             );
         }
         let _ = writeln!(t);
@@ -389,7 +412,7 @@ fn html(win: &Win, image_src: Option<&str>, viewer_url: Option<&str>) -> String 
          <div style=\"font-size:13px;color:#57606a;\">95% range {low} to {high}</div></td>\
          <td style=\"padding:14px 16px;{FONT}\"><div style=\"font-size:13px;color:#57606a;\">CO2 per year</div>\
          <div style=\"font-size:24px;line-height:36px;font-weight:bold;color:#1f2328;\">{co2}</div>\
-         <div style=\"font-size:13px;color:#57606a;\">{cores} cores ({rel}% of scope)</div></td>\
+         <div style=\"font-size:13px;color:#57606a;\">{cores} cores, {rel}% less CPU in scope</div></td>\
          </tr></table>\
          <p style=\"margin:8px 0 0 0;font-size:13px;color:{vcolor};\">{verdict}</p></td></tr>",
         usd = format_usd(s.usd_per_year),
@@ -434,18 +457,21 @@ fn html(win: &Win, image_src: Option<&str>, viewer_url: Option<&str>) -> String 
             h,
             "<tr><td style=\"padding:8px 24px;{FONT}\"><div style=\"font-weight:bold;font-size:14px;margin-bottom:4px;\">Top frames that changed</div>\
              <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\">\
-             <tr><td style=\"{cell}color:#57606a;\">Frame</td><td style=\"{cell}color:#57606a;\">Cores per host (total)</td><td style=\"{cell}color:#57606a;\" align=\"right\">Saved per year</td></tr>"
+             <tr><td style=\"{cell}color:#57606a;\">Frame</td><td style=\"{cell}color:#57606a;\">Self cores/host</td><td style=\"{cell}color:#57606a;\">Total cores/host</td><td style=\"{cell}color:#57606a;\" align=\"right\">Saved per year (self)</td></tr>"
         );
         for fr in &f.frames {
             let _ = write!(
                 h,
                 "<tr><td style=\"{cell}font-family:Menlo,Consolas,monospace;word-break:break-all;\">{name}</td>\
-                 <td style=\"{cell}white-space:nowrap;\">{b} → {a}</td><td style=\"{cell}white-space:nowrap;\" align=\"right\">{usd}{noise}</td></tr>",
+                 <td style=\"{cell}white-space:nowrap;\">{sb} → {sa}</td><td style=\"{cell}white-space:nowrap;\">{tb} → {ta}</td>\
+                 <td style=\"{cell}white-space:nowrap;\" align=\"right\">{usd}{noise}</td></tr>",
                 name = escape(&fr.name),
-                b = num(fr.total_before),
-                a = num(fr.total_after),
-                usd = format_usd(fr.usd_per_year),
-                noise = if fr.significant { "" } else { " <span style=\"color:#9a6700;\">(noise)</span>" },
+                sb = num(fr.self_before),
+                sa = num(fr.self_after),
+                tb = num(fr.total_before),
+                ta = num(fr.total_after),
+                usd = frame_usd(fr),
+                noise = if fr.significant || no_self(fr) { "" } else { " <span style=\"color:#9a6700;\">(noise)</span>" },
             );
         }
         h.push_str("</table></td></tr>");

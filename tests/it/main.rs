@@ -4,6 +4,7 @@
 mod agent;
 mod cli;
 mod common;
+mod report;
 mod server;
 mod upload;
 mod store;

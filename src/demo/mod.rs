@@ -62,12 +62,13 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
         }
     };
     std::fs::create_dir_all(&data).map_err(|cause| DemoError::DataDir { dir: data.clone(), cause })?;
-    let serve = ServeArgs { listen: args.listen.clone(), data: data.join("store"), config: None, token_file: None };
+    let listen = concrete_listen_addr(&args.listen);
+    let serve = ServeArgs { listen: listen.clone(), data: data.join("store"), config: None, token_file: None };
     let mut server = std::thread::Builder::new()
         .name("hotframe-demo-server".into())
         .spawn(move || crate::server::run_serve(serve).map_err(|e| e.to_string()))
         .map_err(|e| DemoError::Server(e.to_string()))?;
-    let base = format!("http://{}", args.listen);
+    let base = format!("http://{listen}");
     wait_until_healthy(&base, &mut server)?;
 
     let exe = std::env::current_exe().map_err(DemoError::Workload)?;
@@ -104,13 +105,25 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!("  workload  pid {}  (hot function: parse_json)", workload.0.id());
     println!("  agent     99 Hz, uploads every ~5 s as service {DEMO_SERVICE:?}");
     println!();
-    println!("Open {base}/?service={DEMO_SERVICE} (the first profile arrives within ~5 s).");
+    println!("Open {base}/service/{DEMO_SERVICE} (the first profile arrives within ~5 s).");
     println!("Press Ctrl-C to stop.");
     crate::agent::signals::install();
     crate::agent::run_config(config, &AtomicBool::new(false))?;
     drop(workload);
     println!("demo stopped");
     Ok(())
+}
+
+/// `--listen` with port 0 resolved to a free port now, so that the URL printed and the
+/// agent's server address are the real ones.
+fn concrete_listen_addr(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| listen.to_string()),
+        _ => listen.to_string(),
+    }
 }
 
 /// Polls `/healthz` until the server answers, or reports why its thread ended.

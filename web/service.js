@@ -66,7 +66,7 @@ export class ServicePage {
       h('nav', { class: 'tabs', role: 'tablist' }, TABS.map(([id, label]) =>
         h('button', { type: 'button', role: 'tab', class: 'tab', id: `tab-${id}`, dataset: { tab: id }, onclick: () => update({ tab: id }) }, label))),
       this.tabBody);
-    drawTimeline(this.timelineHolder, timeline, selectedStates(state), (a, b) => update({ from: String(a), until: String(b), focus: '' }));
+    drawTimeline(this.timelineHolder, timeline, selectedStates(state), (a, b) => update({ from: String(a), until: String(b) }));
     this.tabKey = null;
   }
 
@@ -107,7 +107,7 @@ export class ServicePage {
     return h('div', { class: 'range', role: 'group', 'aria-label': 'time range' },
       RANGES.map(([label, value]) => h('button', {
         type: 'button', class: `range-btn${state.from === value && state.until === 'now' ? ' active' : ''}`, dataset: { range: label },
-        onclick: () => update({ from: value, until: 'now', focus: '' }),
+        onclick: () => update({ from: value, until: 'now' }),
       }, label)),
       h('details', { class: 'custom-range', open: custom },
         h('summary', {}, custom ? `${time(Number(state.from))} → ${/^\d+$/.test(state.until) ? time(Number(state.until)) : state.until}` : 'custom'),
@@ -116,7 +116,7 @@ export class ServicePage {
             e.preventDefault();
             const a = Date.parse(from.value);
             const b = until.value ? Date.parse(until.value) : Date.now();
-            if (Number.isFinite(a) && Number.isFinite(b) && b > a) update({ from: String(a), until: String(b), focus: '' });
+            if (Number.isFinite(a) && Number.isFinite(b) && b > a) update({ from: String(a), until: String(b) });
           },
         }, from, ' → ', until, h('button', { type: 'submit' }, 'Apply'))));
   }
@@ -153,7 +153,7 @@ export class ServicePage {
             const next = { ...state.labels };
             if (e.target.value) next[k] = e.target.value;
             else delete next[k];
-            update({ labels: next, focus: '' });
+            update({ labels: next });
           },
         },
         h('option', { value: '' }, 'any'),
@@ -193,10 +193,12 @@ export class ServicePage {
         return;
       }
       if (state.tab === 'cost') {
-        await renderSettings(this.tabBody, state.service, this.data.flame.cost, async () => {
+        await renderSettings(this.tabBody, state.service, this.data.flame.cost, async (note) => {
           this.dataKey = null;
+          this.settingsNote = note;
           await this.show(this.state);
-        });
+        }, this.settingsNote || '');
+        this.settingsNote = '';
         return;
       }
       if (state.tab === 'sandwich') { this.showSandwich(); return; }

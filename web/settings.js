@@ -8,14 +8,15 @@ import { num } from './format.js';
 
 /**
  * Fills `el` with the settings form of `service`. `cost` is the flame graph's cost
- * block (what the figures on screen used); `onApplied()` reloads the page's data.
+ * block (what the figures on screen used); `onApplied(note)` reloads the page's data
+ * and draws this form again with `note` as its status line.
  */
-export async function renderSettings(el, service, cost, onApplied) {
+export async function renderSettings(el, service, cost, onApplied, note = '') {
   replace(el, h('p', { class: 'muted' }, 'Loading cost settings…'));
   const [current, table] = await Promise.all([api.settings(service), api.instanceTypes()]);
   const settings = (current && current.settings) || {};
   const types = (table && table.instanceTypes) || [];
-  const status = h('p', { class: 'status', role: 'status' });
+  const status = h('p', { class: 'status', role: 'status' }, note);
   const instance = h('select', { id: 'cost-instance', name: 'instanceType' },
     h('option', { value: '' }, '— none: use the price below, or the default —'),
     groupBy(types, (t) => t.provider).map(([provider, list]) =>
@@ -43,7 +44,7 @@ export async function renderSettings(el, service, cost, onApplied) {
       await api.putSettings(service, body);
       clearCache();
       status.textContent = 'Saved; the figures on this page now use it.';
-      await onApplied();
+      await onApplied(status.textContent);
     } catch (err) {
       status.className = 'status error';
       status.textContent = err instanceof ApiError && err.status === 403

@@ -3,6 +3,7 @@
 
 mod agent;
 mod cli;
+mod browser;
 mod common;
 mod report;
 mod server;

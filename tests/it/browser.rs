@@ -1,0 +1,288 @@
+//! The web viewer in a real browser: headless Debian Chromium (over chromedriver) against
+//! the real `hotframe serve` binary holding profiles ingested over HTTP. Every figure the
+//! page shows is compared with what the JSON API computed for the same range.
+
+#[path = "../browser/harness.rs"]
+mod harness;
+
+use harness::{node_at, pct, usd, Browser, Server};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+
+/// A checkout service profile: `parse_json` is the hot frame; `regressed` doubles its
+/// JSON work (version 1.5) and halves the rendering.
+fn checkout_profile(regressed: bool, seed: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let json = if regressed { 6000 } else { 3000 };
+    let render = if regressed { 450 } else { 900 };
+    let mut out = format!(
+        "main;server::run;handler::checkout;parse_json;serde_json::de::from_str {json}\n\
+         main;server::run;handler::checkout;db::query;postgres::Client::query 1200\n\
+         main;server::run;handler::checkout;render;template::render_html {render}\n\
+         main;server::run;handler::health 150\n\
+         main;gc::collect;gc::mark 400\n"
+    );
+    for i in 0..80 {
+        out.push_str(&format!("main;server::run;handler::checkout;misc::step{i};misc::leaf{} {}\n", i % 9, 5 + rng.u32(0..40)));
+    }
+    out
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Ingests 8 profiles per host over the last 40 minutes: version 1.4, then 1.5.
+fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
+    let now = now_s();
+    let first = now - 40 * 60;
+    for k in 0..8u64 {
+        let from = first + k * 300;
+        for host in ["a", "b"] {
+            let version = if k < 4 { "1.4" } else { "1.5" };
+            let name = format!("checkout.cpu{{host={host},version={version}}}");
+            server.ingest_folded(&name, &checkout_profile(k >= 4, k * 7 + host.len() as u64), from, from + 10, token);
+        }
+    }
+    // Range of the page, in ms: every profile, with a margin either side.
+    ((first - 120) * 1000, (now + 120) * 1000)
+}
+
+fn js_box(graph: &str, path: &str) -> Value {
+    json!([graph, path])
+}
+
+/// The on-screen box of the frame at `path` in `graph` ("flame" or "diffFlame").
+const BOX: &str = "const f = window.hotframe.page[arguments[0]]; if (!f || !f.tree) return null;
+  const t = f.tree; const i = t.find(arguments[1]); if (t.path(i) !== arguments[1]) return null;
+  const b = f.box(i); if (!b) return null; const r = f.canvas.getBoundingClientRect();
+  return {x: r.left + b.x, y: r.top + b.y, w: b.w, h: b.h, width: r.width, cx: r.left + b.x + Math.min(b.w / 2, 60), cy: r.top + b.y + b.h / 2};";
+
+/// The colour drawn at the top-left corner inside the box of `path` (away from its text).
+const PIXEL: &str = "const f = window.hotframe.page[arguments[0]]; const t = f.tree; const i = t.find(arguments[1]);
+  const b = f.box(i); const dpr = window.devicePixelRatio || 1;
+  const d = f.canvas.getContext('2d').getImageData(Math.floor((b.x + 1) * dpr), Math.floor((b.y + 1) * dpr), 1, 1).data;
+  return [d[0], d[1], d[2]];";
+
+fn frame_box(browser: &Browser, graph: &str, path: &str) -> Value {
+    let expression = format!("(function() {{ {BOX} }}).apply(null, {})", js_box(graph, path));
+    browser.wait_for(&format!("frame {path} drawn in {graph}"), &expression)
+}
+
+fn pixel(browser: &Browser, graph: &str, path: &str) -> [u8; 3] {
+    let v = browser.eval(PIXEL, js_box(graph, path));
+    let c: Vec<u8> = v.as_array().expect("rgb").iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect();
+    [c[0], c[1], c[2]]
+}
+
+fn text(browser: &Browser, css: &str) -> String {
+    browser.eval("const e = document.querySelector(arguments[0]); return e ? e.textContent : null;", json!([css]))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn total(node: &Value) -> f64 {
+    node["total"].as_f64().unwrap_or(0.0)
+}
+
+/// Samples under frames whose name contains `needle`, each stack counted once.
+fn matched(node: &Value, needle: &str) -> f64 {
+    if node["name"].as_str().unwrap_or_default().contains(needle) {
+        return total(node);
+    }
+    node["children"].as_array().map(|k| k.iter().map(|c| matched(c, needle)).sum()).unwrap_or(0.0)
+}
+
+fn no_js_errors(browser: &Browser) {
+    let errors = browser.eval("return window.hotframe.jsErrors || [];", json!([]));
+    assert_eq!(errors, json!([]), "the page threw");
+}
+
+const PARSE: &str = "main;server::run;handler::checkout;parse_json";
+const PARSE_PATH: [&str; 4] = ["main", "server::run", "handler::checkout", "parse_json"];
+
+#[test]
+fn viewer_in_chromium_against_the_real_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = harness::free_port();
+    let mut server = Server::start(BIN, &dir.path().join("data"), port, &[]);
+    let (from, until) = load(&server, None);
+    let browser = Browser::start(1400, 1000);
+    let base = server.base.clone();
+
+    // Start page: the service, with the $/year the API computed for "now".
+    browser.goto(&format!("{base}/"));
+    browser.wait_for("the service row", "document.querySelector('tr[data-service=\"checkout\"]')");
+    let services = server.get_json("/api/v1/services");
+    let now_usd = services["services"][0]["now"]["usdPerYear"].as_f64().expect("now.usdPerYear");
+    let row = text(&browser, "tr[data-service=\"checkout\"]");
+    assert!(row.contains(&usd(now_usd)), "start page row {row:?} lacks {}", usd(now_usd));
+    assert!(browser.eval("return !!document.querySelector('tr[data-service=\"checkout\"] svg.sparkline polyline')", json!([])) == json!(true));
+
+    // Service page: the flame graph is drawn, annotated with the API's $/year.
+    let query = format!("from={from}&until={until}");
+    browser.goto(&format!("{base}/service/checkout?{query}"));
+    browser.wait_idle();
+    let api = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&maxNodes=10000"));
+    let parse = node_at(&api, &PARSE_PATH);
+    let parse_usd = parse["usdPerYear"].as_f64().expect("usdPerYear");
+    let share = total(parse) / total(&api["root"]);
+    let parse_box = frame_box(&browser, "flame", PARSE);
+    let drawn = pixel(&browser, "flame", PARSE);
+    assert!(drawn != [255, 255, 255], "parse_json box is blank");
+    let expected_note = format!("parse_json — {} — {} / year", pct(share), usd(parse_usd));
+    let labels = browser.eval("return window.hotframe.page.flame.labels.map((l) => l.text);", json!([]));
+    assert!(
+        labels.as_array().expect("labels").iter().any(|l| l == &json!(expected_note)),
+        "no annotation {expected_note:?} among {labels}"
+    );
+    let small = labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap_or_default().starts_with("handler::health"));
+    assert!(!small, "a frame under the 5% threshold was annotated: {labels}");
+
+    // Tooltip under the real mouse: full name, $/year, CO2 and the formula.
+    browser.hover(parse_box["cx"].as_f64().unwrap(), parse_box["cy"].as_f64().unwrap());
+    browser.wait_for("the tooltip", "!document.getElementById('tooltip').hidden");
+    let tip = text(&browser, "#tooltip");
+    for needle in ["parse_json", &usd(parse_usd), "CO2", "cores = (S / F) / W × (H / Hp)", "RUNNABLE 100%"] {
+        assert!(tip.contains(needle), "tooltip {tip:?} lacks {needle:?}");
+    }
+
+    // Search: matched frames in the highlight colour, others dimmed, the share shown.
+    browser.hover(5.0, 5.0);
+    browser.type_into("#flame-search", "postgres");
+    browser.wait_for("the search in the URL", "location.search.includes('q=postgres')");
+    let expected_share = pct(matched(&api["root"], "postgres") / total(&api["root"]));
+    let line = browser.wait_for("the matched share", "document.getElementById('match-share').textContent");
+    assert!(line.as_str().unwrap().contains(&expected_share), "match line {line} lacks {expected_share}");
+    let pg = "main;server::run;handler::checkout;db::query;postgres::Client::query";
+    assert_eq!(pixel(&browser, "flame", pg), [214, 51, 132], "postgres frame not highlighted");
+    assert_eq!(pixel(&browser, "flame", PARSE), [227, 229, 232], "non-matching frame not dimmed");
+
+    // A click zooms: parse_json fills the width, the breadcrumb and the URL follow.
+    browser.goto(&format!("{base}/service/checkout?{query}"));
+    browser.wait_idle();
+    let b = frame_box(&browser, "flame", PARSE);
+    browser.click_at(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
+    browser.wait_for("the zoom in the URL", "decodeURIComponent(location.search).includes('focus=main;server::run;handler::checkout;parse_json')");
+    let zoomed = frame_box(&browser, "flame", PARSE);
+    assert!(
+        zoomed["w"].as_f64().unwrap() >= zoomed["width"].as_f64().unwrap() - 2.0,
+        "zoomed frame does not fill the width: {zoomed} (before {b})"
+    );
+    assert_eq!(text(&browser, ".breadcrumb .crumb.current"), "parse_json");
+
+    // The URL holds the whole state: zoom, search, view, sort, label filter.
+    browser.type_into("#flame-search", "serde");
+    browser.wait_for("q=serde", "location.search.includes('q=serde')");
+    browser.click(".view-btn[data-view=latency]");
+    browser.wait_for("view=latency", "location.search.includes('view=latency') && window.hotframe.idle");
+    browser.click("select[data-label=host] option[value=a]");
+    browser.wait_for("label.host=a", "location.search.includes('label.host=a') && window.hotframe.idle && window.hotframe.page.flame");
+    browser.click("button.sort[data-sort=total]");
+    browser.wait_for("sort=total", "location.search.includes('sort=total')");
+    let shared = browser.url();
+    browser.goto(&format!("{base}/"));
+    browser.wait_idle();
+    browser.goto(&shared);
+    browser.wait_idle();
+    let restored = browser.eval(
+        "const p = window.hotframe.page; const f = p.flame;
+         return {url: location.href, focus: f.tree.path(f.focus), q: document.getElementById('flame-search').value,
+                 view: document.querySelector('.view-btn.active').dataset.view,
+                 host: document.querySelector('select[data-label=host]').value,
+                 sorted: document.querySelector('th[aria-sort] button').dataset.sort,
+                 match: document.getElementById('match-share').textContent};",
+        json!([]),
+    );
+    assert_eq!(restored["url"], json!(shared));
+    assert_eq!(restored["focus"], json!(PARSE), "{restored}");
+    assert_eq!(restored["q"], json!("serde"));
+    assert_eq!(restored["view"], json!("latency"));
+    assert_eq!(restored["host"], json!("a"));
+    assert_eq!(restored["sorted"], json!("total"));
+    assert!(restored["match"].as_str().unwrap().contains("frames match"), "{restored}");
+
+    // Diff of version 1.4 against 1.5: the doubled JSON work is red, the halved
+    // rendering blue, and the table shows the API's $/year change.
+    browser.goto(&format!("{base}/service/checkout?{query}&tab=diff&dmode=label&dlabel=version&da=1.4&db=1.5"));
+    browser.wait_idle();
+    frame_box(&browser, "diffFlame", PARSE);
+    let [r, g, bl] = pixel(&browser, "diffFlame", PARSE);
+    assert!(r > 200 && (r as i32) - (bl as i32) > 60 && g < 200, "regressed parse_json is not red: {:?}", [r, g, bl]);
+    let render = "main;server::run;handler::checkout;render";
+    let [r, _, bl] = pixel(&browser, "diffFlame", render);
+    assert!((bl as i32) - (r as i32) > 60, "faster render is not blue: {:?}", [r, bl]);
+    let side = |v: &str| server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&label.version={v}"));
+    let (before, after) = (side("1.4"), side("1.5"));
+    let change = node_at(&after, &PARSE_PATH)["usdPerYear"].as_f64().unwrap() - node_at(&before, &PARSE_PATH)["usdPerYear"].as_f64().unwrap();
+    let cell = text(&browser, "tr.diff-row[data-name=\"parse_json\"] td:last-child");
+    assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
+    assert!(browser.eval("return !!document.getElementById('start-ops-win')", json!([])) == json!(true));
+
+    // Cost settings: a fleet of 10 hosts applies at once to every figure.
+    browser.goto(&format!("{base}/service/checkout?{query}&tab=cost"));
+    browser.wait_for("the settings form", "document.getElementById('cost-fleet')");
+    browser.type_into("#cost-fleet", "10");
+    browser.eval("document.getElementById('cost-fleet').dispatchEvent(new Event('change'));", json!([]));
+    let status = browser.wait_for("the settings to be saved", "/saved/i.test(document.querySelector('.settings .status').textContent) && document.querySelector('.settings .status').textContent");
+    assert!(status.as_str().unwrap().starts_with("Saved"), "settings status: {status}");
+    let api10 = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE"));
+    assert_eq!(api10["cost"]["fleetHosts"], json!(10));
+    let total_usd = usd(api10["totals"]["usdPerYear"].as_f64().unwrap());
+    browser.wait_for("the new total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
+    browser.wait_for("the formula with the fleet", "document.querySelector('.formula').textContent.includes('(10 / 2 = ×5)')");
+    no_js_errors(&browser);
+
+    // Screenshot of the service page, the tooltip open on the hot frame.
+    browser.goto(&format!("{base}/service/checkout?{query}"));
+    browser.wait_idle();
+    let b = frame_box(&browser, "flame", PARSE);
+    browser.hover(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
+    browser.wait_for("the tooltip", "!document.getElementById('tooltip').hidden");
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+    let out = if std::env::var_os("HOTFRAME_UPDATE_SCREENSHOT").is_some() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png")
+    } else {
+        dir.path().join("screenshot.png")
+    };
+    std::fs::write(&out, &png).expect("write screenshot");
+
+    // The server goes away: a clear message; back again: retry shows the data.
+    server.stop();
+    browser.click(".range-btn[data-range='15m']");
+    browser.wait_for("the server-gone banner", "!document.getElementById('banner').hidden");
+    let banner = text(&browser, "#banner");
+    assert!(banner.contains("not answering"), "banner: {banner}");
+    let server = Server::start(BIN, &dir.path().join("data"), port, &[]);
+    browser.click("#retry");
+    browser.wait_for("the banner to go", "document.getElementById('banner').hidden && window.hotframe.idle && window.hotframe.page && window.hotframe.page.flame");
+    drop(server);
+    no_js_errors(&browser);
+}
+
+#[test]
+fn viewer_asks_for_a_token_and_keeps_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "s3cret-read read,ingest\n").expect("token file");
+    let port = harness::free_port();
+    let server = Server::start(BIN, &dir.path().join("data"), port, &["--token-file", tokens.to_str().unwrap()]);
+    load(&server, Some("s3cret-read"));
+    let browser = Browser::start(1200, 800);
+    browser.goto(&format!("{}/", server.base));
+    browser.wait_for("the token dialog", "document.getElementById('token-input')");
+    browser.type_into("#token-input", "s3cret-read");
+    browser.click("#token-ok");
+    browser.wait_for("the service list", "document.querySelector('tr[data-service=\"checkout\"]')");
+    let kept = browser.eval("return localStorage.getItem('hotframe.token');", json!([]));
+    assert_eq!(kept, json!("s3cret-read"));
+    // A reload uses the kept token without asking.
+    browser.goto(&format!("{}/", server.base));
+    browser.wait_for("the service list", "document.querySelector('tr[data-service=\"checkout\"]')");
+    assert_eq!(browser.eval("return !!document.getElementById('token-input');", json!([])), json!(false));
+    no_js_errors(&browser);
+}

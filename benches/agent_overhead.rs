@@ -1,0 +1,338 @@
+//! Agent overhead benchmark (issue 3): throughput of a CPU-bound multi-threaded workload
+//! (`hotframe demo-workload --mode cpu`) unprofiled, under `hotframe agent` at 99 Hz,
+//! under `perf record -F 99 --call-graph dwarf` and under `samply record -r 99`, in
+//! interleaved rounds (a fresh random order each round), reporting medians; plus each
+//! profiler's own CPU time (per second and per sample; start-up, unwinding,
+//! symbolization, aggregation, writing/upload included) and peak RSS, measured with
+//! wait4(2) on the profiler process. Then the same for a 20-thread target.
+//!
+//! Run: `cargo bench --bench agent_overhead` as root (perf_event_open on another
+//! process). Knobs: HOTFRAME_BENCH_ROUNDS (default 7), HOTFRAME_BENCH_SECONDS (5),
+//! HOTFRAME_BENCH_THREADS (2), SAMPLY (path to samply; default: `samply` on PATH).
+//! perf or samply missing: that column is skipped with a note. samply refuses to record
+//! at perf_event_paranoid > 1 even as root, so the bench sets it to 1 for samply's runs
+//! and restores it right after.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+const HZ: f64 = 99.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profiler {
+    None,
+    Hotframe,
+    Perf,
+    Samply,
+}
+
+impl Profiler {
+    fn name(self) -> &'static str {
+        match self {
+            Profiler::None => "unprofiled",
+            Profiler::Hotframe => "hotframe agent",
+            Profiler::Perf => "perf --call-graph dwarf",
+            Profiler::Samply => "samply",
+        }
+    }
+}
+
+/// One workload run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    ops_per_sec: f64,
+    seconds: f64,
+    /// Profiler CPU seconds (user + system).
+    cpu_s: f64,
+    /// Profiler peak RSS, KiB.
+    maxrss_kib: u64,
+    /// Samples the profiler says it took (hotframe: on-CPU + off-CPU), if it says.
+    samples: Option<u64>,
+}
+
+struct Setup {
+    seconds: u64,
+    server: String,
+    samply: Option<PathBuf>,
+    perf: bool,
+    scratch: tempfile::TempDir,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// wait4 on a child: exit status ignored, rusage returned as (cpu seconds, maxrss KiB).
+fn wait_rusage(child: &Child) -> (f64, u64) {
+    let mut status = 0;
+    // SAFETY: wait4 on our own child with a zeroed rusage we own.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (tv(usage.ru_utime) + tv(usage.ru_stime), usage.ru_maxrss as u64)
+    }
+}
+
+fn has_exited(child: &Child) -> bool {
+    // SAFETY: a zeroed siginfo_t we own; WNOHANG|WNOWAIT peeks at our own child
+    // without reaping it (wait4 reaps it later, with its rusage).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    // SAFETY: si_pid is valid to read after waitid.
+    rc == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// Sets kernel.perf_event_paranoid for samply's run, restores it when dropped.
+struct Paranoid(Option<String>);
+
+impl Paranoid {
+    const PATH: &'static str = "/proc/sys/kernel/perf_event_paranoid";
+    fn at_most_one() -> Paranoid {
+        let old = std::fs::read_to_string(Self::PATH).unwrap_or_default().trim().to_string();
+        if old.parse::<i32>().map(|v| v > 1).unwrap_or(false) && std::fs::write(Self::PATH, "1").is_ok() {
+            return Paranoid(Some(old));
+        }
+        Paranoid(None)
+    }
+}
+
+impl Drop for Paranoid {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            let _ = std::fs::write(Self::PATH, old);
+        }
+    }
+}
+
+fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run {
+    let seconds = setup.seconds.to_string() + "s";
+    let mut workload = Command::new(BIN)
+        .args(["demo-workload", "--mode", "cpu", "--threads", &threads.to_string(), "--duration", &seconds, "--report"])
+        .env("HOTFRAME_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the workload");
+    let pid = workload.id().to_string();
+    // Same start-up for every configuration: the workload's threads exist before attach.
+    std::thread::sleep(Duration::from_millis(100));
+    let _paranoid = (profiler == Profiler::Samply).then(Paranoid::at_most_one);
+    let out = setup.scratch.path().join(tag);
+    let mut prof = match profiler {
+        Profiler::None => None,
+        Profiler::Hotframe => Some(
+            Command::new(BIN)
+                .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", "2s"])
+                .arg("--spool-dir")
+                .arg(&out)
+                .env("HOTFRAME_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start hotframe agent"),
+        ),
+        Profiler::Perf => Some(
+            Command::new("perf")
+                .args(["record", "-F", "99", "--call-graph", "dwarf", "-p", &pid, "-o"])
+                .arg(&out)
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start perf"),
+        ),
+        Profiler::Samply => Some(
+            Command::new(setup.samply.as_ref().expect("samply"))
+                .args(["record", "-s", "-r", "99", "-p", &pid, "-o"])
+                .arg(out.with_extension("json.gz"))
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start samply"),
+        ),
+    };
+    let mut report = String::new();
+    workload.stdout.take().expect("stdout").read_to_string(&mut report).expect("read report");
+    let _ = workload.wait();
+    let parsed: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_default();
+    let mut run = Run {
+        ops_per_sec: parsed["opsPerSec"].as_f64().unwrap_or(0.0),
+        seconds: parsed["seconds"].as_f64().unwrap_or(0.0),
+        ..Run::default()
+    };
+    if let Some(child) = prof.as_mut() {
+        // Each profiler stops by itself when its target exits; give it time to write
+        // or upload, then ask politely.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !has_exited(child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !has_exited(child) {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let (cpu_s, maxrss_kib) = wait_rusage(child);
+        run.cpu_s = cpu_s;
+        run.maxrss_kib = maxrss_kib;
+        run.samples = samples_from(profiler, &stderr);
+        if run.samples.is_none() && profiler != Profiler::Samply {
+            eprintln!("note: could not read a sample count from {}: {}", profiler.name(), stderr.lines().last().unwrap_or(""));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(out.with_extension("json.gz"));
+    run
+}
+
+/// The profiler's own sample count: hotframe's last health line (`samples=` on-CPU plus
+/// `offcpu_samples=`), perf's "(N samples)".
+fn samples_from(profiler: Profiler, stderr: &str) -> Option<u64> {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let at = line.find(key)? + key.len();
+        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    match profiler {
+        Profiler::Hotframe => {
+            let line = stderr.lines().filter(|l| l.contains("health:")).last()?;
+            Some(field(line, " samples=")? + field(line, " offcpu_samples=")?)
+        }
+        Profiler::Perf => stderr.lines().find_map(|l| {
+            let at = l.find(" samples)")?;
+            l[..at].rsplit('(').next()?.trim().parse().ok()
+        }),
+        _ => None,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn report(title: &str, threads: usize, results: &[(Profiler, Vec<Run>)]) {
+    println!("\n{title}");
+    println!(
+        "{:<26} {:>4} {:>12} {:>8} {:>10} {:>12} {:>14} {:>10}",
+        "configuration", "runs", "ops/s (med)", "loss %", "CPU ms/s", "µs/sample*", "µs/own sample", "peak RSS"
+    );
+    let base = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| median(r.iter().map(|x| x.ops_per_sec).collect()));
+    for (profiler, runs) in results {
+        if runs.is_empty() {
+            continue;
+        }
+        let ops = median(runs.iter().map(|r| r.ops_per_sec).collect());
+        let loss = base.map(|b| (1.0 - ops / b) * 100.0).unwrap_or(f64::NAN);
+        if *profiler == Profiler::None {
+            println!("{:<26} {:>4} {:>12.1} {:>8} {:>10} {:>12} {:>14} {:>10}", profiler.name(), runs.len(), ops, "-", "-", "-", "-", "-");
+            continue;
+        }
+        let cpu_per_s = median(runs.iter().map(|r| r.cpu_s / r.seconds.max(1e-9) * 1000.0).collect());
+        // Nominal samples: every busy thread, 99 times a second, for the whole run.
+        let per_nominal = median(runs.iter().map(|r| r.cpu_s * 1e6 / (HZ * threads as f64 * r.seconds.max(1e-9))).collect());
+        let own: Vec<f64> = runs.iter().filter_map(|r| Some(r.cpu_s * 1e6 / r.samples? as f64)).collect();
+        let per_own = if own.is_empty() { "-".to_string() } else { format!("{:.1}", median(own)) };
+        let rss = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
+        println!(
+            "{:<26} {:>4} {:>12.1} {:>8.2} {:>10.2} {:>12.1} {:>14} {:>7.1} MiB",
+            profiler.name(),
+            runs.len(),
+            ops,
+            loss,
+            cpu_per_s,
+            per_nominal,
+            per_own,
+            rss
+        );
+    }
+    println!("* per nominal sample: profiler CPU / (99 Hz x {threads} busy threads x run seconds); the profiler's whole life");
+    println!("  (start-up, unwinding, symbolization, aggregation, writing or uploading) is counted.");
+}
+
+fn measure(setup: &Setup, profilers: &[Profiler], threads: usize, rounds: u64) -> Vec<(Profiler, Vec<Run>)> {
+    let mut results: Vec<(Profiler, Vec<Run>)> = profilers.iter().map(|p| (*p, Vec::new())).collect();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..profilers.len()).collect();
+        fastrand::shuffle(&mut order);
+        for i in order {
+            let profiler = profilers[i];
+            let run = run_once(setup, profiler, threads, &format!("r{round}-{i}-{threads}"));
+            eprintln!(
+                "round {} {:<26} {:>8.1} ops/s  cpu {:.3} s  rss {:.1} MiB  samples {:?}",
+                round + 1,
+                profiler.name(),
+                run.ops_per_sec,
+                run.cpu_s,
+                run.maxrss_kib as f64 / 1024.0,
+                run.samples
+            );
+            results[i].1.push(run);
+        }
+    }
+    results
+}
+
+fn main() {
+    let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 7);
+    let seconds = env_u64("HOTFRAME_BENCH_SECONDS", 5);
+    let threads = env_u64("HOTFRAME_BENCH_THREADS", 2) as usize;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let samply = std::env::var_os("SAMPLY").map(PathBuf::from).or_else(|| on_path("samply"));
+    let perf = on_path("perf").is_some();
+    if samply.is_none() {
+        eprintln!("note: samply not found (cargo install samply --locked; or SAMPLY=/path/to/samply): skipped");
+    }
+    if !perf {
+        eprintln!("note: perf not found (apt-get install linux-perf): skipped");
+    }
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(scratch.path().join("store"))
+        .env("HOTFRAME_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hotframe serve");
+    let mut first = [0u8; 128];
+    let n = server.stdout.as_mut().expect("stdout").read(&mut first).expect("server address");
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let url = line.trim().strip_prefix("listening on ").expect("listening on http://...").to_string();
+    let setup = Setup { seconds, server: url, samply, perf, scratch };
+
+    let mut profilers = vec![Profiler::None, Profiler::Hotframe];
+    if setup.perf {
+        profilers.push(Profiler::Perf);
+    }
+    if setup.samply.is_some() {
+        profilers.push(Profiler::Samply);
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    eprintln!("agent overhead: {rounds} interleaved rounds x {seconds} s, {threads} busy threads, {cpus} CPUs");
+    let results = measure(&setup, &profilers, threads, rounds);
+    report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), threads, &results);
+
+    let many: Vec<Profiler> = profilers.iter().copied().filter(|p| matches!(p, Profiler::Hotframe | Profiler::Samply)).collect();
+    let big = measure(&setup, &many, 20, 2);
+    report(&format!("20-thread CPU-bound target, 99 Hz, 2 rounds of {seconds} s (agent CPU and RSS)"), 20, &big);
+
+    let _ = server.kill();
+    let _ = server.wait();
+}

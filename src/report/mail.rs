@@ -14,6 +14,7 @@ use super::render::{one_line, RenderedReport, FLAME_CONTENT_ID};
 use super::ReportError;
 use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub struct SmtpConfig {
     /// Connect and command timeout, seconds. Default 20.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// PEM file of a CA (or a self-signed server certificate) to trust for TLS, for an
+    /// internal relay; the public web roots are trusted as well.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -46,6 +51,7 @@ impl std::fmt::Debug for SmtpConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("timeout_secs", &self.timeout_secs)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -140,6 +146,9 @@ impl Mailer {
         }
         let from = parse_mailbox(&config.from)?;
         let mut builder = SmtpTransport::from_url(&config.url).map_err(|e| bad(e.to_string()))?;
+        if let Some(path) = &config.ca_file {
+            builder = builder.tls(tls_with_ca(&config.url, path).map_err(bad)?);
+        }
         if let Some(user) = &config.username {
             builder = builder.credentials(Credentials::new(user.clone(), config.password.clone().unwrap_or_default()));
         }
@@ -158,6 +167,30 @@ impl Mailer {
             Ok(_) => Ok(()),
             Err(e) => Err(ReportError::Send { url: self.url.clone(), reason: error_chain(&e), permanent: e.is_permanent() }),
         }
+    }
+}
+
+/// The TLS mode the URL asks for, trusting the CA in `path` besides the web roots.
+fn tls_with_ca(url: &str, path: &std::path::Path) -> Result<Tls, String> {
+    let (scheme, rest) = url.split_once("://").ok_or("no scheme")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let tls_param = rest.split_once('?').and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("tls=")));
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let cert = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {} is not a PEM certificate: {e}", path.display()))?;
+    let params = TlsParameters::builder(host.to_string())
+        .add_root_certificate(cert)
+        .build_rustls()
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    match (scheme, tls_param) {
+        ("smtps", _) => Ok(Tls::Wrapper(params)),
+        ("smtp", Some("required")) => Ok(Tls::Required(params)),
+        ("smtp", Some("opportunistic")) => Ok(Tls::Opportunistic(params)),
+        _ => Err("ca_file is set but the URL asks for no TLS; add ?tls=required or use smtps://".to_string()),
     }
 }
 
@@ -345,6 +378,7 @@ mod tests {
             username: None,
             password: None,
             timeout_secs: None,
+            ca_file: None,
         };
         assert!(Mailer::new(&c("smtp://127.0.0.1:2525")).is_ok());
         assert!(Mailer::new(&c("smtps://127.0.0.1:465")).is_ok());

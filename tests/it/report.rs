@@ -14,10 +14,15 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// aiosmtpd handler: each accepted message becomes NNNN.eml plus NNNN.json (envelope).
+/// argv: port, directory, options JSON (`{"cert", "key", "mode": "starttls"|"tls",
+/// "user", "password"}`, all optional).
 const SINK: &str = r#"
-import json, os, sys
+import json, logging, os, ssl, sys
+if os.environ.get("HOTFRAME_SMTP_SINK_LOG"):
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 from aiosmtpd.controller import Controller
-port, out = int(sys.argv[1]), sys.argv[2]
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, out, opts = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 class Sink:
     n = 0
     async def handle_DATA(self, server, session, envelope):
@@ -29,7 +34,22 @@ class Sink:
             f.write(envelope.original_content or envelope.content)
         os.rename(base + ".tmp", base + ".eml")
         return "250 Message accepted"
-c = Controller(Sink(), hostname="127.0.0.1", port=port)
+kw = {}
+if "cert" in opts:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(opts["cert"], opts["key"])
+    if opts.get("mode") == "tls":
+        kw["ssl_context"] = ctx
+    else:
+        kw["tls_context"] = ctx
+        kw["require_starttls"] = True
+if "user" in opts:
+    def check(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and data.login == opts["user"].encode() and data.password == opts["password"].encode()
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+    # With implicit TLS aiosmtpd does not see the session as TLS; it is encrypted anyway.
+    kw.update(authenticator=check, auth_required=True, auth_require_tls=opts.get("mode") == "starttls")
+c = Controller(Sink(), hostname="127.0.0.1", port=port, **kw)
 c.start()
 print("ready", flush=True)
 try:
@@ -59,10 +79,15 @@ pub struct Received {
 }
 
 impl SmtpSink {
-    /// Starts a sink on `port` writing into `dir`.
+    /// Starts a plain sink on `port` writing into `dir`.
     pub fn start(port: u16, dir: &Path) -> SmtpSink {
+        SmtpSink::start_with(port, dir, serde_json::json!({}))
+    }
+
+    /// Starts a sink with options (TLS certificate and mode, required login).
+    pub fn start_with(port: u16, dir: &Path, options: serde_json::Value) -> SmtpSink {
         let mut child = Command::new("python3")
-            .args(["-c", SINK, &port.to_string(), dir.to_str().unwrap()])
+            .args(["-c", SINK, &port.to_string(), dir.to_str().unwrap(), &options.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -220,6 +245,7 @@ fn smtp(url: &str) -> SmtpConfig {
         username: None,
         password: None,
         timeout_secs: Some(5),
+        ca_file: None,
     }
 }
 
@@ -433,4 +459,70 @@ fn smtp_down_fails_clearly_and_a_retry_delivers_once_it_is_back() {
     assert_eq!(state.attempts, 2);
     let got = sink.as_ref().unwrap().wait_for(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
+}
+
+/// A self-signed certificate for 127.0.0.1 (openssl), as (cert.pem, key.pem).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn starttls_and_tls_with_login_deliver_and_a_wrong_password_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let p = pair();
+    let rendered = report::render(&win(&p, "Cache compiled regexes"), None, None);
+    let to = vec!["ops@example.com".to_string()];
+    let login = |url: String, password: &str, ca: bool| SmtpConfig {
+        username: Some("hotframe".to_string()),
+        password: Some(password.to_string()),
+        ca_file: ca.then(|| cert.clone()),
+        ..smtp(&url)
+    };
+
+    for (mode, url_of) in [
+        ("tls", (|port: u16| format!("smtps://127.0.0.1:{port}")) as fn(u16) -> String),
+        ("starttls", |port: u16| format!("smtp://127.0.0.1:{port}?tls=required")),
+    ] {
+        let inbox = dir.path().join(mode);
+        std::fs::create_dir(&inbox).unwrap();
+        let options = serde_json::json!({"cert": cert, "key": key, "mode": mode, "user": "hotframe", "password": "s3cret"});
+        let sink = SmtpSink::start_with(free_port(), &inbox, options);
+        let url = url_of(sink.port);
+
+        let mailer = Mailer::new(&login(url.clone(), "s3cret", true)).unwrap();
+        let message = report::build_message(mailer.from(), &to, &rendered, None).unwrap();
+        mailer.send(&message).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(sink.wait_for(1, Duration::from_secs(10)).len(), 1, "{mode}");
+
+        // The certificate is checked: without the CA it is refused.
+        let untrusted = Mailer::new(&login(url.clone(), "s3cret", false)).unwrap();
+        let err = untrusted.send(&message).unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{mode}: {err}");
+
+        // A wrong password is a permanent refusal: failed at once, not retried.
+        let wrong = Mailer::new(&login(url, "wrong", true)).unwrap();
+        let mut state = SendState::pending(to.clone(), 0);
+        let policy = RetryPolicy { max_attempts: 3, base_ms: 10, cap_ms: 50 };
+        let err = report::send_with_retries(&wrong, &message, &policy, &mut state, |_| {}).unwrap_err();
+        assert!(matches!(err, ReportError::Send { permanent: true, .. }), "{mode}: {err}");
+        assert_eq!((state.status, state.attempts), (SendStatus::Failed, 1));
+        assert_eq!(sink.wait_for(2, Duration::from_millis(300)).len(), 1, "{mode}: nothing more delivered");
+    }
+
+    // A CA file with a URL that asks for no TLS is a configuration error.
+    let err = Mailer::new(&SmtpConfig { ca_file: Some(cert.clone()), ..smtp("smtp://127.0.0.1:25") }).unwrap_err();
+    assert!(matches!(err, ReportError::BadSmtpUrl { .. }), "{err}");
 }

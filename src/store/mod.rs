@@ -15,6 +15,7 @@ mod codec;
 mod maintain;
 mod query;
 mod schema;
+mod wins;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -219,4 +220,12 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StoreError>;
     /// Size and content counters.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+    /// Stores a new ops win (opaque JSON, owned by the server) durably; returns its id.
+    fn create_win(&self, json: &str) -> Result<i64, StoreError>;
+    /// The JSON of win `id`, if it exists.
+    fn win(&self, id: i64) -> Result<Option<String>, StoreError>;
+    /// Every win as (id, JSON), oldest first.
+    fn wins(&self) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Replaces the JSON of win `id` durably; false when there is no such win.
+    fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError>;
 }

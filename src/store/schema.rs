@@ -96,6 +96,8 @@ const MIGRATIONS: &[&str] = &[
         updated_ms BIGINT NOT NULL
     );
     "#,
+    // 2: the ops-wins ledger.
+    super::wins::MIGRATION,
 ];
 
 /// The schema version this build writes.

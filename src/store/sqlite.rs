@@ -540,4 +540,21 @@ impl ProfileStore for SqliteStore {
             frames: frames as u64,
         })
     }
+
+    // The wins ledger lives in wins.rs.
+    fn create_win(&self, json: &str) -> Result<i64, StoreError> {
+        self.insert_win(json)
+    }
+
+    fn win(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.select_win(id)
+    }
+
+    fn wins(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        self.select_wins()
+    }
+
+    fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError> {
+        self.replace_win(id, json)
+    }
 }

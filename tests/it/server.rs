@@ -588,6 +588,18 @@ impl ProfileStore for GatedStore {
     fn stats(&self) -> Result<StoreStats, hotframe::store::StoreError> {
         self.inner.stats()
     }
+    fn create_win(&self, json: &str) -> Result<i64, hotframe::store::StoreError> {
+        self.inner.create_win(json)
+    }
+    fn win(&self, id: i64) -> Result<Option<String>, hotframe::store::StoreError> {
+        self.inner.win(id)
+    }
+    fn wins(&self) -> Result<Vec<(i64, String)>, hotframe::store::StoreError> {
+        self.inner.wins()
+    }
+    fn update_win(&self, id: i64, json: &str) -> Result<bool, hotframe::store::StoreError> {
+        self.inner.update_win(id, json)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

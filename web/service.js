@@ -31,6 +31,7 @@ export class ServicePage {
   }
 
   async show(state) {
+    const seq = (this.seq = (this.seq || 0) + 1);
     this.state = state;
     const key = JSON.stringify([state.service, state.from, state.until, selectedStates(state), state.labels, state.maxNodes]);
     if (key !== this.dataKey) {
@@ -38,6 +39,8 @@ export class ServicePage {
       const f = filters(state);
       const [services, flame, timeline] = await Promise.all([api.services(), api.flamegraph(f, state.maxNodes), api.timeline(f)]);
       this.main.classList.remove('busy');
+      // A newer navigation (or a settings change) started meanwhile: it draws the page.
+      if (seq !== this.seq) return;
       this.dataKey = key;
       this.service = ((services && services.services) || []).find((s) => s.name === state.service) || null;
       this.data = { flame, timeline, tree: flatten(flame.root) };
@@ -109,7 +112,7 @@ export class ServicePage {
         type: 'button', class: `range-btn${state.from === value && state.until === 'now' ? ' active' : ''}`, dataset: { range: label },
         onclick: () => update({ from: value, until: 'now' }),
       }, label)),
-      h('details', { class: 'custom-range', open: custom },
+      h('details', { class: 'custom-range' },
         h('summary', {}, custom ? `${time(Number(state.from))} → ${/^\d+$/.test(state.until) ? time(Number(state.until)) : state.until}` : 'custom'),
         h('form', {
           onsubmit: (e) => {
@@ -186,6 +189,7 @@ export class ServicePage {
       state.tab === 'sandwich' ? state.fn : 0]);
     if (tabKey !== this.tabKey) {
       this.tabKey = tabKey;
+      if (state.tab !== 'cost') this.settingsNote = '';
       this.flame = null;
       this.diffFlame = null;
       if (state.tab === 'diff') {
@@ -198,7 +202,6 @@ export class ServicePage {
           this.settingsNote = note;
           await this.show(this.state);
         }, this.settingsNote || '');
-        this.settingsNote = '';
         return;
       }
       if (state.tab === 'sandwich') { this.showSandwich(); return; }

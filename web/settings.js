@@ -31,6 +31,7 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
     id: 'cost-fleet', name: 'fleetHosts', type: 'number', min: '1', step: '1',
     placeholder: cost ? `${cost.profiledHosts} (profiled hosts)` : 'profiled hosts', value: settings.fleetHosts ?? '',
   });
+  let sent = JSON.stringify(settings);
   const apply = async () => {
     const body = {
       ...settings,
@@ -38,6 +39,9 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
       pricePerCoreHour: price.value === '' ? null : Number(price.value),
       fleetHosts: fleet.value === '' ? null : Math.round(Number(fleet.value)),
     };
+    // Enter fires both 'change' and 'submit': store a given set of values once.
+    if (JSON.stringify(body) === sent) return;
+    sent = JSON.stringify(body);
     status.textContent = 'Saving…';
     status.className = 'status';
     try {
@@ -46,6 +50,7 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
       status.textContent = 'Saved; the figures on this page now use it.';
       await onApplied(status.textContent);
     } catch (err) {
+      sent = '';
       status.className = 'status error';
       status.textContent = err instanceof ApiError && err.status === 403
         ? 'Changing cost settings needs a token with the admin scope.'

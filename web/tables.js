@@ -33,9 +33,10 @@ export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onP
       h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explain(r, 'self') }, usd(r.selfUsd))),
       h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explain(r, 'total') }, usd(r.totalUsd))),
       h('td', {}, h('button', {
-        type: 'button', class: 'link', title: `Sandwich view of ${r.name}`,
+        type: 'button', class: 'link sandwich-btn', title: `Sandwich view of ${r.name}: its callers and callees`,
+        'aria-label': `sandwich view of ${r.name}`,
         onclick: (e) => { e.stopPropagation(); onSandwich(r); },
-      }, 'sandwich'))));
+      }, '◫'))));
   const more = sorted.length > limit ? h('p', { class: 'muted small' }, `${count(sorted.length - limit)} more functions not shown; search to narrow.`) : null;
   return h('div', { class: 'hot-frames' },
     h('table', { class: 'grid hot' }, h('thead', {}, head), h('tbody', {}, body)), more);

@@ -6,6 +6,7 @@
 mod harness;
 
 use harness::{node_at, pct, usd, Browser, Server};
+use hotframe::model::{ProfileBuilder, ThreadState};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,17 +35,54 @@ fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
 
-/// Ingests 8 profiles per host over the last 40 minutes: version 1.4, then 1.5.
+/// Off-CPU stacks of host `c`, whose agent samples every thread state.
+const OFF_CPU: [(&str, ThreadState, u64); 4] = [
+    ("main;server::run;handler::checkout;cache::lock;mutex_lock", ThreadState::Blocked, 900),
+    ("main;server::run;handler::checkout;db::query;socket_read", ThreadState::Io, 500),
+    ("main;scheduler::tick;nanosleep", ThreadState::TimedWaiting, 700),
+    ("main;worker::idle;futex_wait", ThreadState::Waiting, 4000),
+];
+
+/// Host `c`'s profile as the native agent sends it: pprof with `thread_state` labels.
+fn ingest_with_states(server: &Server, folded: &str, version: &str, from: u64, token: Option<&str>) {
+    let mut builder = ProfileBuilder::new("checkout", (from * 1000) as i64, ((from + 10) * 1000) as i64, 10_000_000);
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("folded line");
+        let frames: Vec<&str> = stack.split(';').collect();
+        builder.add(&frames, ThreadState::Runnable, count.parse().expect("count"));
+    }
+    for (stack, state, count) in OFF_CPU {
+        builder.add(&stack.split(';').collect::<Vec<_>>(), state, count);
+    }
+    let body = hotframe::model::pprof::encode(&builder.finish());
+    let mut request = harness::http()
+        .post(format!("{}/api/v1/profiles", server.base))
+        .query("service", "checkout")
+        .query("label.host", "c")
+        .query("label.version", version)
+        .header("Content-Type", "application/octet-stream");
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.send(&body[..]).expect("POST /api/v1/profiles");
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "native ingest: {}", response.body_mut().read_to_string().unwrap_or_default());
+}
+
+/// Ingests 8 profiles per host over the last 40 minutes: version 1.4, then 1.5. Hosts
+/// `a` and `b` send folded text (on-CPU only) to the Pyroscope endpoint; host `c` sends
+/// pprof with thread states.
 fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
     let now = now_s();
     let first = now - 40 * 60;
     for k in 0..8u64 {
         let from = first + k * 300;
+        let version = if k < 4 { "1.4" } else { "1.5" };
         for host in ["a", "b"] {
-            let version = if k < 4 { "1.4" } else { "1.5" };
             let name = format!("checkout.cpu{{host={host},version={version}}}");
             server.ingest_folded(&name, &checkout_profile(k >= 4, k * 7 + host.len() as u64), from, from + 10, token);
         }
+        ingest_with_states(server, &checkout_profile(k >= 4, k * 7 + 3), version, from, token);
     }
     // Range of the page, in ms: every profile, with a margin either side.
     ((first - 120) * 1000, (now + 120) * 1000)
@@ -222,18 +260,34 @@ fn viewer_in_chromium_against_the_real_server() {
     assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
     assert!(browser.eval("return !!document.getElementById('start-ops-win')", json!([])) == json!(true));
 
+    // Latency view: frames coloured by thread state, waiting left out.
+    browser.goto(&format!("{base}/service/checkout?{query}&view=latency"));
+    browser.wait_idle();
+    let blocked = "main;server::run;handler::checkout;cache::lock;mutex_lock";
+    frame_box(&browser, "flame", blocked);
+    assert_eq!(pixel(&browser, "flame", blocked), [142, 68, 173], "BLOCKED frame not in the BLOCKED colour");
+    assert_eq!(pixel(&browser, "flame", "main;server::run;handler::checkout;db::query;socket_read"), [58, 110, 165], "IO colour");
+    assert_eq!(pixel(&browser, "flame", PARSE), [228, 87, 46], "RUNNABLE colour");
+    let idle = browser.eval(&format!("return window.hotframe.page.flame.tree.path(window.hotframe.page.flame.tree.find('main;worker::idle'));"), json!([]));
+    assert_eq!(idle, json!("main"), "WAITING stacks must not be in the Latency view");
+    let legend = text(&browser, ".legend");
+    assert!(legend.contains("BLOCKED: ") && !legend.contains("BLOCKED: 0 s"), "legend: {legend}");
+
     // Cost settings: a fleet of 10 hosts applies at once to every figure.
     browser.goto(&format!("{base}/service/checkout?{query}&tab=cost"));
     browser.wait_for("the settings form", "document.getElementById('cost-fleet')");
-    browser.type_into("#cost-fleet", "10");
-    browser.eval("document.getElementById('cost-fleet').dispatchEvent(new Event('change'));", json!([]));
-    let status = browser.wait_for("the settings to be saved", "/saved/i.test(document.querySelector('.settings .status').textContent) && document.querySelector('.settings .status').textContent");
+    browser.type_into("#cost-fleet", "10\n");
+    let status = browser.wait_for(
+        "the settings to be saved",
+        "(function () { const s = document.querySelector('.settings .status'); const t = s ? s.textContent : '';
+           return t && t !== 'Saving…' ? t : null; })()",
+    );
     assert!(status.as_str().unwrap().starts_with("Saved"), "settings status: {status}");
     let api10 = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE"));
     assert_eq!(api10["cost"]["fleetHosts"], json!(10));
     let total_usd = usd(api10["totals"]["usdPerYear"].as_f64().unwrap());
     browser.wait_for("the new total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
-    browser.wait_for("the formula with the fleet", "document.querySelector('.formula').textContent.includes('(10 / 2 = ×5)')");
+    browser.wait_for("the formula with the fleet", "document.querySelector('.formula').textContent.includes('(10 / 3 = ×3.33)')");
     no_js_errors(&browser);
 
     // Screenshot of the service page, the tooltip open on the hot frame.

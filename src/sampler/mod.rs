@@ -12,7 +12,7 @@
 //! user sp/pc), its stack is read with process_vm_readv and unwound, and it is counted
 //! once in the state `state::classify` decides; the result is reused until the thread
 //! runs again. Time spent runnable but waiting for a CPU (schedstat run delay) is
-//! counted RUNNABLE with the thread's last on-CPU stack. See docs/thread-states.md.
+//! counted RUNNABLE only with `SamplerOptions::runqueue`. See docs/thread-states.md.
 //!
 //! Must not: touch the network, block longer than `poll`'s `max_wait`, or stop the
 //! target (no ptrace).
@@ -27,6 +27,7 @@ use crate::symbolize::{RawFrame, Symbolizer};
 use linux_perf_event_reader::{EventRecord, SampleRecord};
 use perf::{EventConfig, PerfEvent};
 use procfs::{SchedStat, Syscall, ThreadFiles};
+use state::Observed;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -58,11 +59,23 @@ pub struct SamplerOptions {
     pub wall_clock: bool,
     /// Bytes of user stack copied per sample for DWARF unwinding. Default 32 KiB.
     pub stack_bytes: u32,
+    /// Also count time spent runnable but waiting for a CPU (schedstat run delay) as
+    /// RUNNABLE, spread over the thread's recent on-CPU stacks. A wall-clock view, but
+    /// RUNNABLE then no longer equals CPU time, which inflates cost estimates on a
+    /// saturated host. Default false.
+    pub runqueue: bool,
 }
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions { frequency_hz: 99, unwind: UnwindMode::Dwarf, kernel: false, wall_clock: true, stack_bytes: 32 * 1024 }
+        SamplerOptions {
+            frequency_hz: 99,
+            unwind: UnwindMode::Dwarf,
+            kernel: false,
+            wall_clock: true,
+            stack_bytes: 32 * 1024,
+            runqueue: false,
+        }
     }
 }
 
@@ -153,16 +166,31 @@ type Stack = Arc<[RawFrame]>;
 #[derive(Clone)]
 struct OffCpu {
     stack: Stack,
-    state: ThreadState,
+    state: Observed,
 }
 
 struct Thread {
     pid: u32,
     event: Option<PerfEvent>,
+    /// sched_switch event: user registers each time the thread leaves a CPU.
+    switch: Option<PerfEvent>,
+    /// The last of those registers: ip, sp, bp.
+    switch_regs: Option<(u64, u64, u64)>,
     files: Option<ThreadFiles>,
     sched: SchedStat,
+    /// When the thread was last accounted at a tick.
+    accounted_at: Instant,
+    /// The last off-CPU observation.
     offcpu: Option<OffCpu>,
+    /// Whether `offcpu` still holds (the thread has not run since).
+    offcpu_valid: bool,
+    /// Off-CPU time not yet turned into samples.
+    off_carry_ns: u64,
+    /// Run-queue time already counted as off-CPU (negative or zero).
+    off_debt_ns: i64,
     last_oncpu: Option<Stack>,
+    /// On-CPU stacks sampled since the last tick (for run-queue time).
+    recent_oncpu: Vec<Stack>,
     runq_carry_ns: u64,
 }
 
@@ -170,7 +198,7 @@ struct Target {
     comm: String,
     exe: String,
     image: ProcessImage,
-    counts: HashMap<(Stack, ThreadState), u64>,
+    counts: HashMap<(Stack, Observed), u64>,
     window_start_ms: i64,
     exited: bool,
 }
@@ -180,20 +208,29 @@ pub struct Sampler {
     opts: SamplerOptions,
     config: EventConfig,
     period: Duration,
+    switch_tracepoint: Option<u64>,
     targets: HashMap<u32, Target>,
     threads: HashMap<u32, Thread>,
     files: FileCache,
     symbolizer: Symbolizer,
     stats: SamplerStats,
     next_tick: Instant,
-    last_tick: Instant,
-    tick_carry_ns: u64,
     scratch_addrs: Vec<u64>,
     scratch_stack: Vec<u8>,
     pending_events: Vec<SamplerEvent>,
     pending_threads: Vec<(u32, u32)>,
     dirty_images: HashSet<u32>,
 }
+
+/// On-CPU and run-queue samples.
+const RUNNABLE: Observed = Observed { state: ThreadState::Runnable, lock_check: false };
+
+/// Off-CPU time kept for a thread never seen off-CPU yet (it goes to its first
+/// off-CPU observation); more is dropped.
+const MAX_OFF_CARRY_NS: u64 = 1_000_000_000;
+
+/// On-CPU stacks remembered per thread between ticks.
+const MAX_RECENT: usize = 64;
 
 /// Threads and liveness of every target are re-read from /proc every this many ticks,
 /// as a backstop to fork/exit records.
@@ -225,10 +262,22 @@ impl Sampler {
             callchain: opts.unwind == UnwindMode::FramePointer,
             kernel: opts.kernel,
         };
+        let switch_tracepoint = if opts.wall_clock {
+            match perf::sched_switch_id() {
+                Ok(id) => Some(id),
+                Err(err) => {
+                    tracing::warn!(%err, "no sched_switch tracepoint: off-CPU stacks of frame-pointer code may be truncated");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let now = Instant::now();
         Ok(Sampler {
             opts,
             config,
+            switch_tracepoint,
             period: Duration::from_nanos(period_ns),
             targets: HashMap::new(),
             threads: HashMap::new(),
@@ -236,8 +285,6 @@ impl Sampler {
             symbolizer: Symbolizer::new(),
             stats: SamplerStats::default(),
             next_tick: now + Duration::from_nanos(period_ns),
-            last_tick: now,
-            tick_carry_ns: 0,
             scratch_addrs: Vec::with_capacity(unwind::MAX_FRAMES),
             scratch_stack: Vec::new(),
             pending_events: Vec::new(),
@@ -262,10 +309,13 @@ impl Sampler {
         }
         let tids = procfs::thread_ids(pid).map_err(|_| gone())?;
         let mut image = ProcessImage::new(pid);
-        image.refresh(&mut self.files, &mut self.symbolizer).map_err(|e| match e.kind() {
+        image.refresh(&mut self.files, &self.symbolizer).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => gone(),
             _ => SamplerError::Io { what: format!("reading /proc/{pid}/maps"), source: e },
         })?;
+        // Open every module's symbols now (blazesym parses split debug info on first
+        // use, 0.1 to 1 s for libc), so the first take_profiles does not stall sampling.
+        self.symbolizer.prefetch(image.module_entry_frames());
         self.targets.insert(
             pid,
             Target {
@@ -329,11 +379,33 @@ impl Sampler {
             }
             Err(e) => return Err(SamplerError::Perf { pid, tid, source: e }),
         };
+        let switch = self.switch_tracepoint.and_then(|id| match PerfEvent::open_switch(tid, id) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                tracing::debug!(tid, %err, "no sched_switch event for thread");
+                None
+            }
+        });
         let mut files = if self.opts.wall_clock { ThreadFiles::open(pid, tid).ok() } else { None };
         let sched = files.as_mut().and_then(|f| f.schedstat().ok()).unwrap_or_default();
         self.threads.insert(
             tid,
-            Thread { pid, event: Some(event), files, sched, offcpu: None, last_oncpu: None, runq_carry_ns: 0 },
+            Thread {
+                pid,
+                event: Some(event),
+                switch,
+                switch_regs: None,
+                files,
+                sched,
+                accounted_at: Instant::now(),
+                offcpu: None,
+                offcpu_valid: false,
+                off_carry_ns: 0,
+                off_debt_ns: 0,
+                last_oncpu: None,
+                recent_oncpu: Vec::new(),
+                runq_carry_ns: 0,
+            },
         );
         self.stats.threads_followed += 1;
         self.stats.threads_active = self.threads.len() as u64;
@@ -357,7 +429,7 @@ impl Sampler {
         }
         for pid in std::mem::take(&mut self.dirty_images) {
             if let Some(t) = self.targets.get_mut(&pid) {
-                let _ = t.image.refresh(&mut self.files, &mut self.symbolizer);
+                let _ = t.image.refresh(&mut self.files, &self.symbolizer);
             }
         }
         let now = Instant::now();
@@ -409,18 +481,26 @@ impl Sampler {
     }
 
     fn drain_thread(&mut self, tid: u32) {
-        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, pending_events, pending_threads, dirty_images, opts, .. } =
-            self;
+        let Sampler {
+            threads, targets, files, symbolizer, stats, scratch_addrs, pending_events, pending_threads, dirty_images, opts, ..
+        } = self;
         let Some(thread) = threads.get_mut(&tid) else { return };
         let pid = thread.pid;
+        if let Some(switch) = thread.switch.as_mut() {
+            drain_switch(switch, &mut thread.switch_regs);
+        }
         let Some(event) = thread.event.as_mut() else { return };
         let Some(target) = targets.get_mut(&pid) else { return };
         let mut last_stack: Option<Stack> = None;
+        let recent = &mut thread.recent_oncpu;
         event.drain(|record| match record {
             EventRecord::Sample(sample) => {
                 if let Some(stack) = sample_stack(&sample, opts, target, files, symbolizer, stats, scratch_addrs) {
-                    *target.counts.entry((stack.clone(), ThreadState::Runnable)).or_insert(0) += 1;
+                    count(&mut target.counts, symbolizer, &stack, RUNNABLE, 1);
                     stats.samples += 1;
+                    if opts.wall_clock && recent.len() < MAX_RECENT {
+                        recent.push(stack.clone());
+                    }
                     last_stack = Some(stack);
                 }
             }
@@ -440,24 +520,17 @@ impl Sampler {
         if let Some(stack) = last_stack {
             thread.last_oncpu = Some(stack);
             // It ran: whatever it was waiting for is over.
-            thread.offcpu = None;
+            thread.offcpu_valid = false;
         }
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), SamplerError> {
         self.stats.ticks += 1;
-        let period_ns = self.period.as_nanos() as u64;
-        // Ticks missed because the caller polled late are counted, not dropped: every
-        // off-CPU thread gets one sample per elapsed period.
-        let elapsed = now.saturating_duration_since(self.last_tick).as_nanos() as u64 + self.tick_carry_ns;
-        let periods = (elapsed / period_ns).max(1);
-        self.tick_carry_ns = elapsed.saturating_sub(periods * period_ns).min(period_ns);
-        self.last_tick = now;
         self.next_tick = now + self.period;
         if self.opts.wall_clock {
             let tids: Vec<u32> = self.threads.keys().copied().collect();
             for tid in tids {
-                if !self.account_thread(tid, periods, period_ns) {
+                if !self.account_thread(tid, now) {
                     self.threads.remove(&tid);
                 }
             }
@@ -501,44 +574,92 @@ impl Sampler {
         }
     }
 
-    /// Accounts one thread at a tick. Returns false if the thread is gone.
-    fn account_thread(&mut self, tid: u32, periods: u64, period_ns: u64) -> bool {
+    /// Accounts one thread at a tick: the time since its last tick is split exactly
+    /// (schedstat) into on CPU (already sampled by perf), waiting for a CPU (RUNNABLE)
+    /// and off CPU, and the off-CPU part goes to the state and stack seen at this tick,
+    /// or the last ones seen if it is running now. Returns false if the thread is gone.
+    fn account_thread(&mut self, tid: u32, now: Instant) -> bool {
+        let period_ns = self.period.as_nanos() as u64;
         let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, .. } = self;
         let Some(thread) = threads.get_mut(&tid) else { return false };
         let Some(target) = targets.get_mut(&thread.pid) else { return false };
         let Some(proc_files) = thread.files.as_mut() else { return true };
         let Ok(sched) = proc_files.schedstat() else { return false };
-        let ran = sched.cpu_ns != thread.sched.cpu_ns;
-        // Runnable but waiting for a CPU: RUNNABLE with the last on-CPU stack.
-        thread.runq_carry_ns += sched.run_delay_ns.saturating_sub(thread.sched.run_delay_ns);
+        let elapsed = now.saturating_duration_since(thread.accounted_at).as_nanos() as i64;
+        thread.accounted_at = now;
+        let cpu = sched.cpu_ns.saturating_sub(thread.sched.cpu_ns) as i64;
+        let waited = sched.run_delay_ns.saturating_sub(thread.sched.run_delay_ns) as i64;
         thread.sched = sched;
+        let ran = cpu > 0;
+
+        // Waiting for a CPU: spread over the stacks it was sampled on since the last
+        // tick, so it keeps the on-CPU proportions instead of piling on one stack.
+        if opts.runqueue {
+            thread.runq_carry_ns += waited as u64;
+        }
         let runq = thread.runq_carry_ns / period_ns;
         if runq > 0 {
-            if let Some(stack) = &thread.last_oncpu {
-                *target.counts.entry((stack.clone(), ThreadState::Runnable)).or_insert(0) += runq;
+            let recent = &thread.recent_oncpu;
+            if !recent.is_empty() {
+                let first = fastrand::usize(..recent.len());
+                for i in 0..runq as usize {
+                    count(&mut target.counts, symbolizer, &recent[(first + i) % recent.len()], RUNNABLE, 1);
+                }
+                stats.runqueue_samples += runq;
+            } else if let Some(stack) = &thread.last_oncpu {
+                count(&mut target.counts, symbolizer, stack, RUNNABLE, runq);
                 stats.runqueue_samples += runq;
             }
             thread.runq_carry_ns -= runq * period_ns;
         }
+        thread.recent_oncpu.clear();
+
+        // Off CPU: what is left. A wake-up wait shows in run_delay only once the thread
+        // got a CPU, possibly after it was counted off-CPU here: carry the overlap as debt.
+        let mut off = elapsed - cpu - waited + thread.off_debt_ns;
+        thread.off_debt_ns = off.min(0);
+        off = off.max(0);
+        thread.off_carry_ns = (thread.off_carry_ns + off as u64).min(MAX_OFF_CARRY_NS);
+
         if ran {
-            thread.offcpu = None;
+            thread.offcpu_valid = false;
         }
-        if thread.offcpu.is_none() {
+        if !thread.offcpu_valid {
             let Ok(letter) = proc_files.state() else { return false };
-            if letter == 'R' {
-                return true;
+            if matches!(letter, 'Z' | 'X' | 'x') {
+                return false;
             }
-            let syscall = proc_files.syscall().unwrap_or(Syscall::Running);
-            let stack = offcpu_stack(thread.pid, &syscall, opts, target, files, symbolizer, stats, scratch_addrs, scratch_stack);
-            let names: Vec<Arc<str>> = stack.iter().flat_map(|f| symbolizer.names(*f).iter().cloned().collect::<Vec<_>>()).collect();
-            match state::classify(letter, &syscall, &names) {
-                Some(state) => thread.offcpu = Some(OffCpu { stack, state }),
-                None => return !matches!(letter, 'Z' | 'X'),
+            let syscall = if letter == 'R' { Syscall::Running } else { proc_files.syscall().unwrap_or(Syscall::Running) };
+            // `Running` also when woken between the two reads.
+            if let (Some(state), true) = (state::observe(letter, &syscall), syscall != Syscall::Running) {
+                // The switch-out that put it to sleep was recorded before /proc could
+                // show the syscall: read it now, not at the last drain.
+                if let Some(switch) = thread.switch.as_mut() {
+                    drain_switch(switch, &mut thread.switch_regs);
+                }
+                let stack = offcpu_stack(
+                    thread.pid,
+                    &syscall,
+                    thread.switch_regs,
+                    opts,
+                    target,
+                    files,
+                    symbolizer,
+                    stats,
+                    scratch_addrs,
+                    scratch_stack,
+                );
+                thread.offcpu = Some(OffCpu { stack, state });
+                thread.offcpu_valid = true;
             }
         }
-        if let Some(off) = &thread.offcpu {
-            *target.counts.entry((off.stack.clone(), off.state)).or_insert(0) += periods;
-            stats.offcpu_samples += periods;
+        let samples = thread.off_carry_ns / period_ns;
+        if samples > 0 {
+            if let Some(offcpu) = &thread.offcpu {
+                count(&mut target.counts, symbolizer, &offcpu.stack, offcpu.state, samples);
+                stats.offcpu_samples += samples;
+                thread.off_carry_ns -= samples * period_ns;
+            }
         }
         true
     }
@@ -569,7 +690,7 @@ impl Sampler {
                 for frame in stack.iter().rev() {
                     names.extend(self.symbolizer.names(*frame).iter().cloned());
                 }
-                builder.add(&names, state, count);
+                builder.add(&names, state.resolve(&names), count);
             }
             out.push(builder.finish());
             if target.exited {
@@ -580,6 +701,31 @@ impl Sampler {
     }
 }
 
+/// Adds `n` samples; a stack seen for the first time in this window is handed to the
+/// symbolizer's worker, so names are ready by `take_profiles`.
+fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, stack: &Stack, state: Observed, n: u64) {
+    match counts.entry((stack.clone(), state)) {
+        std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += n,
+        std::collections::hash_map::Entry::Vacant(e) => {
+            symbolizer.prefetch(stack.to_vec());
+            e.insert(n);
+        }
+    }
+}
+
+/// Keeps the user registers of the last sched_switch record of a thread.
+fn drain_switch(switch: &mut PerfEvent, regs: &mut Option<(u64, u64, u64)>) {
+    switch.drain(|record| {
+        if let EventRecord::Sample(s) = record {
+            if let Some(r) = s.user_regs.as_ref() {
+                if let (Some(ip), Some(sp)) = (r.get(perf::REG_IP), r.get(perf::REG_SP)) {
+                    *regs = Some((ip, sp, r.get(perf::REG_BP).unwrap_or(0)));
+                }
+            }
+        }
+    });
+}
+
 /// The stack of one perf sample, leaf first: kernel frames (if asked), then user frames
 /// unwound with DWARF or taken from the frame-pointer callchain.
 fn sample_stack(
@@ -587,7 +733,7 @@ fn sample_stack(
     opts: &SamplerOptions,
     target: &mut Target,
     files: &mut FileCache,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &Symbolizer,
     stats: &mut SamplerStats,
     addrs: &mut Vec<u64>,
 ) -> Option<Stack> {
@@ -641,16 +787,19 @@ fn sample_stack(
 }
 
 /// The user stack of a thread that is off-CPU, from the user sp/pc the kernel saved at
-/// syscall entry and a copy of its stack memory. Frame pointer (`bp`) is unknown there,
-/// so frames whose CFA is `rbp`-based stop the walk (see docs/thread-states.md).
+/// syscall entry and a copy of its stack memory. /proc does not give the frame pointer:
+/// it comes from the thread's last sched_switch record when that record matches (same
+/// sp and pc); otherwise it is unknown and frames whose CFA is `rbp`-based stop the walk
+/// (see docs/thread-states.md).
 #[allow(clippy::too_many_arguments)]
 fn offcpu_stack(
     pid: u32,
     syscall: &Syscall,
+    switch_regs: Option<(u64, u64, u64)>,
     opts: &SamplerOptions,
     target: &mut Target,
     files: &mut FileCache,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &Symbolizer,
     stats: &mut SamplerStats,
     addrs: &mut Vec<u64>,
     buf: &mut Vec<u8>,
@@ -661,7 +810,10 @@ fn offcpu_stack(
     };
     procfs::read_memory(pid, sp, opts.stack_bytes.max(4096) as usize, buf);
     target.image.refresh_if_unknown(pc, files, symbolizer);
-    let end = target.image.unwind(pc, sp, 0, buf, addrs);
+    let end = match switch_regs {
+        Some((ip, ssp, bp)) if ssp == sp && ip == pc => target.image.unwind(pc, sp, bp, buf, addrs),
+        _ => target.image.unwind_unknown_bp(pc, sp, buf, addrs),
+    };
     count_walk(stats, end, addrs.len());
     let frames: Vec<RawFrame> = addrs.iter().map(|a| target.image.normalize(*a)).collect();
     Arc::from(frames)

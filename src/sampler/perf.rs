@@ -21,9 +21,20 @@ pub const REG_SP: u64 = 7;
 pub const REG_IP: u64 = 8;
 const USER_REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
-/// Data pages per ring buffer (plus one metadata page). 64 pages hold at least eight
-/// 32 KiB stack copies; the sampler drains every tick (about 10 ms at 99 Hz).
-const RING_PAGES: usize = 64;
+/// Stack-copy records a ring must hold: the kernel reserves the whole requested copy
+/// in every record (dyn_size only says how much of it is valid), and the sampler drains
+/// every tick (about 10 ms at 99 Hz), so 16 records ride out a poller late by 150 ms.
+const RING_RECORDS: usize = 16;
+
+/// Ring pages of a switch event: 56-byte records, drained every tick, so 8 pages hold
+/// the switches of a thread that leaves its CPU 50,000 times a second.
+const SWITCH_RING_PAGES: usize = 8;
+
+/// Data pages per ring buffer (a power of two, plus one metadata page).
+fn ring_pages(config: &EventConfig) -> usize {
+    let per_record = if config.dwarf { config.stack_bytes as usize + 512 } else { 2048 };
+    (per_record * RING_RECORDS).div_ceil(page_size()).next_power_of_two().clamp(8, 512)
+}
 
 /// What every sample of an event carries.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +68,30 @@ unsafe impl Send for PerfEvent {}
 impl PerfEvent {
     /// Opens, maps and enables a cpu-clock sampling event on thread `tid`.
     pub fn open(tid: u32, config: &EventConfig) -> io::Result<PerfEvent> {
-        let mut attr = make_attr(config);
+        Self::open_attr(tid, make_attr(config), ring_pages(config))
+    }
+
+    /// Opens, maps and enables an event that fires each time thread `tid` leaves a CPU
+    /// (the `sched:sched_switch` tracepoint, id `tracepoint_id`), recording only its user
+    /// registers: the frame pointer the off-CPU stack walk needs.
+    pub fn open_switch(tid: u32, tracepoint_id: u64) -> io::Result<PerfEvent> {
+        let mut attr = sys::bindings::perf_event_attr {
+            type_: sys::bindings::PERF_TYPE_TRACEPOINT,
+            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
+            config: tracepoint_id,
+            ..Default::default()
+        };
+        attr.__bindgen_anon_1.sample_period = 1;
+        attr.sample_type = (sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
+        attr.sample_regs_user = USER_REGS_MASK;
+        attr.set_disabled(1);
+        attr.set_sample_id_all(1);
+        attr.set_watermark(1);
+        attr.__bindgen_anon_2.wakeup_watermark = (page_size() * SWITCH_RING_PAGES / 2) as u32;
+        Self::open_attr(tid, attr, SWITCH_RING_PAGES)
+    }
+
+    fn open_attr(tid: u32, mut attr: sys::bindings::perf_event_attr, pages: usize) -> io::Result<PerfEvent> {
         let parse_info = parse_info_of(&attr)?;
         // SAFETY: attr is fully initialised (zeroed then filled) and outlives the call.
         let fd = unsafe { sys::perf_event_open(&mut attr, tid as i32, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
@@ -67,7 +101,7 @@ impl PerfEvent {
         // SAFETY: fd was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let page = page_size();
-        let map_len = page * (RING_PAGES + 1);
+        let map_len = page * (pages + 1);
         // SAFETY: mapping a perf fd read-write shared is the documented protocol.
         let base = unsafe {
             libc::mmap(
@@ -87,7 +121,7 @@ impl PerfEvent {
             base: base as *mut u8,
             map_len,
             data_offset: page,
-            data_size: page * RING_PAGES,
+            data_size: page * pages,
             parse_info,
         };
         // SAFETY: base points to a mapped perf_event_mmap_page.
@@ -206,7 +240,7 @@ fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
     attr.set_mmap2(1);
     attr.set_comm(1);
     attr.set_watermark(1);
-    attr.__bindgen_anon_2.wakeup_watermark = (page_size() * RING_PAGES / 2) as u32;
+    attr.__bindgen_anon_2.wakeup_watermark = (page_size() * ring_pages(config) / 2) as u32;
     attr
 }
 
@@ -218,6 +252,27 @@ fn parse_info_of(attr: &sys::bindings::perf_event_attr) -> io::Result<RecordPars
     };
     let (parsed, _) = PerfEventAttr::parse::<_, byteorder::LittleEndian>(bytes)?;
     Ok(RecordParseInfo::new(&parsed, Endianness::LittleEndian))
+}
+
+/// The id of the `sched:sched_switch` tracepoint, mounting tracefs if nobody did.
+pub fn sched_switch_id() -> io::Result<u64> {
+    const ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+    let read = || {
+        ROOTS.iter().find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_switch/id")).ok()?.trim().parse().ok()
+        })
+    };
+    if let Some(id) = read() {
+        return Ok(id);
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: plain mount(2) of tracefs with constant C strings.
+    let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    tracing::info!("mounted tracefs on /sys/kernel/tracing for the sched_switch tracepoint");
+    read().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no sched:sched_switch tracepoint in tracefs"))
 }
 
 /// The system page size.

@@ -1,8 +1,10 @@
 //! Thread-state classification of a thread that is not running (docs/thread-states.md).
 //!
-//! In: the scheduler state letter, the syscall it is blocked in (with arguments) and the
-//! names of its user stack. Out: a `ThreadState`. Must not: read /proc or memory; it is
-//! a pure function so every rule has a unit test.
+//! In: the scheduler state letter, the syscall it is blocked in (with arguments) and,
+//! later, the names of its user stack. Out: an `Observed` state at sampling time (no
+//! symbolization needed, so the sampling loop never waits for debug info), resolved to
+//! a `ThreadState` once the stack has names. Must not: read /proc or memory; these are
+//! pure functions so every rule has a unit test.
 
 use super::procfs::Syscall;
 use crate::model::ThreadState;
@@ -90,33 +92,58 @@ fn syscall_is_pi_lock(nr: i64, args: &[u64; 6]) -> bool {
     nr == SYS_FUTEX && matches!(args[1] & FUTEX_CMD_MASK, FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI)
 }
 
-/// The state of a thread that is not on a CPU. `state` is the /proc stat letter;
-/// `stack_names` its user stack (leaf first or root first, order does not matter).
+/// A state as seen at sampling time: final, or to become BLOCKED if the stack turns
+/// out to be a lock acquisition (decided when the stack is symbolized).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Observed {
+    /// The state unless the stack shows a lock.
+    pub state: ThreadState,
+    /// Whether a lock frame on the stack makes it BLOCKED.
+    pub lock_check: bool,
+}
+
+impl Observed {
+    /// A state no stack can change (on-CPU samples, IO, PI-futex lock).
+    pub fn fixed(state: ThreadState) -> Observed {
+        Observed { state, lock_check: false }
+    }
+
+    /// The final state, given the names of the stack (any order).
+    pub fn resolve<S: AsRef<str>>(self, stack_names: &[S]) -> ThreadState {
+        if self.lock_check && is_lock_wait(stack_names) {
+            ThreadState::Blocked
+        } else {
+            self.state
+        }
+    }
+}
+
+/// What /proc says of a thread that is not on a CPU. `state` is the /proc stat letter.
 /// Returns `None` for threads that are runnable (`R`: counted by on-CPU sampling and
 /// run-queue delay) or gone (`Z`, `X`).
-pub fn classify<S: AsRef<str>>(state: char, syscall: &Syscall, stack_names: &[S]) -> Option<ThreadState> {
+pub fn observe(state: char, syscall: &Syscall) -> Option<Observed> {
     match state {
         'R' | 'Z' | 'X' | 'x' => return None,
-        'D' => return Some(ThreadState::Io),
+        'D' => return Some(Observed::fixed(ThreadState::Io)),
         _ => {}
     }
-    // S (interruptible sleep), I (idle kernel-style wait), T/t (stopped), P (parked), W.
+    // S (interruptible sleep), I (idle), T/t (stopped), P (parked), W: a sleep of some kind.
     if let Syscall::In { nr, args, .. } = syscall {
         if syscall_is_pi_lock(*nr, args) {
-            return Some(ThreadState::Blocked);
+            return Some(Observed::fixed(ThreadState::Blocked));
         }
-        if is_lock_wait(stack_names) {
-            return Some(ThreadState::Blocked);
-        }
-        return Some(match syscall_is_timed(*nr, args) {
+        let state = match syscall_is_timed(*nr, args) {
             Some(true) => ThreadState::TimedWaiting,
             _ => ThreadState::Waiting,
-        });
+        };
+        return Some(Observed { state, lock_check: true });
     }
-    if is_lock_wait(stack_names) {
-        return Some(ThreadState::Blocked);
-    }
-    Some(ThreadState::Waiting)
+    Some(Observed { state: ThreadState::Waiting, lock_check: true })
+}
+
+/// `observe` and `Observed::resolve` in one step. `stack_names` in any order.
+pub fn classify<S: AsRef<str>>(state: char, syscall: &Syscall, stack_names: &[S]) -> Option<ThreadState> {
+    observe(state, syscall).map(|o| o.resolve(stack_names))
 }
 
 #[cfg(test)]

@@ -19,6 +19,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A frame pointer no frame can have (odd, below any stack): see `unwind_unknown_bp`.
+const IMPOSSIBLE_BP: u64 = 1;
+
+/// Frame-pointer guesses tried for a thread whose `bp` is unknown.
+const MAX_BP_GUESSES: usize = 8;
+
 /// Deepest stack kept, in frames.
 pub const MAX_FRAMES: usize = 512;
 
@@ -192,7 +198,7 @@ impl ProcessImage {
     }
 
     /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones.
-    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &mut Symbolizer) -> std::io::Result<()> {
+    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<()> {
         self.last_refresh = Some(Instant::now());
         let now = procfs::executable_mappings(self.pid)?;
         if now == self.loaded {
@@ -237,7 +243,7 @@ impl ProcessImage {
     }
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
-    pub fn refresh_if_unknown(&mut self, addr: u64, files: &mut FileCache, symbolizer: &mut Symbolizer) {
+    pub fn refresh_if_unknown(&mut self, addr: u64, files: &mut FileCache, symbolizer: &Symbolizer) {
         if self.find(addr).is_some() {
             return;
         }
@@ -265,12 +271,59 @@ impl ProcessImage {
         (addr < m.end).then_some(m)
     }
 
+    /// One frame at the start of each executable mapping, to warm the symbolizer up.
+    pub fn module_entry_frames(&self) -> Vec<RawFrame> {
+        self.mappings.iter().map(|m| RawFrame::User { module: m.module, file_offset: m.offset }).collect()
+    }
+
     /// The frame for a code address (already minus one for return addresses).
     pub fn normalize(&self, addr: u64) -> RawFrame {
         match self.find(addr) {
             Some(m) => RawFrame::User { module: m.module, file_offset: addr - m.start + m.offset },
             None => RawFrame::Unknown(addr),
         }
+    }
+
+    /// Unwinds a thread whose frame pointer is unknown (blocked since before attach, no
+    /// matching sched_switch record). framehop takes `bp = 0` in an `rbp`-based frame for
+    /// the end of the stack, so the walk starts with an impossible `bp` instead: reaching
+    /// such a frame then fails, and a complete walk is a real one (code without frame
+    /// pointers never needs `bp`). If it fails, `bp` is guessed: each stack slot, lowest
+    /// first, that starts a plausible frame-pointer chain (a saved `rbp` pointing higher
+    /// up the copy, then a return address into known code) is tried, and the first walk
+    /// that reaches the root wins. Otherwise the first, truncated walk is kept.
+    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
+        if self.unwind(ip, sp, IMPOSSIBLE_BP, stack, out) == WalkEnd::Complete {
+            return WalkEnd::Complete;
+        }
+        let first: Vec<u64> = out.clone();
+        let word = |off: usize| -> Option<u64> {
+            let b = stack.get(off..off + 8)?;
+            Some(u64::from_le_bytes(b.try_into().ok()?))
+        };
+        let top = sp + stack.len() as u64;
+        let mut tried = 0;
+        let mut off = 0;
+        while off + 16 <= stack.len() && tried < MAX_BP_GUESSES {
+            let slot = sp + off as u64;
+            let plausible = match (word(off), word(off + 8)) {
+                (Some(saved), Some(ret)) => {
+                    saved > slot && saved < top && saved % 8 == 0 && self.find(ret.wrapping_sub(1)).is_some()
+                }
+                _ => false,
+            };
+            if plausible {
+                tried += 1;
+                out.clear();
+                if self.unwind(ip, sp, slot, stack, out) == WalkEnd::Complete {
+                    return WalkEnd::Complete;
+                }
+            }
+            off += 8;
+        }
+        out.clear();
+        out.extend_from_slice(&first);
+        WalkEnd::Truncated
     }
 
     /// Unwinds from `ip`/`sp`/`bp` over `stack` (bytes copied from address `sp`), pushing

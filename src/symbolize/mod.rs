@@ -5,7 +5,8 @@
 //! In: `RawFrame`s, i.e. a module registered here plus a file offset (user code), or a
 //! kernel address. Out: frame names, outermost first for inlined chains; `[unknown]
 //! <module>` where nothing resolves. Results are cached per (module build id or file,
-//! offset), so a steady-state profile costs a hash lookup per frame.
+//! offset), so a steady-state profile costs a hash lookup per frame. blazesym runs on a
+//! worker thread, so sampling can ask for names ahead of time without waiting.
 //! Must not: read process memory, unwind, or know about samples and thread states.
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
@@ -13,7 +14,8 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Why symbolization could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -83,14 +85,36 @@ pub type FrameNames = Arc<[Arc<str>]>;
 /// Kernel frames carry inferno's `_[k]` suffix so flame graphs colour them apart.
 const KERNEL_SUFFIX: &str = "_[k]";
 
-/// A caching symbolizer shared by every target of a sampler.
-pub struct Symbolizer {
-    blaze: Blaze,
+#[derive(Default)]
+struct Registry {
     modules: Vec<ModuleFile>,
-    module_ids: HashMap<ModuleKey, ModuleId>,
-    cache: HashMap<RawFrame, FrameNames>,
+    ids: HashMap<ModuleKey, ModuleId>,
+}
+
+/// What the handle and the worker thread share.
+#[derive(Default)]
+struct Shared {
+    registry: Mutex<Registry>,
+    cache: Mutex<HashMap<RawFrame, FrameNames>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+enum Request {
+    /// Resolve these when there is time (sampling saw new stacks).
+    Prefetch(Vec<RawFrame>),
+    /// Resolve these and say when done.
+    Resolve(Vec<RawFrame>, mpsc::Sender<()>),
+}
+
+/// A caching symbolizer shared by every target of a sampler. blazesym is not `Send`
+/// and parses debug info slowly on first use, so it lives on a worker thread of its
+/// own: the sampling loop only `prefetch`es (never waits), `take_profiles` resolves.
+pub struct Symbolizer {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Request>>,
+    worker: Option<std::thread::JoinHandle<()>>,
     unknown: FrameNames,
-    stats: SymbolizeStats,
 }
 
 impl Default for Symbolizer {
@@ -101,121 +125,186 @@ impl Default for Symbolizer {
 
 impl std::fmt::Debug for Symbolizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Symbolizer").field("modules", &self.modules.len()).field("stats", &self.stats).finish()
+        f.debug_struct("Symbolizer").field("stats", &self.stats()).finish()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Symbolizer {
-    /// A symbolizer with demangling, inlined functions and debug links enabled.
+    /// A symbolizer with demangling, inlined functions and debug links enabled, and its
+    /// worker thread.
     pub fn new() -> Symbolizer {
-        let blaze = Blaze::builder()
-            .enable_code_info(false)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel::<Request>();
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("hotframe-symbolize".into())
+            .spawn(move || worker_loop(&worker_shared, rx))
+            .map_err(|err| tracing::warn!(%err, "no symbolizer thread: frames stay unnamed"))
+            .ok();
         Symbolizer {
-            blaze,
-            modules: Vec::new(),
-            module_ids: HashMap::new(),
-            cache: HashMap::new(),
+            shared,
+            requests: worker.as_ref().map(|_| tx),
+            worker,
             unknown: Arc::from(vec![Arc::<str>::from("[unknown]")]),
-            stats: SymbolizeStats::default(),
         }
     }
 
     /// Registers a module file (idempotent per key) and returns its id. `path` must be
     /// openable for as long as frames of the module are symbolized.
-    pub fn register_module(&mut self, key: ModuleKey, path: PathBuf, display: &str) -> ModuleId {
-        if let Some(&id) = self.module_ids.get(&key) {
+    pub fn register_module(&self, key: ModuleKey, path: PathBuf, display: &str) -> ModuleId {
+        let mut reg = lock(&self.shared.registry);
+        if let Some(&id) = reg.ids.get(&key) {
             return id;
         }
-        let id = ModuleId(self.modules.len() as u32);
-        self.modules.push(ModuleFile { path, display: Arc::from(display) });
-        self.module_ids.insert(key, id);
+        let id = ModuleId(reg.modules.len() as u32);
+        reg.modules.push(ModuleFile { path, display: Arc::from(display) });
+        reg.ids.insert(key, id);
         id
     }
 
     /// The short name of a module.
-    pub fn module_name(&self, module: ModuleId) -> Option<&str> {
-        self.modules.get(module.0 as usize).map(|m| &*m.display)
+    pub fn module_name(&self, module: ModuleId) -> Option<Arc<str>> {
+        lock(&self.shared.registry).modules.get(module.0 as usize).map(|m| m.display.clone())
     }
 
     /// Cache counters so far.
     pub fn stats(&self) -> SymbolizeStats {
-        SymbolizeStats { cached_frames: self.cache.len() as u64, ..self.stats }
+        SymbolizeStats {
+            cache_hits: self.shared.hits.load(Ordering::Relaxed),
+            cache_misses: self.shared.misses.load(Ordering::Relaxed),
+            cached_frames: lock(&self.shared.cache).len() as u64,
+        }
+    }
+
+    /// Asks the worker to resolve `frames` in the background; never waits.
+    pub fn prefetch(&self, frames: Vec<RawFrame>) {
+        if let Some(tx) = &self.requests {
+            let _ = tx.send(Request::Prefetch(frames));
+        }
+    }
+
+    /// Resolves every frame of `frames` not in the cache yet and waits until it is done
+    /// (one blazesym call per module, so a new profile's misses share the parsing).
+    pub fn resolve(&self, frames: &[RawFrame]) {
+        let missing: Vec<RawFrame> = {
+            let cache = lock(&self.shared.cache);
+            frames.iter().filter(|f| !cache.contains_key(f)).copied().collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.requests else { return };
+        let (done_tx, done_rx) = mpsc::channel();
+        if tx.send(Request::Resolve(missing, done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
     }
 
     /// Names of `frame`, outermost first (a function and what is inlined into it).
-    pub fn names(&mut self, frame: RawFrame) -> FrameNames {
-        if let Some(names) = self.cache.get(&frame) {
-            self.stats.cache_hits += 1;
+    pub fn names(&self, frame: RawFrame) -> FrameNames {
+        if let Some(names) = lock(&self.shared.cache).get(&frame) {
+            self.shared.hits.fetch_add(1, Ordering::Relaxed);
             return names.clone();
         }
         self.resolve(std::slice::from_ref(&frame));
-        self.cache.get(&frame).cloned().unwrap_or_else(|| self.unknown.clone())
+        lock(&self.shared.cache).get(&frame).cloned().unwrap_or_else(|| self.unknown.clone())
     }
+}
 
-    /// Resolves every frame of `frames` not in the cache yet, in one blazesym call per
-    /// module, so a new profile's many misses share the file parsing.
-    pub fn resolve(&mut self, frames: &[RawFrame]) {
-        let mut by_module: HashMap<Option<ModuleId>, Vec<u64>> = HashMap::new();
+impl Drop for Symbolizer {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker after its current request.
+        self.requests = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, rx: mpsc::Receiver<Request>) {
+    let blaze = Blaze::builder().enable_code_info(false).enable_inlined_fns(true).enable_demangling(true).build();
+    let unknown: FrameNames = Arc::from(vec![Arc::<str>::from("[unknown]")]);
+    while let Ok(request) = rx.recv() {
+        let (frames, done) = match request {
+            Request::Prefetch(frames) => (frames, None),
+            Request::Resolve(frames, done) => (frames, Some(done)),
+        };
+        resolve_on_worker(shared, &blaze, &unknown, &frames);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn resolve_on_worker(shared: &Shared, blaze: &Blaze, unknown: &FrameNames, frames: &[RawFrame]) {
+    let mut by_module: HashMap<Option<ModuleId>, Vec<u64>> = HashMap::new();
+    {
+        let mut cache = lock(&shared.cache);
         for frame in frames {
-            if self.cache.contains_key(frame) {
+            if cache.contains_key(frame) {
                 continue;
             }
             match *frame {
                 RawFrame::User { module, file_offset } => by_module.entry(Some(module)).or_default().push(file_offset),
                 RawFrame::Kernel(addr) => by_module.entry(None).or_default().push(addr),
                 RawFrame::Unknown(_) => {
-                    self.stats.cache_misses += 1;
-                    self.cache.insert(*frame, self.unknown.clone());
+                    shared.misses.fetch_add(1, Ordering::Relaxed);
+                    cache.insert(*frame, unknown.clone());
                 }
             }
         }
-        for (module, mut addrs) in by_module {
-            addrs.sort_unstable();
-            addrs.dedup();
-            self.stats.cache_misses += addrs.len() as u64;
-            let results = match module {
-                Some(id) => self.symbolize_user(id, &addrs),
-                None => self.symbolize_kernel(&addrs),
-            };
-            for (addr, names) in addrs.into_iter().zip(results) {
-                let frame = match module {
-                    Some(module) => RawFrame::User { module, file_offset: addr },
-                    None => RawFrame::Kernel(addr),
-                };
-                self.cache.insert(frame, names);
-            }
-        }
     }
-
-    fn symbolize_user(&self, module: ModuleId, offsets: &[u64]) -> Vec<FrameNames> {
-        let Some(file) = self.modules.get(module.0 as usize) else {
-            return vec![self.unknown.clone(); offsets.len()];
+    for (module, mut addrs) in by_module {
+        addrs.sort_unstable();
+        addrs.dedup();
+        shared.misses.fetch_add(addrs.len() as u64, Ordering::Relaxed);
+        let results = match module {
+            Some(id) => {
+                let file = lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
+                match file {
+                    Some((path, display)) => symbolize_user(blaze, &path, &display, &addrs),
+                    None => vec![unknown.clone(); addrs.len()],
+                }
+            }
+            None => symbolize_kernel(blaze, &addrs),
         };
-        let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {}", file.display))]);
-        let mut elf = Elf::new(&file.path);
-        elf.debug_syms = true;
-        let src = Source::Elf(elf);
-        match self.blaze.symbolize(&src, Input::FileOffset(offsets)) {
-            Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
-            Err(err) => {
-                tracing::debug!(path = %file.path.display(), %err, "symbolization failed");
-                vec![unknown; offsets.len()]
-            }
+        let mut cache = lock(&shared.cache);
+        for (addr, names) in addrs.into_iter().zip(results) {
+            let frame = match module {
+                Some(module) => RawFrame::User { module, file_offset: addr },
+                None => RawFrame::Kernel(addr),
+            };
+            cache.insert(frame, names);
         }
     }
+}
 
-    fn symbolize_kernel(&self, addrs: &[u64]) -> Vec<FrameNames> {
-        let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown]{KERNEL_SUFFIX}"))]);
-        let src = Source::Kernel(Kernel::default());
-        match self.blaze.symbolize(&src, Input::AbsAddr(addrs)) {
-            Ok(syms) => syms.iter().map(|s| names_of(s, KERNEL_SUFFIX).unwrap_or_else(|| unknown.clone())).collect(),
-            Err(err) => {
-                tracing::debug!(%err, "kernel symbolization failed");
-                vec![unknown; addrs.len()]
-            }
+fn symbolize_user(blaze: &Blaze, path: &std::path::Path, display: &str, offsets: &[u64]) -> Vec<FrameNames> {
+    let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {display}"))]);
+    let mut elf = Elf::new(path);
+    elf.debug_syms = true;
+    let src = Source::Elf(elf);
+    match blaze.symbolize(&src, Input::FileOffset(offsets)) {
+        Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
+        Err(err) => {
+            tracing::debug!(path = %path.display(), %err, "symbolization failed");
+            vec![unknown; offsets.len()]
+        }
+    }
+}
+
+fn symbolize_kernel(blaze: &Blaze, addrs: &[u64]) -> Vec<FrameNames> {
+    let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown]{KERNEL_SUFFIX}"))]);
+    let src = Source::Kernel(Kernel::default());
+    match blaze.symbolize(&src, Input::AbsAddr(addrs)) {
+        Ok(syms) => syms.iter().map(|s| names_of(s, KERNEL_SUFFIX).unwrap_or_else(|| unknown.clone())).collect(),
+        Err(err) => {
+            tracing::debug!(%err, "kernel symbolization failed");
+            vec![unknown; addrs.len()]
         }
     }
 }
@@ -248,7 +337,7 @@ mod tests {
     /// Symbolizes a function of this very test binary through its file offset.
     #[test]
     fn names_a_function_of_this_binary_and_caches_it() {
-        let addr = marker_function_for_symbolizer_test as usize as u64;
+        let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
         let _ = marker_function_for_symbolizer_test();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
@@ -257,7 +346,7 @@ mod tests {
             .find(|m| m.start <= addr && addr < m.end)
             .expect("mapping of the test function");
         assert_eq!(std::path::Path::new(&mapping.path), exe);
-        let mut s = Symbolizer::new();
+        let s = Symbolizer::new();
         let id = s.register_module(ModuleKey::File(mapping.dev_inode.0.clone(), mapping.dev_inode.1, mapping.path.clone()), exe, "test");
         let frame = RawFrame::User { module: id, file_offset: addr - mapping.start + mapping.offset };
         let names = s.names(frame);
@@ -271,10 +360,11 @@ mod tests {
 
     #[test]
     fn unknown_frames_name_their_module() {
-        let mut s = Symbolizer::new();
+        let s = Symbolizer::new();
         let id = s.register_module(ModuleKey::File("0:0".into(), 1, "/nonexistent/libgone.so".into()), "/nonexistent/libgone.so".into(), "libgone.so");
         let names = s.names(RawFrame::User { module: id, file_offset: 0x1234 });
         assert_eq!(&*names[0], "[unknown] libgone.so");
         assert_eq!(&*s.names(RawFrame::Unknown(0x10))[0], "[unknown]");
     }
 }
+

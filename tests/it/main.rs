@@ -9,3 +9,4 @@ mod report;
 mod server;
 mod upload;
 mod store;
+mod sampler;

@@ -1,0 +1,358 @@
+//! The sampler against real processes: a C workload without frame pointers whose
+//! threads compute, sleep, wait on a condition variable and contend for a mutex (it
+//! measures itself), a Rust release binary without frame pointers, a pid that does not
+//! exist and a target that exits. They need root (CI runs them as root).
+
+use hotframe::model::{Profile, ThreadState};
+use hotframe::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, UnwindMode};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// The sampler tests measure proportions of CPU time: run them one at a time so they
+/// do not starve each other's workloads on a small CI machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads").join(name)
+}
+
+fn compile_c(dir: &Path) -> PathBuf {
+    let exe = dir.join("states");
+    let status = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(fixture("states.c"))
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed");
+    exe
+}
+
+/// Compiles and starts the C workload for `seconds` (and until its cpu_split thread had
+/// `min_cpu_seconds` of CPU, so a busy host still gives enough samples); returns it once all its threads
+/// run, with its pid and the path of the figures it writes when done.
+fn start_states(dir: &Path, seconds: &str, min_cpu_seconds: &str) -> (Reaper, u32, PathBuf) {
+    let exe = compile_c(dir);
+    let out = dir.join("figures.txt");
+    let child = Command::new(&exe).arg(&out).arg(seconds).arg(min_cpu_seconds).spawn().expect("start workload");
+    let pid = child.id();
+    let reaper = Reaper(child);
+    wait_for_file(&out.with_extension("txt.ready"), Duration::from_secs(10));
+    (reaper, pid, out)
+}
+
+fn wait_for_file(path: &Path, limit: Duration) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < limit, "{} did not appear within {limit:?}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls until the target exits (or `limit`), then returns everything sampled.
+fn sample_until_exit(sampler: &mut Sampler, pid: u32, limit: Duration) -> (Vec<Profile>, Vec<SamplerEvent>) {
+    let t0 = Instant::now();
+    let mut events = Vec::new();
+    let mut profiles = Vec::new();
+    loop {
+        let got = sampler.poll(Duration::from_millis(50)).expect("poll");
+        let exited = got.contains(&SamplerEvent::Exited(pid));
+        events.extend(got);
+        if exited {
+            break;
+        }
+        assert!(t0.elapsed() < limit, "target {pid} did not exit within {limit:?}");
+        // Take profiles now and then, as the agent does, to exercise windowing.
+        if t0.elapsed().as_millis() % 1000 < 50 {
+            profiles.extend(sampler.take_profiles("test", hotframe::model::time::now_ms()));
+        }
+    }
+    profiles.extend(sampler.take_profiles("test", hotframe::model::time::now_ms()));
+    (profiles, events)
+}
+
+/// (stack names root first, state, count) of every sample of every profile of `pid`.
+fn samples_of(profiles: &[Profile], pid: u32) -> Vec<(Vec<String>, ThreadState, u64)> {
+    let mut out = Vec::new();
+    for p in profiles.iter().filter(|p| p.labels.get("pid") == Some(&pid.to_string())) {
+        for s in &p.samples {
+            out.push((p.stack_names(s.stack).map(str::to_string).collect(), s.state, s.count));
+        }
+    }
+    out
+}
+
+fn folded(samples: &[(Vec<String>, ThreadState, u64)]) -> String {
+    let mut lines: Vec<String> =
+        samples.iter().map(|(s, st, n)| format!("{};{} {}", st.as_str(), s.join(";"), n)).collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn read_figures(path: &Path) -> HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .expect("workload figures")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().parse().expect("number")))
+        .collect()
+}
+
+/// Samples of the thread whose stacks contain `function`, per state.
+fn states_of(samples: &[(Vec<String>, ThreadState, u64)], function: &str) -> HashMap<ThreadState, u64> {
+    let mut out = HashMap::new();
+    for (stack, state, n) in samples {
+        if stack.iter().any(|f| f == function) {
+            *out.entry(*state).or_insert(0) += n;
+        }
+    }
+    out
+}
+
+fn share(map: &HashMap<ThreadState, u64>, state: ThreadState) -> f64 {
+    let total: u64 = map.values().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    *map.get(&state).unwrap_or(&0) as f64 / total as f64
+}
+
+const ROOTS: &[&str] = &["start_thread", "clone3", "__clone3", "clone", "_start", "__libc_start_main", "main"];
+
+#[test]
+fn c_workload_shares_states_and_complete_stacks() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_reaper, pid, out) = start_states(dir.path(), "4", "1.5");
+
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    assert_eq!(sampler.targets(), vec![pid]);
+    let (profiles, _events) = sample_until_exit(&mut sampler, pid, Duration::from_secs(70));
+    wait_for_file(&out, Duration::from_secs(5));
+    let figures = read_figures(&out);
+    let samples = samples_of(&profiles, pid);
+    let stats = sampler.stats();
+    eprintln!("{}\n{stats:?}\n{figures:?}", folded(&samples));
+
+    // On-CPU shares of hot_a / warm_b against the workload's own CPU clocks.
+    let cpu = |f: &str| -> u64 {
+        samples
+            .iter()
+            .filter(|(s, st, _)| *st == ThreadState::Runnable && s.iter().any(|x| x == f))
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let (a, b) = (cpu("hot_a") as f64, cpu("warm_b") as f64);
+    assert!(a + b > 100.0, "too few samples of hot_a/warm_b: {a} + {b}; {stats:?} {figures:?}");
+    let own = figures["hot_a_ns"] / (figures["hot_a_ns"] + figures["warm_b_ns"]);
+    let seen = a / (a + b);
+    assert!((seen - own).abs() <= 0.05, "hot_a share {seen:.3} vs the workload's own {own:.3}");
+
+    // The sleeper: TIMED_WAITING about as much as it measured itself sleeping. RUNNABLE
+    // is CPU time (run-queue waits are not counted by default), so compare with its
+    // sleep against sleep + CPU: about half on an idle host, still right on a busy one.
+    let sleeper = states_of(&samples, "sleeper");
+    let own_sleep = figures["sleep_ns"] / (figures["sleep_ns"] + figures["sleeper_cpu_ns"]);
+    let tw = share(&sleeper, ThreadState::TimedWaiting);
+    assert!((tw - own_sleep).abs() <= 0.10, "sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}: {sleeper:?}");
+    assert!(sleeper.keys().all(|s| matches!(s, ThreadState::Runnable | ThreadState::TimedWaiting)), "{sleeper:?}");
+
+    // The condvar waiter waits; the contender is blocked.
+    let waiter = states_of(&samples, "condvar_waiter");
+    assert!(share(&waiter, ThreadState::Waiting) >= 0.95, "condvar waiter: {waiter:?}");
+    let contender = states_of(&samples, "mutex_contender");
+    assert!(share(&contender, ThreadState::Blocked) >= 0.6, "mutex contender: {contender:?}");
+
+    // Complete stacks: on-CPU samples reach the thread entry.
+    let (mut complete, mut total) = (0u64, 0u64);
+    for (stack, state, n) in &samples {
+        if *state == ThreadState::Runnable {
+            total += n;
+            if stack.first().is_some_and(|root| ROOTS.contains(&root.as_str())) {
+                complete += n;
+            }
+        }
+    }
+    assert!(total > 0);
+    let ratio = complete as f64 / total as f64;
+    assert!(ratio >= 0.95, "only {ratio:.3} of on-CPU samples reach the thread entry");
+}
+
+#[test]
+fn rust_release_binary_without_frame_pointers_gives_complete_demangled_stacks() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("workload");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let status = Command::new(rustc)
+        .args(["-C", "opt-level=3", "-C", "force-frame-pointers=no", "--crate-name", "workload", "-o"])
+        .arg(&exe)
+        .arg(fixture("workload.rs"))
+        .status()
+        .expect("run rustc");
+    assert!(status.success(), "rustc failed");
+    let child = Command::new(&exe).arg("4").stdout(std::process::Stdio::null()).spawn().expect("start workload");
+    let pid = child.id();
+    let _reaper = Reaper(child);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));
+    let samples = samples_of(&profiles, pid);
+    eprintln!("{}\n{:?}", folded(&samples), sampler.stats());
+
+    let runnable: Vec<&(Vec<String>, ThreadState, u64)> =
+        samples.iter().filter(|(_, st, _)| *st == ThreadState::Runnable).collect();
+    let total: u64 = runnable.iter().map(|(_, _, n)| n).sum();
+    assert!(total > 50, "too few on-CPU samples: {total}");
+    // Names are demangled: no `_ZN...`/`_R...` symbols and no `::h0123...` hashes.
+    for (stack, _, _) in &samples {
+        for f in stack {
+            assert!(!f.starts_with("_ZN") && !f.starts_with("_R"), "mangled frame {f}");
+            assert!(!f.contains("::h") || !f.rsplit("::h").next().is_some_and(|h| h.len() == 16), "hash in {f}");
+        }
+    }
+    // The main thread's hot loop sits under workload::main under the process entry.
+    let main_hot = runnable.iter().find(|(s, _, _)| {
+        let pos = |name: &str| s.iter().position(|f| f == name);
+        matches!((pos("workload::main"), pos("workload::hot_loop")), (Some(m), Some(h)) if m < h)
+            && ROOTS.contains(&s[0].as_str())
+    });
+    assert!(main_hot.is_some(), "no complete stack main -> workload::main -> workload::hot_loop");
+    // The spawned thread's too, under the thread entry.
+    let thread_hot = runnable.iter().find(|(s, _, _)| {
+        s.iter().any(|f| f == "workload::thread_work") && s.iter().any(|f| f == "start_thread")
+    });
+    assert!(thread_hot.is_some(), "no complete stack start_thread -> ... -> workload::thread_work");
+    let complete: u64 =
+        runnable.iter().filter(|(s, _, _)| ROOTS.contains(&s[0].as_str())).map(|(_, _, n)| n).sum();
+    assert!(complete as f64 >= 0.95 * total as f64, "{complete} of {total} on-CPU samples complete");
+    // Off-CPU stacks are complete too, including the first one of a thread that was
+    // blocked before attach (its frame pointer is guessed, std has frame pointers).
+    let off: Vec<_> = samples.iter().filter(|(_, st, _)| *st != ThreadState::Runnable).collect();
+    let off_total: u64 = off.iter().map(|(_, _, n)| n).sum();
+    let off_complete: u64 = off.iter().filter(|(s, _, _)| s.first().is_some_and(|r| ROOTS.contains(&r.as_str()))).map(|(_, _, n)| n).sum();
+    assert!(off_total > 0 && off_complete as f64 >= 0.95 * off_total as f64, "{off_complete} of {off_total} off-CPU samples complete");
+    // The thread waiting for the std Mutex is BLOCKED (lock_contended), not WAITING.
+    let waiter = states_of(&samples, "workload::lock_waiter");
+    assert!(share(&waiter, ThreadState::Blocked) >= 0.5, "lock waiter: {waiter:?}");
+}
+
+#[test]
+fn attach_to_a_missing_pid_names_it() {
+    let _serial = serial();
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let missing = pid_max + 1;
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    match sampler.attach(missing) {
+        Err(SamplerError::NoSuchProcess(msg)) => {
+            assert_eq!(msg, format!("pid {missing} is not running"))
+        }
+        other => panic!("expected NoSuchProcess, got {other:?}"),
+    }
+    assert!(sampler.targets().is_empty());
+}
+
+#[test]
+fn a_target_that_exits_is_reported_and_its_profile_returned() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut reaper, pid, _out) = start_states(dir.path(), "1.5", "0");
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    // Reap the child as soon as it exits, so it does not linger as a zombie.
+    let waiter = std::thread::spawn(move || {
+        let _ = reaper.0.wait();
+        reaper
+    });
+    let t0 = Instant::now();
+    let mut exited = false;
+    while !exited {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no Exited event");
+        exited = sampler.poll(Duration::from_millis(50)).unwrap().contains(&SamplerEvent::Exited(pid));
+    }
+    drop(waiter.join());
+    assert!(sampler.targets().is_empty(), "an exited target is not listed");
+    let profiles = sampler.take_profiles("svc", hotframe::model::time::now_ms());
+    let mine: Vec<&Profile> = profiles.iter().filter(|p| p.labels.get("pid") == Some(&pid.to_string())).collect();
+    assert_eq!(mine.len(), 1);
+    let p = mine[0];
+    assert!(p.total_samples() > 20, "samples of the exited target are kept: {}", p.total_samples());
+    assert_eq!(p.labels.get("process").map(String::as_str), Some("states"));
+    assert!(p.labels.get("exe").is_some_and(|e| e.ends_with("/states")));
+    assert_eq!(p.period_ns, 1_000_000_000 / 99);
+    p.validate(&hotframe::model::Limits::default()).expect("valid profile");
+    // Reported once, then forgotten.
+    let again = sampler.take_profiles("svc", hotframe::model::time::now_ms());
+    assert!(again.iter().all(|p| p.labels.get("pid") != Some(&pid.to_string())));
+}
+
+#[test]
+fn kernel_frames_come_in_front_of_the_user_stack() {
+    let _serial = serial();
+    let child = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dd");
+    let pid = child.id();
+    let _reaper = Reaper(child);
+    std::thread::sleep(Duration::from_millis(100));
+    let opts = SamplerOptions { kernel: true, ..SamplerOptions::default() };
+    let mut sampler = Sampler::new(opts).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        sampler.poll(Duration::from_millis(50)).unwrap();
+    }
+    let profiles = sampler.take_profiles("svc", hotframe::model::time::now_ms());
+    let samples = samples_of(&profiles, pid);
+    let with_kernel: Vec<_> =
+        samples.iter().filter(|(s, st, _)| *st == ThreadState::Runnable && s.iter().any(|f| f.ends_with("_[k]"))).collect();
+    assert!(!with_kernel.is_empty(), "no kernel frames: {}", folded(&samples));
+    // Root first: user frames (ending at the syscall wrapper), then kernel frames.
+    let (stack, _, _) = with_kernel[0];
+    let first_k = stack.iter().position(|f| f.ends_with("_[k]")).unwrap();
+    assert!(first_k > 0, "user frames before kernel frames: {stack:?}");
+    assert!(stack[first_k..].iter().all(|f| f.ends_with("_[k]")), "kernel frames are the leaf end: {stack:?}");
+}
+
+#[test]
+fn frame_pointer_mode_samples_cheaply() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_reaper, pid, _out) = start_states(dir.path(), "1.5", "0");
+    let opts = SamplerOptions { unwind: UnwindMode::FramePointer, ..SamplerOptions::default() };
+    let mut sampler = Sampler::new(opts).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(20));
+    let samples = samples_of(&profiles, pid);
+    // Without frame pointers only the leaf is right: spin, the shared leaf.
+    let leaf_spin: u64 = samples
+        .iter()
+        .filter(|(s, st, _)| *st == ThreadState::Runnable && s.last().is_some_and(|f| f == "spin"))
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(leaf_spin > 5, "on-CPU samples end in spin: {}", folded(&samples));
+    // Off-CPU stacks are still DWARF-unwound.
+    let waiter = states_of(&samples, "condvar_waiter");
+    assert!(share(&waiter, ThreadState::Waiting) >= 0.95, "condvar waiter: {waiter:?}\n{}\n{:?}", folded(&samples), sampler.stats());
+}

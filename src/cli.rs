@@ -27,6 +27,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Start a server, a demo workload and an agent attached to it; print the URL.
     Demo(DemoArgs),
+    /// Record an ops win: measure before/after from the profiles, keep it, email the report.
+    Win(WinArgs),
     /// The workload `hotframe demo` profiles (also used by tests and benchmarks).
     #[command(hide = true)]
     DemoWorkload(DemoWorkloadArgs),
@@ -47,6 +49,16 @@ pub struct ServeArgs {
     /// File with one `token scope[,scope]` per line (scopes: ingest, read, admin).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// SMTP server for ops-win reports: smtp://host:port, smtp://host:587?tls=required
+    /// (STARTTLS) or smtps://host:465; overrides [smtp] url in the config file.
+    #[arg(long, env = "HOTFRAME_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// From address of ops-win reports, e.g. "hotframe <hotframe@example.com>".
+    #[arg(long)]
+    pub mail_from: Option<String>,
+    /// This server's URL as readers reach it, for links in reports (e.g. https://hotframe.example.com).
+    #[arg(long)]
+    pub public_url: Option<String>,
 }
 
 /// `hotframe agent`.
@@ -200,4 +212,51 @@ pub struct DemoWorkloadArgs {
     /// Print the work done per second as JSON on stdout at the end.
     #[arg(long)]
     pub report: bool,
+}
+
+/// `hotframe win`.
+#[derive(Debug, Clone, Args)]
+pub struct WinArgs {
+    /// Server base URL.
+    #[arg(long, env = "HOTFRAME_SERVER", default_value = "http://127.0.0.1:4040")]
+    pub server: String,
+    /// Service the win is about.
+    #[arg(long)]
+    pub service: String,
+    /// Before: FROM..UNTIL (Unix s/ms, now-2d, ...) or LABEL=VALUE (e.g. version=1.4).
+    #[arg(long)]
+    pub before: String,
+    /// After: FROM..UNTIL or LABEL=VALUE.
+    #[arg(long)]
+    pub after: String,
+    /// One line: what was done, e.g. "Cache compiled regexes".
+    #[arg(long)]
+    pub title: String,
+    /// What changed and why.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Frames the win is about: a substring of the name, or /regex/.
+    #[arg(long)]
+    pub frame: Option<String>,
+    /// Label filter `k=v` on both sides (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Who shipped it.
+    #[arg(long)]
+    pub shipped_by: Option<String>,
+    /// Team credited (its ops_win_list gets the report).
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Extra recipient (repeatable).
+    #[arg(long = "email")]
+    pub emails: Vec<String>,
+    /// Compute and show the report without storing or sending it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the report's HTML here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Bearer token (admin scope when the server has tokens).
+    #[arg(long, env = "HOTFRAME_TOKEN")]
+    pub token: Option<String>,
 }

@@ -5,6 +5,8 @@
 //! stdout (or a file), a one-line summary of what was sent. Must not: retry silently or
 //! hide the server's error message.
 
+pub mod win;
+
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::model::folded::parse_folded_into;
 use crate::model::pprof::{encode, gzip, is_gzip};

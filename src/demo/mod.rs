@@ -63,7 +63,15 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     };
     std::fs::create_dir_all(&data).map_err(|cause| DemoError::DataDir { dir: data.clone(), cause })?;
     let listen = concrete_listen_addr(&args.listen);
-    let serve = ServeArgs { listen: listen.clone(), data: data.join("store"), config: None, token_file: None };
+    let serve = ServeArgs {
+        listen: listen.clone(),
+        data: data.join("store"),
+        config: None,
+        token_file: None,
+        smtp_url: None,
+        mail_from: None,
+        public_url: None,
+    };
     let mut server = std::thread::Builder::new()
         .name("hotframe-demo-server".into())
         .spawn(move || crate::server::run_serve(serve).map_err(|e| e.to_string()))

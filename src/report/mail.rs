@@ -210,9 +210,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// How failed sends are retried: at most `max_attempts` attempts, waiting
-/// `random(0, min(cap, base * 2^n))` before retry `n` (full jitter).
+/// `random(0, min(cap, base * 2^n))` before retry `n` (full jitter). In the config
+/// file: `[wins.retry] max_attempts = 8, base_ms = 2000, cap_ms = 600000`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. Default 8.
     pub max_attempts: u32,

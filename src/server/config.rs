@@ -26,6 +26,8 @@ pub enum ConfigError {
     Service { service: String, source: crate::cost::CostError },
     #[error("invalid maintenance_interval {0:?}: use a duration such as 5m")]
     Interval(String),
+    #[error("ops wins: {0}")]
+    Wins(String),
 }
 
 /// What a token may do. `Admin` may do everything.
@@ -130,6 +132,9 @@ struct FileConfig {
     tokens: Vec<Token>,
     services: BTreeMap<String, CostSettings>,
     maintenance_interval: Option<String>,
+    smtp: Option<crate::report::SmtpConfig>,
+    teams: BTreeMap<String, crate::server::wins::TeamConfig>,
+    wins: crate::server::wins::WinsSettings,
 }
 
 /// Everything `hotframe serve` is configured with.
@@ -145,6 +150,8 @@ pub struct ServerConfig {
     pub services: BTreeMap<String, CostSettings>,
     /// Mean time between maintenance passes (rollups, retention); each wait is jittered by +-20%.
     pub maintenance_interval: std::time::Duration,
+    /// SMTP, teams and retry settings of the ops-wins ledger.
+    pub wins: crate::server::wins::WinsConfig,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +162,7 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             services: BTreeMap::new(),
             maintenance_interval: std::time::Duration::from_secs(300),
+            wins: Default::default(),
         }
     }
 }
@@ -189,6 +197,7 @@ impl ServerConfig {
             tokens: file.tokens,
             services: file.services,
             maintenance_interval,
+            wins: crate::server::wins::WinsConfig::new(file.smtp, file.teams, file.wins).map_err(ConfigError::Wins)?,
         })
     }
 

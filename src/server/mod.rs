@@ -15,6 +15,7 @@ pub mod params;
 pub mod push;
 pub mod query;
 pub mod web;
+pub mod wins;
 
 use crate::store::ProfileStore;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -91,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/instance-types", get(query::instance_types))
         .route("/api/v1/services/{name}/settings", get(query::get_settings).put(query::put_settings))
         .route("/metrics", get(metrics_text))
+        .merge(wins::routes())
         // Layers added later wrap earlier ones: `observe` sees what `auth` refused.
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -250,6 +252,7 @@ fn open_store(dir: &std::path::Path, config: &ServerConfig) -> Result<Arc<dyn Pr
 /// stdout once the socket is bound (with `--listen 127.0.0.1:0`, ADDR has the real port).
 pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
     let config = ServerConfig::load(args.config.as_deref(), args.token_file.as_deref())?;
+    let config = wins::apply_flags(config, &args)?;
     let addr: SocketAddr = args.listen.parse().map_err(|_| ServerError::Listen(args.listen.clone()))?;
     if !addr.ip().is_loopback() && config.tokens.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback without tokens: anyone who can reach it can read and write profiles");
@@ -271,6 +274,7 @@ pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
             let _ = out.flush();
         }
         tokio::spawn(maintenance_loop(store, interval));
+        tokio::spawn(wins::resume_pending(state.clone()));
         axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
         Ok::<(), ServerError>(())
     });

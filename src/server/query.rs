@@ -55,7 +55,7 @@ fn settings_of(state: &AppState, store: &dyn ProfileStore, service: &str) -> Res
     }
 }
 
-fn resolved(state: &AppState, store: &dyn ProfileStore, service: &str) -> Result<CostInputs, ApiError> {
+pub(crate) fn resolved(state: &AppState, store: &dyn ProfileStore, service: &str) -> Result<CostInputs, ApiError> {
     Ok(settings_of(state, store, service)?.resolve()?)
 }
 
@@ -91,7 +91,7 @@ fn selection(params: &Params, now: i64) -> Result<Selection, ApiError> {
 }
 
 /// 404 unless the service has ever sent a profile.
-fn ensure_known(store: &dyn ProfileStore, service: &str) -> Result<(), ApiError> {
+pub(crate) fn ensure_known(store: &dyn ProfileStore, service: &str) -> Result<(), ApiError> {
     if store.services()?.iter().any(|s| s.name == service) {
         Ok(())
     } else {
@@ -109,7 +109,7 @@ fn aggregate_known(store: &dyn ProfileStore, query: &StoreQuery) -> Result<Aggre
 }
 
 /// W and Hp of an aggregate: wall seconds per profiled host, and the hosts.
-fn cost_context(inputs: CostInputs, agg: &Aggregate) -> CostContext {
+pub(crate) fn cost_context(inputs: CostInputs, agg: &Aggregate) -> CostContext {
     let hosts = agg.hosts.max(1);
     CostContext::new(inputs, agg.profile_seconds / hosts as f64, hosts)
 }

@@ -8,5 +8,6 @@ mod common;
 mod report;
 mod server;
 mod upload;
+mod wins;
 mod store;
 mod sampler;

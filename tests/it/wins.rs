@@ -1,0 +1,337 @@
+//! The ops-wins ledger end to end: the real `hotframe serve` binary with its SQLite
+//! store, profiles ingested over HTTP, wins created through the API and the `hotframe
+//! win` CLI, and the reports received by a real SMTP server (aiosmtpd, see report.rs).
+
+use crate::report::{free_port, Received, SmtpSink};
+use crate::server::ServeProcess;
+use hotframe::report::{format_usd, format_usd_rounded};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// (status, JSON body) of a request.
+fn call(request: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = request.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    call(agent().post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes()))
+}
+
+fn get_json(url: &str) -> (u16, Value) {
+    call(agent().get(url).call())
+}
+
+/// Unix seconds of the start of the before range: a whole hour, 5 hours ago.
+fn base_s() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    (now - 5 * 3600) / 3600 * 3600
+}
+
+/// Ingests one 600 s profile per host (a, b) at 100 Hz starting at `t`: `regex` samples
+/// of regex::Regex::new and 36,000 of checkout::work, plus off-CPU noise.
+fn ingest(url: &str, t: i64, regex: u64) {
+    for host in ["a", "b"] {
+        let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work 36000\n");
+        let (status, body) = call(
+            agent()
+                .post(&format!("{url}/ingest"))
+                .query("name", format!("checkout{{host={host}}}"))
+                .query("from", t.to_string())
+                .query("until", (t + 600).to_string())
+                .query("sampleRate", "100")
+                .send(folded.as_bytes()),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// A server with checkout's before (t0) and after (t0 + 3600) profiles, priced at
+/// $0.05 per core-hour on a fleet of 10 hosts.
+fn seeded(data: &Path, config: &Path, extra: &[&str]) -> (ServeProcess, i64) {
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = ServeProcess::start(data, &args);
+    let t0 = base_s();
+    ingest(&server.url, t0, 24_000);
+    ingest(&server.url, t0 + 3600, 1_200);
+    let (status, body) = call(
+        agent()
+            .put(&format!("{}/api/v1/services/checkout/settings", server.url))
+            .header("Content-Type", "application/json")
+            .send(r#"{"pricePerCoreHour": 0.05, "fleetHosts": 10}"#.as_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
+    (server, t0)
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("hotframe.toml");
+    std::fs::write(
+        &path,
+        r#"
+[teams.payments]
+ops_win_list = ["ops-wins@example.com", "payments-leads@example.com"]
+
+[wins]
+public_url = "http://hotframe.test"
+
+[wins.retry]
+max_attempts = 1000
+base_ms = 100
+cap_ms = 400
+"#,
+    )
+    .unwrap();
+    path
+}
+
+fn new_win(t0: i64, title: &str) -> Value {
+    json!({
+        "service": "checkout",
+        "title": title,
+        "description": "Compile the validation regexes once instead of per request.",
+        "before": {"from": t0, "until": t0 + 600},
+        "after": {"from": t0 + 3600, "until": t0 + 4200},
+        "frame": "regex::Regex::new",
+        "shippedBy": "ana",
+        "team": "payments",
+        "emails": ["ana@example.com"],
+    })
+}
+
+/// Polls win `id` until its send status is `status` (bounded), and returns it.
+fn wait_status(url: &str, id: i64, status: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, win) = get_json(&format!("{url}/api/v1/wins/{id}"));
+        assert_eq!(code, 200, "{win}");
+        if win["send"]["status"] == status || Instant::now() > deadline {
+            return win;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn parse(m: &Received) -> mail_parser::Message<'_> {
+    mail_parser::MessageParser::default().parse(&m.raw).expect("a MIME message")
+}
+
+#[test]
+fn cli_records_a_win_and_the_team_receives_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let sink = SmtpSink::start(free_port(), &inbox);
+    let config = write_config(dir.path());
+    let (server, t0) = seeded(&dir.path().join("data"), &config, &["--smtp-url", &sink.url(), "--mail-from", "hotframe <hotframe@example.com>"]);
+
+    let out = Command::new(BIN)
+        .args(["win", "--server", &server.url, "--service", "checkout", "--title", "Cache compiled regexes"])
+        .args(["--before", &format!("{t0}..{}", t0 + 600), "--after", &format!("{}..{}", t0 + 3600, t0 + 4200)])
+        .args(["--frame", "regex::Regex::new", "--team", "payments", "--email", "ana@example.com", "--shipped-by", "ana"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+
+    // By hand: per host, regex::Regex::new went from 24,000 to 1,200 samples of 10 ms in
+    // 600 s: 0.4 -> 0.02 cores; x 10 hosts = 3.8 cores; x 8760 h x $0.05 = $1,664.40.
+    let cores = (24_000.0 - 1_200.0) * 0.01 / 600.0 * 10.0;
+    let usd = cores * 8760.0 * 0.05;
+    let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
+    let win = &list["wins"][0];
+    let id = win["id"].as_i64().unwrap();
+    let api_usd = win["figures"]["saving"]["usdPerYear"].as_f64().unwrap();
+    assert!((api_usd - usd).abs() < 1e-6, "API says {api_usd}, by hand {usd}");
+    assert!((win["figures"]["saving"]["cores"].as_f64().unwrap() - cores).abs() < 1e-9);
+    assert_eq!(win["figures"]["saving"]["significant"], true);
+    assert_eq!(win["figures"]["frames"][0]["name"], "regex::Regex::new");
+    assert!((list["total"]["usdPerYear"].as_f64().unwrap() - api_usd).abs() < 1e-9);
+    assert!((list["byTeam"]["payments"]["usdPerYear"].as_f64().unwrap() - api_usd).abs() < 1e-9);
+    assert_eq!(list["byService"]["checkout"]["wins"], 1);
+    assert!(stdout.contains(&format!("{} per year", format_usd(usd))), "{stdout}");
+    assert!(stdout.contains(&format!("win {id}: http://hotframe.test/wins/{id}")), "{stdout}");
+
+    let sent = wait_status(&server.url, id, "sent", Duration::from_secs(20));
+    assert_eq!(sent["send"]["status"], "sent", "{sent}");
+    assert_eq!(sent["send"]["attempts"], 1);
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    let mut rcpt = got[0].rcpt_to.clone();
+    rcpt.sort();
+    assert_eq!(rcpt, vec!["ana@example.com", "ops-wins@example.com", "payments-leads@example.com"]);
+    let msg = parse(&got[0]);
+    assert_eq!(msg.subject(), Some(format!("Ops win: Cache compiled regexes in checkout — {}/year", format_usd_rounded(api_usd)).as_str()));
+    let text = msg.body_text(0).unwrap();
+    assert!(text.contains(&format!("Saving: {} per year", format_usd(api_usd))), "{text}");
+    assert!(text.contains(&format!("http://hotframe.test/wins/{id}")), "{text}");
+    use mail_parser::MimeHeaders;
+    let png = msg
+        .parts
+        .iter()
+        .find(|p| p.content_type().is_some_and(|c| c.ctype() == "image" && c.subtype() == Some("png")))
+        .expect("the flame graph");
+    let decoder = png::Decoder::new(std::io::Cursor::new(png.contents()));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!(info.width, 1200);
+    assert!(info.height > 50);
+
+    // The report page and the image are served too.
+    let (status, html) = call(agent().get(&format!("{}/api/v1/wins/{id}/report.html", server.url)).call());
+    assert_eq!(status, 200);
+    let html = html.as_str().unwrap().to_string();
+    assert!(html.contains("data:image/png;base64,") && html.contains(&format_usd(api_usd)));
+
+    // A dry run with --out writes the report and stores nothing.
+    let report = dir.path().join("report.html");
+    let out = Command::new(BIN)
+        .args(["win", "--server", &server.url, "--service", "checkout", "--title", "Try"])
+        .args(["--before", &format!("{t0}..{}", t0 + 600), "--after", "version=2"])
+        .args(["--dry-run", "--out"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    // No profile carries version=2: a clear error, nothing written.
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("after selection has no profiles"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["win", "--server", &server.url, "--service", "checkout", "--title", "Try"])
+        .args(["--before", &format!("{t0}..{}", t0 + 600), "--after", &format!("{}..{}", t0 + 3600, t0 + 4200)])
+        .args(["--dry-run", "--out"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));
+    assert!(std::fs::read_to_string(&report).unwrap().contains("Try"));
+    let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
+    assert_eq!(list["wins"].as_array().unwrap().len(), 1, "a dry run stores nothing");
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (server, t0) = seeded(&dir.path().join("data"), &config, &[]);
+    let url = format!("{}/api/v1/wins", server.url);
+    let case = |patch: Value| {
+        let mut body = new_win(t0, "Cache compiled regexes");
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        post_json(&url, &body)
+    };
+    let expect = |(status, body): (u16, Value), want: u16, reason: &str, words: &str| {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(body["reason"], reason, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(words), "{body}");
+    };
+    expect(case(json!({"service": "nope"})), 404, "not_found", "unknown service");
+    expect(case(json!({"before": {"from": t0, "until": t0}})), 400, "empty_range", "before range is empty");
+    expect(case(json!({"after": {"from": t0 + 300, "until": t0 + 900}})), 400, "after_not_later", "after range must start");
+    expect(case(json!({"before": {"from": t0 - 7200, "until": t0 - 3600}})), 400, "no_samples", "before selection has no profiles");
+    expect(case(json!({"title": "  "})), 400, "bad_title", "title is empty");
+    expect(case(json!({"emails": ["ops@example.com\r\nBcc: x@evil.example"]})), 400, "bad_email", "invalid email address");
+    expect(case(json!({"frame": "/(unclosed/"})), 400, "bad_frame", "not a valid regular expression");
+    expect(case(json!({"frame": "no_such_frame"})), 400, "bad_frame", "matches no frame");
+    expect(case(json!({"before": {"label": "version"}})), 400, "bad_selection", "label and value");
+    let (status, body) = call(agent().post(&url).header("Content-Type", "application/json").send(&b"{\"service\": 3}"[..]));
+    assert_eq!((status, body["reason"].as_str()), (400, Some("bad_json")), "{body}");
+    let (status, body) = get_json(&format!("{url}/999"));
+    assert_eq!(status, 404, "{body}");
+    let (_, list) = get_json(&url);
+    assert_eq!(list["wins"].as_array().unwrap().len(), 0, "nothing stored by refused requests");
+
+    // Without an SMTP server the win is kept, and says why it was not sent.
+    let (status, win) = post_json(&url, &new_win(t0, "Cache compiled regexes"));
+    assert_eq!(status, 201, "{win}");
+    let id = win["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let win = loop {
+        let (_, w) = get_json(&format!("{url}/{id}"));
+        if w["send"]["lastError"].is_string() || Instant::now() > deadline {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(win["send"]["status"], "pending", "{win}");
+    assert!(win["send"]["lastError"].as_str().unwrap().contains("--smtp-url"), "{win}");
+}
+
+#[test]
+fn smtp_down_keeps_the_win_pending_and_it_is_sent_when_smtp_is_back_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let port = free_port();
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let config = write_config(dir.path());
+    let data = dir.path().join("data");
+    let flags = ["--smtp-url", smtp_url.as_str(), "--mail-from", "hotframe@example.com"];
+    let (server, t0) = seeded(&data, &config, &flags);
+    let url = format!("{}/api/v1/wins", server.url);
+
+    // 1. SMTP is down: the win is stored, its send pending with the error; then the
+    //    SMTP server starts and a retry delivers it, without any request.
+    let (status, win) = post_json(&url, &new_win(t0, "First win"));
+    assert_eq!(status, 201, "{win}");
+    let first = win["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pending = loop {
+        let (_, w) = get_json(&format!("{url}/{first}"));
+        if w["send"]["attempts"].as_u64().unwrap_or(0) >= 2 || Instant::now() > deadline {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(pending["send"]["status"], "pending", "{pending}");
+    assert!(pending["send"]["attempts"].as_u64().unwrap() >= 2, "retried: {pending}");
+    assert!(pending["send"]["lastError"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{pending}");
+    let sink = SmtpSink::start(port, &inbox);
+    let sent = wait_status(&server.url, first, "sent", Duration::from_secs(30));
+    assert_eq!(sent["send"]["status"], "sent", "{sent}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    assert!(parse(&got[0]).subject().unwrap().starts_with("Ops win: First win in checkout"));
+    drop(sink);
+
+    // 2. SMTP down again: a second win is pending when the server is killed (-9).
+    let (status, win) = post_json(&url, &new_win(t0, "Second win"));
+    assert_eq!(status, 201, "{win}");
+    let second = win["id"].as_i64().unwrap();
+    let pending = wait_status(&server.url, second, "pending", Duration::from_secs(5));
+    assert_eq!(pending["send"]["status"], "pending");
+    drop(server); // SIGKILL
+
+    // 3. SMTP back, server restarted on the same store: the pending send goes out.
+    let inbox = dir.path().join("inbox2");
+    std::fs::create_dir(&inbox).unwrap();
+    let sink = SmtpSink::start(port, &inbox);
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(&flags);
+    let server = ServeProcess::start(&data, &args);
+    let sent = wait_status(&server.url, second, "sent", Duration::from_secs(30));
+    assert_eq!(sent["send"]["status"], "sent", "{sent}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "only the pending report is sent again");
+    assert!(parse(&got[0]).subject().unwrap().starts_with("Ops win: Second win in checkout"));
+    let (_, first_again) = get_json(&format!("{}/api/v1/wins/{first}", server.url));
+    assert_eq!(first_again["send"]["status"], "sent");
+    assert_eq!(first_again["title"], "First win", "the ledger survived the kill");
+}

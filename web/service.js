@@ -84,15 +84,24 @@ export class ServicePage {
 
   exportButtons() {
     const state = this.state;
+    const note = h('span', { class: 'small', id: 'export-status', role: 'status' });
+    // A fetch, not a plain link: the bearer token must go with the request.
     const save = async (format, ext) => {
-      const blob = await api.exportBlob(filters(state), format);
-      const a = h('a', { href: URL.createObjectURL(blob), download: `${state.service}.${ext}` });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+      note.textContent = `exporting ${format}…`;
+      try {
+        const blob = await api.exportBlob(filters(state), format);
+        window.hotframe.lastExport = { format, size: blob.size, type: blob.type };
+        const a = h('a', { href: URL.createObjectURL(blob), download: `${state.service}.${ext}` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+        note.textContent = '';
+      } catch (err) {
+        note.textContent = `export failed: ${err.message}`;
+      }
     };
-    return h('div', { class: 'exports' }, 'Export: ',
+    return h('div', { class: 'exports' }, note, 'Export: ',
       h('button', { type: 'button', id: 'export-svg', onclick: () => save('svg', 'svg') }, 'SVG'),
       h('button', { type: 'button', id: 'export-folded', onclick: () => save('folded', 'folded.txt') }, 'folded'),
       h('button', { type: 'button', id: 'export-pprof', onclick: () => save('pprof', 'pb.gz') }, 'pprof'));

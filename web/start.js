@@ -28,7 +28,7 @@ export async function renderStart(main, route) {
     replace(body, rows.length ? rows.map(row) : h('tr', {}, h('td', { colspan: 6, class: 'muted' }, `No service matches “${search.value}”.`)));
   };
   search.addEventListener('input', () => {
-    navigate(startUrl(search.value.trim()), { replace: true });
+    navigate(startUrl(search.value.trim()), { replace: true, silent: true });
     fill();
   });
   fill();

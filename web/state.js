@@ -73,12 +73,15 @@ const listeners = [];
 /** Calls `fn` on every navigation (link, back/forward, `navigate`). */
 export function onNavigate(fn) { listeners.push(fn); }
 
-/** Goes to `url`; `replace` keeps history short for typing and dragging. */
-export function navigate(url, { replace = false } = {}) {
+/**
+ * Goes to `url`; `replace` keeps history short for typing and dragging; `silent` only
+ * records the state in the URL (the caller already shows it).
+ */
+export function navigate(url, { replace = false, silent = false } = {}) {
   if (url === location.pathname + location.search) return;
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
-  for (const fn of listeners) fn();
+  if (!silent) for (const fn of listeners) fn();
 }
 
 /** A new service state with `changes` applied, and navigation to it. */

@@ -188,7 +188,10 @@ impl Browser {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args,
+                // Exports land in the throwaway profile, not in the user's Downloads.
+                "prefs": {"download.default_directory": browser._profile.path().join("downloads"),
+                          "download.prompt_for_download": false}},
             "timeouts": {"script": 60000, "pageLoad": 60000}
         }}});
         let answer = browser.call("POST", "/session", Some(caps));
@@ -280,6 +283,20 @@ impl Browser {
         self.pointer(vec![
             json!({"type": "pointerMove", "duration": 0, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"}),
             json!({"type": "pointerDown", "button": 0}),
+            json!({"type": "pointerUp", "button": 0}),
+        ]);
+    }
+
+    /// A real drag with the left button from (x1, y1) to (x2, y2), viewport CSS pixels.
+    pub fn drag(&self, (x1, y1): (f64, f64), (x2, y2): (f64, f64)) {
+        let at = |x: f64, y: f64, ms: u64| {
+            json!({"type": "pointerMove", "duration": ms, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"})
+        };
+        self.pointer(vec![
+            at(x1, y1, 0),
+            json!({"type": "pointerDown", "button": 0}),
+            at((x1 + x2) / 2.0, (y1 + y2) / 2.0, 50),
+            at(x2, y2, 50),
             json!({"type": "pointerUp", "button": 0}),
         ]);
     }

@@ -85,6 +85,7 @@ fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
         ingest_with_states(server, &checkout_profile(k >= 4, k * 7 + 3), version, from, token);
     }
     // Range of the page, in ms: every profile, with a margin either side.
+    server.ingest_folded("search.cpu{host=a}", "main;search::query;index::lookup 300\nmain;search::rank 100\n", now - 300, now - 290, token);
     ((first - 120) * 1000, (now + 120) * 1000)
 }
 
@@ -120,6 +121,10 @@ fn text(browser: &Browser, css: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+fn location_has(browser: &Browser, needle: &str) -> bool {
+    browser.eval("return decodeURIComponent(location.search).includes(arguments[0]);", json!([needle])) == json!(true)
 }
 
 fn total(node: &Value) -> f64 {
@@ -159,6 +164,10 @@ fn viewer_in_chromium_against_the_real_server() {
     let row = text(&browser, "tr[data-service=\"checkout\"]");
     assert!(row.contains(&usd(now_usd)), "start page row {row:?} lacks {}", usd(now_usd));
     assert!(browser.eval("return !!document.querySelector('tr[data-service=\"checkout\"] svg.sparkline polyline')", json!([])) == json!(true));
+    browser.type_into("#service-search", "chec");
+    browser.wait_for("the search to filter", "document.querySelectorAll('tr.service-row').length === 1");
+    assert!(location_has(&browser, "q=chec"));
+    assert_eq!(text(&browser, "tr.service-row .service-link"), "checkout");
 
     // Service page: the flame graph is drawn, annotated with the API's $/year.
     let query = format!("from={from}&until={until}");
@@ -199,10 +208,54 @@ fn viewer_in_chromium_against_the_real_server() {
     assert_eq!(pixel(&browser, "flame", pg), [214, 51, 132], "postgres frame not highlighted");
     assert_eq!(pixel(&browser, "flame", PARSE), [227, 229, 232], "non-matching frame not dimmed");
 
+    // The hot-frames table: a row click focuses that function's heaviest frame.
+    browser.goto(&format!("{base}/service/checkout?{query}"));
+    browser.wait_idle();
+    browser.click("tr.hot-row[data-name='postgres::Client::query']");
+    browser.wait_for("fn in the URL", "location.search.includes('fn=postgres')");
+    let focus = browser.eval("const f = window.hotframe.page.flame; return f.tree.path(f.focus);", json!([]));
+    assert_eq!(focus, json!("main;server::run;handler::checkout;db::query;postgres::Client::query"));
+    assert!(browser.eval("return document.querySelector('tr.hot-row.selected').dataset.name;", json!([])) == json!("postgres::Client::query"));
+
+    // Sandwich of parse_json: its callers inverted, its callees below.
+    browser.click("tr.hot-row[data-name='parse_json'] .sandwich-btn");
+    browser.wait_for("the sandwich", "document.querySelectorAll('#sandwich-callers canvas, #sandwich-callees canvas').length === 2");
+    assert!(location_has(&browser, "tab=sandwich") && location_has(&browser, "fn=parse_json"));
+
+    // Export: the folded text the browser fetched is the API's.
+    browser.click("#export-folded");
+    let size = browser.wait_for("the export", "window.hotframe.lastExport && window.hotframe.lastExport.size");
+    let mut response = harness::http()
+        .get(format!("{base}/api/v1/export?service=checkout&{query}&states=RUNNABLE&format=folded"))
+        .call()
+        .expect("export");
+    let folded = response.body_mut().read_to_string().expect("folded");
+    assert_eq!(size, json!(folded.len()), "exported folded size");
+
+    // Huge trees are pruned by the server: the page says so.
+    browser.goto(&format!("{base}/service/checkout?{query}&maxNodes=25"));
+    browser.wait_idle();
+    let pruned = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&maxNodes=25"))["prunedNodes"].clone();
+    let note = browser.wait_for("the pruning note", "document.getElementById('pruned') && document.getElementById('pruned').textContent");
+    assert!(note.as_str().unwrap().contains(&format!("{pruned} small ones")), "pruning note {note} vs {pruned}");
+
+    // Brushing the timeline narrows the range to what was dragged.
+    let tl = browser.eval("const r = document.querySelector('canvas.timeline').getBoundingClientRect(); return [r.left, r.top, r.width, r.height];", json!([]));
+    let (left, top, width) = (tl[0].as_f64().unwrap(), tl[1].as_f64().unwrap(), tl[2].as_f64().unwrap());
+    browser.drag((left + width * 0.5, top + 40.0), (left + width * 0.8, top + 40.0));
+    browser.wait_for("the brushed range", &format!("!location.search.includes('from={from}') && window.hotframe.idle"));
+    let (f2, u2) = {
+        let v = browser.eval("const p = new URLSearchParams(location.search); return [Number(p.get('from')), Number(p.get('until'))];", json!([]));
+        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+    };
+    let span = (until - from) as f64;
+    assert!(f2 > from as f64 + span * 0.3 && u2 < until as f64 - span * 0.05 && u2 > f2, "brushed {f2}..{u2} of {from}..{until}");
+
     // A click zooms: parse_json fills the width, the breadcrumb and the URL follow.
     browser.goto(&format!("{base}/service/checkout?{query}"));
     browser.wait_idle();
     let b = frame_box(&browser, "flame", PARSE);
+    assert!(b["w"].as_f64().unwrap() < b["width"].as_f64().unwrap() * 0.9, "not zoomed yet: {b}");
     browser.click_at(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
     browser.wait_for("the zoom in the URL", "decodeURIComponent(location.search).includes('focus=main;server::run;handler::checkout;parse_json')");
     let zoomed = frame_box(&browser, "flame", PARSE);
@@ -338,5 +391,24 @@ fn viewer_asks_for_a_token_and_keeps_it() {
     browser.goto(&format!("{}/", server.base));
     browser.wait_for("the service list", "document.querySelector('tr[data-service=\"checkout\"]')");
     assert_eq!(browser.eval("return !!document.getElementById('token-input');", json!([])), json!(false));
+    no_js_errors(&browser);
+}
+
+#[test]
+fn viewer_explains_how_to_attach_an_agent_when_empty() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(BIN, &dir.path().join("data"), harness::free_port(), &[]);
+    let browser = Browser::start(1200, 800);
+    browser.goto(&format!("{}/", server.base));
+    browser.wait_idle();
+    let page = text(&browser, "main");
+    for needle in ["No profiles yet", &format!("hotframe agent --server {} --service checkout --pid 1234", server.base), "hotframe import"] {
+        assert!(page.contains(needle), "empty page lacks {needle:?}: {page}");
+    }
+    // An unknown service says so instead of drawing an empty graph.
+    browser.goto(&format!("{}/service/nope", server.base));
+    browser.wait_idle();
+    let page = text(&browser, "main");
+    assert!(page.contains("No samples") || page.contains("Not found"), "unknown service page: {page}");
     no_js_errors(&browser);
 }

@@ -6,6 +6,7 @@ import { ApiError, clearCache, onAuthNeeded, ServerGone, setToken, token } from 
 import { h, replace, showTip } from './dom.js';
 import { ServicePage } from './service.js';
 import { renderStart } from './start.js';
+import { renderWins, winsRoute } from './wins.js';
 import { current, navigate, onNavigate } from './state.js';
 
 const main = document.getElementById('app');
@@ -39,6 +40,10 @@ async function render() {
       }
       window.hotframe.page = page;
       await page.show(route);
+    } else if (route.page === 'wins') {
+      replace(crumbs, h('a', { href: '/wins', 'data-link': true }, 'ops wins'));
+      page = null;
+      await renderWins(main, winsRoute(route.path, route.search));
     } else {
       replace(crumbs);
       document.title = 'hotframe';

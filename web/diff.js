@@ -5,7 +5,7 @@
 import { api, ApiError } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
-import { pct, usd, usdDelta } from './format.js';
+import { explainUsd, pct, usd, usdDelta } from './format.js';
 import { selectedStates, update } from './state.js';
 import { diffTable } from './tables.js';
 import { diffRows, diffTrees, flatten } from './tree.js';
@@ -79,13 +79,20 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
   replace(summary,
     h('span', { class: 'swatch', style: { background: diffColor(1, 2) } }), ' grew (slower) ',
     h('span', { class: 'swatch', style: { background: diffColor(2, 1) } }), ' shrank (faster) · ',
-    `before ${s.before.title}: ${usd(before.totals.usdPerYear)}/yr · after ${s.after.title}: ${usd(after.totals.usdPerYear)}/yr · `,
+    'before ', h('span', { class: 'money', 'data-explain': explainUsd(`whole service before (${s.before.title})`, before.totals.usdPerYear, before.cost) },
+      `${s.before.title}: ${usd(before.totals.usdPerYear)}/yr`),
+    ' · after ', h('span', { class: 'money', 'data-explain': explainUsd(`whole service after (${s.after.title})`, after.totals.usdPerYear, after.cost) },
+      `${s.after.title}: ${usd(after.totals.usdPerYear)}/yr`), ' · ',
     h('strong', { class: change > 0 ? 'worse' : change < 0 ? 'better' : '' }, `change ${usdDelta(change)} / year`), ' ',
     h('button', {
       type: 'button', id: 'start-ops-win',
       onclick: () => startOpsWin(state, s, before, after, best, winStatus),
     }, 'Start an ops win'), ' ', winStatus);
-  replace(table, diffTable(rows, { onPick: (r) => graph.zoom(r.heaviest) }));
+  replace(table, diffTable(rows, {
+    onPick: (r) => graph.zoom(r.heaviest),
+    explainBefore: (r) => explainUsd(`${r.name} before (${s.before.title})`, r.baseUsd, before.cost),
+    explainAfter: (r) => explainUsd(`${r.name} after (${s.after.title})`, r.compUsd, after.cost),
+  }));
   return graph;
 }
 
@@ -126,20 +133,22 @@ function diffControls(state, service, s) {
 
 /** The hook of the ops-wins issue: POST the before/after pair; explain if not there yet. */
 async function startOpsWin(state, s, before, after, best, status) {
+  // The shape of issue 5's win: a service, a title, a before and an after selection,
+  // optionally the frame it is about; the server computes the figures itself.
   const win = {
     service: state.service,
-    states: selectedStates(state),
+    title: best ? `Faster ${best.name} in ${state.service}` : `CPU saving in ${state.service}`,
     before: { from: before.from, until: before.until, labels: s.before.labels },
     after: { from: after.from, until: after.until, labels: s.after.labels },
-    frame: best ? best.name : null,
-    usdPerYearBefore: before.totals.usdPerYear,
-    usdPerYearAfter: after.totals.usdPerYear,
+    states: selectedStates(state),
+    frame: best && best.deltaUsd < 0 ? best.name : null,
   };
   const hook = window.hotframe && window.hotframe.hooks && window.hotframe.hooks.startOpsWin;
   status.textContent = 'Starting…';
   try {
     const answer = await (hook ? hook(win) : api.startOpsWin(win));
-    status.textContent = answer && answer.id ? `Ops win #${answer.id} started.` : 'Ops win started.';
+    replace(status, answer && answer.id ? `Ops win #${answer.id} started. ` : 'Ops win started. ',
+      answer && answer.url ? h('a', { href: answer.url }, 'Open its report') : '');
   } catch (err) {
     status.textContent = err instanceof ApiError && (err.status === 404 || err.status === 405)
       ? 'This server does not record ops wins yet.'

@@ -107,3 +107,17 @@ export function explainNow(now) {
     'Open the service for the full formula and its price source.',
   ].join('\n');
 }
+
+/**
+ * The formula behind a $/year figure known only as a sum (a table row, a diff side):
+ * cores and S are recovered from it with the same cost inputs, then written out.
+ */
+export function explainUsd(label, usdPerYear, cost) {
+  if (!cost || !cost.pricePerCoreHour) return `${label}: ${usd(usdPerYear)} / year`;
+  const hours = cost.hoursPerYear || 8760;
+  const coresValue = usdPerYear / (hours * cost.pricePerCoreHour);
+  const ratio = cost.fleetHosts / Math.max(1, cost.profiledHosts);
+  const samples = ratio > 0 ? (coresValue / ratio) * cost.windowSeconds * cost.frequencyHz : 0;
+  const kg = coresValue * hours * (cost.wattsPerCore / 1000) * cost.pue * cost.kgCo2PerKwh;
+  return explainCost(label, Math.round(samples), { cores: coresValue, usdPerYear, kgCo2PerYear: kg }, cost);
+}

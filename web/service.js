@@ -6,7 +6,7 @@ import { api } from './api.js';
 import { h, replace, showTip } from './dom.js';
 import { renderDiff } from './diff.js';
 import { costNote, FlameGraph, STATE_COLORS } from './flame.js';
-import { co2, count, cores, explainCost, pct, threadTime, time, usd } from './format.js';
+import { co2, count, cores, explainCost, explainUsd, pct, threadTime, time, usd } from './format.js';
 import { renderSettings } from './settings.js';
 import { selectedStates, STATES, update } from './state.js';
 import { hotTable, sandwichFrame } from './tables.js';
@@ -320,11 +320,9 @@ export class ServicePage {
     const state = this.state;
     const tree = this.data.tree;
     const { flame } = this.data;
-    const explain = (r, which) => {
-      const cpuSamples = which === 'self' ? r.selfUsd / (this.usdPerCpu || 1) : (r.totalUsd / (this.usdPerCpu || 1));
-      const est = { cores: (flame.totals.cores || 0) * (cpuSamples / (tree.cpu[0] || 1)), usdPerYear: which === 'self' ? r.selfUsd : r.totalUsd, kgCo2PerYear: (flame.totals.kgCo2PerYear || 0) * (cpuSamples / (tree.cpu[0] || 1)) };
-      return explainCost(`${r.name} (${which})`, Math.round(cpuSamples), est, flame.cost);
-    };
+    const explain = (r, which) =>
+      explainUsd(`${r.name}, ${which === 'self' ? 'self (its own code)' : 'total (with what it calls)'}`,
+        which === 'self' ? r.selfUsd : r.totalUsd, flame.cost);
     replace(this.tableHolder, h('h3', {}, 'Hot frames'), hotTable(this.hot, {
       rootTotal: tree.total[0] || 1,
       sort: state.sort,

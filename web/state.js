@@ -32,6 +32,7 @@ export const VIEWS = {
 export function current() {
   const params = new URLSearchParams(location.search);
   const path = location.pathname;
+  if (path === '/wins' || path.startsWith('/wins/')) return { page: 'wins', path, search: location.search };
   const m = path.match(/^\/service\/([^/]+)/);
   if (!m) return { page: 'start', q: params.get('q') || '' };
   const state = { page: 'service', service: decodeURIComponent(m[1]), labels: {} };

@@ -43,7 +43,7 @@ export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onP
 }
 
 /** The diff table: $/year before, after and the change per function, biggest change first. */
-export function diffTable(rows, { onPick, limit = 200 }) {
+export function diffTable(rows, { onPick, explainBefore, explainAfter, limit = 200 }) {
   const sorted = rows.slice().sort((a, b) => Math.abs(b.deltaUsd) - Math.abs(a.deltaUsd) || a.name.localeCompare(b.name));
   return h('table', { class: 'grid diff-table' },
     h('thead', {}, h('tr', {}, h('th', {}, 'Function'), h('th', { class: 'num' }, 'Before $/yr'),
@@ -51,9 +51,11 @@ export function diffTable(rows, { onPick, limit = 200 }) {
     h('tbody', {}, sorted.slice(0, limit).map((r) =>
       h('tr', { class: 'diff-row', dataset: { name: r.name }, onclick: () => onPick(r) },
         h('td', { class: 'fn' }, r.name),
-        h('td', { class: 'num' }, usd(r.baseUsd)),
-        h('td', { class: 'num' }, usd(r.compUsd)),
-        h('td', { class: `num ${r.deltaUsd > 0 ? 'worse' : r.deltaUsd < 0 ? 'better' : ''}` }, usdDelta(r.deltaUsd))))));
+        h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explainBefore(r) }, usd(r.baseUsd))),
+        h('td', { class: 'num' }, h('span', { class: 'money', 'data-explain': explainAfter(r) }, usd(r.compUsd))),
+        h('td', { class: `num ${r.deltaUsd > 0 ? 'worse' : r.deltaUsd < 0 ? 'better' : ''}` },
+          h('span', { class: 'money', 'data-explain': `change = after − before = ${usd(r.compUsd)} − ${usd(r.baseUsd)} = ${usdDelta(r.deltaUsd)} / year\n(each side: its own window, hosts and cost settings)` },
+            usdDelta(r.deltaUsd)))))));
 }
 
 /** Fills `el` with the sandwich view's frame: title, and two graph holders. */

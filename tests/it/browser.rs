@@ -189,6 +189,20 @@ fn viewer_in_chromium_against_the_real_server() {
     let small = labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap_or_default().starts_with("handler::health"));
     assert!(!small, "a frame under the 5% threshold was annotated: {labels}");
 
+    // The service's $/year explains itself on hover, with the API's numbers.
+    let el = browser.eval("const r = document.getElementById('total-usd').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];", json!([]));
+    browser.hover(el[0].as_f64().unwrap(), el[1].as_f64().unwrap());
+    browser.wait_for("the $ explanation", "!document.getElementById('tooltip').hidden");
+    let why = text(&browser, "#tooltip");
+    let cost = &api["cost"];
+    for needle in [
+        usd(api["totals"]["usdPerYear"].as_f64().unwrap()),
+        format!("× 8,760 h × ${}/core-hour", cost["pricePerCoreHour"].as_f64().unwrap()),
+        format!("/ {} s ×", cost["windowSeconds"].as_f64().unwrap()),
+    ] {
+        assert!(why.contains(&needle), "explanation {why:?} lacks {needle:?}");
+    }
+
     // Tooltip under the real mouse: full name, $/year, CO2 and the formula.
     browser.hover(parse_box["cx"].as_f64().unwrap(), parse_box["cy"].as_f64().unwrap());
     browser.wait_for("the tooltip", "!document.getElementById('tooltip').hidden");
@@ -312,6 +326,14 @@ fn viewer_in_chromium_against_the_real_server() {
     let cell = text(&browser, "tr.diff-row[data-name=\"parse_json\"] td:last-child");
     assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
     assert!(browser.eval("return !!document.getElementById('start-ops-win')", json!([])) == json!(true));
+
+    // The same regression as two time ranges: before the 1.5 rollout, and after.
+    let mid = (from + until) / 2;
+    browser.goto(&format!("{base}/service/checkout?from={mid}&until={until}&tab=diff&bfrom={from}&buntil={mid}"));
+    browser.wait_idle();
+    frame_box(&browser, "diffFlame", PARSE);
+    let [r, _, bl] = pixel(&browser, "diffFlame", PARSE);
+    assert!(r > 200 && (r as i32) - (bl as i32) > 60, "regressed parse_json (ranges) is not red: {:?}", [r, bl]);
 
     // Latency view: frames coloured by thread state, waiting left out.
     browser.goto(&format!("{base}/service/checkout?{query}&view=latency"));

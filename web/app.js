@@ -41,7 +41,8 @@ async function render() {
       window.hotframe.page = page;
       await page.show(route);
     } else if (route.page === 'wins') {
-      replace(crumbs, h('a', { href: '/wins', 'data-link': true }, 'ops wins'));
+      replace(crumbs);
+      document.title = 'Ops wins · hotframe';
       page = null;
       await renderWins(main, winsRoute(route.path, route.search));
     } else {

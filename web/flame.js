@@ -184,7 +184,8 @@ export class FlameGraph {
 
   render() {
     const t = this.tree;
-    if (!t) return;
+    // A graph whose page part was replaced: nothing to draw, and its observer goes quiet.
+    if (!t || !this.canvas.isConnected) return;
     const began = performance.now();
     const dpr = window.devicePixelRatio || 1;
     const width = Math.max(1, this.canvas.parentElement ? this.canvas.parentElement.clientWidth : 800);

@@ -109,6 +109,12 @@ export function drawTimeline(container, data, states, onBrush) {
   canvas.addEventListener('mouseup', finish);
   canvas.addEventListener('mouseleave', finish);
   draw();
+  let lastWidth = container.clientWidth;
+  new ResizeObserver(() => {
+    if (!canvas.isConnected || container.clientWidth === lastWidth) return;
+    lastWidth = container.clientWidth;
+    draw();
+  }).observe(container);
   return { redraw: draw };
 }
 

@@ -9,6 +9,7 @@
 
 use super::figures::{FrameChange, Normalisation, WinFigures};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The Content-ID of the flame graph image inside the email.
@@ -16,7 +17,7 @@ pub const FLAME_CONTENT_ID: &str = "flamegraph@hotframe";
 
 /// A before or after selection, as the user chose it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
 pub enum Selection {
     /// A time range.
     Range {
@@ -24,6 +25,9 @@ pub enum Selection {
         from_ms: i64,
         /// End, Unix ms (exclusive).
         until_ms: i64,
+        /// Label filters of this side only (e.g. `host=a`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
     },
     /// The profiles carrying one value of a label (e.g. `version=1.4`), within a range.
     Label {
@@ -35,16 +39,37 @@ pub enum Selection {
         from_ms: i64,
         /// End of the range searched, Unix ms.
         until_ms: i64,
+        /// Further label filters of this side only.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
     },
 }
 
+fn label_words(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}, ")).collect()
+}
+
 impl Selection {
-    /// The selection in words, e.g. `2026-11-20 10:00 – 11:00 UTC` or `version=1.4`.
+    /// The selection in words, e.g. `2026-11-20 10:00 – 11:00 UTC` or `version=1.4 (...)`.
     pub fn describe(&self) -> String {
         match self {
-            Selection::Range { from_ms, until_ms } => utc_range(*from_ms, *until_ms),
-            Selection::Label { name, value, from_ms, until_ms } => {
-                format!("{name}={value} ({})", utc_range(*from_ms, *until_ms))
+            Selection::Range { from_ms, until_ms, labels } => {
+                format!("{}{}", label_words(labels), utc_range(*from_ms, *until_ms))
+            }
+            Selection::Label { name, value, from_ms, until_ms, labels } => {
+                format!("{name}={value} ({}{})", label_words(labels), utc_range(*from_ms, *until_ms))
+            }
+        }
+    }
+
+    /// The label filters of this side (the label of a label selection included).
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        match self {
+            Selection::Range { labels, .. } => labels.clone(),
+            Selection::Label { name, value, labels, .. } => {
+                let mut all = labels.clone();
+                all.insert(name.clone(), value.clone());
+                all
             }
         }
     }
@@ -523,6 +548,19 @@ mod tests {
         assert_eq!(format_usd_rounded(41_312.4), "$41,300");
         assert_eq!(format_usd_rounded(987.6), "$988");
         assert_eq!(format_usd_rounded(1_999_999.0), "$2,000,000");
+    }
+
+    #[test]
+    fn selections_serialise_in_camel_case() {
+        let r = serde_json::to_value(Selection::Range { from_ms: 1, until_ms: 2, labels: BTreeMap::new() }).unwrap();
+        assert_eq!(r, serde_json::json!({"kind": "range", "fromMs": 1, "untilMs": 2}));
+        let labels = BTreeMap::from([("region".to_string(), "eu".to_string())]);
+        let l = Selection::Label { name: "version".into(), value: "1.4".into(), from_ms: 1, until_ms: 2, labels };
+        assert!(l.describe().starts_with("version=1.4 (region=eu, 1970-01-01"), "{}", l.describe());
+        assert_eq!(l.labels().len(), 2);
+        let v = serde_json::to_value(&l).unwrap();
+        assert_eq!(v["kind"], "label");
+        assert_eq!(serde_json::from_value::<Selection>(v).unwrap(), l);
     }
 
     #[test]

@@ -51,6 +51,7 @@ static ASSETS: &[Asset] = &[
     asset!("diff.js", JS),
     asset!("settings.js", JS),
     asset!("dom.js", JS),
+    asset!("wins.js", JS),
 ];
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -86,6 +87,8 @@ pub fn routes() -> Router {
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/service/{*rest}", get(index))
+        .route("/wins", get(index))
+        .route("/wins/{*rest}", get(index))
         .route("/assets/{version}/{file}", get(asset))
         .route("/favicon.ico", get(favicon))
 }

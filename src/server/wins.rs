@@ -101,6 +101,9 @@ pub struct SelectionSpec {
     pub label: Option<String>,
     /// Label value, for a label selection.
     pub value: Option<String>,
+    /// Label filters of this side only (the diff view sends them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The body of `POST /api/v1/wins`.
@@ -136,6 +139,10 @@ pub struct NewWin {
     /// Compute and render only: nothing is stored or sent.
     #[serde(default)]
     pub dry_run: bool,
+    /// Thread states the sender was looking at; a win is measured on on-CPU samples,
+    /// so this must include RUNNABLE when given.
+    #[serde(default)]
+    pub states: Option<Vec<ThreadState>>,
 }
 
 /// A win as kept in the ledger (the store holds it as JSON).
@@ -241,13 +248,14 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
         }
         Ok((from, until))
     };
+    let labels = spec.labels.clone();
+    if let Some(name) = labels.keys().chain(spec.label.iter()).find(|n| !crate::model::profile::valid_label_name(n)) {
+        return Err(bad("bad_labels", format!("{side}: {name:?} is not a label name")));
+    }
     match (&spec.label, &spec.value) {
         (Some(name), Some(value)) => {
-            if !crate::model::profile::valid_label_name(name) {
-                return Err(bad("bad_labels", format!("{side}.label {name:?} is not a label name")));
-            }
             let (from_ms, until_ms) = range(from_ms, until_ms)?;
-            Ok(Selection::Label { name: name.clone(), value: value.clone(), from_ms, until_ms })
+            Ok(Selection::Label { name: name.clone(), value: value.clone(), from_ms, until_ms, labels })
         }
         (None, None) => {
             if from_ms.is_none() || until_ms.is_none() {
@@ -257,7 +265,7 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
                 ));
             }
             let (from_ms, until_ms) = range(from_ms, until_ms)?;
-            Ok(Selection::Range { from_ms, until_ms })
+            Ok(Selection::Range { from_ms, until_ms, labels })
         }
         _ => Err(bad("bad_selection", format!("{side}: give both label and value, or neither"))),
     }
@@ -265,9 +273,7 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
 
 fn store_query(service: &str, labels: &BTreeMap<String, String>, sel: &Selection) -> StoreQuery {
     let mut labels = labels.clone();
-    if let Selection::Label { name, value, .. } = sel {
-        labels.insert(name.clone(), value.clone());
-    }
+    labels.extend(sel.labels());
     StoreQuery {
         service: service.to_string(),
         profile_type: "cpu".to_string(),
@@ -294,7 +300,9 @@ fn measure(
     let before = selection(&new.before, "before", &info, now)?;
     let after = selection(&new.after, "after", &info, now)?;
     match (&before, &after) {
-        (Selection::Range { until_ms: b_until, .. }, Selection::Range { from_ms: a_from, .. }) if a_from < b_until => {
+        (Selection::Range { until_ms: b_until, labels: b_labels, .. }, Selection::Range { from_ms: a_from, labels: a_labels, .. })
+            if a_from < b_until && b_labels == a_labels =>
+        {
             return Err(bad(
                 "after_not_later",
                 format!(
@@ -357,6 +365,9 @@ async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Resul
     let new: NewWin = serde_json::from_slice(&body)
         .map_err(|e| bad("bad_json", format!("the body is not a win: {e}; see docs/api.md (POST /api/v1/wins)")))?;
     check_text(&new)?;
+    if new.states.as_ref().is_some_and(|s| !s.contains(&ThreadState::Runnable)) {
+        return Err(bad("bad_states", "a win is measured on on-CPU samples: states must include RUNNABLE (or be left out)"));
+    }
     let st = state.clone();
     let (record, id) = with_store(&state, move |store| {
         let now = now_ms();
@@ -575,14 +586,18 @@ mod tests {
             until: until.map(TimeArg::Number),
             label: label.map(String::from),
             value: value.map(String::from),
+            labels: BTreeMap::new(),
         };
         let now = 10_000_000_000_000;
         assert_eq!(
             selection(&spec(Some(1_700_000_000), Some(1_700_000_060), None, None), "before", &info, now).unwrap(),
-            Selection::Range { from_ms: 1_700_000_000_000, until_ms: 1_700_000_060_000 }
+            Selection::Range { from_ms: 1_700_000_000_000, until_ms: 1_700_000_060_000, labels: BTreeMap::new() }
         );
         let label = selection(&spec(None, None, Some("version"), Some("1.4")), "after", &info, now).unwrap();
-        assert_eq!(label, Selection::Label { name: "version".into(), value: "1.4".into(), from_ms: 1_000, until_ms: 9_001 });
+        assert_eq!(
+            label,
+            Selection::Label { name: "version".into(), value: "1.4".into(), from_ms: 1_000, until_ms: 9_001, labels: BTreeMap::new() }
+        );
         let empty = selection(&spec(Some(1_700_000_060), Some(1_700_000_000), None, None), "before", &info, now).unwrap_err();
         assert!(empty.to_string().contains("before range is empty"), "{empty}");
         assert!(selection(&spec(None, None, None, None), "after", &info, now).is_err());

@@ -434,3 +434,59 @@ fn viewer_explains_how_to_attach_an_agent_when_empty() {
     assert!(page.contains("No samples") || page.contains("Not found"), "unknown service page: {page}");
     no_js_errors(&browser);
 }
+
+/// The page's own tree code (web/tree.js), loaded as the browser loads it, on trees whose
+/// aggregates are computed by hand here: recursion counted once, self $, sandwich, diff.
+#[test]
+fn tree_aggregates_match_hand_computation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(BIN, &dir.path().join("data"), harness::free_port(), &[]);
+    let browser = Browser::start(800, 600);
+    browser.goto(&format!("{}/", server.base));
+    browser.wait_idle();
+    let got = browser.eval_async(
+        "const done = arguments[arguments.length - 1];
+         const base = document.querySelector('script[type=module]').src.replace(/app\\.js$/, '');
+         import(base + 'tree.js').then((m) => {
+           const node = (name, total, usd, children = []) => ({ name, total, usdPerYear: usd, cores: 0, kgCo2PerYear: 0,
+             self: total - children.reduce((a, c) => a + c.total, 0), states: { RUNNABLE: total }, children });
+           // all -> a(10) -> b(6) -> a(4) -> c(4); a -> c(3): a is recursive, c has two callers.
+           const root = node('all', 10, 100, [node('a', 10, 100, [node('b', 6, 60, [node('a', 4, 40, [node('c', 4, 40)])]), node('c', 3, 30)])]);
+           const t = m.flatten(root);
+           const hot = Object.fromEntries(m.hotFrames(t, 10).map((r) => [r.name, r]));
+           const sw = m.sandwich(t, 'c');
+           const shape = (n) => [n.name, n.total, n.children.map(shape)];
+           const cost = (w) => ({ frequencyHz: 100, windowSeconds: w, fleetHosts: 1, profiledHosts: 1 });
+           const before = node('all', 1000, 0, [node('f', 500, 0)]);
+           const after = node('all', 4000, 0, [node('f', 3000, 0), node('g', 1000, 0)]);
+           const d = m.flatten(m.diffTrees(before, cost(10), after, cost(20)));
+           const rows = Object.fromEntries(m.diffRows(d).map((r) => [r.name, [r.baseRate, r.compRate]]));
+           done({ names: t.name, end: Array.from(t.end), start: Array.from(t.start),
+             a: [hot.a.self, hot.a.total, hot.a.totalUsd], c: [hot.c.self, hot.c.total, hot.c.selfUsd],
+             callers: shape(sw.callers), callees: shape(sw.callees), path: t.path(4), find: t.find('a;b;a;c'),
+             partial: t.find('a;nope'), hit: [t.hit(9.5, 1), t.hit(9.5, 2), t.hit(2, 4), t.hit(7, 4), t.hit(7, 2), t.hit(10, 0)],
+             diffWeights: Array.from(d.weight), diffNames: d.name, rows });
+         }, (e) => done({ error: String(e) }));",
+        json!([]),
+    );
+    assert!(got.get("error").is_none(), "{got}");
+    assert_eq!(got["names"], json!(["all", "a", "b", "a", "c", "c"]), "preorder, heaviest child first");
+    assert_eq!(got["end"], json!([6, 6, 5, 5, 5, 6]));
+    assert_eq!(got["start"], json!([0, 0, 0, 0, 0, 6]));
+    // a: self 1 (10 - 6 - 3), total 10 counted once although a calls itself under b.
+    assert_eq!(got["a"], json!([1, 10, 100]));
+    // c: self 4 + 3, $ = 7 on-CPU samples x $10.
+    assert_eq!(got["c"], json!([7, 7, 70]));
+    // Callers of c: a (7 = 4 + 3), and under it b -> a for the 4 reached through b.
+    assert_eq!(got["callers"], json!(["c", 7, [["a", 7, [["b", 4, [["a", 4, []]]]]]]]));
+    assert_eq!(got["callees"], json!(["c", 7, []]));
+    assert_eq!(got["path"], json!("a;b;a;c"));
+    assert_eq!(got["find"], json!(4));
+    assert_eq!(got["partial"], json!(1), "an unknown path stops at its deepest known frame");
+    // Hit tests: (x, depth) -> node; c under a spans [6, 9) at depth 2; x = 10 is past the end.
+    assert_eq!(got["hit"], json!([1, -1, 4, -1, 5, -1]));
+    // Rates: before 1/(100 x 10) per sample, after 1/(100 x 20): all 1 -> 2, f 0.5 -> 1.5, g 0 -> 0.5.
+    assert_eq!(got["diffNames"], json!(["all", "f", "g"]));
+    assert_eq!(got["diffWeights"], json!([3, 2, 0.5]));
+    assert_eq!(got["rows"], json!({"f": [0.5, 1.5], "g": [0, 0.5]}));
+}

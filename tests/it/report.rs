@@ -231,8 +231,8 @@ fn win(p: &Pair, title: &str) -> Win {
         description: "Compile the validation regexes once, in a OnceLock, instead of per request.".to_string(),
         shipped_by: Some("ana".to_string()),
         team: Some("payments".to_string()),
-        before: report::Selection::Range { from_ms: 1_700_000_000_000, until_ms: 1_700_000_600_000 },
-        after: report::Selection::Range { from_ms: 1_700_086_400_000, until_ms: 1_700_087_000_000 },
+        before: report::Selection::Range { from_ms: 1_700_000_000_000, until_ms: 1_700_000_600_000, labels: Default::default() },
+        after: report::Selection::Range { from_ms: 1_700_086_400_000, until_ms: 1_700_087_000_000, labels: Default::default() },
         figures: f,
         created_ms: 1_700_090_000_000,
     }

@@ -253,10 +253,27 @@ fn bad_input_gets_a_clear_4xx() {
     expect(case(json!({"before": {"label": "version"}})), 400, "bad_selection", "label and value");
     let (status, body) = call(agent().post(&url).header("Content-Type", "application/json").send(&b"{\"service\": 3}"[..]));
     assert_eq!((status, body["reason"].as_str()), (400, Some("bad_json")), "{body}");
+    expect(case(json!({"states": ["WAITING"]})), 400, "bad_states", "include RUNNABLE");
     let (status, body) = get_json(&format!("{url}/999"));
     assert_eq!(status, 404, "{body}");
     let (_, list) = get_json(&url);
     assert_eq!(list["wins"].as_array().unwrap().len(), 0, "nothing stored by refused requests");
+
+    // The diff view's "Start an ops win": per-side labels, states, ranges in ms.
+    let from_diff = json!({
+        "service": "checkout", "title": "Faster regex::Regex::new in checkout",
+        "before": {"from": t0 * 1000, "until": (t0 + 600) * 1000, "labels": {"host": "a"}},
+        "after": {"from": (t0 + 3600) * 1000, "until": (t0 + 4200) * 1000, "labels": {"host": "a"}},
+        "states": ["RUNNABLE", "BLOCKED"], "frame": "regex::Regex::new",
+    });
+    let (status, win) = post_json(&url, &from_diff);
+    assert_eq!(status, 201, "{win}");
+    assert_eq!(win["before"]["labels"]["host"], "a");
+    assert_eq!(win["figures"]["before"]["profiledHosts"], 1, "only host a: {win}");
+    // Host a alone: 0.4 -> 0.02 cores of the regex frame, on the fleet of 10.
+    let usd = (24_000.0 - 1_200.0) * 0.01 / 600.0 * 10.0 * 8760.0 * 0.05;
+    assert!((win["figures"]["saving"]["usdPerYear"].as_f64().unwrap() - usd).abs() < 1e-6, "{win}");
+    assert_eq!(win["url"], format!("http://hotframe.test/wins/{}", win["id"]));
 
     // Without an SMTP server the win is kept, and says why it was not sent.
     let (status, win) = post_json(&url, &new_win(t0, "Cache compiled regexes"));

@@ -167,6 +167,10 @@ type Stack = Arc<[RawFrame]>;
 struct OffCpu {
     stack: Stack,
     state: Observed,
+    /// What the stack was unwound from: syscall (with sp/pc) and frame pointer. The same
+    /// again means the same place (a worker loop going back to sleep), so the stack is
+    /// reused without reading memory or unwinding.
+    key: (Syscall, u64),
 }
 
 struct Thread {
@@ -188,6 +192,8 @@ struct Thread {
     off_carry_ns: u64,
     /// Run-queue time already counted as off-CPU (negative or zero).
     off_debt_ns: i64,
+    /// A sched_switch record or an on-CPU sample arrived since the last tick.
+    active: bool,
     last_oncpu: Option<Stack>,
     /// On-CPU stacks sampled since the last tick (for run-queue time).
     recent_oncpu: Vec<Stack>,
@@ -228,6 +234,9 @@ const RUNNABLE: Observed = Observed { state: ThreadState::Runnable, lock_check: 
 /// Off-CPU time kept for a thread never seen off-CPU yet (it goes to its first
 /// off-CPU observation); more is dropped.
 const MAX_OFF_CARRY_NS: u64 = 1_000_000_000;
+
+/// Bytes of a sleeping thread's stack read first (see `offcpu_stack`).
+const FIRST_STACK_READ: usize = 4096;
 
 /// On-CPU stacks remembered per thread between ticks.
 const MAX_RECENT: usize = 64;
@@ -402,6 +411,7 @@ impl Sampler {
                 offcpu_valid: false,
                 off_carry_ns: 0,
                 off_debt_ns: 0,
+                active: true,
                 last_oncpu: None,
                 recent_oncpu: Vec::new(),
                 runq_carry_ns: 0,
@@ -487,7 +497,9 @@ impl Sampler {
         let Some(thread) = threads.get_mut(&tid) else { return };
         let pid = thread.pid;
         if let Some(switch) = thread.switch.as_mut() {
-            drain_switch(switch, &mut thread.switch_regs);
+            if drain_switch(switch, &mut thread.switch_regs) > 0 {
+                thread.active = true;
+            }
         }
         let Some(event) = thread.event.as_mut() else { return };
         let Some(target) = targets.get_mut(&pid) else { return };
@@ -518,6 +530,7 @@ impl Sampler {
             _ => {}
         });
         if let Some(stack) = last_stack {
+            thread.active = true;
             thread.last_oncpu = Some(stack);
             // It ran: whatever it was waiting for is over.
             thread.offcpu_valid = false;
@@ -584,9 +597,23 @@ impl Sampler {
         let Some(thread) = threads.get_mut(&tid) else { return false };
         let Some(target) = targets.get_mut(&thread.pid) else { return false };
         let Some(proc_files) = thread.files.as_mut() else { return true };
-        let Ok(sched) = proc_files.schedstat() else { return false };
         let elapsed = now.saturating_duration_since(thread.accounted_at).as_nanos() as i64;
         thread.accounted_at = now;
+        if let Some(switch) = thread.switch.as_mut() {
+            if drain_switch(switch, &mut thread.switch_regs) > 0 {
+                thread.active = true;
+            }
+            // Neither left a CPU nor was sampled on one since the last tick: still where
+            // it was seen sleeping, no need to read /proc. (If it was woken and runs right
+            // now, the next tick's schedstat corrects the count through the debt.)
+            if !thread.active && thread.offcpu_valid {
+                thread.off_carry_ns = (thread.off_carry_ns + elapsed as u64).min(MAX_OFF_CARRY_NS);
+                count_offcpu(thread, target, symbolizer, stats, period_ns);
+                return true;
+            }
+        }
+        thread.active = false;
+        let Ok(sched) = proc_files.schedstat() else { return false };
         let cpu = sched.cpu_ns.saturating_sub(thread.sched.cpu_ns) as i64;
         let waited = sched.run_delay_ns.saturating_sub(thread.sched.run_delay_ns) as i64;
         thread.sched = sched;
@@ -637,30 +664,31 @@ impl Sampler {
                 if let Some(switch) = thread.switch.as_mut() {
                     drain_switch(switch, &mut thread.switch_regs);
                 }
-                let stack = offcpu_stack(
-                    thread.pid,
-                    &syscall,
-                    thread.switch_regs,
-                    opts,
-                    target,
-                    files,
-                    symbolizer,
-                    stats,
-                    scratch_addrs,
-                    scratch_stack,
-                );
-                thread.offcpu = Some(OffCpu { stack, state });
+                let bp = match (thread.switch_regs, syscall.sp_pc()) {
+                    (Some((ip, ssp, bp)), Some((sp, pc))) if ssp == sp && ip == pc => Some(bp),
+                    _ => None,
+                };
+                let key = (syscall, bp.unwrap_or(u64::MAX));
+                let stack = match &thread.offcpu {
+                    Some(prev) if prev.key == key && bp.is_some() => prev.stack.clone(),
+                    _ => offcpu_stack(
+                        thread.pid,
+                        &syscall,
+                        bp,
+                        opts,
+                        target,
+                        files,
+                        symbolizer,
+                        stats,
+                        scratch_addrs,
+                        scratch_stack,
+                    ),
+                };
+                thread.offcpu = Some(OffCpu { stack, state, key });
                 thread.offcpu_valid = true;
             }
         }
-        let samples = thread.off_carry_ns / period_ns;
-        if samples > 0 {
-            if let Some(offcpu) = &thread.offcpu {
-                count(&mut target.counts, symbolizer, &offcpu.stack, offcpu.state, samples);
-                stats.offcpu_samples += samples;
-                thread.off_carry_ns -= samples * period_ns;
-            }
-        }
+        count_offcpu(thread, target, symbolizer, stats, period_ns);
         true
     }
 
@@ -701,6 +729,19 @@ impl Sampler {
     }
 }
 
+/// Turns a thread's carried off-CPU time into samples of its last off-CPU observation.
+fn count_offcpu(thread: &mut Thread, target: &mut Target, symbolizer: &Symbolizer, stats: &mut SamplerStats, period_ns: u64) {
+    let samples = thread.off_carry_ns / period_ns;
+    if samples == 0 {
+        return;
+    }
+    if let Some(offcpu) = &thread.offcpu {
+        count(&mut target.counts, symbolizer, &offcpu.stack, offcpu.state, samples);
+        stats.offcpu_samples += samples;
+        thread.off_carry_ns -= samples * period_ns;
+    }
+}
+
 /// Adds `n` samples; a stack seen for the first time in this window is handed to the
 /// symbolizer's worker, so names are ready by `take_profiles`.
 fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, stack: &Stack, state: Observed, n: u64) {
@@ -714,7 +755,7 @@ fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, 
 }
 
 /// Keeps the user registers of the last sched_switch record of a thread.
-fn drain_switch(switch: &mut PerfEvent, regs: &mut Option<(u64, u64, u64)>) {
+fn drain_switch(switch: &mut PerfEvent, regs: &mut Option<(u64, u64, u64)>) -> usize {
     switch.drain(|record| {
         if let EventRecord::Sample(s) = record {
             if let Some(r) = s.user_regs.as_ref() {
@@ -723,7 +764,7 @@ fn drain_switch(switch: &mut PerfEvent, regs: &mut Option<(u64, u64, u64)>) {
                 }
             }
         }
-    });
+    })
 }
 
 /// The stack of one perf sample, leaf first: kernel frames (if asked), then user frames
@@ -788,14 +829,14 @@ fn sample_stack(
 
 /// The user stack of a thread that is off-CPU, from the user sp/pc the kernel saved at
 /// syscall entry and a copy of its stack memory. /proc does not give the frame pointer:
-/// it comes from the thread's last sched_switch record when that record matches (same
-/// sp and pc); otherwise it is unknown and frames whose CFA is `rbp`-based stop the walk
-/// (see docs/thread-states.md).
+/// `bp` comes from the thread's last sched_switch record when that record matches (same
+/// sp and pc); otherwise it is guessed (see `ProcessImage::unwind_unknown_bp` and
+/// docs/thread-states.md).
 #[allow(clippy::too_many_arguments)]
 fn offcpu_stack(
     pid: u32,
     syscall: &Syscall,
-    switch_regs: Option<(u64, u64, u64)>,
+    bp: Option<u64>,
     opts: &SamplerOptions,
     target: &mut Target,
     files: &mut FileCache,
@@ -808,12 +849,22 @@ fn offcpu_stack(
     let Some((sp, pc)) = syscall.sp_pc() else {
         return Arc::from(Vec::new());
     };
-    procfs::read_memory(pid, sp, opts.stack_bytes.max(4096) as usize, buf);
     target.image.refresh_if_unknown(pc, files, symbolizer);
-    let end = match switch_regs {
-        Some((ip, ssp, bp)) if ssp == sp && ip == pc => target.image.unwind(pc, sp, bp, buf, addrs),
-        _ => target.image.unwind_unknown_bp(pc, sp, buf, addrs),
-    };
+    // Most sleeping stacks are shallow: read one page-sized chunk first, the whole
+    // `stack_bytes` only if the walk ran out of it.
+    let full = opts.stack_bytes.max(FIRST_STACK_READ as u32) as usize;
+    let mut end = WalkEnd::Truncated;
+    for len in [FIRST_STACK_READ, full] {
+        addrs.clear();
+        let got = procfs::read_memory(pid, sp, len, buf);
+        end = match bp {
+            Some(bp) => target.image.unwind(pc, sp, bp, buf, addrs),
+            None => target.image.unwind_unknown_bp(pc, sp, buf, addrs),
+        };
+        if end == WalkEnd::Complete || got < len || len == full {
+            break;
+        }
+    }
     count_walk(stats, end, addrs.len());
     let frames: Vec<RawFrame> = addrs.iter().map(|a| target.image.normalize(*a)).collect();
     Arc::from(frames)
@@ -881,5 +932,25 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent moves the sampler to its own thread.
+    #[test]
+    fn sampler_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Sampler>();
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused_with_the_range() {
+        let err = Sampler::new(SamplerOptions { frequency_hz: 0, ..SamplerOptions::default() }).err();
+        assert!(matches!(&err, Some(SamplerError::BadOption(m)) if m.contains("1 to 10000")), "{err:?}");
+        let err = Sampler::new(SamplerOptions { stack_bytes: 100, ..SamplerOptions::default() }).err();
+        assert!(matches!(&err, Some(SamplerError::BadOption(m)) if m.contains("512 to 65528")), "{err:?}");
     }
 }

@@ -249,36 +249,44 @@ fn tally(aggregate: &Aggregate, pattern: Option<&FramePattern>) -> Tally {
         Some(p) => aggregate.frames.iter().map(|f| p.matches(f)).collect(),
         None => Vec::new(),
     };
-    let mut tally = Tally {
-        all: Counted::default(),
-        scope: Counted::default(),
-        frames: HashMap::new(),
-        matched_frames: matched.iter().filter(|m| **m).count(),
-    };
-    let mut seen: Vec<u32> = Vec::new();
-    for sample in aggregate.samples.iter().filter(|s| s.state.is_cpu()) {
+    let mut all = Counted::default();
+    let mut scope = Counted::default();
+    // Indexed by frame id; names are joined only once per distinct frame at the end.
+    let mut by_frame = vec![FrameCpu::default(); aggregate.frames.len()];
+    // Inclusive time counts a recursive frame once per stack: `seen[f] == stamp` marks
+    // frames already counted in the current stack.
+    let mut seen = vec![u32::MAX; aggregate.frames.len()];
+    for (stamp, sample) in aggregate.samples.iter().filter(|s| s.state.is_cpu()).enumerate() {
         let Some(stack) = aggregate.stacks.get(sample.stack as usize) else { continue };
-        tally.all.add(sample.samples, sample.nanos);
+        all.add(sample.samples, sample.nanos);
         let in_scope = pattern.is_none() || stack.iter().any(|f| matched.get(*f as usize).copied().unwrap_or(false));
         if in_scope {
-            tally.scope.add(sample.samples, sample.nanos);
+            scope.add(sample.samples, sample.nanos);
         }
-        // Inclusive time counts a recursive frame once per stack.
-        seen.clear();
         for &f in stack {
-            if seen.contains(&f) {
-                continue;
-            }
-            seen.push(f);
-            if let Some(name) = aggregate.frames.get(f as usize) {
-                tally.frames.entry(name.clone()).or_default().total_cpu.add(sample.samples, sample.nanos);
+            let Some(mark) = seen.get_mut(f as usize) else { continue };
+            if *mark != stamp as u32 {
+                *mark = stamp as u32;
+                by_frame[f as usize].total_cpu.add(sample.samples, sample.nanos);
             }
         }
-        if let Some(name) = stack.last().and_then(|f| aggregate.frames.get(*f as usize)) {
-            tally.frames.entry(name.clone()).or_default().self_cpu.add(sample.samples, sample.nanos);
+        if let Some(cpu) = stack.last().and_then(|f| by_frame.get_mut(*f as usize)) {
+            cpu.self_cpu.add(sample.samples, sample.nanos);
         }
     }
-    tally
+    let mut frames: HashMap<String, FrameCpu> = HashMap::new();
+    for (name, cpu) in aggregate.frames.iter().zip(by_frame) {
+        if cpu.total_cpu.samples > 0 {
+            // The same name under two ids (not interned together) adds up.
+            let entry = frames.entry(name.clone()).or_default();
+            for (into, from) in [(&mut entry.self_cpu, cpu.self_cpu), (&mut entry.total_cpu, cpu.total_cpu)] {
+                into.samples += from.samples;
+                into.seconds += from.seconds;
+                into.variance += from.variance;
+            }
+        }
+    }
+    Tally { all, scope, frames, matched_frames: matched.iter().filter(|m| **m).count() }
 }
 
 /// Host-seconds a side covers (W * Hp), checked.

@@ -88,6 +88,9 @@ pub fn differential_svg(
     options.font_size = 20;
     options.frame_height = 30;
     options.no_javascript = true;
+    // Frames under a pixel wide cannot be seen in the PNG; leaving them out keeps the
+    // SVG small and the rendering fast.
+    options.min_width = 1.0;
     options.deterministic = true;
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, diff.lines(), &mut svg)

@@ -2,11 +2,11 @@
 // merged by call path into a differential flame graph (red: grew, slower; blue: shrank,
 // faster) and a table of the $/year change per function; and the ops-win hook.
 
-import { api, ApiError } from './api.js';
+import { api } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
 import { explainUsd, pct, usd, usdDelta } from './format.js';
-import { selectedStates, update } from './state.js';
+import { navigate, selectedStates, update } from './state.js';
 import { diffTable } from './tables.js';
 import { diffRows, diffTrees, flatten } from './tree.js';
 
@@ -75,7 +75,7 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
   graph.render();
   const rows = diffRows(tree);
   const change = (after.totals.usdPerYear || 0) - (before.totals.usdPerYear || 0);
-  const best = rows.slice().sort((a, b) => a.deltaUsd - b.deltaUsd)[0];
+  const best = cheapestFrame(tree, rows);
   replace(summary,
     h('span', { class: 'swatch', style: { background: diffColor(1, 2) } }), ' grew (slower) ',
     h('span', { class: 'swatch', style: { background: diffColor(2, 1) } }), ' shrank (faster) · ',
@@ -94,6 +94,23 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
     explainAfter: (r) => explainUsd(`${r.name} after (${s.after.title})`, r.compUsd, after.cost),
   }));
   return graph;
+}
+
+/**
+ * The function whose own code got cheapest: the biggest $ drop that its callees do not
+ * explain (main and the handlers above a fix drop as much, but the fix is not theirs).
+ */
+function cheapestFrame(tree, rows) {
+  const delta = (i) => tree.node[i].comp.usdPerYear - tree.node[i].base.usdPerYear;
+  const own = (i) => {
+    const d = delta(i);
+    let kids = 0;
+    for (const j of tree.children(i)) kids = Math.min(kids, delta(j));
+    return d < 0 && kids > d * 0.8 ? d : 0;
+  };
+  let best = null;
+  for (const r of rows) if (own(r.heaviest) < 0 && (!best || own(r.heaviest) < own(best.heaviest))) best = r;
+  return best;
 }
 
 function diffTip(n, root) {
@@ -131,27 +148,34 @@ function diffControls(state, service, s) {
   h('button', { type: 'submit' }, 'Compare'));
 }
 
-/** The hook of the ops-wins issue: POST the before/after pair; explain if not there yet. */
+/**
+ * The hook of the ops-wins issue: opens the win form (web/wins.js) prefilled with this
+ * diff's before/after selection and the frame that got cheaper; `window.hotframe.hooks.
+ * startOpsWin(win)` replaces it when set. Label sides travel as `blabels`/`alabels`
+ * (`k=v,k=v`) for a form that knows them.
+ */
 async function startOpsWin(state, s, before, after, best, status) {
-  // The shape of issue 5's win: a service, a title, a before and an after selection,
-  // optionally the frame it is about; the server computes the figures itself.
   const win = {
     service: state.service,
-    title: best ? `Faster ${best.name} in ${state.service}` : `CPU saving in ${state.service}`,
-    before: { from: before.from, until: before.until, labels: s.before.labels },
-    after: { from: after.from, until: after.until, labels: s.after.labels },
-    states: selectedStates(state),
-    frame: best && best.deltaUsd < 0 ? best.name : null,
+    title: best && best.deltaUsd < 0 ? `Faster ${best.name} in ${state.service}` : '',
+    bfrom: String(before.from),
+    buntil: String(before.until),
+    afrom: String(after.from),
+    auntil: String(after.until),
+    frame: best && best.deltaUsd < 0 ? best.name : '',
+    blabels: Object.entries(s.before.labels || {}).map(([k, v]) => `${k}=${v}`).join(','),
+    alabels: Object.entries(s.after.labels || {}).map(([k, v]) => `${k}=${v}`).join(','),
   };
   const hook = window.hotframe && window.hotframe.hooks && window.hotframe.hooks.startOpsWin;
-  status.textContent = 'Starting…';
-  try {
-    const answer = await (hook ? hook(win) : api.startOpsWin(win));
-    replace(status, answer && answer.id ? `Ops win #${answer.id} started. ` : 'Ops win started. ',
-      answer && answer.url ? h('a', { href: answer.url }, 'Open its report') : '');
-  } catch (err) {
-    status.textContent = err instanceof ApiError && (err.status === 404 || err.status === 405)
-      ? 'This server does not record ops wins yet.'
-      : `Could not start the ops win: ${err.message}`;
+  if (hook) {
+    try {
+      await hook(win);
+    } catch (err) {
+      status.textContent = `Could not start the ops win: ${err.message}`;
+    }
+    return;
   }
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(win)) if (v) params.set(k, v);
+  navigate(`/wins/new?${params}`);
 }

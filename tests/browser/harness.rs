@@ -410,18 +410,3 @@ pub fn node_at<'a>(flame: &'a Value, path: &[&str]) -> &'a Value {
     }
     node
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_match_the_viewer() {
-        assert_eq!(usd(315_883.4), "$315,883");
-        assert_eq!(usd(12.345), "$12.35");
-        assert_eq!(usd(-1234.0), "−$1,234");
-        assert_eq!(pct(0.5555), "56%");
-        assert_eq!(pct(0.0534), "5.3%");
-        assert_eq!(base64_decode("aGVsbG8="), b"hello");
-    }
-}

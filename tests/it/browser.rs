@@ -325,7 +325,12 @@ fn viewer_in_chromium_against_the_real_server() {
     let change = node_at(&after, &PARSE_PATH)["usdPerYear"].as_f64().unwrap() - node_at(&before, &PARSE_PATH)["usdPerYear"].as_f64().unwrap();
     let cell = text(&browser, "tr.diff-row[data-name=\"parse_json\"] td:last-child");
     assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
-    assert!(browser.eval("return !!document.getElementById('start-ops-win')", json!([])) == json!(true));
+    // "Start an ops win" opens the win form with this diff's sides and the frame that got cheaper.
+    browser.click("#start-ops-win");
+    browser.wait_for("the win form", "location.pathname === '/wins/new'");
+    assert!(location_has(&browser, "frame=template::render_html"), "{}", browser.url());
+    assert!(location_has(&browser, "blabels=version=1.4") && location_has(&browser, "alabels=version=1.5"), "{}", browser.url());
+    assert!(location_has(&browser, &format!("bfrom={}", before["from"])), "{}", browser.url());
 
     // The same regression as two time ranges: before the 1.5 rollout, and after.
     let mid = (from + until) / 2;
@@ -489,4 +494,14 @@ fn tree_aggregates_match_hand_computation() {
     assert_eq!(got["diffNames"], json!(["all", "f", "g"]));
     assert_eq!(got["diffWeights"], json!([3, 2, 0.5]));
     assert_eq!(got["rows"], json!({"f": [0.5, 1.5], "g": [0, 0.5]}));
+}
+
+#[test]
+fn formats_match_the_viewer() {
+    assert_eq!(usd(315_883.4), "$315,883");
+    assert_eq!(usd(12.345), "$12.35");
+    assert_eq!(usd(-1234.0), "−$1,234");
+    assert_eq!(pct(0.5555), "56%");
+    assert_eq!(pct(0.0534), "5.3%");
+    assert_eq!(harness::base64_decode("aGVsbG8="), b"hello");
 }

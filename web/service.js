@@ -28,6 +28,13 @@ export class ServicePage {
     this.dataKey = null;
     this.data = null;
     this.flame = null;
+    // Escape zooms out one level, as the breadcrumb does (not while typing).
+    document.addEventListener('keydown', (e) => {
+      if (e.key !== 'Escape' || window.hotframe.page !== this || !this.flame || !this.state || !this.state.focus) return;
+      if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+      const tree = this.data.tree;
+      update({ focus: tree.path(tree.parent[tree.find(this.state.focus)] || 0) });
+    });
   }
 
   async show(state) {

@@ -278,6 +278,11 @@ fn viewer_in_chromium_against_the_real_server() {
         "zoomed frame does not fill the width: {zoomed} (before {b})"
     );
     assert_eq!(text(&browser, ".breadcrumb .crumb.current"), "parse_json");
+    // Escape zooms out one level; the breadcrumb's parent takes it back there too.
+    browser.eval("document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));", json!([]));
+    browser.wait_for("the zoom out", "document.querySelector('.breadcrumb .crumb.current').textContent === 'handler::checkout'");
+    browser.click_at(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
+    browser.wait_for("the zoom back", "document.querySelector('.breadcrumb .crumb.current').textContent === 'parse_json'");
 
     // The URL holds the whole state: zoom, search, view, sort, label filter.
     browser.type_into("#flame-search", "serde");

@@ -132,6 +132,16 @@ function timeArg(text) {
   return /^\d+$/.test(t) ? Number(t) : t;
 }
 
+/** `k=v,k=v` (the diff view's `blabels`/`alabels`) as a label object. */
+export function labelsArg(text) {
+  const out = {};
+  for (const pair of text.split(',')) {
+    const i = pair.indexOf('=');
+    if (i > 0) out[pair.slice(0, i).trim()] = pair.slice(i + 1).trim();
+  }
+  return out;
+}
+
 async function renderForm(main, params) {
   document.title = 'Record an ops win · hotframe';
   const { services } = await api.services();
@@ -146,6 +156,8 @@ async function renderForm(main, params) {
   const [buntil, buntilRow] = field('win-buntil', 'until', params.get('buntil') || 'now-1d', { size: 16 });
   const [afrom, afromRow] = field('win-afrom', 'After from', params.get('afrom') || 'now-1d', { size: 16 });
   const [auntil, auntilRow] = field('win-auntil', 'until', params.get('auntil') || 'now', { size: 16 });
+  const [blabels, blabelsRow] = field('win-blabels', 'Before labels (k=v, comma separated)', params.get('blabels') || '', { size: 24 });
+  const [alabels, alabelsRow] = field('win-alabels', 'After labels', params.get('alabels') || '', { size: 24 });
   const [frame, frameRow] = field('win-frame', 'Frame (substring or /regex/, optional)', params.get('frame') || '', { size: 40 });
   const [shipped, shippedRow] = field('win-shipped-by', 'Shipped by', '', { size: 20 });
   const [team, teamRow] = field('win-team', 'Team', params.get('team') || '', { size: 20 });
@@ -156,8 +168,8 @@ async function renderForm(main, params) {
     service: service.value,
     title: title.value,
     description: description.value,
-    before: { from: timeArg(bfrom.value), until: timeArg(buntil.value) },
-    after: { from: timeArg(afrom.value), until: timeArg(auntil.value) },
+    before: { from: timeArg(bfrom.value), until: timeArg(buntil.value), labels: labelsArg(blabels.value) },
+    after: { from: timeArg(afrom.value), until: timeArg(auntil.value), labels: labelsArg(alabels.value) },
     frame: frame.value.trim() || null,
     shippedBy: shipped.value.trim() || null,
     team: team.value.trim() || null,
@@ -186,7 +198,7 @@ async function renderForm(main, params) {
     h('form', { class: 'win-form', id: 'win-form', onsubmit: (e) => { e.preventDefault(); submit(false); } },
       h('label', { for: 'win-service' }, 'Service', service), titleRow,
       h('label', { for: 'win-description' }, 'What changed', description),
-      h('div', { class: 'win-ranges' }, bfromRow, buntilRow), h('div', { class: 'win-ranges' }, afromRow, auntilRow),
+      h('div', { class: 'win-ranges' }, bfromRow, buntilRow, blabelsRow), h('div', { class: 'win-ranges' }, afromRow, auntilRow, alabelsRow),
       frameRow, h('div', { class: 'win-ranges' }, shippedRow, teamRow), emailsRow,
       h('div', { class: 'dialog-buttons' },
         h('button', { type: 'button', id: 'win-preview', onclick: () => submit(true) }, 'Preview'),

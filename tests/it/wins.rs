@@ -2,6 +2,10 @@
 //! store, profiles ingested over HTTP, wins created through the API and the `hotframe
 //! win` CLI, and the reports received by a real SMTP server (aiosmtpd, see report.rs).
 
+#[allow(dead_code)]
+#[path = "../browser/harness.rs"]
+mod harness;
+
 use crate::report::{free_port, Received, SmtpSink};
 use crate::server::ServeProcess;
 use hotframe::report::{format_usd, format_usd_rounded};
@@ -351,4 +355,54 @@ fn smtp_down_keeps_the_win_pending_and_it_is_sent_when_smtp_is_back_even_after_a
     let (_, first_again) = get_json(&format!("{}/api/v1/wins/{first}", server.url));
     assert_eq!(first_again["send"]["status"], "sent");
     assert_eq!(first_again["title"], "First win", "the ledger survived the kill");
+}
+
+#[test]
+fn the_wins_page_previews_records_and_lists_a_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let sink = SmtpSink::start(free_port(), &inbox);
+    let config = write_config(dir.path());
+    let (server, t0) = seeded(&dir.path().join("data"), &config, &["--smtp-url", &sink.url()]);
+    let usd = (24_000.0 - 1_200.0) * 0.01 / 600.0 * 10.0 * 8760.0 * 0.05;
+    let browser = harness::Browser::start(1200, 1400);
+
+    // The form as the diff view opens it: sides, frame and title in the query string.
+    let query = format!(
+        "service=checkout&title=Cache%20compiled%20regexes&bfrom={}&buntil={}&afrom={}&auntil={}&frame=regex::Regex::new&blabels=host%3Da&alabels=host%3Da",
+        t0 * 1000,
+        (t0 + 600) * 1000,
+        (t0 + 3600) * 1000,
+        (t0 + 4200) * 1000
+    );
+    browser.goto(&format!("{}/wins/new?{query}", server.url));
+    browser.wait_for("the win form", "document.getElementById('win-form')");
+    browser.type_into("#win-team", "payments");
+    browser.click("#win-preview");
+    let preview = browser.wait_for("the preview", "document.querySelector('p.status').textContent.includes('/ year') && document.querySelector('p.status').textContent");
+    assert!(preview.as_str().unwrap().starts_with(&format!("{} / year", harness::usd(usd))), "{preview}");
+    browser.wait_for("the report preview", "document.querySelector('iframe.win-report').srcdoc.includes('Cache compiled regexes')");
+    let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
+    assert_eq!(list["wins"].as_array().unwrap().len(), 0, "a preview stores nothing");
+
+    browser.click("#win-record");
+    let path = browser.wait_for("the win page", "/^\\/wins\\/\\d+$/.test(location.pathname) && location.pathname");
+    let id: i64 = path.as_str().unwrap().trim_start_matches("/wins/").parse().unwrap();
+    browser.wait_for("the report", "document.querySelector('iframe.win-report') && document.querySelector('iframe.win-report').srcdoc.includes('Ops win')");
+    let win = wait_status(&server.url, id, "sent", Duration::from_secs(20));
+    assert_eq!(win["send"]["status"], "sent", "{win}");
+    assert_eq!(win["before"]["labels"]["host"], "a");
+    assert!((win["figures"]["saving"]["usdPerYear"].as_f64().unwrap() - usd).abs() < 1e-6, "{win}");
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    let mut rcpt = got[0].rcpt_to.clone();
+    rcpt.sort();
+    assert_eq!(rcpt, vec!["ops-wins@example.com", "payments-leads@example.com"]);
+
+    // The ledger: the running total is the API's, and the win is listed.
+    browser.goto(&format!("{}/wins", server.url));
+    let total = browser.wait_for("the total", "document.getElementById('wins-total') && document.getElementById('wins-total').textContent");
+    assert!(total.as_str().unwrap().contains(&format!("{} / year", harness::usd(usd))), "{total}");
+    let row = browser.wait_for("the win row", "document.querySelector('#wins-table tr.win-row') && document.querySelector('#wins-table tr.win-row').textContent");
+    assert!(row.as_str().unwrap().contains("Cache compiled regexes") && row.as_str().unwrap().contains("sent"), "{row}");
 }

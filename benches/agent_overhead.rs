@@ -7,8 +7,9 @@
 //! wait4(2) on the profiler process. Then the same for a 20-thread target.
 //!
 //! Run: `cargo bench --bench agent_overhead` as root (perf_event_open on another
-//! process). Knobs: HOTFRAME_BENCH_ROUNDS (default 7), HOTFRAME_BENCH_SECONDS (5),
-//! HOTFRAME_BENCH_THREADS (2), SAMPLY (path to samply; default: `samply` on PATH).
+//! process). Knobs: HOTFRAME_BENCH_ROUNDS (default 7), HOTFRAME_BENCH_SECONDS (6),
+//! HOTFRAME_BENCH_THREADS (2), SAMPLY (path to samply; default: `samply` on PATH),
+//! HOTFRAME_BIN (the hotframe binary; default: the one cargo built).
 //! perf or samply missing: that column is skipped with a note. samply refuses to record
 //! at perf_event_paranoid > 1 even as root, so the bench sets it to 1 for samply's runs
 //! and restores it right after.
@@ -18,7 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+const BUILT_BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+
+/// The hotframe binary: the one cargo built, or HOTFRAME_BIN (a copy that a concurrent
+/// build cannot replace mid-run).
+fn bin() -> String {
+    std::env::var("HOTFRAME_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
 const HZ: f64 = 99.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +52,16 @@ impl Profiler {
 struct Run {
     ops_per_sec: f64,
     seconds: f64,
-    /// Profiler CPU seconds (user + system).
+    /// Workload CPU seconds: on-CPU samples expected = 99 Hz x this.
+    target_cpu_s: f64,
+    /// Profiler CPU seconds (user + system), whole life.
     cpu_s: f64,
+    /// Steady state: profiler CPU seconds from 1.5 s after attach to the end.
+    steady_cpu_s: f64,
+    /// Steady state: workload CPU seconds over the same window.
+    steady_target_cpu_s: f64,
+    /// Steady state: window length, seconds.
+    steady_s: f64,
     /// Profiler peak RSS, KiB.
     maxrss_kib: u64,
     /// Samples the profiler says it took (hotframe: on-CPU + off-CPU), if it says.
@@ -79,6 +94,15 @@ fn wait_rusage(child: &Child) -> (f64, u64) {
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         (tv(usage.ru_utime) + tv(usage.ru_stime), usage.ru_maxrss as u64)
     }
+}
+
+/// CPU time of every thread of `pid` so far, ns (schedstat: exact, unlike clock ticks).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn has_exited(child: &Child) -> bool {
@@ -114,7 +138,7 @@ impl Drop for Paranoid {
 
 fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run {
     let seconds = setup.seconds.to_string() + "s";
-    let mut workload = Command::new(BIN)
+    let mut workload = Command::new(bin())
         .args(["demo-workload", "--mode", "cpu", "--threads", &threads.to_string(), "--duration", &seconds, "--report"])
         .env("HOTFRAME_LOG", "warn")
         .stdout(Stdio::piped())
@@ -128,7 +152,7 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
     let mut prof = match profiler {
         Profiler::None => None,
         Profiler::Hotframe => Some(
-            Command::new(BIN)
+            Command::new(bin())
                 .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", "2s"])
                 .arg("--spool-dir")
                 .arg(&out)
@@ -158,13 +182,28 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
                 .expect("start samply"),
         ),
     };
+    // Steady state: from 1.5 s after attach (start-up done) to shortly before the end.
+    let attached = Instant::now();
+    let window_end = attached + Duration::from_secs(setup.seconds) - Duration::from_millis(400);
+    std::thread::sleep(Duration::from_millis(1500));
+    let prof_pid = prof.as_ref().map(|c| c.id());
+    let t0 = Instant::now();
+    let (p0, w0) = (prof_pid.map(cpu_ns).unwrap_or(0), cpu_ns(workload.id()));
+    std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
+    let (p1, w1) = (prof_pid.map(cpu_ns).unwrap_or(0), cpu_ns(workload.id()));
+    let steady_s = t0.elapsed().as_secs_f64();
+
     let mut report = String::new();
     workload.stdout.take().expect("stdout").read_to_string(&mut report).expect("read report");
-    let _ = workload.wait();
+    let (target_cpu_s, _) = wait_rusage(&workload);
     let parsed: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_default();
     let mut run = Run {
         ops_per_sec: parsed["opsPerSec"].as_f64().unwrap_or(0.0),
         seconds: parsed["seconds"].as_f64().unwrap_or(0.0),
+        target_cpu_s,
+        steady_cpu_s: p1.saturating_sub(p0) as f64 / 1e9,
+        steady_target_cpu_s: w1.saturating_sub(w0) as f64 / 1e9,
+        steady_s,
         ..Run::default()
     };
     if let Some(child) = prof.as_mut() {
@@ -229,11 +268,11 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn report(title: &str, threads: usize, results: &[(Profiler, Vec<Run>)]) {
+fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
     println!("\n{title}");
     println!(
-        "{:<26} {:>4} {:>12} {:>8} {:>10} {:>12} {:>14} {:>10}",
-        "configuration", "runs", "ops/s (med)", "loss %", "CPU ms/s", "µs/sample*", "µs/own sample", "peak RSS"
+        "{:<24} {:>4} {:>11} {:>7} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
+        "configuration", "runs", "ops/s med", "loss %", "life ms/s", "life µs/s*", "steady ms/s", "steady µs/s*", "µs/own s.", "peak RSS"
     );
     let base = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| median(r.iter().map(|x| x.ops_per_sec).collect()));
     for (profiler, runs) in results {
@@ -241,31 +280,38 @@ fn report(title: &str, threads: usize, results: &[(Profiler, Vec<Run>)]) {
             continue;
         }
         let ops = median(runs.iter().map(|r| r.ops_per_sec).collect());
-        let loss = base.map(|b| (1.0 - ops / b) * 100.0).unwrap_or(f64::NAN);
+        let loss = base.map(|b| format!("{:.2}", (1.0 - ops / b) * 100.0)).unwrap_or_else(|| "-".into());
         if *profiler == Profiler::None {
-            println!("{:<26} {:>4} {:>12.1} {:>8} {:>10} {:>12} {:>14} {:>10}", profiler.name(), runs.len(), ops, "-", "-", "-", "-", "-");
+            println!("{:<24} {:>4} {:>11.1} {:>7} |", profiler.name(), runs.len(), ops, "-");
             continue;
         }
-        let cpu_per_s = median(runs.iter().map(|r| r.cpu_s / r.seconds.max(1e-9) * 1000.0).collect());
-        // Nominal samples: every busy thread, 99 times a second, for the whole run.
-        let per_nominal = median(runs.iter().map(|r| r.cpu_s * 1e6 / (HZ * threads as f64 * r.seconds.max(1e-9))).collect());
+        let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        let life_ms_s = m(&|r| r.cpu_s / r.seconds.max(1e-9) * 1e3);
+        // On-CPU samples the target gave: 99 Hz x its CPU seconds.
+        let life_us = m(&|r| r.cpu_s * 1e6 / (HZ * r.target_cpu_s.max(1e-9)));
+        let steady_ms_s = m(&|r| r.steady_cpu_s / r.steady_s.max(1e-9) * 1e3);
+        let steady_us = m(&|r| r.steady_cpu_s * 1e6 / (HZ * r.steady_target_cpu_s.max(1e-9)));
         let own: Vec<f64> = runs.iter().filter_map(|r| Some(r.cpu_s * 1e6 / r.samples? as f64)).collect();
         let per_own = if own.is_empty() { "-".to_string() } else { format!("{:.1}", median(own)) };
         let rss = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
         println!(
-            "{:<26} {:>4} {:>12.1} {:>8.2} {:>10.2} {:>12.1} {:>14} {:>7.1} MiB",
+            "{:<24} {:>4} {:>11.1} {:>7} | {:>9.2} {:>10.1} | {:>9.2} {:>10.1} {:>10} | {:>5.1} MiB",
             profiler.name(),
             runs.len(),
             ops,
             loss,
-            cpu_per_s,
-            per_nominal,
+            life_ms_s,
+            life_us,
+            steady_ms_s,
+            steady_us,
             per_own,
             rss
         );
     }
-    println!("* per nominal sample: profiler CPU / (99 Hz x {threads} busy threads x run seconds); the profiler's whole life");
-    println!("  (start-up, unwinding, symbolization, aggregation, writing or uploading) is counted.");
+    println!("life: the profiler's whole life (start-up, unwinding, symbolization, aggregation, writing or");
+    println!("uploading); steady: from 1.5 s after attach to the end. * µs of profiler CPU per on-CPU sample");
+    println!("(99 Hz x the target's CPU seconds). µs/own s.: per sample the profiler reports (hotframe: on-CPU");
+    println!("plus off-CPU wall-clock samples; perf: samples written).");
 }
 
 fn measure(setup: &Setup, profilers: &[Profiler], threads: usize, rounds: u64) -> Vec<(Profiler, Vec<Run>)> {
@@ -293,7 +339,7 @@ fn measure(setup: &Setup, profilers: &[Profiler], threads: usize, rounds: u64) -
 
 fn main() {
     let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 7);
-    let seconds = env_u64("HOTFRAME_BENCH_SECONDS", 5);
+    let seconds = env_u64("HOTFRAME_BENCH_SECONDS", 6).max(3);
     let threads = env_u64("HOTFRAME_BENCH_THREADS", 2) as usize;
     let scratch = tempfile::tempdir().expect("temp dir");
     let samply = std::env::var_os("SAMPLY").map(PathBuf::from).or_else(|| on_path("samply"));
@@ -304,7 +350,7 @@ fn main() {
     if !perf {
         eprintln!("note: perf not found (apt-get install linux-perf): skipped");
     }
-    let mut server = Command::new(BIN)
+    let mut server = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(scratch.path().join("store"))
         .env("HOTFRAME_LOG", "warn")
@@ -327,11 +373,11 @@ fn main() {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     eprintln!("agent overhead: {rounds} interleaved rounds x {seconds} s, {threads} busy threads, {cpus} CPUs");
     let results = measure(&setup, &profilers, threads, rounds);
-    report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), threads, &results);
+    report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), &results);
 
     let many: Vec<Profiler> = profilers.iter().copied().filter(|p| matches!(p, Profiler::Hotframe | Profiler::Samply)).collect();
     let big = measure(&setup, &many, 20, 2);
-    report(&format!("20-thread CPU-bound target, 99 Hz, 2 rounds of {seconds} s (agent CPU and RSS)"), 20, &big);
+    report(&format!("20-thread CPU-bound target, 99 Hz, 2 rounds of {seconds} s (agent CPU and RSS)"), &big);
 
     let _ = server.kill();
     let _ = server.wait();

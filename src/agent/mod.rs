@@ -32,6 +32,8 @@ pub enum AgentError {
     Upload(#[from] UploadError),
     #[error("choose what to profile: --pid PID (repeatable), --name REGEX, or -- COMMAND ARGS")]
     NoTarget,
+    #[error("invalid --server {0:?}: use an http:// base URL such as http://127.0.0.1:4040 (no TLS in the agent: put a TLS proxy in front if needed)")]
+    BadServer(String),
     #[error("give only one of --pid, --name and -- COMMAND")]
     ConflictingTargets,
     #[error("invalid --name regex {pattern:?}: {reason}")]
@@ -99,6 +101,11 @@ impl AgentConfig {
         if !crate::model::profile::valid_service_name(&args.service) {
             return Err(AgentError::BadService(args.service.clone()));
         }
+        let server = args.server.trim();
+        let host = server.strip_prefix("http://").unwrap_or("");
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(AgentError::BadServer(args.server.clone()));
+        }
         let chosen = [!args.pids.is_empty(), args.name.is_some(), !args.command.is_empty()];
         let targets = match chosen.iter().filter(|c| **c).count() {
             0 => return Err(AgentError::NoTarget),
@@ -136,7 +143,7 @@ impl AgentConfig {
             }
             labels.insert(k.to_string(), v.to_string());
         }
-        let mut upload = UploadOptions::new(&args.server);
+        let mut upload = UploadOptions::new(server);
         upload.token = args.token.clone();
         upload.spool_dir = Some(args.spool_dir.clone().unwrap_or_else(|| default_spool_dir(&args.service)));
         upload.spool_max_bytes = args.spool_max_mib.saturating_mul(1 << 20);
@@ -175,17 +182,21 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
             }
         }
         TargetSpec::Command(command) => {
-            let spawned = std::process::Command::new(&command[0])
+            let mut spawned = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .spawn()
                 .map_err(|cause| AgentError::Spawn { command: command.join(" "), cause })?;
-            let pid = spawned.id();
+            if let Err(err) = sampler.attach(spawned.id()) {
+                // Not profiled means not wanted: do not leave it running unobserved.
+                let _ = spawned.kill();
+                let _ = spawned.wait();
+                return Err(err.into());
+            }
             child = Some(spawned);
-            sampler.attach(pid)?;
         }
         TargetSpec::Name(_) => {}
     }
-    let uploader = Arc::new(Uploader::start(config.upload.clone())?);
+    let uploader = Uploader::start(config.upload.clone())?;
     let health = Arc::new(Mutex::new(AgentHealth::default()));
     let _metrics = match &config.metrics_listen {
         Some(addr) => {
@@ -205,7 +216,7 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
 struct Agent {
     config: AgentConfig,
     sampler: Sampler,
-    uploader: Arc<Uploader>,
+    uploader: Uploader,
     health: Arc<Mutex<AgentHealth>>,
     /// Pids `--name` matched but that could not be attached (gone, or not permitted):
     /// not retried every scan.
@@ -228,6 +239,7 @@ impl Agent {
         let mut next_upload = started + jittered(self.config.upload_interval, 0.1);
         let mut next_scan = started;
         let exits_with_targets = !matches!(self.config.targets, TargetSpec::Name(_));
+        let mut poll_errors = 0u64;
         let ending = loop {
             if signals::stop_requested() || stop.load(Ordering::Relaxed) {
                 break Ending::Signal;
@@ -246,7 +258,13 @@ impl Agent {
             let wait = next_upload.saturating_duration_since(now).min(Duration::from_millis(200));
             match self.sampler.poll(wait) {
                 Ok(events) => self.handle_events(&events),
-                Err(err) => tracing::warn!("sampling: {err}"),
+                Err(err) => {
+                    // A persistent failure would repeat every tick: log the first of each run.
+                    poll_errors += 1;
+                    if poll_errors == 1 || poll_errors % 1000 == 0 {
+                        tracing::warn!(errors = poll_errors, "sampling: {err}");
+                    }
+                }
             }
             self.reap_child();
             if Instant::now() >= next_upload {
@@ -364,5 +382,52 @@ impl Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(all(test, feature = "server"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<AgentConfig, AgentError> {
+        let mut argv = vec!["hotframe", "agent"];
+        argv.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(argv).expect("flags parse").command {
+            crate::cli::Command::Agent(agent) => AgentConfig::from_args(&agent),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_become_a_checked_config() {
+        let c = config(&["--server", "http://h:1/", "--service", "svc", "--pid", "7", "--label", "region=eu", "--unwind", "fp"])
+            .unwrap();
+        assert!(matches!(c.targets, TargetSpec::Pids(ref p) if p == &[7]));
+        assert_eq!(c.labels["region"], "eu");
+        assert!(!c.labels["host"].is_empty());
+        assert_eq!(c.sampler.unwind, UnwindMode::FramePointer);
+        assert_eq!(c.upload.server, "http://h:1");
+        assert_eq!(c.upload_interval, Duration::from_secs(10));
+        assert!(c.upload.spool_dir.unwrap().ends_with("hotframe-spool/svc"));
+    }
+
+    #[test]
+    fn bad_flags_say_what_to_do() {
+        let base = ["--server", "http://h:1", "--service", "svc"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            config(&v).unwrap_err().to_string()
+        };
+        assert!(with(&[]).contains("--pid PID"));
+        assert!(with(&["--pid", "1", "--name", "x"]).contains("only one"));
+        assert!(with(&["--name", "("]).contains("invalid --name regex"));
+        assert!(with(&["--pid", "1", "--label", "no-equals"]).contains("key=value"));
+        assert!(with(&["--pid", "1", "--label", "1bad=x"]).contains("invalid label"));
+        assert!(with(&["--pid", "1", "--upload-interval", "0s"]).contains("must be positive"));
+        assert!(with(&["--pid", "1", "--unwind", "lbr"]).contains("dwarf or fp"));
+        let https = config(&["--server", "https://h", "--service", "svc", "--pid", "1"]).unwrap_err().to_string();
+        assert!(https.contains("no TLS"), "{https}");
     }
 }

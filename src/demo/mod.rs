@@ -80,11 +80,19 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     wait_until_healthy(&base, &mut server)?;
 
     let exe = std::env::current_exe().map_err(DemoError::Workload)?;
-    let child = std::process::Command::new(exe)
-        .args(["demo-workload", "--mode", "service", "--threads", "1"])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .map_err(DemoError::Workload)?;
+    let mut command = std::process::Command::new(exe);
+    command.args(["demo-workload", "--mode", "service", "--threads", "1"]).stdin(std::process::Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+    // which is async-signal safe. If the demo is killed (even SIGKILL) the workload
+    // gets SIGKILL too instead of spinning on as an orphan.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(DemoError::Workload)?;
     let workload = ChildGuard(child);
 
     let agent_args = AgentArgs {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// Why the uploader could not start or keep a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("invalid server URL {0:?}: use http://HOST:PORT")]
+    #[error("invalid server URL {0:?}: use http://HOST:PORT (uploads have no TLS: put a TLS proxy in front if needed)")]
     BadServerUrl(String),
     #[error("spool directory {dir}: {cause}; pass a writable --spool-dir")]
     Spool { dir: PathBuf, cause: std::io::Error },
@@ -225,7 +225,8 @@ impl Uploader {
     /// Opens the spool (if any) and starts the upload thread. Profiles spooled by a
     /// previous run are sent first.
     pub fn start(opts: UploadOptions) -> Result<Uploader, UploadError> {
-        if !(opts.server.starts_with("http://") || opts.server.starts_with("https://")) {
+        // ureq is built without TLS (keeps the in-process agent light).
+        if !opts.server.starts_with("http://") || opts.server.len() <= "http://".len() {
             return Err(UploadError::BadServerUrl(opts.server));
         }
         let spool = match &opts.spool_dir {

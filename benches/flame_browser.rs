@@ -97,6 +97,11 @@ fn main() {
     }
     println!("flame_browser: {} nodes (max depth {}) in headless Chromium, 1600x1000", result["nodes"], result["maxDepth"]);
     println!("  page load -> drawn     median {:>7.2} ms  (n=5; fetch + parse + flatten + draw)", median(loads));
+    println!(
+        "    of which the API call {:>7.2} ms  ({} bytes of JSON; the server's share, debug or release as built)",
+        result["fetch"]["ms"].as_f64().unwrap_or(f64::NAN),
+        result["fetch"]["bytes"]
+    );
     println!("  flatten JSON tree      {}", ms(&result["flatten"]));
     println!("  full redraw            {}  ({} boxes drawn)", ms(&result["render"]), result["boxesDrawn"]);
     println!("  zoom (sync redraw)     {}", ms(&result["zoom"]));

@@ -21,6 +21,10 @@ async function run() {
   const out = { nodes: tree.n, maxDepth: tree.maxDepth };
   window.hotframe.benchProgress = out;
 
+  // The page load's flame graph request: server query + transfer (the rest is the page).
+  const fetchEntry = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/v1/flamegraph')).pop();
+  out.fetch = fetchEntry ? { ms: fetchEntry.responseEnd - fetchEntry.startTime, bytes: fetchEntry.decodedBodySize } : null;
+
   // Flattening the API's JSON tree into the typed arrays.
   const flat = [];
   for (let k = 0; k < 7; k++) {

@@ -241,6 +241,16 @@ const FIRST_STACK_READ: usize = 4096;
 /// On-CPU stacks remembered per thread between ticks.
 const MAX_RECENT: usize = 64;
 
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("opts", &self.opts)
+            .field("targets", &self.targets())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Threads and liveness of every target are re-read from /proc every this many ticks,
 /// as a backstop to fork/exit records.
 const RESCAN_TICKS: u64 = 50;

@@ -226,7 +226,8 @@ impl Drop for Symbolizer {
 }
 
 fn worker_loop(shared: &Shared, rx: mpsc::Receiver<Request>) {
-    let blaze = Blaze::builder().enable_code_info(false).enable_inlined_fns(true).enable_demangling(true).build();
+    // blazesym reports inlined functions only together with source locations.
+    let blaze = Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
     let unknown: FrameNames = Arc::from(vec![Arc::<str>::from("[unknown]")]);
     while let Ok(request) = rx.recv() {
         let (frames, done) = match request {

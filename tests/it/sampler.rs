@@ -356,3 +356,113 @@ fn frame_pointer_mode_samples_cheaply() {
     let waiter = states_of(&samples, "condvar_waiter");
     assert!(share(&waiter, ThreadState::Waiting) >= 0.95, "condvar waiter: {waiter:?}\n{}\n{:?}", folded(&samples), sampler.stats());
 }
+
+#[test]
+fn a_library_loaded_after_attach_is_unwound_and_named() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cc = |args: &[&str]| {
+        let ok = Command::new("cc").args(args).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "cc {args:?} failed");
+    };
+    let lib = dir.path().join("libplugin.so");
+    let exe = dir.path().join("dlopen");
+    let plugin_src = fixture("plugin.c");
+    let main_src = fixture("dlopen.c");
+    cc(&["-O2", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", lib.to_str().unwrap(), plugin_src.to_str().unwrap()]);
+    cc(&["-O2", "-fomit-frame-pointer", "-o", exe.to_str().unwrap(), main_src.to_str().unwrap(), "-ldl"]);
+    let out = dir.path().join("run");
+    let child = Command::new(&exe)
+        .arg(&out)
+        .arg(&lib)
+        .arg("2")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start dlopen workload");
+    let pid = child.id();
+    let _reaper = Reaper(child);
+    wait_for_file(&out.with_extension("ready"), Duration::from_secs(10));
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    // Only now does the target map the library.
+    std::fs::write(out.with_extension("go"), b"").unwrap();
+    let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));
+    let samples = samples_of(&profiles, pid);
+    let in_plugin: u64 = samples
+        .iter()
+        .filter(|(s, st, _)| *st == ThreadState::Runnable && s.last().is_some_and(|f| f == "plugin_hot"))
+        .map(|(_, _, n)| n)
+        .sum();
+    let complete: u64 = samples
+        .iter()
+        .filter(|(s, _, _)| s.last().is_some_and(|f| f == "plugin_hot") && s.iter().any(|f| f == "main") && s[0] == "_start")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(in_plugin > 20, "few samples in the dlopened library:\n{}", folded(&samples));
+    assert!(complete as f64 >= 0.95 * in_plugin as f64, "{complete} of {in_plugin} complete:\n{}", folded(&samples));
+}
+
+/// Run by `without_privileges_the_error_says_what_is_needed` as an unprivileged user.
+#[test]
+#[ignore = "run as a child by without_privileges_the_error_says_what_is_needed"]
+fn unprivileged_child() {
+    if std::env::var_os("HOTFRAME_UNPRIVILEGED_CHILD").is_none() {
+        return;
+    }
+    match Sampler::new(SamplerOptions::default()) {
+        Err(SamplerError::Permission(msg)) => {
+            assert!(msg.contains("CAP_PERFMON") && msg.contains("root"), "{msg}");
+            println!("PERMISSION-OK: {msg}");
+        }
+        other => panic!("expected Permission, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(&me)
+        .args(["--ignored", "--exact", "sampler::unprivileged_child", "--nocapture"])
+        .env("HOTFRAME_UNPRIVILEGED_CHILD", "1")
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PERMISSION-OK"),
+        "child: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("shop");
+    let ok = Command::new("c++")
+        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(fixture("shop.cpp"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "c++ failed");
+    let child = Command::new(&exe).arg("2").stdout(std::process::Stdio::null()).spawn().expect("start shop");
+    let pid = child.id();
+    let _reaper = Reaper(child);
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));
+    let samples = samples_of(&profiles, pid);
+    let hot: Vec<_> = samples.iter().filter(|(s, _, _)| s.iter().any(|f| f == "shop::Cart::total(int)")).collect();
+    assert!(!hot.is_empty(), "no demangled shop::Cart::total(int):\n{}", folded(&samples));
+    // The inlined helper is a frame of its own, right under the function it is inlined into.
+    let inlined = hot.iter().any(|(s, _, _)| {
+        s.windows(2).any(|w| w[0] == "shop::Cart::total(int)" && w[1].contains("mix_price"))
+    });
+    assert!(inlined, "no inlined mix_price frame under Cart::total:\n{}", folded(&samples));
+    assert!(hot.iter().all(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main")), "{}", folded(&samples));
+}

@@ -52,7 +52,7 @@ fn body(args: &WinArgs) -> Result<Value, ClientError> {
 }
 
 fn number(v: &Value, path: &[&str]) -> f64 {
-    path.iter().fold(Some(v), |v, k| v.and_then(|v| v.get(k))).and_then(Value::as_f64).unwrap_or(0.0)
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
 /// What `hotframe win` prints about the server's answer.

@@ -2,7 +2,6 @@
 //! store, profiles ingested over HTTP, wins created through the API and the `hotframe
 //! win` CLI, and the reports received by a real SMTP server (aiosmtpd, see report.rs).
 
-#[allow(dead_code)]
 #[path = "../browser/harness.rs"]
 mod harness;
 

@@ -84,6 +84,25 @@ pub fn parse_mailbox(address: &str) -> Result<Mailbox, ReportError> {
     Ok(mailbox)
 }
 
+/// `Auto-Submitted: auto-generated` (RFC 3834): out-of-office replies from a whole
+/// ops-win list must not answer a report.
+#[derive(Debug, Clone, Copy)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-generated".to_string())
+    }
+}
+
 /// Builds the email: `multipart/alternative` of the plain text and a
 /// `multipart/related` HTML part whose `cid:` image is the flame graph PNG.
 /// Recipients are de-duplicated; at least one is needed.
@@ -103,7 +122,7 @@ pub fn build_message(
     if recipients.is_empty() {
         return Err(ReportError::NoRecipients);
     }
-    let mut builder = Message::builder().from(from.clone()).subject(one_line(&report.subject));
+    let mut builder = Message::builder().from(from.clone()).subject(one_line(&report.subject)).header(AutoSubmitted);
     for mailbox in recipients {
         builder = builder.to(mailbox);
     }

@@ -337,6 +337,7 @@ fn report_email_arrives_with_figures_text_and_inline_png() {
     let usd = w.figures.saving.usd_per_year;
     let expected_subject = format!("Ops win: Cache compiled regexes in checkout — {}/year", report::format_usd_rounded(usd));
     assert_eq!(msg.subject(), Some(expected_subject.as_str()));
+    assert_eq!(msg.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
     let mut to_header: Vec<&str> = msg.to().unwrap().iter().filter_map(|a| a.address()).collect();
     to_header.sort();
     assert_eq!(to_header, vec!["ana@example.com", "ops-wins@example.com"]);

@@ -74,7 +74,13 @@ function failed(err) {
     const attempt = (failed.attempts = (failed.attempts || 0) + 1);
     // Full jitter, capped, as the agents do: many open tabs must not retry in step.
     const delay = Math.random() * Math.min(30000, 1000 * 2 ** attempt);
-    showBanner(`The hotframe server is not answering: ${err.message}. The data is safe on the server's disk; this page retries on its own.`);
+    showBanner(`The hotframe server is not answering: ${err.message}. This page retries on its own; what it showed last stays below.`);
+    // Nothing shown yet: say what we wait for instead of an endless "Loading…".
+    if (main.querySelector('p.muted') && main.children.length === 1) {
+      replace(main, h('section', { class: 'empty' }, h('h1', {}, 'Waiting for the server'),
+        h('p', {}, `No answer from ${location.origin}. If you stopped it, start it again with `, h('code', {}, 'hotframe serve'),
+          '; the viewer reconnects by itself.')));
+    }
     retryTimer = setTimeout(() => { clearCache(); render(); }, delay + 1000);
     return;
   }

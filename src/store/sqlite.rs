@@ -60,12 +60,18 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer connection and its interning caches (hash -> (id, check hash)).
+/// An interning cache: stored hash -> (id, independent check hash).
+type HashCache = GenCache<u64, (i64, u64), std::hash::BuildHasherDefault<codec::IntHasher>>;
+
+/// The writer connection and its interning caches.
 pub(super) struct Writer {
     /// The only connection that writes.
     pub(super) conn: Connection,
-    frames: GenCache<u64, (i64, u64), std::hash::BuildHasherDefault<codec::IntHasher>>,
-    stacks: GenCache<u64, (i64, u64), std::hash::BuildHasherDefault<codec::IntHasher>>,
+    frames: HashCache,
+    stacks: HashCache,
+    /// Stack by the hashes of its frame *names*: a hit skips interning its frames, which
+    /// is what almost every stack of a running service's profile does.
+    stacks_by_names: HashCache,
     series: GenCache<String, i64, std::collections::hash_map::RandomState>,
     /// (series, hour) already marked dirty since the last `maintain`, to skip the insert.
     marked: std::collections::HashSet<(i64, i64)>,
@@ -78,6 +84,7 @@ impl Writer {
     fn forget(&mut self) {
         self.frames.clear();
         self.stacks.clear();
+        self.stacks_by_names.clear();
         self.series.clear();
         self.marked.clear();
     }
@@ -149,6 +156,7 @@ impl SqliteStore {
                 conn,
                 frames: GenCache::new(entries),
                 stacks: GenCache::new(entries),
+                stacks_by_names: GenCache::new(entries),
                 series: GenCache::new(100_000),
                 marked: Default::default(),
                 scratch: Vec::new(),
@@ -315,12 +323,11 @@ fn series_id(
 /// the bytes themselves, so a hash collision costs a second row, never a wrong id.
 fn intern(
     tx: &Connection,
-    cache: &mut GenCache<u64, (i64, u64), std::hash::BuildHasherDefault<codec::IntHasher>>,
+    cache: &mut HashCache,
     kind: Interned,
     bytes: &[u8],
 ) -> Result<i64, StoreError> {
-    let hash = codec::hash64(bytes, codec::SEED_STORED);
-    let check = codec::hash64(bytes, codec::SEED_CHECK);
+    let (hash, check) = codec::hash64_pair(bytes, codec::SEED_STORED, codec::SEED_CHECK);
     if let Some((id, c)) = cache.get(&hash) {
         if c == check {
             return Ok(id);
@@ -368,6 +375,23 @@ fn intern(
     Ok(id)
 }
 
+/// Two independent 64-bit keys of a stack from the hashes of its frame names (each
+/// name hashed once per profile, memoised in `name_hashes`; (0, 0) = not yet).
+fn names_key(stack: &[u32], names: &[String], name_hashes: &mut [(u64, u64)]) -> (u64, u64) {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let (mut k1, mut k2) = (codec::SEED_STORED ^ stack.len() as u64, codec::SEED_CHECK ^ stack.len() as u64);
+    for &f in stack {
+        let h = &mut name_hashes[f as usize];
+        if *h == (0, 0) {
+            let name = names[f as usize].as_bytes();
+            *h = codec::hash64_pair(name, codec::SEED_STORED, codec::SEED_CHECK);
+        }
+        k1 = (k1 ^ h.0).wrapping_mul(K).rotate_left(23);
+        k2 = (k2 ^ h.1).wrapping_mul(K).rotate_left(29);
+    }
+    (k1, k2)
+}
+
 /// What `intern` interns.
 #[derive(Clone, Copy)]
 enum Interned {
@@ -388,11 +412,12 @@ pub(super) fn bucket_of(t: i64, len: i64) -> i64 {
 impl Writer {
     /// Writes one profile in one transaction; the caller forgets the caches on error.
     fn write(&mut self, p: &Profile, config: &StoreConfig) -> Result<WriteReceipt, StoreError> {
-        let Writer { conn, frames, stacks, series, marked, scratch } = self;
+        let Writer { conn, frames, stacks, stacks_by_names, series, marked, scratch } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let series_id = series_id(&tx, series, p, config.max_series_per_service)?;
 
-        // Intern lazily: only frames and stacks that samples use (0 = not yet).
+        // Everything lazily: only frames and stacks that samples use (0 = not yet).
+        let mut name_hashes = vec![(0u64, 0u64); p.frames.len()];
         let mut frame_ids = vec![0i64; p.frames.len()];
         let mut stack_ids = vec![0i64; p.stacks.len()];
         let mut global = Vec::new();
@@ -401,16 +426,25 @@ impl Writer {
         for s in p.samples.iter().filter(|s| s.count > 0) {
             let si = s.stack as usize;
             if stack_ids[si] == 0 {
-                global.clear();
-                for &f in &p.stacks[si] {
-                    let fi = f as usize;
-                    if frame_ids[fi] == 0 {
-                        frame_ids[fi] = intern(&tx, frames, Interned::Frame, p.frames[fi].as_bytes())?;
+                let stack = &p.stacks[si];
+                let (k1, k2) = names_key(stack, &p.frames, &mut name_hashes);
+                stack_ids[si] = match stacks_by_names.get(&k1) {
+                    Some((id, check)) if check == k2 => id,
+                    _ => {
+                        global.clear();
+                        for &f in stack {
+                            let fi = f as usize;
+                            if frame_ids[fi] == 0 {
+                                frame_ids[fi] = intern(&tx, frames, Interned::Frame, p.frames[fi].as_bytes())?;
+                            }
+                            global.push(frame_ids[fi]);
+                        }
+                        codec::encode_frame_ids(&global, scratch);
+                        let id = intern(&tx, stacks, Interned::Stack, scratch)?;
+                        stacks_by_names.insert(k1, (id, k2));
+                        id
                     }
-                    global.push(frame_ids[fi]);
-                }
-                codec::encode_frame_ids(&global, scratch);
-                stack_ids[si] = intern(&tx, stacks, Interned::Stack, scratch)?;
+                };
             }
             entries.push((codec::entry_key(stack_ids[si], s.state), s.count));
             totals[s.state.index()] = totals[s.state.index()].saturating_add(s.count);

@@ -573,6 +573,56 @@ mod tests {
         CostContext::new(s.resolve().unwrap(), window, hosts)
     }
 
+    /// A Poisson draw (Knuth's method; fine for the means used here).
+    fn poisson(rng: &mut fastrand::Rng, mean: f64) -> u64 {
+        let limit = (-mean).exp();
+        let (mut k, mut p) = (0u64, 1.0f64);
+        loop {
+            p *= rng.f64();
+            if p <= limit {
+                return k;
+            }
+            k += 1;
+        }
+    }
+
+    /// The 95% range is calibrated: with equal true rates, about 5% of pairs of
+    /// Poisson-sampled profiles are called significant; with a real 10% cut, nearly all.
+    #[test]
+    fn the_range_covers_sampling_noise_as_claimed() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let c = ctx(60.0, 1);
+        let side = |rng: &mut fastrand::Rng, hot: f64| {
+            aggregate(&[(&["main", "hot"], poisson(rng, hot)), (&["main", "cold"], poisson(rng, 300.0))], 10_000_000)
+        };
+        let trials = 400;
+        let mut false_alarms = 0;
+        let mut found = 0;
+        for _ in 0..trials {
+            let (b, a) = (side(&mut rng, 500.0), side(&mut rng, 500.0));
+            let same = compute(
+                Side { aggregate: &b, context: &c, requests: None },
+                Side { aggregate: &a, context: &c, requests: None },
+                None,
+                &WinOptions::default(),
+            )
+            .unwrap();
+            false_alarms += same.saving.significant as u32;
+            let cut = side(&mut rng, 350.0);
+            let real = compute(
+                Side { aggregate: &b, context: &c, requests: None },
+                Side { aggregate: &cut, context: &c, requests: None },
+                None,
+                &WinOptions::default(),
+            )
+            .unwrap();
+            found += (real.saving.significant && real.saving.cores > 0.0) as u32;
+        }
+        // Binomial(400, 0.05): 20 expected, sd 4.4; outside [8, 36] means a wrong variance.
+        assert!((8..=36).contains(&false_alarms), "{false_alarms} of {trials} equal pairs called significant");
+        assert!(found >= trials * 95 / 100, "a 150-sample cut of 800 found only {found} of {trials} times");
+    }
+
     #[test]
     fn pattern_substring_and_regex() {
         let p = FramePattern::parse("regex::").unwrap();

@@ -91,13 +91,14 @@ export async function request(path, { method = 'GET', body, as = 'json', cached 
   return value;
 }
 
-/** Query string for the profile filters (`service`, `from`, `until`, `states`, `label.k`). */
+/** Query string for the profile filters (`service`, `from`, `until`, `states`, `type`, `label.k`). */
 export function filterQuery(f, extra = {}) {
   const q = new URLSearchParams();
   q.set('service', f.service);
   q.set('from', f.from);
   q.set('until', f.until);
   q.set('states', f.states);
+  if (f.type && f.type !== 'cpu') q.set('type', f.type);
   for (const [k, v] of Object.entries(f.labels || {})) q.set(`label.${k}`, v);
   for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== '') q.set(k, v);
   return q.toString();

@@ -31,7 +31,7 @@ export function relativeMs(text) {
 /** The two sides of the diff as API filters, with a human name each. */
 export function sides(state, service) {
   const states = selectedStates(state).join(',');
-  const base = { service: state.service, states, labels: { ...state.labels } };
+  const base = { service: state.service, states, type: state.type, labels: { ...state.labels } };
   if (state.dmode === 'label') {
     const key = state.dlabel || Object.keys((service && service.labels) || {})[0] || '';
     const values = (service && service.labels && service.labels[key]) || [];

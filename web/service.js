@@ -18,7 +18,7 @@ const TABS = [['flame', 'Flame graph'], ['sandwich', 'Sandwich'], ['diff', 'Diff
 
 /** Filters for the API from a page state. */
 function filters(state) {
-  return { service: state.service, from: state.from, until: state.until, states: selectedStates(state).join(','), labels: state.labels };
+  return { service: state.service, from: state.from, until: state.until, states: selectedStates(state).join(','), type: state.type, labels: state.labels };
 }
 
 /** One service's page; `show(state)` is called on every navigation within it. */
@@ -40,7 +40,7 @@ export class ServicePage {
   async show(state) {
     const seq = (this.seq = (this.seq || 0) + 1);
     this.state = state;
-    const key = JSON.stringify([state.service, state.from, state.until, selectedStates(state), state.labels, state.maxNodes]);
+    const key = JSON.stringify([state.service, state.from, state.until, selectedStates(state), state.type, state.labels, state.maxNodes]);
     if (key !== this.dataKey) {
       this.main.classList.add('busy');
       const f = filters(state);
@@ -163,8 +163,14 @@ export class ServicePage {
     const state = this.state;
     const labels = (this.service && this.service.labels) || {};
     const keys = Object.keys(labels).sort();
-    if (!keys.length) return null;
-    return h('div', { class: 'labels', role: 'group', 'aria-label': 'label filters' },
+    const types = (this.service && this.service.profileTypes) || [];
+    // Pyroscope SDKs may send other profile types (alloc, ...); cost is CPU-only.
+    const typePicker = types.length > 1 || (types.length === 1 && types[0] !== state.type)
+      ? h('label', {}, 'profile ', h('select', { id: 'profile-type', onchange: (e) => update({ type: e.target.value }) },
+        [...new Set([...types, state.type])].map((t) => h('option', { value: t, selected: t === state.type }, t))))
+      : null;
+    if (!keys.length) return typePicker;
+    return h('div', { class: 'labels', role: 'group', 'aria-label': 'label filters' }, typePicker,
       keys.map((k) => h('label', {}, `${k} `,
         h('select', {
           dataset: { label: k },

@@ -13,6 +13,7 @@ export const DEFAULTS = Object.freeze({
   fn: '',
   sort: 'self',
   maxNodes: '10000',
+  type: 'cpu',
   annot: '5',
   dmode: 'range',
   bfrom: '',

@@ -85,6 +85,7 @@ fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
         ingest_with_states(server, &checkout_profile(k >= 4, k * 7 + 3), version, from, token);
     }
     // Range of the page, in ms: every profile, with a margin either side.
+    server.ingest_folded("checkout.alloc_objects{host=a,version=1.5}", "main;alloc::buffer 500\n", now - 300, now - 290, token);
     server.ingest_folded("search.cpu{host=a}", "main;search::query;index::lookup 300\nmain;search::rank 100\n", now - 300, now - 290, token);
     ((first - 120) * 1000, (now + 120) * 1000)
 }
@@ -221,6 +222,14 @@ fn viewer_in_chromium_against_the_real_server() {
     let pg = "main;server::run;handler::checkout;db::query;postgres::Client::query";
     assert_eq!(pixel(&browser, "flame", pg), [214, 51, 132], "postgres frame not highlighted");
     assert_eq!(pixel(&browser, "flame", PARSE), [227, 229, 232], "non-matching frame not dimmed");
+
+    // Another profile type from a Pyroscope SDK: picked from the page, kept in the URL.
+    browser.goto(&format!("{base}/service/checkout?{query}"));
+    browser.wait_idle();
+    browser.click("#profile-type option[value=alloc_objects]");
+    browser.wait_for("the alloc profile", "location.search.includes('type=alloc_objects') && window.hotframe.idle && window.hotframe.page.flame");
+    let alloc = browser.eval("const t = window.hotframe.page.flame.tree; return t.path(t.find('main;alloc::buffer'));", json!([]));
+    assert_eq!(alloc, json!("main;alloc::buffer"), "alloc profile not shown");
 
     // The hot-frames table: a row click focuses that function's heaviest frame.
     browser.goto(&format!("{base}/service/checkout?{query}"));

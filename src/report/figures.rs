@@ -7,7 +7,8 @@
 
 use super::ReportError;
 use crate::cost::{estimate_cores, CostContext, CostInputs};
-use crate::store::Aggregate;
+use crate::model::ThreadState;
+use crate::store::{Aggregate, AggregateSample};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -537,35 +538,36 @@ fn frame_changes(
     changes
 }
 
+/// An aggregate of stacks given by frame names (root first) with their sample counts,
+/// all in `state` at `period_ns`: for tests, benchmarks and examples of this module.
+pub fn aggregate_of(stacks: &[(&[&str], u64)], state: ThreadState, period_ns: u64) -> Aggregate {
+    let mut agg = Aggregate { profiles: 1, hosts: 1, ..Default::default() };
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    for (names, count) in stacks {
+        let stack = names
+            .iter()
+            .map(|n| {
+                *ids.entry(n).or_insert_with(|| {
+                    agg.frames.push(n.to_string());
+                    (agg.frames.len() - 1) as u32
+                })
+            })
+            .collect();
+        agg.stacks.push(stack);
+        let stack = (agg.stacks.len() - 1) as u32;
+        agg.samples.push(AggregateSample { stack, state, samples: *count, nanos: count * period_ns });
+    }
+    agg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cost::CostSettings;
-    use crate::model::ThreadState;
     use crate::store::AggregateSample;
 
     fn aggregate(stacks: &[(&[&str], u64)], period_ns: u64) -> Aggregate {
-        let mut agg = Aggregate { profiles: 1, hosts: 1, ..Default::default() };
-        for (names, count) in stacks {
-            let ids = names
-                .iter()
-                .map(|n| match agg.frames.iter().position(|f| f == n) {
-                    Some(i) => i as u32,
-                    None => {
-                        agg.frames.push(n.to_string());
-                        (agg.frames.len() - 1) as u32
-                    }
-                })
-                .collect();
-            agg.stacks.push(ids);
-            agg.samples.push(AggregateSample {
-                stack: (agg.stacks.len() - 1) as u32,
-                state: ThreadState::Runnable,
-                samples: *count,
-                nanos: count * period_ns,
-            });
-        }
-        agg
+        aggregate_of(stacks, ThreadState::Runnable, period_ns)
     }
 
     fn ctx(window: f64, hosts: u32) -> CostContext {

@@ -37,7 +37,7 @@ pub mod mail;
 pub mod render;
 
 pub use figures::{
-    compute, FrameChange, FramePattern, Normalisation, Saving, Side, SideFigures, WinFigures, WinOptions,
+    aggregate_of, compute, FrameChange, FramePattern, Normalisation, Saving, Side, SideFigures, WinFigures, WinOptions,
 };
 pub use flame::{differential_png, differential_svg, svg_to_png, Png};
 pub use mail::{

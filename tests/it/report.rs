@@ -157,33 +157,21 @@ pub fn free_port() -> u16 {
 
 const PERIOD_NS: u64 = 10_000_000; // 100 Hz
 
-/// An aggregate of on-CPU stacks (root first) with sample counts at 100 Hz, plus some
-/// off-CPU samples that must not count.
+/// An aggregate of on-CPU stacks (root first) with sample counts at 100 Hz, plus five
+/// times as many WAITING samples of the same stacks, which must not count.
 fn aggregate(stacks: &[(&[&str], u64)], hosts: u32, seconds_per_host: f64) -> Aggregate {
-    let mut agg = Aggregate {
-        profiles: hosts as u64,
-        profile_seconds: seconds_per_host * hosts as f64,
-        hosts,
-        first_ms: 1_700_000_000_000,
-        last_ms: 1_700_000_600_000,
-        ..Default::default()
-    };
-    for (names, count) in stacks {
-        let ids: Vec<u32> = names
-            .iter()
-            .map(|n| match agg.frames.iter().position(|f| f == n) {
-                Some(i) => i as u32,
-                None => {
-                    agg.frames.push(n.to_string());
-                    (agg.frames.len() - 1) as u32
-                }
-            })
-            .collect();
-        agg.stacks.push(ids);
-        let stack = (agg.stacks.len() - 1) as u32;
-        agg.samples.push(AggregateSample { stack, state: ThreadState::Runnable, samples: *count, nanos: count * PERIOD_NS });
-        agg.samples.push(AggregateSample { stack, state: ThreadState::Waiting, samples: 5 * count, nanos: 5 * count * PERIOD_NS });
-    }
+    let mut agg = report::aggregate_of(stacks, ThreadState::Runnable, PERIOD_NS);
+    let waiting: Vec<AggregateSample> = agg
+        .samples
+        .iter()
+        .map(|s| AggregateSample { state: ThreadState::Waiting, samples: 5 * s.samples, nanos: 5 * s.nanos, ..*s })
+        .collect();
+    agg.samples.extend(waiting);
+    agg.profiles = hosts as u64;
+    agg.profile_seconds = seconds_per_host * hosts as f64;
+    agg.hosts = hosts;
+    agg.first_ms = 1_700_000_000_000;
+    agg.last_ms = 1_700_000_600_000;
     agg
 }
 

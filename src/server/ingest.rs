@@ -59,8 +59,8 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     }
 }
 
-/// Gunzips the body when it is gzip (by header or magic bytes), within the limit.
-fn decompress<'a>(state: &AppState, headers: &HeaderMap, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, ApiError> {
+/// Checks `Content-Encoding`: true when it declares gzip; other encodings are 415.
+fn declared_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -68,19 +68,19 @@ fn decompress<'a>(state: &AppState, headers: &HeaderMap, bytes: &'a [u8]) -> Res
         .trim()
         .to_ascii_lowercase();
     match encoding.as_str() {
-        "" | "identity" => {}
-        "gzip" | "x-gzip" => {
-            if !is_gzip(bytes) {
-                return Err(ApiError::bad("bad_gzip", "Content-Encoding is gzip but the body is not gzip data"));
-            }
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {other:?} is not supported; send gzip or plain bodies"
-            )))
-        }
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {other:?} is not supported; send gzip or plain bodies"
+        ))),
     }
-    let max = state.config.limits.max_decompressed_bytes;
+}
+
+/// Gunzips the body when it is gzip (by header or magic bytes), inflating at most `max` bytes.
+fn gunzip(max: usize, declared_gzip: bool, bytes: &[u8]) -> Result<Cow<'_, [u8]>, ApiError> {
+    if declared_gzip && !is_gzip(bytes) {
+        return Err(ApiError::bad("bad_gzip", "Content-Encoding is gzip but the body is not gzip data"));
+    }
     decompress_bounded(bytes, max).map_err(|e| match e {
         ModelError::TooLarge { .. } => ApiError::TooLarge(format!(
             "decompressed body is over the limit of {max} bytes (limits.max_decompressed_bytes); send smaller profiles"
@@ -106,30 +106,41 @@ fn write_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Api
         .map_err(|_| ApiError::Busy { retry_after_secs: state.config.limits.retry_after_secs })
 }
 
-/// Validates every profile, then writes them in order; returns after the last commit.
-async fn store_profiles(state: &AppState, profiles: Vec<(Profile, u64)>) -> Result<Vec<crate::store::WriteReceipt>, ApiError> {
+/// Profiles decoded from one request, each with the bytes it arrived in.
+type Decoded = Vec<(Profile, u64)>;
+
+/// Runs `decode` on the blocking pool (decoding a large pprof takes milliseconds of
+/// CPU), validates every profile, then writes them in order; returns after the last
+/// commit. Nothing is written unless every profile decoded and validated.
+async fn decode_and_store<F>(state: &AppState, decode: F) -> Result<Vec<crate::store::WriteReceipt>, ApiError>
+where
+    F: FnOnce() -> Result<Decoded, ApiError> + Send + 'static,
+{
     let limits = state.config.limits.profile_limits();
-    for (p, _) in &profiles {
-        p.validate(&limits)?;
-    }
     let store = state.store.clone();
     let metrics = state.metrics.clone();
-    let receipts = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
+        let profiles = decode()?;
+        for (p, _) in &profiles {
+            p.validate(&limits)?;
+        }
         let mut out = Vec::with_capacity(profiles.len());
         for (p, bytes) in &profiles {
             let receipt = store.write(p)?;
             metrics.ingested(*bytes, receipt.samples);
             out.push(receipt);
         }
-        Ok::<_, crate::store::StoreError>(out)
+        Ok(out)
     })
-    .await??;
-    Ok(receipts)
+    .await?
 }
 
-/// Stores one profile and answers with its id.
-async fn store_one(state: &AppState, profile: Profile, received: u64) -> Result<Json<IngestAnswer>, ApiError> {
-    let receipts = store_profiles(state, vec![(profile, received)]).await?;
+/// Decodes and stores one profile and answers with its id.
+async fn store_one<F>(state: &AppState, received: u64, decode: F) -> Result<Json<IngestAnswer>, ApiError>
+where
+    F: FnOnce() -> Result<Profile, ApiError> + Send + 'static,
+{
+    let receipts = decode_and_store(state, move || Ok(vec![(decode()?, received)])).await?;
     let r = receipts
         .first()
         .ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
@@ -167,7 +178,8 @@ pub fn parse_app_name(name: &str) -> Result<(String, String, Option<String>, BTr
             ApiError::bad("bad_labels", format!("name {name:?}: label {part:?} is not `key=value`"))
         })?;
         let (k, v) = (k.trim(), v.trim().trim_matches('"'));
-        if k == "service_name" || k == "__name__" {
+        // Reserved labels (`__name__`, `__session_id__`, ...) describe the upload, not the series.
+        if k == "service_name" || k.starts_with("__") {
             continue;
         }
         if !crate::model::profile::valid_label_name(k) {
@@ -197,6 +209,8 @@ pub fn parse_app_name(name: &str) -> Result<(String, String, Option<String>, BTr
 /// Which body format `/ingest` got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFormat {
+    /// No `format`: folded if the body is text, else pprof.
+    Guess,
     Folded,
     Lines,
     Pprof,
@@ -229,40 +243,45 @@ pub async fn pyroscope_ingest(
         }
     };
 
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let gzip_declared = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
     let received = raw.len() as u64;
-    let plain = decompress(&state, &parts.headers, &raw)?;
-    let multipart = content_type(&parts.headers).starts_with("multipart/form-data");
-    let (payload, format): (Cow<[u8]>, BodyFormat) = if multipart {
-        let mut parts = parts;
+    let max = state.config.limits.max_decompressed_bytes;
+    let (payload, gzipped, format) = if content_type(&parts.headers).starts_with("multipart/form-data") {
+        // The multipart parser is async, so a (rare) gzip-encoded form is inflated here.
+        let plain = gunzip(max, gzip_declared, &raw)?.into_owned();
         parts.headers.remove(header::CONTENT_ENCODING);
         parts.headers.remove(header::CONTENT_LENGTH);
-        let request = Request::from_parts(parts, Body::from(plain.into_owned()));
-        (Cow::Owned(multipart_profile(request).await?), format.unwrap_or(BodyFormat::Pprof))
+        let profile = multipart_profile(Request::from_parts(parts, Body::from(plain))).await?;
+        (profile, false, format.unwrap_or(BodyFormat::Pprof))
     } else {
-        let guessed = format.unwrap_or_else(|| if std::str::from_utf8(&plain).is_ok() && !plain.contains(&0) {
-            BodyFormat::Folded
-        } else {
-            BodyFormat::Pprof
-        });
-        (plain, guessed)
+        (raw, gzip_declared, format.unwrap_or(BodyFormat::Guess))
     };
-
-    let mut profile = match format {
-        BodyFormat::Folded | BodyFormat::Lines => {
-            let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
-            if format == BodyFormat::Folded {
-                parse_folded_into(text(&payload, "bad_folded")?, ThreadState::Runnable, &mut b)?;
-            } else {
-                parse_lines_into(text(&payload, "bad_lines")?, ThreadState::Runnable, &mut b)?;
+    let opts = decode_options(&state, &service, from, until, sample_type);
+    store_one(&state, received, move || {
+        let plain = gunzip(max, gzipped, &payload)?;
+        let format = match format {
+            BodyFormat::Guess if std::str::from_utf8(&plain).is_ok() && !plain.contains(&0) => BodyFormat::Folded,
+            BodyFormat::Guess => BodyFormat::Pprof,
+            known => known,
+        };
+        let mut profile = match format {
+            BodyFormat::Pprof => decode(&plain, &opts)?,
+            _ => {
+                let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
+                if format == BodyFormat::Lines {
+                    parse_lines_into(text(&plain, "bad_lines")?, ThreadState::Runnable, &mut b)?;
+                } else {
+                    parse_folded_into(text(&plain, "bad_folded")?, ThreadState::Runnable, &mut b)?;
+                }
+                b.finish()
             }
-            b.finish()
-        }
-        BodyFormat::Pprof => decode(&payload, &decode_options(&state, &service, from, until, sample_type))?,
-    };
-    profile.labels = labels;
-    store_one(&state, profile, received).await
+        };
+        profile.labels = labels;
+        Ok(profile)
+    })
+    .await
 }
 
 fn decode_options(state: &AppState, service: &str, from: i64, until: i64, sample_type: Option<String>) -> DecodeOptions {
@@ -277,14 +296,14 @@ fn decode_options(state: &AppState, service: &str, from: i64, until: i64, sample
 
 /// The `profile` field of a multipart body (other fields, such as
 /// `sample_type_config`, are ignored).
-async fn multipart_profile(request: Request) -> Result<Vec<u8>, ApiError> {
+async fn multipart_profile(request: Request) -> Result<Bytes, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text()));
     let mut form = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text())))?;
     while let Some(field) = form.next_field().await.map_err(bad)? {
         if field.name() == Some("profile") {
-            return Ok(field.bytes().await.map_err(bad)?.to_vec());
+            return field.bytes().await.map_err(bad);
         }
     }
     Err(ApiError::bad("bad_multipart", "multipart body has no `profile` field"))
@@ -302,15 +321,20 @@ pub async fn native_ingest(
     let labels = params.labels();
     let (from, until) = ingest_window(&params)?;
     let (parts, body) = request.into_parts();
+    let gzipped = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
-    let plain = decompress(&state, &parts.headers, &raw)?;
-    let mut profile = decode(&plain, &decode_options(&state, &service, from, until, None))?;
-    profile.labels = labels;
-    store_one(&state, profile, raw.len() as u64).await
+    let max = state.config.limits.max_decompressed_bytes;
+    let opts = decode_options(&state, &service, from, until, None);
+    store_one(&state, raw.len() as u64, move || {
+        let mut profile = decode(&gunzip(max, gzipped, &raw)?, &opts)?;
+        profile.labels = labels;
+        Ok(profile)
+    })
+    .await
 }
 
 /// Turns a Push request into profiles; refuses the whole request on the first error.
-fn push_profiles(state: &AppState, request: PushRequest) -> Result<Vec<(Profile, u64)>, ApiError> {
+fn push_profiles(max_bytes: usize, request: PushRequest) -> Result<Decoded, ApiError> {
     let now = now_ms();
     let mut out = Vec::new();
     for (i, series) in request.series.into_iter().enumerate() {
@@ -330,7 +354,13 @@ fn push_profiles(state: &AppState, request: PushRequest) -> Result<Vec<(Profile,
             ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1))
         })?;
         for sample in series.samples {
-            let opts = decode_options(state, &service, now - DEFAULT_WINDOW_MS, now, None);
+            let opts = DecodeOptions {
+                service: service.clone(),
+                start_ms: now - DEFAULT_WINDOW_MS,
+                end_ms: now,
+                sample_type: None,
+                max_bytes,
+            };
             let mut profile = decode(&sample.raw_profile, &opts)?;
             profile.labels = labels.clone();
             out.push((profile, sample.raw_profile.len() as u64));
@@ -358,15 +388,20 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
             "Content-Type {kind:?} is not supported; use application/proto or application/json"
         )));
     }
+    let gzipped = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
-    let plain = decompress(&state, &parts.headers, &raw)?;
-    let request: PushRequest = if json {
-        serde_json::from_slice(&plain).map_err(|e| ApiError::bad("bad_push", format!("push request JSON: {e}")))?
-    } else {
-        prost::Message::decode(plain.as_ref()).map_err(|e| ApiError::bad("bad_push", format!("push request protobuf: {e}")))?
-    };
-    let profiles = push_profiles(&state, request)?;
-    store_profiles(&state, profiles).await?;
+    let max = state.config.limits.max_decompressed_bytes;
+    decode_and_store(&state, move || {
+        let plain = gunzip(max, gzipped, &raw)?;
+        let request: PushRequest = if json {
+            serde_json::from_slice(&plain).map_err(|e| ApiError::bad("bad_push", format!("push request JSON: {e}")))?
+        } else {
+            prost::Message::decode(plain.as_ref())
+                .map_err(|e| ApiError::bad("bad_push", format!("push request protobuf: {e}")))?
+        };
+        push_profiles(max, request)
+    })
+    .await?;
     // PushResponse is an empty message.
     let (content_type, body) = if json { ("application/json", Body::from("{}")) } else { ("application/proto", Body::empty()) };
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
@@ -378,7 +413,8 @@ mod tests {
 
     #[test]
     fn app_names() {
-        let (svc, ty, st, labels) = parse_app_name("my.app.cpu{host=a, env=\"prod\"}").unwrap();
+        let (svc, ty, st, labels) = parse_app_name("my.app.cpu{host=a, env=\"prod\",__session_id__=9}").unwrap();
+        assert_eq!(labels.len(), 2, "reserved labels are dropped");
         assert_eq!((svc.as_str(), ty.as_str(), st), ("my.app", "cpu", None));
         assert_eq!(labels["env"], "prod");
         let (svc, ty, st, _) = parse_app_name("shop.alloc_space").unwrap();

@@ -32,9 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Store queries run at once; more wait their turn (bounds memory).
-const MAX_CONCURRENT_QUERIES: usize = 4;
-
 /// Why `hotframe serve` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -61,7 +58,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Ingest requests in flight (`limits.max_inflight_writes` permits).
     writes: Arc<Semaphore>,
-    /// Store queries in flight.
+    /// Store queries in flight (`store.reader_connections` permits).
     reads: Arc<Semaphore>,
 }
 
@@ -70,7 +67,8 @@ impl AppState {
     pub fn new(store: Arc<dyn ProfileStore>, config: ServerConfig) -> AppState {
         AppState {
             writes: Arc::new(Semaphore::new(config.limits.max_inflight_writes)),
-            reads: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
+            // One query per reader connection of the store; more wait their turn (bounds memory).
+            reads: Arc::new(Semaphore::new(config.store.reader_connections.max(1))),
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),

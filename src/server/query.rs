@@ -3,7 +3,7 @@
 //!
 //! In: query strings and settings JSON. Out: JSON (docs/api.md), folded text, gzip
 //! pprof or SVG. Must not: write profiles; every store call runs on the blocking pool,
-//! at most `MAX_CONCURRENT_QUERIES` at once so memory stays bounded.
+//! at most one per store reader connection at once, so memory stays bounded.
 
 use super::error::ApiError;
 use super::flame::{self, FlameNode};

@@ -752,3 +752,64 @@ fn kill_9_loses_no_acknowledged_profile() {
         assert_eq!(stored.get(&format!("main;p{i}")), Some(&(i + 1)), "acknowledged profile {i} was lost");
     }
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_keeps_data() {
+    let dir = common_dir();
+    let mut server = ServeProcess::start(dir.path(), &[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let t = base_s();
+    let uri = format!("{}/ingest?name=term&from={t}&until={}", server.url, t + 10);
+    assert_eq!(agent.post(&uri).send("main;a 7\n").unwrap().status(), 200);
+    let index = agent.get(&format!("{}/", server.url)).call().unwrap();
+    assert!(index.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "the viewer is served at /");
+
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+
+    let restarted = ServeProcess::start(dir.path(), &[]);
+    let uri = format!("{}/api/v1/export?service=term&from={}&until={}", restarted.url, t - 60, t + 60);
+    assert_eq!(agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap(), "main;a 7\n");
+}
+
+#[test]
+fn config_file_mistakes_stop_the_server_with_a_message() {
+    let dir = common_dir();
+    let config = dir.path().join("hotframe.toml");
+    std::fs::write(&config, "[limits]\nmax_body = 10\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hotframe.toml") && stderr.contains("max_body"), "{stderr}");
+
+    // A valid file with a small body limit is applied.
+    std::fs::write(&config, "[limits]\nmax_body_bytes = 100\n[services.small]\nfleetHosts = 3\n").unwrap();
+    let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let t = base_s();
+    let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
+    let big = "main;a 1\n".repeat(20);
+    assert_eq!(agent.post(&uri).send(big.as_str()).unwrap().status(), 413);
+    assert_eq!(agent.post(&uri).send("main;a 1\n").unwrap().status(), 200);
+    let settings = agent.get(&format!("{}/api/v1/services/small/settings", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(settings.contains("\"fleetHosts\":3"), "{settings}");
+}

@@ -200,6 +200,18 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
     let html = html.as_str().unwrap().to_string();
     assert!(html.contains("data:image/png;base64,") && html.contains(&format_usd(api_usd)));
 
+    // The image alone, and sending again (same recipients, a second email).
+    let mut png_answer = agent().get(&format!("{}/api/v1/wins/{id}/flamegraph.png", server.url)).call().unwrap();
+    assert_eq!(png_answer.headers()["content-type"], "image/png");
+    let png_bytes = png_answer.body_mut().with_config().limit(16 << 20).read_to_vec().unwrap();
+    assert_eq!(&png_bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let (status, again) = post_json(&format!("{}/api/v1/wins/{id}/send", server.url), &json!({}));
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["send"]["status"], "pending");
+    let got = sink.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "sent again");
+    assert_eq!(wait_status(&server.url, id, "sent", Duration::from_secs(10))["send"]["attempts"], 1);
+
     // A dry run with --out writes the report and stores nothing.
     let report = dir.path().join("report.html");
     let out = Command::new(BIN)

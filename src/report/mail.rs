@@ -230,11 +230,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// How failed sends are retried: at most `max_attempts` attempts, waiting
 /// `random(0, min(cap, base * 2^n))` before retry `n` (full jitter). In the config
-/// file: `[wins.retry] max_attempts = 8, base_ms = 2000, cap_ms = 600000`.
+/// file: `[wins.retry] max_attempts = 12, base_ms = 2000, cap_ms = 600000` (about 20 minutes
+/// of outage on average before a send is given up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included. Default 8.
+    /// Attempts in all, the first included. Default 12.
     pub max_attempts: u32,
     /// Backoff base, milliseconds. Default 2,000.
     pub base_ms: u64,
@@ -244,7 +245,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 8, base_ms: 2_000, cap_ms: 600_000 }
+        RetryPolicy { max_attempts: 12, base_ms: 2_000, cap_ms: 600_000 }
     }
 }
 

@@ -692,15 +692,20 @@ impl Drop for ServeProcess {
     }
 }
 
+/// A blocking HTTP client that returns 4xx/5xx answers instead of errors.
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_profile() {
     let dir = common_dir();
     let server = ServeProcess::start(dir.path(), &[]);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = http_agent();
     let t = base_s();
     let url = server.url.clone();
     let writer = std::thread::spawn({
@@ -757,11 +762,7 @@ fn kill_9_loses_no_acknowledged_profile() {
 fn sigterm_stops_cleanly_and_keeps_data() {
     let dir = common_dir();
     let mut server = ServeProcess::start(dir.path(), &[]);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = http_agent();
     let t = base_s();
     let uri = format!("{}/ingest?name=term&from={t}&until={}", server.url, t + 10);
     assert_eq!(agent.post(&uri).send("main;a 7\n").unwrap().status(), 200);
@@ -804,7 +805,7 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     // A valid file with a small body limit is applied.
     std::fs::write(&config, "[limits]\nmax_body_bytes = 100\n[services.small]\nfleetHosts = 3\n").unwrap();
     let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent = http_agent();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
     let big = "main;a 1\n".repeat(20);

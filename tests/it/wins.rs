@@ -49,11 +49,18 @@ fn base_s() -> i64 {
 /// of regex::Regex::new and 36,000 of checkout::work, plus off-CPU noise.
 fn ingest(url: &str, t: i64, regex: u64) {
     for host in ["a", "b"] {
+        ingest_labelled(url, t, regex, &format!("host={host}"));
+    }
+}
+
+/// One 600 s profile of checkout with `labels` (`k=v,k=v`) starting at `t`.
+fn ingest_labelled(url: &str, t: i64, regex: u64, labels: &str) {
+    {
         let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work 36000\n");
         let (status, body) = call(
             agent()
                 .post(&format!("{url}/ingest"))
-                .query("name", format!("checkout{{host={host}}}"))
+                .query("name", format!("checkout{{{labels}}}"))
                 .query("from", t.to_string())
                 .query("until", (t + 600).to_string())
                 .query("sampleRate", "100")
@@ -289,6 +296,21 @@ fn bad_input_gets_a_clear_4xx() {
     let usd = (24_000.0 - 1_200.0) * 0.01 / 600.0 * 10.0 * 8760.0 * 0.05;
     assert!((win["figures"]["saving"]["usdPerYear"].as_f64().unwrap() - usd).abs() < 1e-6, "{win}");
     assert_eq!(win["url"], format!("http://hotframe.test/wins/{}", win["id"]));
+
+    // Two versions on one host: a label selection on each side.
+    ingest_labelled(&server.url, t0 + 7200, 24_000, "host=c,version=1.4");
+    ingest_labelled(&server.url, t0 + 7800, 1_200, "host=c,version=1.5");
+    let by_version = json!({
+        "service": "checkout", "title": "Regex cache in 1.5", "frame": "regex::Regex::new",
+        "before": {"label": "version", "value": "1.4"}, "after": {"label": "version", "value": "1.5"},
+    });
+    let (status, win) = post_json(&url, &by_version);
+    assert_eq!(status, 201, "{win}");
+    assert_eq!(win["before"]["kind"], "label", "{win}");
+    assert_eq!(win["figures"]["after"]["profiles"], 1, "{win}");
+    assert!((win["figures"]["saving"]["usdPerYear"].as_f64().unwrap() - usd).abs() < 1e-6, "{win}");
+    expect(post_json(&url, &json!({"service": "checkout", "title": "x", "before": {"label": "version", "value": "1.4"},
+        "after": {"label": "version", "value": "1.4"}})), 400, "after_not_later", "same profiles");
 
     // Without an SMTP server the win is kept, and says why it was not sent.
     let (status, win) = post_json(&url, &new_win(t0, "Cache compiled regexes"));

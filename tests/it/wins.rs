@@ -219,6 +219,15 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
     assert_eq!(got.len(), 2, "sent again");
     assert_eq!(wait_status(&server.url, id, "sent", Duration::from_secs(10))["send"]["attempts"], 1);
 
+    // A title carrying a header is sent as text: no extra recipient, no Bcc header.
+    let (status, evil) = post_json(&format!("{}/api/v1/wins", server.url), &new_win(t0, "Evil\r\nBcc: x@evil.example"));
+    assert_eq!(status, 201, "{evil}");
+    let got = sink.wait_for(3, Duration::from_secs(10));
+    assert_eq!(got.len(), 3);
+    assert!(!got[2].rcpt_to.iter().any(|r| r.contains("evil")), "{:?}", got[2].rcpt_to);
+    assert!(parse(&got[2]).bcc().is_none());
+    assert!(parse(&got[2]).subject().unwrap().starts_with("Ops win: Evil Bcc: x@evil.example in checkout"));
+
     // A dry run with --out writes the report and stores nothing.
     let report = dir.path().join("report.html");
     let out = Command::new(BIN)
@@ -243,7 +252,7 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));
     assert!(std::fs::read_to_string(&report).unwrap().contains("Try"));
     let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
-    assert_eq!(list["wins"].as_array().unwrap().len(), 1, "a dry run stores nothing");
+    assert_eq!(list["wins"].as_array().unwrap().len(), 2, "a dry run stores nothing");
 }
 
 #[test]
@@ -438,4 +447,40 @@ fn the_wins_page_previews_records_and_lists_a_win() {
     assert!(total.as_str().unwrap().contains(&format!("{} / year", harness::usd(usd))), "{total}");
     let row = browser.wait_for("the win row", "document.querySelector('#wins-table tr.win-row') && document.querySelector('#wins-table tr.win-row').textContent");
     assert!(row.as_str().unwrap().contains("Cache compiled regexes") && row.as_str().unwrap().contains("sent"), "{row}");
+}
+
+#[test]
+fn tokens_guard_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "reader-token-1 read\nadmin-token-1 admin\ningest-token-1 ingest\n").unwrap();
+    let server = ServeProcess::start(&dir.path().join("data"), &["--token-file", tokens.to_str().unwrap()]);
+    let url = format!("{}/api/v1/wins", server.url);
+    let with = |token: &str| format!("Bearer {token}");
+    let (status, _) = get_json(&url);
+    assert_eq!(status, 401, "no token");
+    let (status, body) = call(agent().get(&url).header("Authorization", with("reader-token-1")).call());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(agent().get(&format!("{url}/1/report.html")).call());
+    assert_eq!(status, 401, "reports need a token too: {body}");
+    let post = |token: &str| {
+        call(
+            agent()
+                .post(&url)
+                .header("Authorization", with(token))
+                .header("Content-Type", "application/json")
+                .send(new_win(0, "x").to_string().as_bytes()),
+        )
+    };
+    assert_eq!(post("reader-token-1").0, 403, "recording a win needs admin");
+    // Admin passes auth and reaches the handler (no such service here).
+    assert_eq!(post("admin-token-1").0, 404);
+    // The CLI sends its --token.
+    let out = Command::new(BIN)
+        .args(["win", "--server", &server.url, "--service", "checkout", "--title", "x", "--before", "now-2h..now-1h", "--after", "now-1h..now"])
+        .args(["--token", "reader-token-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
 }

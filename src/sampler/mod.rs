@@ -179,7 +179,7 @@ struct Thread {
     /// sched_switch event: user registers each time the thread leaves a CPU.
     switch: Option<PerfEvent>,
     /// The last of those registers: ip, sp, bp.
-    switch_regs: Option<(u64, u64, u64)>,
+    switch_out: Option<perf::SwitchOut>,
     files: Option<ThreadFiles>,
     sched: SchedStat,
     /// When the thread was last accounted at a tick.
@@ -214,7 +214,7 @@ pub struct Sampler {
     opts: SamplerOptions,
     config: EventConfig,
     period: Duration,
-    switch_tracepoint: Option<u64>,
+    switch_tracepoint: Option<perf::SwitchTracepoint>,
     targets: HashMap<u32, Target>,
     threads: HashMap<u32, Thread>,
     files: FileCache,
@@ -282,7 +282,7 @@ impl Sampler {
             kernel: opts.kernel,
         };
         let switch_tracepoint = if opts.wall_clock {
-            match perf::sched_switch_id() {
+            match perf::sched_switch_tracepoint() {
                 Ok(id) => Some(id),
                 Err(err) => {
                     tracing::warn!(%err, "no sched_switch tracepoint: off-CPU stacks of frame-pointer code may be truncated");
@@ -398,7 +398,7 @@ impl Sampler {
             }
             Err(e) => return Err(SamplerError::Perf { pid, tid, source: e }),
         };
-        let switch = self.switch_tracepoint.and_then(|id| match PerfEvent::open_switch(tid, id) {
+        let switch = self.switch_tracepoint.and_then(|tp| match PerfEvent::open_switch(tid, tp.id) {
             Ok(e) => Some(e),
             Err(err) => {
                 tracing::debug!(tid, %err, "no sched_switch event for thread");
@@ -413,7 +413,7 @@ impl Sampler {
                 pid,
                 event: Some(event),
                 switch,
-                switch_regs: None,
+                switch_out: None,
                 files,
                 sched,
                 accounted_at: Instant::now(),
@@ -502,12 +502,24 @@ impl Sampler {
 
     fn drain_thread(&mut self, tid: u32) {
         let Sampler {
-            threads, targets, files, symbolizer, stats, scratch_addrs, pending_events, pending_threads, dirty_images, opts, ..
+            threads,
+            targets,
+            files,
+            symbolizer,
+            stats,
+            scratch_addrs,
+            pending_events,
+            pending_threads,
+            dirty_images,
+            opts,
+            switch_tracepoint,
+            ..
         } = self;
+        let switch_tp = switch_tracepoint.as_ref();
         let Some(thread) = threads.get_mut(&tid) else { return };
         let pid = thread.pid;
         if let Some(switch) = thread.switch.as_mut() {
-            if drain_switch(switch, &mut thread.switch_regs) > 0 {
+            if drain_switch(switch, switch_tp, &mut thread.switch_out) > 0 {
                 thread.active = true;
             }
         }
@@ -603,14 +615,16 @@ impl Sampler {
     /// or the last ones seen if it is running now. Returns false if the thread is gone.
     fn account_thread(&mut self, tid: u32, now: Instant) -> bool {
         let period_ns = self.period.as_nanos() as u64;
-        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, .. } = self;
+        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, switch_tracepoint, .. } =
+            self;
+        let switch_tp = switch_tracepoint.as_ref();
         let Some(thread) = threads.get_mut(&tid) else { return false };
         let Some(target) = targets.get_mut(&thread.pid) else { return false };
         let Some(proc_files) = thread.files.as_mut() else { return true };
         let elapsed = now.saturating_duration_since(thread.accounted_at).as_nanos() as i64;
         thread.accounted_at = now;
         if let Some(switch) = thread.switch.as_mut() {
-            if drain_switch(switch, &mut thread.switch_regs) > 0 {
+            if drain_switch(switch, switch_tp, &mut thread.switch_out) > 0 {
                 thread.active = true;
             }
             // Neither left a CPU nor was sampled on one since the last tick: still where
@@ -662,22 +676,31 @@ impl Sampler {
             thread.offcpu_valid = false;
         }
         if !thread.offcpu_valid {
-            let Ok(letter) = proc_files.state() else { return false };
+            // `syscall` waits until the thread is off its CPU (or says "running"), and the
+            // sched_switch record of that switch-out is written before: read it after.
+            let Ok(syscall) = proc_files.syscall() else { return false };
+            if let Some(switch) = thread.switch.as_mut() {
+                drain_switch(switch, switch_tp, &mut thread.switch_out);
+            }
+            let matching = match (thread.switch_out, syscall.sp_pc()) {
+                (Some(out), Some((sp, pc))) if out.sp == sp && out.ip == pc => Some(out),
+                _ => None,
+            };
+            // The switch record says how it left the CPU (S, D, ...), which spares a
+            // read of /proc/.../stat; without one, read it.
+            let letter = match (&syscall, matching.and_then(|o| o.state)) {
+                (Syscall::Running, _) => 'R',
+                (_, Some(letter)) => letter,
+                (_, None) => match proc_files.state() {
+                    Ok(letter) => letter,
+                    Err(_) => return false,
+                },
+            };
             if matches!(letter, 'Z' | 'X' | 'x') {
                 return false;
             }
-            let syscall = if letter == 'R' { Syscall::Running } else { proc_files.syscall().unwrap_or(Syscall::Running) };
-            // `Running` also when woken between the two reads.
             if let (Some(state), true) = (state::observe(letter, &syscall), syscall != Syscall::Running) {
-                // The switch-out that put it to sleep was recorded before /proc could
-                // show the syscall: read it now, not at the last drain.
-                if let Some(switch) = thread.switch.as_mut() {
-                    drain_switch(switch, &mut thread.switch_regs);
-                }
-                let bp = match (thread.switch_regs, syscall.sp_pc()) {
-                    (Some((ip, ssp, bp)), Some((sp, pc))) if ssp == sp && ip == pc => Some(bp),
-                    _ => None,
-                };
+                let bp = matching.map(|o| o.bp);
                 let key = (syscall, bp.unwrap_or(u64::MAX));
                 let stack = match &thread.offcpu {
                     Some(prev) if prev.key == key && bp.is_some() => prev.stack.clone(),
@@ -764,14 +787,12 @@ fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, 
     }
 }
 
-/// Keeps the user registers of the last sched_switch record of a thread.
-fn drain_switch(switch: &mut PerfEvent, regs: &mut Option<(u64, u64, u64)>) -> usize {
+/// Keeps the last sched_switch record of a thread (user registers, state).
+fn drain_switch(switch: &mut PerfEvent, tp: Option<&perf::SwitchTracepoint>, last: &mut Option<perf::SwitchOut>) -> usize {
     switch.drain(|record| {
         if let EventRecord::Sample(s) = record {
-            if let Some(r) = s.user_regs.as_ref() {
-                if let (Some(ip), Some(sp)) = (r.get(perf::REG_IP), r.get(perf::REG_SP)) {
-                    *regs = Some((ip, sp, r.get(perf::REG_BP).unwrap_or(0)));
-                }
+            if let Some(out) = tp.and_then(|tp| tp.parse(&s)) {
+                *last = Some(out);
             }
         }
     })

@@ -72,8 +72,9 @@ impl PerfEvent {
     }
 
     /// Opens, maps and enables an event that fires each time thread `tid` leaves a CPU
-    /// (the `sched:sched_switch` tracepoint, id `tracepoint_id`), recording only its user
-    /// registers: the frame pointer the off-CPU stack walk needs.
+    /// (the `sched:sched_switch` tracepoint, id `tracepoint_id`), recording its user
+    /// registers (the frame pointer the off-CPU stack walk needs) and the tracepoint's
+    /// fields (the state it left in). No stack copy: about 120 bytes per switch.
     pub fn open_switch(tid: u32, tracepoint_id: u64) -> io::Result<PerfEvent> {
         let mut attr = sys::bindings::perf_event_attr {
             type_: sys::bindings::PERF_TYPE_TRACEPOINT,
@@ -82,7 +83,8 @@ impl PerfEvent {
             ..Default::default()
         };
         attr.__bindgen_anon_1.sample_period = 1;
-        attr.sample_type = (sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
+        attr.sample_type =
+            (sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_RAW | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
         attr.sample_regs_user = USER_REGS_MASK;
         attr.set_disabled(1);
         attr.set_sample_id_all(1);
@@ -254,16 +256,59 @@ fn parse_info_of(attr: &sys::bindings::perf_event_attr) -> io::Result<RecordPars
     Ok(RecordParseInfo::new(&parsed, Endianness::LittleEndian))
 }
 
-/// The id of the `sched:sched_switch` tracepoint, mounting tracefs if nobody did.
-pub fn sched_switch_id() -> io::Result<u64> {
+/// How a thread left its CPU, from a sched_switch record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchOut {
+    /// User instruction pointer (at syscall entry or interruption).
+    pub ip: u64,
+    /// User stack pointer.
+    pub sp: u64,
+    /// User frame pointer.
+    pub bp: u64,
+    /// The /proc-style state letter it left in (`S`, `D`, `R` when preempted, ...), if
+    /// the record carried it.
+    pub state: Option<char>,
+}
+
+/// The `sched:sched_switch` tracepoint: its id and where `prev_state` sits in its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchTracepoint {
+    /// Tracepoint id (perf `config`).
+    pub id: u64,
+    /// Byte offset of the 8-byte `prev_state` field in the raw record.
+    pub prev_state_offset: usize,
+}
+
+impl SwitchTracepoint {
+    /// Reads a sched_switch sample.
+    pub fn parse(&self, sample: &linux_perf_event_reader::SampleRecord<'_>) -> Option<SwitchOut> {
+        let regs = sample.user_regs.as_ref()?;
+        let state = sample.raw.as_ref().and_then(|raw| {
+            let bytes = raw.as_slice();
+            let b = bytes.get(self.prev_state_offset..self.prev_state_offset + 8)?;
+            Some(prev_state_letter(i64::from_le_bytes(b.try_into().ok()?)))
+        });
+        Some(SwitchOut { ip: regs.get(REG_IP)?, sp: regs.get(REG_SP)?, bp: regs.get(REG_BP).unwrap_or(0), state })
+    }
+}
+
+/// The state letter of a sched_switch `prev_state` (include/trace/events/sched.h): the
+/// lowest set bit of the report mask, `R` for 0 or a preemption (TASK_REPORT_MAX).
+pub fn prev_state_letter(prev_state: i64) -> char {
+    const LETTERS: [char; 8] = ['S', 'D', 'T', 't', 'X', 'Z', 'P', 'I'];
+    let bits = prev_state & 0xff;
+    if prev_state & 0x100 != 0 || bits == 0 {
+        return 'R';
+    }
+    LETTERS[bits.trailing_zeros() as usize]
+}
+
+/// The `sched:sched_switch` tracepoint, mounting tracefs if nobody did.
+pub fn sched_switch_tracepoint() -> io::Result<SwitchTracepoint> {
     const ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    let read = || {
-        ROOTS.iter().find_map(|root| {
-            std::fs::read_to_string(format!("{root}/events/sched/sched_switch/id")).ok()?.trim().parse().ok()
-        })
-    };
-    if let Some(id) = read() {
-        return Ok(id);
+    let read = || ROOTS.iter().find_map(|root| parse_switch_format(root));
+    if let Some(tp) = read() {
+        return Ok(tp);
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: plain mount(2) of tracefs with constant C strings.
@@ -273,6 +318,16 @@ pub fn sched_switch_id() -> io::Result<u64> {
     }
     tracing::info!("mounted tracefs on /sys/kernel/tracing for the sched_switch tracepoint");
     read().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no sched:sched_switch tracepoint in tracefs"))
+}
+
+fn parse_switch_format(root: &str) -> Option<SwitchTracepoint> {
+    let dir = format!("{root}/events/sched/sched_switch");
+    let id = std::fs::read_to_string(format!("{dir}/id")).ok()?.trim().parse().ok()?;
+    let format = std::fs::read_to_string(format!("{dir}/format")).ok()?;
+    // "field:long prev_state;	offset:32;	size:8;	signed:1;"
+    let line = format.lines().find(|l| l.contains(" prev_state;"))?;
+    let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?.parse().ok()?;
+    Some(SwitchTracepoint { id, prev_state_offset: offset })
 }
 
 /// The system page size.
@@ -299,4 +354,28 @@ pub fn probe() -> io::Result<()> {
     // SAFETY: we own fd.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prev_state_letters() {
+        assert_eq!(prev_state_letter(0), 'R');
+        assert_eq!(prev_state_letter(0x100), 'R');
+        assert_eq!(prev_state_letter(0x101), 'R');
+        assert_eq!(prev_state_letter(1), 'S');
+        assert_eq!(prev_state_letter(2), 'D');
+        assert_eq!(prev_state_letter(0x80), 'I');
+    }
+
+    #[test]
+    fn ring_size_fits_the_stack_copies() {
+        let dwarf = EventConfig { period_ns: 1, dwarf: true, stack_bytes: 32 * 1024, callchain: false, kernel: false };
+        assert!(ring_pages(&dwarf) * page_size() >= 16 * 32 * 1024);
+        assert!(ring_pages(&dwarf).is_power_of_two());
+        let fp = EventConfig { dwarf: false, ..dwarf };
+        assert!(ring_pages(&fp) < ring_pages(&dwarf));
+    }
 }

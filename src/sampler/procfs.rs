@@ -272,9 +272,11 @@ mod tests {
     #[test]
     fn reads_own_threads_and_state() {
         let me = std::process::id();
-        assert!(thread_ids(me).unwrap().contains(&me));
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert!(thread_ids(me).unwrap().contains(&tid));
         assert!(is_alive(me));
-        let mut files = ThreadFiles::open(me, me).unwrap();
+        let mut files = ThreadFiles::open(me, tid).unwrap();
         assert_eq!(files.state().unwrap(), 'R');
         assert!(files.schedstat().unwrap().cpu_ns > 0);
     }

@@ -420,7 +420,14 @@ fn unprivileged_child() {
 
 #[test]
 fn without_privileges_the_error_says_what_is_needed() {
-    let me = std::env::current_exe().unwrap();
+    // A copy of this test binary the unprivileged user can run (the shared build
+    // directory may replace the original meanwhile).
+    let dir = tempfile::tempdir().unwrap();
+    let me = dir.path().join("it");
+    std::fs::copy("/proc/self/exe", &me).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&me, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
         .arg(&me)

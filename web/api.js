@@ -104,10 +104,32 @@ export function filterQuery(f, extra = {}) {
   return q.toString();
 }
 
+const UNIT_S = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+
+/** Seconds of a time as the URL holds it (`now`, `now-1h`, Unix ms or s), or NaN. */
+function seconds(text) {
+  if (text === 'now') return Date.now() / 1000;
+  const rel = /^now-(\d+)([smhdw])$/.exec(text);
+  if (rel) return Date.now() / 1000 - Number(rel[1]) * UNIT_S[rel[2]];
+  const n = Number(text);
+  if (!Number.isFinite(n)) return NaN;
+  return n > 1e11 ? n / 1000 : n;
+}
+
+/**
+ * About 120 buckets, but never under a minute: agents upload a profile every 10 s to a
+ * minute, and buckets shorter than a profile would show it as a comb of spikes.
+ */
+export function timelineStep(from, until) {
+  const range = seconds(until) - seconds(from);
+  if (!(range > 0)) return undefined;
+  return `${Math.max(60, Math.ceil(range / 120))}s`;
+}
+
 export const api = {
   services: () => request('/api/v1/services'),
   flamegraph: (f, maxNodes) => request(`/api/v1/flamegraph?${filterQuery(f, { maxNodes })}`),
-  timeline: (f) => request(`/api/v1/timeline?${filterQuery(f)}`),
+  timeline: (f) => request(`/api/v1/timeline?${filterQuery(f, { step: timelineStep(f.from, f.until) })}`),
   instanceTypes: () => request('/api/v1/instance-types'),
   settings: (name) => request(`/api/v1/services/${encodeURIComponent(name)}/settings`, { cached: false }),
   putSettings: (name, settings) =>

@@ -387,7 +387,8 @@ pub fn pct(share: f64) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
+/// Whole numbers with thousands separators (web/format.js `count`).
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (k, c) in digits.chars().enumerate() {

@@ -45,7 +45,7 @@ const OFF_CPU: [(&str, ThreadState, u64); 4] = [
 
 /// Host `c`'s profile as the native agent sends it: pprof with `thread_state` labels.
 fn ingest_with_states(server: &Server, folded: &str, version: &str, from: u64, token: Option<&str>) {
-    let mut builder = ProfileBuilder::new("checkout", (from * 1000) as i64, ((from + 10) * 1000) as i64, 10_000_000);
+    let mut builder = ProfileBuilder::new("checkout", (from * 1000) as i64, ((from + 60) * 1000) as i64, 10_000_000);
     for line in folded.lines() {
         let (stack, count) = line.rsplit_once(' ').expect("folded line");
         let frames: Vec<&str> = stack.split(';').collect();
@@ -69,20 +69,21 @@ fn ingest_with_states(server: &Server, folded: &str, version: &str, from: u64, t
     assert_eq!(status, 200, "native ingest: {}", response.body_mut().read_to_string().unwrap_or_default());
 }
 
-/// Ingests 8 profiles per host over the last 40 minutes: version 1.4, then 1.5. Hosts
-/// `a` and `b` send folded text (on-CPU only) to the Pyroscope endpoint; host `c` sends
-/// pprof with thread states.
+/// Ingests one 60-second profile per host and minute over the last 40 minutes: version
+/// 1.4, then 1.5 from minute 20. Hosts `a` and `b` send folded text (on-CPU only) to the
+/// Pyroscope endpoint; host `c` sends pprof with thread states.
 fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
     let now = now_s();
     let first = now - 40 * 60;
-    for k in 0..8u64 {
-        let from = first + k * 300;
-        let version = if k < 4 { "1.4" } else { "1.5" };
+    for k in 0..40u64 {
+        let from = first + k * 60;
+        let regressed = k >= 20;
+        let version = if regressed { "1.5" } else { "1.4" };
         for host in ["a", "b"] {
             let name = format!("checkout.cpu{{host={host},version={version}}}");
-            server.ingest_folded(&name, &checkout_profile(k >= 4, k * 7 + host.len() as u64), from, from + 10, token);
+            server.ingest_folded(&name, &checkout_profile(regressed, k * 7 + host.len() as u64), from, from + 60, token);
         }
-        ingest_with_states(server, &checkout_profile(k >= 4, k * 7 + 3), version, from, token);
+        ingest_with_states(server, &checkout_profile(regressed, k * 7 + 3), version, from, token);
     }
     // Range of the page, in ms: every profile, with a margin either side.
     server.ingest_folded("checkout.alloc_objects{host=a,version=1.5}", "main;alloc::buffer 500\n", now - 300, now - 290, token);
@@ -199,7 +200,7 @@ fn viewer_in_chromium_against_the_real_server() {
     for needle in [
         usd(api["totals"]["usdPerYear"].as_f64().unwrap()),
         format!("× 8,760 h × ${}/core-hour", cost["pricePerCoreHour"].as_f64().unwrap()),
-        format!("/ {} s ×", cost["windowSeconds"].as_f64().unwrap()),
+        format!("/ {} s ×", harness::thousands(cost["windowSeconds"].as_f64().unwrap() as u64)),
     ] {
         assert!(why.contains(&needle), "explanation {why:?} lacks {needle:?}");
     }

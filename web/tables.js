@@ -26,7 +26,10 @@ export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onP
       h('button', { type: 'button', class: 'sort', dataset: { sort: k }, onclick: () => onSort(k) }, label, k === key ? ' ▾' : ''))),
   h('th', {}, ''));
   const body = sorted.slice(0, limit).map((r) =>
-    h('tr', { class: `hot-row${r.name === selected ? ' selected' : ''}`, dataset: { name: r.name }, onclick: () => onPick(r), title: r.name },
+    h('tr', {
+      class: `hot-row${r.name === selected ? ' selected' : ''}`, dataset: { name: r.name }, title: r.name, tabindex: 0,
+      onclick: () => onPick(r), onkeydown: (e) => { if (e.key === 'Enter') onPick(r); },
+    },
       h('td', { class: 'fn' }, r.name),
       h('td', { class: 'num' }, pct(r.self / rootTotal)),
       h('td', { class: 'num' }, pct(r.total / rootTotal)),

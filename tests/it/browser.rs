@@ -383,6 +383,17 @@ fn viewer_in_chromium_against_the_real_server() {
     let total_usd = usd(api10["totals"]["usdPerYear"].as_f64().unwrap());
     browser.wait_for("the new total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
     browser.wait_for("the formula with the fleet", "document.querySelector('.formula').textContent.includes('(10 / 3 = ×3.33)')");
+    // An instance type from the built-in table sets the price, shown with its source.
+    let types = server.get_json("/api/v1/instance-types");
+    let pick = &types["instanceTypes"][0];
+    let name = pick["name"].as_str().expect("instance name");
+    browser.click(&format!("#cost-instance option[value='{name}']"));
+    browser.wait_for("the instance price", &format!("document.querySelector('.formula').textContent.includes('${}/core-hour')", pick["pricePerCoreHour"].as_f64().unwrap()));
+    let priced = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE"));
+    assert_eq!(priced["cost"]["instanceType"], json!(name));
+    let total_usd = usd(priced["totals"]["usdPerYear"].as_f64().unwrap());
+    browser.wait_for("the repriced total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
+    assert!(text(&browser, ".formula").contains(name), "price source not shown: {}", text(&browser, ".formula"));
     no_js_errors(&browser);
 
     // Screenshot of the service page, the tooltip open on the hot frame.

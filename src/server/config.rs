@@ -24,6 +24,8 @@ pub enum ConfigError {
     Token { index: usize, reason: String },
     #[error("cost settings of service {service:?} in the config file: {source}")]
     Service { service: String, source: crate::cost::CostError },
+    #[error("limits.{name} = {value} is out of range: use {range}")]
+    Limit { name: &'static str, value: u64, range: &'static str },
     #[error("invalid maintenance_interval {0:?}: use a duration such as 5m")]
     Interval(String),
     #[error("ops wins: {0}")]
@@ -93,6 +95,8 @@ pub struct ServerLimits {
     pub max_inflight_writes: usize,
     /// Seconds a client is told to wait (`Retry-After`) when the write queue is full. Default 1.
     pub retry_after_secs: u32,
+    /// Seconds an ingest body may take to arrive, so slow clients cannot hold write slots. Default 60.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerLimits {
@@ -107,11 +111,35 @@ impl Default for ServerLimits {
             max_stacks: model.max_stacks,
             max_inflight_writes: 16,
             retry_after_secs: 1,
+            body_timeout_secs: 60,
         }
     }
 }
 
+/// Deepest stack the server accepts at all: the flame graph is built and serialized
+/// recursively on a 2 MiB blocking thread.
+pub const MAX_STACK_DEPTH_CEILING: usize = 4096;
+
 impl ServerLimits {
+    /// Refuses limits that would break the server (zero sizes, absurd depths).
+    fn check(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
+            ("max_body_bytes", self.max_body_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
+            ("max_decompressed_bytes", self.max_decompressed_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
+            ("max_stack_depth", self.max_stack_depth as u64, 1, MAX_STACK_DEPTH_CEILING as u64, "1 to 4096"),
+            ("max_stacks", self.max_stacks as u64, 1, u64::MAX, "at least 1"),
+            ("max_inflight_writes", self.max_inflight_writes as u64, 1, 4096, "1 to 4096"),
+            ("retry_after_secs", self.retry_after_secs as u64, 1, 3600, "1 to 3600"),
+            ("body_timeout_secs", self.body_timeout_secs, 1, 3600, "1 to 3600"),
+        ];
+        for (name, value, lo, hi, range) in checks {
+            if value < lo || value > hi {
+                return Err(ConfigError::Limit { name, value, range });
+            }
+        }
+        Ok(())
+    }
+
     /// The part of the limits a profile is validated against.
     pub fn profile_limits(&self) -> Limits {
         Limits {
@@ -135,6 +163,9 @@ struct FileConfig {
     smtp: Option<crate::report::SmtpConfig>,
     teams: BTreeMap<String, crate::server::wins::TeamConfig>,
     wins: crate::server::wins::WinsSettings,
+    /// `[[scrape]]` tables belong to `hotframe scrape`, which may read this same file.
+    #[allow(dead_code)]
+    scrape: Vec<toml::Value>,
 }
 
 /// Everything `hotframe serve` is configured with.
@@ -176,6 +207,7 @@ impl ServerConfig {
     pub fn from_toml(text: &str, path: &str) -> Result<ServerConfig, ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Toml { path: path.to_string(), message: e.to_string() })?;
+        file.limits.check()?;
         for (index, token) in file.tokens.iter().enumerate() {
             check_token(&token.token, &token.scopes).map_err(|reason| ConfigError::Token { index: index + 1, reason })?;
         }
@@ -261,7 +293,7 @@ mod tests {
         let text = r#"
 maintenance_interval = "2m"
 [limits]
-max_body_bytes = 1000
+max_body_bytes = 2000
 max_stack_depth = 64
 [store]
 retention_raw_days = 7
@@ -273,7 +305,7 @@ instanceType = "m5.large"
 fleetHosts = 40
 "#;
         let c = ServerConfig::from_toml(text, "x.toml").unwrap();
-        assert_eq!(c.limits.max_body_bytes, 1000);
+        assert_eq!(c.limits.max_body_bytes, 2000);
         assert_eq!(c.limits.max_decompressed_bytes, 16 << 20);
         assert_eq!(c.limits.profile_limits().max_stack_depth, 64);
         assert_eq!(c.store.retention_raw_days, 7);
@@ -288,6 +320,8 @@ fleetHosts = 40
         assert!(typo.to_string().contains("max_body"), "{typo}");
         let bad_type = ServerConfig::from_toml("[services.a]\ninstanceType = \"z9.huge\"\n", "x.toml").unwrap_err();
         assert!(bad_type.to_string().contains("z9.huge"), "{bad_type}");
+        let deep = ServerConfig::from_toml("[limits]\nmax_stack_depth = 100000\n", "x.toml").unwrap_err();
+        assert!(deep.to_string().contains("max_stack_depth = 100000"), "{deep}");
         let short = ServerConfig::from_toml("[[tokens]]\ntoken = \"x\"\nscopes = [\"read\"]\n", "x.toml").unwrap_err();
         assert!(short.to_string().contains("shorter"), "{short}");
     }

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A body over the limit (413).
     #[error("{0}")]
     TooLarge(String),
+    /// A body that did not arrive in time (408).
+    #[error("{0}")]
+    Timeout(String),
     /// A content type the endpoint does not speak (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -57,6 +60,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -71,6 +75,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { reason, .. } => reason,
             ApiError::TooLarge(_) => "body_too_large",
+            ApiError::Timeout(_) => "body_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized(_) => "unauthorized",

@@ -15,7 +15,7 @@ use crate::model::pprof::{decode, decompress_bounded, is_gzip, DecodeOptions};
 use crate::model::time::now_ms;
 use crate::model::{ModelError, Profile, ProfileBuilder, ThreadState};
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -52,7 +52,16 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if let Some(len) = declared.filter(|len| *len > max as u64) {
         return Err(too_large(format!("of {len} bytes ")));
     }
-    match http_body_util::Limited::new(body, max).collect().await {
+    let timeout = std::time::Duration::from_secs(state.config.limits.body_timeout_secs);
+    let collected = tokio::time::timeout(timeout, http_body_util::Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            ApiError::Timeout(format!(
+                "the request body did not arrive within {} s (limits.body_timeout_secs)",
+                timeout.as_secs()
+            ))
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(String::new())),
         Err(e) => Err(ApiError::bad("bad_body", format!("could not read the request body: {e}"))),
@@ -224,11 +233,10 @@ fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, ApiError> {
 /// `POST /ingest`, Pyroscope's HTTP API.
 pub async fn pyroscope_ingest(
     State(state): State<AppState>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    params: Params,
     request: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let _slot = write_slot(&state)?;
-    let params = Params(pairs);
     let (service, profile_type, sample_type, labels) = parse_app_name(params.require("name", "bad_service")?)?;
     let (from, until) = ingest_window(&params)?;
     let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
@@ -312,11 +320,10 @@ async fn multipart_profile(request: Request) -> Result<Bytes, ApiError> {
 /// `POST /api/v1/profiles`: pprof with `thread_state` sample labels.
 pub async fn native_ingest(
     State(state): State<AppState>,
-    Query(pairs): Query<Vec<(String, String)>>,
+    params: Params,
     request: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let _slot = write_slot(&state)?;
-    let params = Params(pairs);
     let service = params.require("service", "bad_service")?.to_string();
     let labels = params.labels();
     let (from, until) = ingest_window(&params)?;

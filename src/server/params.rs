@@ -6,11 +6,24 @@
 
 use super::error::ApiError;
 use crate::model::time::{parse_time_at, BadTime};
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
 use std::collections::BTreeMap;
 
 /// The pairs of a query string, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Params(pub Vec<(String, String)>);
+
+/// Extracts the query string; a malformed one is a JSON 400 like every other error.
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map(|Query(pairs)| Params(pairs))
+            .map_err(|e| ApiError::bad("bad_query", format!("query string: {}", e.body_text())))
+    }
+}
 
 impl Params {
     /// The last value of `name`, if present and not empty.

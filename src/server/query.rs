@@ -14,7 +14,7 @@ use crate::model::time::{now_ms, parse_duration_ms};
 use crate::model::ThreadState;
 use crate::store::{Aggregate, ProfileStore, Query as StoreQuery, TimelinePoint};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -188,8 +188,7 @@ struct FlamegraphAnswer {
 }
 
 /// `GET /api/v1/flamegraph`.
-pub async fn flamegraph(State(state): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
-    let params = Params(pairs);
+pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let sel = selection(&params, now_ms())?;
     let max_nodes = params.positive("maxNodes", DEFAULT_MAX_NODES as f64, "bad_max_nodes")? as usize;
     let st = state.clone();
@@ -270,8 +269,7 @@ fn bucketed(points: &[TimelinePoint], from_ms: i64, step_ms: i64, count: i64, fl
 }
 
 /// `GET /api/v1/timeline`.
-pub async fn timeline(State(state): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
-    let params = Params(pairs);
+pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let sel = selection(&params, now_ms())?;
     let range = sel.query.until_ms - sel.query.from_ms;
     let step_ms = match params.get("step") {
@@ -312,8 +310,7 @@ pub async fn timeline(State(state): State<AppState>, Query(pairs): Query<Vec<(St
 }
 
 /// `GET /api/v1/export?format=folded|pprof|svg`.
-pub async fn export(State(state): State<AppState>, Query(pairs): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
-    let params = Params(pairs);
+pub async fn export(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let sel = selection(&params, now_ms())?;
     let format = params.get("format").unwrap_or("folded").to_ascii_lowercase();
     if !matches!(format.as_str(), "folded" | "pprof" | "svg") {
@@ -403,7 +400,11 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
     let answer = with_store(&state, move |store| {
         let mut out = Vec::new();
         for info in store.services()? {
-            let settings = settings_of(&st, store, &info.name)?;
+            // One service's unreadable settings must not hide the whole list.
+            let settings = settings_of(&st, store, &info.name).unwrap_or_else(|e| {
+                tracing::warn!(service = %info.name, error = %e, "using default cost settings");
+                CostSettings::default()
+            });
             // Settings that no longer resolve (e.g. an instance type removed from the table) fall back to defaults.
             let inputs = settings.resolve().or_else(|_| CostSettings::default().resolve())?;
             let mut query = StoreQuery {

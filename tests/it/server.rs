@@ -637,6 +637,26 @@ async fn full_write_queue_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn stalled_bodies_time_out_and_free_their_slot() {
+    let dir = common_dir();
+    let mut config = ServerConfig::default();
+    config.limits.body_timeout_secs = 1;
+    config.limits.max_inflight_writes = 1;
+    let s = open(dir.path(), config);
+    let t = base_s();
+    let uri = format!("/ingest?name=slow&from={t}&until={}", t + 10);
+    // A client that sends a few bytes and then nothing, keeping the connection open.
+    let (mut sender, stalled) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+    sender.send_data(Bytes::from_static(b"main;a")).await.unwrap();
+    let req = Request::post(&uri).body(Body::new(stalled)).unwrap();
+    let a = send(&s.app, req).await;
+    drop(sender);
+    assert_eq!((a.status, a.reason().as_str()), (StatusCode::REQUEST_TIMEOUT, "body_timeout"), "{}", a.text());
+    assert_eq!(post(&s.app, &uri, "text/plain", b"main;a 1\n".to_vec()).await.status, StatusCode::OK);
+
+}
+
+#[tokio::test]
 async fn instance_types_and_health() {
     let dir = common_dir();
     let s = open(dir.path(), ServerConfig::default());
@@ -803,12 +823,12 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     assert!(stderr.contains("hotframe.toml") && stderr.contains("max_body"), "{stderr}");
 
     // A valid file with a small body limit is applied.
-    std::fs::write(&config, "[limits]\nmax_body_bytes = 100\n[services.small]\nfleetHosts = 3\n").unwrap();
+    std::fs::write(&config, "[limits]\nmax_body_bytes = 1024\n[services.small]\nfleetHosts = 3\n").unwrap();
     let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
     let agent = http_agent();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
-    let big = "main;a 1\n".repeat(20);
+    let big = "main;a 1\n".repeat(200);
     assert_eq!(agent.post(&uri).send(big.as_str()).unwrap().status(), 413);
     assert_eq!(agent.post(&uri).send("main;a 1\n").unwrap().status(), 200);
     let settings = agent.get(&format!("{}/api/v1/services/small/settings", server.url)).call().unwrap().body_mut().read_to_string().unwrap();

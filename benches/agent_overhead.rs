@@ -32,6 +32,8 @@ const HZ: f64 = 99.0;
 enum Profiler {
     None,
     Hotframe,
+    /// `hotframe agent --cpu-only`: no wall-clock thread states, the like of perf/samply.
+    HotframeCpuOnly,
     Perf,
     Samply,
 }
@@ -41,6 +43,7 @@ impl Profiler {
         match self {
             Profiler::None => "unprofiled",
             Profiler::Hotframe => "hotframe agent",
+            Profiler::HotframeCpuOnly => "hotframe agent --cpu-only",
             Profiler::Perf => "perf --call-graph dwarf",
             Profiler::Samply => "samply",
         }
@@ -151,9 +154,10 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
     let out = setup.scratch.path().join(tag);
     let mut prof = match profiler {
         Profiler::None => None,
-        Profiler::Hotframe => Some(
+        Profiler::Hotframe | Profiler::HotframeCpuOnly => Some(
             Command::new(bin())
                 .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", "2s"])
+                .args(if profiler == Profiler::HotframeCpuOnly { &["--cpu-only"][..] } else { &[][..] })
                 .arg("--spool-dir")
                 .arg(&out)
                 .env("HOTFRAME_LOG", "info")
@@ -243,7 +247,7 @@ fn samples_from(profiler: Profiler, stderr: &str) -> Option<u64> {
         line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     };
     match profiler {
-        Profiler::Hotframe => {
+        Profiler::Hotframe | Profiler::HotframeCpuOnly => {
             let line = stderr.lines().filter(|l| l.contains("health:")).last()?;
             Some(field(line, " samples=")? + field(line, " offcpu_samples=")?)
         }
@@ -271,7 +275,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
     println!("\n{title}");
     println!(
-        "{:<24} {:>4} {:>11} {:>7} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
+        "{:<26} {:>4} {:>11} {:>7} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
         "configuration", "runs", "ops/s med", "loss %", "life ms/s", "life µs/s*", "steady ms/s", "steady µs/s*", "µs/own s.", "peak RSS"
     );
     let base = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| median(r.iter().map(|x| x.ops_per_sec).collect()));
@@ -282,7 +286,7 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
         let ops = median(runs.iter().map(|r| r.ops_per_sec).collect());
         let loss = base.map(|b| format!("{:.2}", (1.0 - ops / b) * 100.0)).unwrap_or_else(|| "-".into());
         if *profiler == Profiler::None {
-            println!("{:<24} {:>4} {:>11.1} {:>7} |", profiler.name(), runs.len(), ops, "-");
+            println!("{:<26} {:>4} {:>11.1} {:>7} |", profiler.name(), runs.len(), ops, "-");
             continue;
         }
         let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
@@ -295,7 +299,7 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
         let per_own = if own.is_empty() { "-".to_string() } else { format!("{:.1}", median(own)) };
         let rss = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
         println!(
-            "{:<24} {:>4} {:>11.1} {:>7} | {:>9.2} {:>10.1} | {:>9.2} {:>10.1} {:>10} | {:>5.1} MiB",
+            "{:<26} {:>4} {:>11.1} {:>7} | {:>9.2} {:>10.1} | {:>9.2} {:>10.1} {:>10} | {:>5.1} MiB",
             profiler.name(),
             runs.len(),
             ops,
@@ -363,7 +367,7 @@ fn main() {
     let url = line.trim().strip_prefix("listening on ").expect("listening on http://...").to_string();
     let setup = Setup { seconds, server: url, samply, perf, scratch };
 
-    let mut profilers = vec![Profiler::None, Profiler::Hotframe];
+    let mut profilers = vec![Profiler::None, Profiler::Hotframe, Profiler::HotframeCpuOnly];
     if setup.perf {
         profilers.push(Profiler::Perf);
     }
@@ -375,7 +379,8 @@ fn main() {
     let results = measure(&setup, &profilers, threads, rounds);
     report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), &results);
 
-    let many: Vec<Profiler> = profilers.iter().copied().filter(|p| matches!(p, Profiler::Hotframe | Profiler::Samply)).collect();
+    let many: Vec<Profiler> =
+        profilers.iter().copied().filter(|p| matches!(p, Profiler::Hotframe | Profiler::HotframeCpuOnly | Profiler::Samply)).collect();
     let big = measure(&setup, &many, 20, 2);
     report(&format!("20-thread CPU-bound target, 99 Hz, 2 rounds of {seconds} s (agent CPU and RSS)"), &big);
 

@@ -44,8 +44,13 @@ export class ServicePage {
     if (key !== this.dataKey) {
       this.main.classList.add('busy');
       const f = filters(state);
-      const [services, flame, timeline] = await Promise.all([api.services(), api.flamegraph(f, state.maxNodes), api.timeline(f)]);
-      this.main.classList.remove('busy');
+      let answers;
+      try {
+        answers = await Promise.all([api.services(), api.flamegraph(f, state.maxNodes), api.timeline(f)]);
+      } finally {
+        this.main.classList.remove('busy');
+      }
+      const [services, flame, timeline] = answers;
       // A newer navigation (or a settings change) started meanwhile: it draws the page.
       if (seq !== this.seq) return;
       this.dataKey = key;
@@ -191,10 +196,14 @@ export class ServicePage {
     const c = flame.cost;
     const factor = c ? c.fleetHosts / Math.max(1, c.profiledHosts) / (c.frequencyHz || 100) : 0;
     const chosen = selectedStates(this.state);
-    return h('div', { class: 'legend' }, STATES.map((s) => h('span', {
-      class: `legend-item${chosen.includes(s) ? '' : ' off'}`,
-      title: `${count(by[s] || 0)} samples × 1/${c ? c.frequencyHz : '?'} Hz × fleet/profiled hosts`,
-    }, h('span', { class: 'swatch', style: { background: STATE_COLORS[s] } }), `${s}: ${threadTime((by[s] || 0) * factor)}`)));
+    // The API counts only the selected states; the others say so rather than "0 s".
+    return h('div', { class: 'legend' }, STATES.map((s) => {
+      const on = chosen.includes(s);
+      return h('span', {
+        class: `legend-item${on ? '' : ' off'}`,
+        title: on ? `${count(by[s] || 0)} samples × 1/${c ? c.frequencyHz : '?'} Hz × fleet/profiled hosts` : `${s} is not part of this view`,
+      }, h('span', { class: 'swatch', style: { background: STATE_COLORS[s] } }), on ? `${s}: ${threadTime((by[s] || 0) * factor)}` : `${s}: not in view`);
+    }));
   }
 
   syncControls() {

@@ -25,6 +25,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Send a folded or pprof file to a server.
     Import(ImportArgs),
+    /// Pull mode: fetch pprof from /debug/pprof/profile endpoints and send it to a server.
+    Scrape(ScrapeArgs),
     /// Start a server, a demo workload and an agent attached to it; print the URL.
     Demo(DemoArgs),
     /// Record an ops win: measure before/after from the profiles, keep it, email the report.
@@ -180,6 +182,40 @@ pub struct ImportArgs {
     pub token: Option<String>,
     /// The file to send (`-` for stdin).
     pub file: PathBuf,
+}
+
+/// `hotframe scrape`.
+#[derive(Debug, Clone, Args)]
+pub struct ScrapeArgs {
+    /// Server base URL the profiles go to.
+    #[arg(long, env = "HOTFRAME_SERVER", default_value = "http://127.0.0.1:4040")]
+    pub server: String,
+    /// pprof endpoint, e.g. http://host:6060/debug/pprof/profile?seconds=10 (without
+    /// `seconds=`, the interval's length is asked for).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Service of the target's profiles.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Time between fetches (jittered by ±10%), and the default of `[[scrape]]` tables.
+    #[arg(long, default_value = "10s")]
+    pub interval: String,
+    /// Label `k=v` on the target's profiles (repeatable); `instance` (host:port) is added.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// TOML file with `[[scrape]]` tables (target, service, interval, labels); may be
+    /// the server's config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Stop (and flush) after this long, e.g. 60s (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Bearer token with the ingest scope.
+    #[arg(long, env = "HOTFRAME_TOKEN")]
+    pub token: Option<String>,
+    /// Directory for the on-disk spool used while the server is unreachable.
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// `hotframe demo`.

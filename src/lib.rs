@@ -28,6 +28,16 @@ pub mod report;
 pub mod demo;
 #[cfg(feature = "agent")]
 pub mod agent;
+/// With only the `inproc` feature, `hotframe::agent::Agent` is the in-process agent
+/// (with `agent` on too, src/agent re-exports it).
+#[cfg(all(feature = "inproc", not(feature = "agent")))]
+pub mod agent {
+    pub use crate::inproc::{Agent, AgentBuilder, InprocError};
+}
+#[cfg(feature = "inproc")]
+pub mod inproc;
+#[cfg(all(feature = "server", feature = "agent"))]
+pub mod scrape;
 #[cfg(feature = "agent")]
 pub mod sampler;
 #[cfg(feature = "agent")]

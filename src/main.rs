@@ -22,6 +22,7 @@ fn run(command: Command) -> Result<()> {
         Command::Agent(args) => hotframe::agent::run(args)?,
         Command::Export(args) => hotframe::client::export(args)?,
         Command::Import(args) => hotframe::client::import(args)?,
+        Command::Scrape(args) => hotframe::scrape::run(args)?,
         Command::Demo(args) => hotframe::demo::run(args)?,
         Command::Win(args) => hotframe::client::win::run(args)?,
         Command::DemoWorkload(args) => hotframe::demo::workload::run(args)?,

@@ -11,6 +11,10 @@ pub mod metrics;
 pub mod signals;
 pub mod targets;
 
+/// The in-process agent for Rust services (`hotframe::agent::Agent::builder()`).
+#[cfg(feature = "inproc")]
+pub use crate::inproc::{Agent, AgentBuilder, InprocError};
+
 use crate::cli::AgentArgs;
 use crate::model::time::{now_ms, parse_duration_ms, BadTime};
 use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, UnwindMode};
@@ -207,13 +211,13 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
         }
         None => None,
     };
-    let mut agent = Agent { config, sampler, uploader, health, scanned_out: HashSet::new(), child, last_snapshot: Instant::now() };
+    let mut agent = ExternalAgent { config, sampler, uploader, health, scanned_out: HashSet::new(), child, last_snapshot: Instant::now() };
     let outcome = agent.sample_until_done(stop);
     agent.finish();
     outcome
 }
 
-struct Agent {
+struct ExternalAgent {
     config: AgentConfig,
     sampler: Sampler,
     uploader: Uploader,
@@ -233,7 +237,7 @@ enum Ending {
     Signal,
 }
 
-impl Agent {
+impl ExternalAgent {
     fn sample_until_done(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
         let started = Instant::now();
         let mut next_upload = started + jittered(self.config.upload_interval, 0.1);

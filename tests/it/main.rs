@@ -2,9 +2,10 @@
 //! parts: a real SQLite file, the real router over HTTP, real processes.
 
 mod agent;
-mod cli;
 mod browser;
+mod cli;
 mod common;
+mod inproc;
 mod report;
 mod server;
 mod upload;

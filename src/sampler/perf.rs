@@ -229,10 +229,16 @@ fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
             // DWARF mode with --kernel: the user part comes from our own unwinding.
             attr.set_exclude_callchain_user(1);
         }
+        if !config.kernel {
+            attr.set_exclude_callchain_kernel(1);
+        }
     }
     attr.sample_type = sample_type as u64;
     attr.set_disabled(1);
-    attr.set_exclude_kernel(if config.kernel { 0 } else { 1 });
+    // Kernel mode is sampled even without --kernel: time in syscalls is the thread's CPU
+    // time too, and the user registers and stack are those at kernel entry, so such
+    // samples land on the user stack that made the syscall.
+    attr.set_exclude_kernel(0);
     attr.set_exclude_hv(1);
     attr.set_sample_id_all(1);
     // Fork records tell us about new threads, mmap2 records about new libraries; they

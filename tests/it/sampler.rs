@@ -305,9 +305,8 @@ fn a_target_that_exits_is_reported_and_its_profile_returned() {
     assert!(again.iter().all(|p| p.labels.get("pid") != Some(&pid.to_string())));
 }
 
-#[test]
-fn kernel_frames_come_in_front_of_the_user_stack() {
-    let _serial = serial();
+/// Samples `dd` (nearly all its CPU time is in the kernel, copying) for 1.5 s.
+fn sample_dd(opts: SamplerOptions) -> (u32, Vec<(Vec<String>, ThreadState, u64)>) {
     let child = Command::new("dd")
         .args(["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"])
         .stderr(std::process::Stdio::null())
@@ -316,7 +315,6 @@ fn kernel_frames_come_in_front_of_the_user_stack() {
     let pid = child.id();
     let _reaper = Reaper(child);
     std::thread::sleep(Duration::from_millis(100));
-    let opts = SamplerOptions { kernel: true, ..SamplerOptions::default() };
     let mut sampler = Sampler::new(opts).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     let t0 = Instant::now();
@@ -324,7 +322,34 @@ fn kernel_frames_come_in_front_of_the_user_stack() {
         sampler.poll(Duration::from_millis(50)).unwrap();
     }
     let profiles = sampler.take_profiles("svc", hotframe::model::time::now_ms());
-    let samples = samples_of(&profiles, pid);
+    (pid, samples_of(&profiles, pid))
+}
+
+#[test]
+fn cpu_time_in_syscalls_is_sampled_on_the_user_stack_without_kernel_frames() {
+    let _serial = serial();
+    let (_, samples) = sample_dd(SamplerOptions::default());
+    let on_cpu: u64 = samples.iter().filter(|(_, st, _)| *st == ThreadState::Runnable).map(|(_, _, n)| n).sum();
+    assert!(on_cpu > 10, "dd's kernel time is CPU time: {}", folded(&samples));
+    assert!(samples.iter().all(|(s, _, _)| s.iter().all(|f| !f.ends_with("_[k]"))), "{}", folded(&samples));
+    // dd is stripped ("[unknown] dd" frames), libc is not: the samples sit on the read
+    // and write wrappers, under __libc_start_main.
+    let in_syscall: u64 = samples
+        .iter()
+        .filter(|(s, st, _)| {
+            *st == ThreadState::Runnable
+                && s.iter().any(|f| f.starts_with("__libc_start_main"))
+                && s.last().is_some_and(|f| f.contains("read") || f.contains("write"))
+        })
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(in_syscall as f64 >= 0.8 * on_cpu as f64, "{}", folded(&samples));
+}
+
+#[test]
+fn kernel_frames_come_in_front_of_the_user_stack() {
+    let _serial = serial();
+    let (_, samples) = sample_dd(SamplerOptions { kernel: true, ..SamplerOptions::default() });
     let with_kernel: Vec<_> =
         samples.iter().filter(|(s, st, _)| *st == ThreadState::Runnable && s.iter().any(|f| f.ends_with("_[k]"))).collect();
     assert!(!with_kernel.is_empty(), "no kernel frames: {}", folded(&samples));

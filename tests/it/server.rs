@@ -255,10 +255,21 @@ async fn connect_push_protobuf_and_json() {
     assert_eq!(one["root"]["total"], p.total_samples());
 }
 
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Spins until this thread has used `cpu` of CPU time (the machine may be busy with
+/// other tests, so wall time says little), or `wall_limit` passed.
 #[inline(never)]
-fn busy_loop_for_profiler(until: std::time::Instant) -> u64 {
+fn busy_loop_for_profiler(cpu: std::time::Duration, wall_limit: std::time::Duration) -> u64 {
+    let (start_cpu, start_wall) = (thread_cpu_time(), std::time::Instant::now());
     let mut x: u64 = 1;
-    while std::time::Instant::now() < until {
+    while thread_cpu_time() - start_cpu < cpu && start_wall.elapsed() < wall_limit {
         for i in 0..10_000u64 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
         }
@@ -271,8 +282,8 @@ async fn pprof_rs_profile_imports_with_its_totals() {
     let dir = common_dir();
     let s = open(dir.path(), ServerConfig::default());
     let guard = pprof::ProfilerGuardBuilder::default().frequency(500).build().expect("start pprof-rs");
-    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
-    std::hint::black_box(busy_loop_for_profiler(until));
+    let busy = std::time::Duration::from_millis(1500);
+    std::hint::black_box(busy_loop_for_profiler(busy, std::time::Duration::from_secs(30)));
     let report = guard.report().build().expect("pprof-rs report");
     drop(guard);
     let proto = report.pprof().expect("pprof-rs encodes");

@@ -252,7 +252,11 @@ export class FlameGraph {
       ctx.font = note ? BOLD : FONT;
       ctx.fillStyle = matched ? '#fff' : '#111';
       ctx.fillText(text, x + 3, y + ROW / 2);
-      if (note) { ctx.font = FONT; labels.push({ i, name: t.name[i], text }); }
+      if (note) {
+        ctx.font = FONT;
+        // Only labels that kept their cost count as annotated (a narrow box shows the name).
+        if (text.endsWith(note)) labels.push({ i, name: t.name[i], text });
+      }
     }
     this.drawn = drawn;
     this.labels = labels;

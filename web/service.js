@@ -281,8 +281,11 @@ export class ServicePage {
       ? h('span', { class: 'muted small', id: 'pruned' }, `${count(flame.nodes)} nodes shown, ${count(flame.prunedNodes)} small ones merged into [other] · `,
         h('button', { type: 'button', class: 'link', onclick: () => update({ maxNodes: String(Math.min(200000, Number(state.maxNodes) * 5)) }) }, 'show more'))
       : null;
+    const annot = h('label', { class: 'small muted', title: 'Frames at or above this share carry their yearly cost in place' }, '$ labels from ',
+      h('select', { id: 'annot', onchange: (e) => update({ annot: e.target.value }) },
+        ['1', '2', '5', '10', '20', '101'].map((v) => h('option', { value: v, selected: v === state.annot }, v === '101' ? 'off' : `${v}%`))));
     replace(this.tabBody,
-      h('div', { class: 'flame-bar' }, this.crumbs, h('span', { class: 'spacer' }), this.search, this.matchLine),
+      h('div', { class: 'flame-bar' }, this.crumbs, h('span', { class: 'spacer' }), annot, this.search, this.matchLine),
       pruned,
       h('div', { class: 'split' }, h('div', { class: 'main-col' }, holder), this.tableHolder));
     const threshold = () => Number(this.state.annot) / 100;
@@ -320,11 +323,12 @@ export class ServicePage {
           state.view === 'cpu' ? ` · ≈ ${usd(r.share * (flame.totals.usdPerYear || 0))} / year` : '']
         : '');
     }
+    if (seen.annot !== undefined && seen.annot !== state.annot) this.flame.render();
     if (seen.fn !== state.fn || seen.sort !== state.sort) {
       this.flame.select(state.fn);
       this.renderTable();
     }
-    this.flameState = { focus: state.focus, q: state.q, fn: state.fn, sort: state.sort };
+    this.flameState = { focus: state.focus, q: state.q, fn: state.fn, sort: state.sort, annot: state.annot };
   }
 
   breadcrumb(tree, i) {

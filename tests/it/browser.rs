@@ -190,6 +190,14 @@ fn viewer_in_chromium_against_the_real_server() {
     );
     let small = labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap_or_default().starts_with("handler::health"));
     assert!(!small, "a frame under the 5% threshold was annotated: {labels}");
+    // The threshold is the user's: off (no cost labels), then 20% (parse_json, ~51%, has one).
+    browser.click("#annot option[value='101']");
+    browser.wait_for("no annotations", "window.hotframe.page.flame.labels.length === 0");
+    browser.click("#annot option[value='20']");
+    browser.wait_for("the 20% threshold", "window.hotframe.page.flame.labels.some((l) => l.text.startsWith('parse_json — '))");
+    assert!(location_has(&browser, "annot=20"));
+    browser.click("#annot option[value='5']");
+    browser.wait_for("the default threshold", "!location.search.includes('annot=')");
 
     // The service's $/year explains itself on hover, with the API's numbers.
     let el = browser.eval("const r = document.getElementById('total-usd').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2];", json!([]));

@@ -64,6 +64,21 @@ fn perf_fixture_imports_and_exports_unchanged() {
     // Root first, `;`-separated, a space, the count; sorted like inferno's output.
     assert!(exported.lines().all(|l| l.starts_with("busy;__libc_start_call_main;main;")), "{exported}");
 
+    // The same file from stdin (`-`) under another service.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(["import", "--server", &server.url, "--service", "piped", "--from", &t.to_string(), "-"])
+        .env("HOTFRAME_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hotframe import -");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &std::fs::read(&file).unwrap()).unwrap();
+    let said = ok(&child.wait_with_output().unwrap());
+    assert!(said.contains(&format!("{total} samples")), "{said}");
+    let piped = ok(&hotframe(&["export", "--server", &server.url, "--service", "piped", "--from", &from, "--until", &until]));
+    assert_eq!(folded_map(&piped), expected);
+
     let filtered = ok(&hotframe(&[
         "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--label", "host=h2",
     ]));

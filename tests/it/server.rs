@@ -678,6 +678,14 @@ async fn instance_types_and_health() {
     assert!((m5["pricePerCoreHour"].as_f64().unwrap() - per_core).abs() < 1e-12);
     assert!(!m5["source"].as_str().unwrap().is_empty());
     assert_eq!(get(&s.app, "/healthz").await.text(), "ok");
+    // Settings can be prepared before a service sends its first profile.
+    let req = Request::put("/api/v1/services/future-svc/settings").body(Body::from(r#"{"instanceType": "m5.large", "fleetHosts": 12}"#)).unwrap();
+    let put = send(&s.app, req).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text());
+    let got = get(&s.app, "/api/v1/services/future-svc/settings").await.json();
+    assert_eq!((got["settings"]["fleetHosts"].as_u64(), got["resolved"]["instanceType"].as_str()), (Some(12), Some("m5.large")));
+    assert!((got["resolved"]["pricePerCoreHour"].as_f64().unwrap() - per_core).abs() < 1e-12);
+    assert_eq!(get(&s.app, "/api/v1/services/bad%20name/settings").await.status, StatusCode::BAD_REQUEST);
     assert_eq!(get(&s.app, "/api/v1/nothing").await.status, StatusCode::NOT_FOUND);
 }
 

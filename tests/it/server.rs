@@ -853,3 +853,31 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let settings = agent.get(&format!("{}/api/v1/services/small/settings", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(settings.contains("\"fleetHosts\":3"), "{settings}");
 }
+
+#[test]
+fn maintenance_runs_on_its_jittered_timer() {
+    use std::io::BufRead;
+    let dir = common_dir();
+    let config = dir.path().join("hotframe.toml");
+    std::fs::write(&config, "maintenance_interval = \"300ms\"\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("HOTFRAME_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let passes = stderr.lines().map_while(Result::ok).filter(|l| l.contains("maintenance done")).take(2).count();
+        let _ = tx.send(passes);
+    });
+    let passes = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(passes, 2, "two maintenance passes within 20 s at a 300 ms interval");
+}

@@ -206,7 +206,9 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
         seconds: parsed["seconds"].as_f64().unwrap_or(0.0),
         target_cpu_s,
         steady_cpu_s: p1.saturating_sub(p0) as f64 / 1e9,
-        steady_target_cpu_s: w1.saturating_sub(w0) as f64 / 1e9,
+        // 0 when the target was already gone at the window's end (a loaded machine):
+        // that run then has no steady-state figure.
+        steady_target_cpu_s: if w1 > w0 && w0 > 0 { (w1 - w0) as f64 / 1e9 } else { f64::NAN },
         steady_s,
         ..Run::default()
     };
@@ -259,7 +261,9 @@ fn samples_from(profiler: Profiler, stderr: &str) -> Option<u64> {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// Median of the finite values (a run whose steady window could not be read is NaN).
+fn median(values: Vec<f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
     if values.is_empty() {
         return f64::NAN;
     }
@@ -294,7 +298,7 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
         // On-CPU samples the target gave: 99 Hz x its CPU seconds.
         let life_us = m(&|r| r.cpu_s * 1e6 / (HZ * r.target_cpu_s.max(1e-9)));
         let steady_ms_s = m(&|r| r.steady_cpu_s / r.steady_s.max(1e-9) * 1e3);
-        let steady_us = m(&|r| r.steady_cpu_s * 1e6 / (HZ * r.steady_target_cpu_s.max(1e-9)));
+        let steady_us = m(&|r| r.steady_cpu_s * 1e6 / (HZ * r.steady_target_cpu_s));
         let own: Vec<f64> = runs.iter().filter_map(|r| Some(r.cpu_s * 1e6 / r.samples? as f64)).collect();
         let per_own = if own.is_empty() { "-".to_string() } else { format!("{:.1}", median(own)) };
         let rss = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;

@@ -30,30 +30,43 @@ use targets::TargetSpec;
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// Sampling could not start (privileges, missing pid, perf_event_open).
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    /// The uploader could not start (spool directory).
     #[error(transparent)]
     Upload(#[from] UploadError),
+    /// None of --pid, --name, -- COMMAND was given.
     #[error("choose what to profile: --pid PID (repeatable), --name REGEX, or -- COMMAND ARGS")]
     NoTarget,
+    /// The --server URL is not usable.
     #[error("invalid --server {0:?}: use an http:// base URL such as http://127.0.0.1:4040 (no TLS in the agent: put a TLS proxy in front if needed)")]
     BadServer(String),
+    /// More than one of --pid, --name, -- COMMAND was given.
     #[error("give only one of --pid, --name and -- COMMAND")]
     ConflictingTargets,
+    /// The --name pattern does not compile.
     #[error("invalid --name regex {pattern:?}: {reason}")]
     BadRegex { pattern: String, reason: String },
+    /// A --label is not key=value with a valid key.
     #[error("invalid label {0:?}: use --label key=value, key of letters, digits and _")]
     BadLabel(String),
+    /// The --service name is not valid.
     #[error("invalid service name {0:?}: use letters, digits and . _ - / : (at most 128)")]
     BadService(String),
+    /// The --unwind mode is unknown.
     #[error("invalid --unwind {0:?}: use dwarf or fp")]
     BadUnwind(String),
+    /// A duration flag does not parse.
     #[error("invalid {flag}: {cause}")]
     BadDuration { flag: &'static str, cause: BadTime },
+    /// A duration flag is zero or negative.
     #[error("{flag} must be positive")]
     NonPositive { flag: &'static str },
+    /// The command after -- could not be started.
     #[error("could not start {command:?}: {cause}")]
     Spawn { command: String, cause: std::io::Error },
+    /// The --metrics-listen address cannot be bound.
     #[error("could not listen on --metrics-listen {addr}: {cause}")]
     MetricsListen { addr: String, cause: std::io::Error },
 }

@@ -21,12 +21,16 @@ pub const DEMO_SERVICE: &str = "demo";
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// The in-process server did not come up.
     #[error("the demo server did not start: {0}")]
     Server(String),
+    /// The workload child could not be started.
     #[error("could not start the demo workload: {0}")]
     Workload(std::io::Error),
+    /// The store directory cannot be created.
     #[error("could not create the demo store directory {dir}: {cause}")]
     DataDir { dir: PathBuf, cause: std::io::Error },
+    /// The agent failed.
     #[error(transparent)]
     Agent(#[from] AgentError),
 }

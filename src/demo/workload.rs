@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 /// Why the workload could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
+    /// The --mode is unknown.
     #[error("unknown workload mode {0:?}: use `service` or `cpu`")]
     BadMode(String),
+    /// The --duration does not parse.
     #[error("invalid --duration: {0}")]
     BadDuration(crate::model::time::BadTime),
+    /// The OS refused a new thread.
     #[error("could not start a workload thread: {0}")]
     Thread(std::io::Error),
 }

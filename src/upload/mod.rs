@@ -30,14 +30,19 @@ use std::time::{Duration, Instant};
 /// Why the uploader could not start or keep a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
+    /// The server URL is not http://HOST[:PORT].
     #[error("invalid server URL {0:?}: use http://HOST:PORT (uploads have no TLS: put a TLS proxy in front if needed)")]
     BadServerUrl(String),
+    /// The spool directory cannot be created, read or written.
     #[error("spool directory {dir}: {cause}; pass a writable --spool-dir")]
     Spool { dir: PathBuf, cause: std::io::Error },
+    /// Another process holds the spool directory's lock.
     #[error("spool directory {0} is in use by another agent; give each agent its own --spool-dir")]
     SpoolInUse(PathBuf),
+    /// A spool file did not parse (deleted, counted as dropped).
     #[error("spool file {0} is unreadable and was deleted")]
     CorruptSpoolFile(PathBuf),
+    /// The OS refused a new thread.
     #[error("could not start the upload thread: {0}")]
     Thread(std::io::Error),
 }

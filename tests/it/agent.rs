@@ -304,3 +304,30 @@ fn demo_serves_the_workload_profile_until_ctrl_c() {
     let (status, stderr) = demo.wait_output(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
 }
+
+#[test]
+fn without_privileges_the_agent_says_what_it_needs() {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    command
+        .args(["agent", "--server", "http://127.0.0.1:9", "--service", "agent-test", "--pid", "1", "--spool-dir", "/nonexistent"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setgroups/setgid/setuid in the forked child before exec; dropping from
+    // root to `nobody` also drops every capability.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut agent = Running(command.spawn().unwrap());
+    let (status, stderr) = agent.wait_output(Duration::from_secs(20));
+    assert!(!status.success());
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("root or CAP_PERFMON"), "{stderr}");
+}

@@ -1,5 +1,5 @@
 // The page state lives in the URL, so any view can be shared as a link. This module is
-// the only one that reads or writes `location`.
+// the only one that reads or changes the URL's path and query.
 
 /** Defaults; a parameter equal to its default is left out of the URL. */
 export const DEFAULTS = Object.freeze({

@@ -248,13 +248,14 @@ export function diffTrees(baseRoot, baseCost, compRoot, compCost) {
     const out = { name, base: side(b, rb), comp: side(c, rc), children: [] };
     out.total = out.base.rate + out.comp.rate;
     out.self = 0;
-    const names = new Set();
-    for (const x of (b && b.children) || []) names.add(x.name);
-    for (const x of (c && c.children) || []) names.add(x.name);
-    const find = (n, nm) => (n && n.children ? n.children.find((x) => x.name === nm) : undefined);
+    // Children by name on each side: wide nodes (thousands of callees) stay linear.
+    const byName = (n) => new Map(((n && n.children) || []).map((x) => [x.name, x]));
+    const bk = byName(b);
+    const ck = byName(c);
+    const names = new Set([...bk.keys(), ...ck.keys()]);
     let kids = 0;
     for (const nm of names) {
-      const m = merge(find(b, nm), find(c, nm), nm);
+      const m = merge(bk.get(nm), ck.get(nm), nm);
       kids += m.total;
       out.children.push(m);
     }

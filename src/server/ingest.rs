@@ -167,9 +167,22 @@ fn ingest_window(params: &Params) -> Result<(i64, i64), ApiError> {
     Ok((from, until))
 }
 
+/// What Pyroscope's `name` parameter says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppName {
+    /// The service (application name without the type suffix).
+    pub service: String,
+    /// Profile type stored (`cpu` for cpu/itimer/wall/samples).
+    pub profile_type: String,
+    /// The pprof sample type to read, None for the CPU one.
+    pub sample_type: Option<String>,
+    /// Labels from the braces, reserved `__` ones dropped.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Splits Pyroscope's `name` (`app.cpu{k=v,...}`) into service, profile type, the pprof
 /// sample type to read, and labels.
-pub fn parse_app_name(name: &str) -> Result<(String, String, Option<String>, BTreeMap<String, String>), ApiError> {
+pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
     let name = name.trim();
     let (head, labels_text) = match name.find('{') {
         Some(i) => {
@@ -212,7 +225,7 @@ pub fn parse_app_name(name: &str) -> Result<(String, String, Option<String>, BTr
         "cpu" | "itimer" | "wall" | "samples" => ("cpu", None),
         other => (other, Some(other.to_string())),
     };
-    Ok((service.to_string(), profile_type.to_string(), sample_type, labels))
+    Ok(AppName { service: service.to_string(), profile_type: profile_type.to_string(), sample_type, labels })
 }
 
 /// Which body format `/ingest` got.
@@ -237,7 +250,7 @@ pub async fn pyroscope_ingest(
     request: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let _slot = write_slot(&state)?;
-    let (service, profile_type, sample_type, labels) = parse_app_name(params.require("name", "bad_service")?)?;
+    let AppName { service, profile_type, sample_type, labels } = parse_app_name(params.require("name", "bad_service")?)?;
     let (from, until) = ingest_window(&params)?;
     let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
     let period_ns = (1e9 / rate).round().max(1.0) as u64;
@@ -420,13 +433,14 @@ mod tests {
 
     #[test]
     fn app_names() {
-        let (svc, ty, st, labels) = parse_app_name("my.app.cpu{host=a, env=\"prod\",__session_id__=9}").unwrap();
+        let AppName { service: svc, profile_type: ty, sample_type: st, labels } =
+            parse_app_name("my.app.cpu{host=a, env=\"prod\",__session_id__=9}").unwrap();
         assert_eq!(labels.len(), 2, "reserved labels are dropped");
         assert_eq!((svc.as_str(), ty.as_str(), st), ("my.app", "cpu", None));
         assert_eq!(labels["env"], "prod");
-        let (svc, ty, st, _) = parse_app_name("shop.alloc_space").unwrap();
+        let AppName { service: svc, profile_type: ty, sample_type: st, .. } = parse_app_name("shop.alloc_space").unwrap();
         assert_eq!((svc.as_str(), ty.as_str(), st.as_deref()), ("shop", "alloc_space", Some("alloc_space")));
-        let (svc, ty, _, _) = parse_app_name("plain").unwrap();
+        let AppName { service: svc, profile_type: ty, .. } = parse_app_name("plain").unwrap();
         assert_eq!((svc.as_str(), ty.as_str()), ("plain", "cpu"));
         assert_eq!(parse_app_name("a.cpu{host}").unwrap_err().reason(), "bad_labels");
         assert_eq!(parse_app_name("a.cpu{host=a").unwrap_err().reason(), "bad_labels");

@@ -110,8 +110,8 @@ async fn folded_ingest_round_trips() {
     assert_eq!(fg.status, StatusCode::OK, "{}", fg.text());
     let fg = fg.json();
     assert_eq!(fg["root"]["total"], 105);
-    assert_eq!(child(&child(&fg["root"], "main"), "work")["total"], 100);
-    assert_eq!(child(&child(&child(&fg["root"], "main"), "work"), "hot")["self"], 70);
+    assert_eq!(child(child(&fg["root"], "main"), "work")["total"], 100);
+    assert_eq!(child(child(child(&fg["root"], "main"), "work"), "hot")["self"], 70);
     assert_eq!(fg["totals"]["byState"]["RUNNABLE"], 105);
 
     let ex = get(&s.app, &format!("/api/v1/export?service=shop&format=folded&{}", range(t - 60, t + 60))).await;
@@ -158,7 +158,7 @@ async fn native_pprof_keeps_thread_states() {
     for state in ThreadState::ALL {
         assert_eq!(by_state[state.as_str()], p.state_totals()[state.index()], "{state}");
     }
-    let lock = child(&child(&fg["root"], "main"), "lock");
+    let lock = child(child(&fg["root"], "main"), "lock");
     assert_eq!(lock["states"]["BLOCKED"], 12);
     assert_eq!(lock["cores"], 0.0, "BLOCKED time costs no CPU");
 
@@ -339,15 +339,15 @@ async fn flamegraph_cost_matches_a_hand_computation() {
     let fg = get(&s.app, &format!("/api/v1/flamegraph?service=pay&states=all&{r}")).await.json();
     // By hand: W = 120 profile-seconds / 2 hosts = 60 s; Hp = 2; H = 10.
     // hot: 6000 samples / 100 Hz = 60 CPU s; cores = 60 / 60 * 10 / 2 = 5.
-    let hot = child(&child(&fg["root"], "main"), "hot");
+    let hot = child(child(&fg["root"], "main"), "hot");
     let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6 * want.max(1.0);
     assert!(close(&hot["cores"], 5.0), "{hot}");
     assert!(close(&hot["usdPerYear"], 5.0 * 8760.0 * 0.05), "{hot}");
     assert!(close(&hot["kgCo2PerYear"], 5.0 * 8760.0 * 7.0 / 1000.0 * 1.7 * 0.379), "{hot}");
     // cold: 1000 samples = 10 CPU s -> 10 / 60 * 5 = 0.8333 cores.
-    assert!(close(&child(&child(&fg["root"], "main"), "cold")["cores"], 10.0 / 60.0 * 5.0));
+    assert!(close(&child(child(&fg["root"], "main"), "cold")["cores"], 10.0 / 60.0 * 5.0));
     // lock is BLOCKED: no CPU cost, but its samples count.
-    let lock = child(&child(&fg["root"], "main"), "lock");
+    let lock = child(child(&fg["root"], "main"), "lock");
     assert_eq!((lock["total"].as_u64(), lock["cores"].as_f64()), (Some(1000), Some(0.0)));
     // The root: 70 CPU s -> 70 / 60 * 5 cores.
     assert!(close(&fg["totals"]["cores"], 70.0 / 60.0 * 5.0), "{}", fg["totals"]);
@@ -409,7 +409,9 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
         series: vec![RawProfileSeries { labels: vec![], samples: vec![RawSample { raw_profile: encode(&sample_profile("x", 0, "h")), id: String::new() }] }],
     });
     let garbage_push = prost::Message::encode_to_vec(&push_request("bad", b"\xff\xfe not a profile".to_vec()));
-    let cases: Vec<(&str, String, &str, Vec<u8>, StatusCode, &str)> = vec![
+    // (what, uri, content type, body, status, reason)
+    type Case<'a> = (&'a str, String, &'a str, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         ("garbage pprof", "/api/v1/profiles?service=keep".into(), "application/octet-stream", b"\x0a\xff\xff\xff\xff garbage".to_vec(), StatusCode::BAD_REQUEST, "bad_pprof"),
         ("bad folded", ok.clone(), "text/plain", b"main;a 5\nmain;b five\n".to_vec(), StatusCode::BAD_REQUEST, "bad_folded"),
         ("gzip bomb", "/api/v1/profiles?service=keep".into(), "application/octet-stream", bomb.clone(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -453,7 +455,7 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
     assert_eq!(get(&s.app, &format!("/api/v1/export?service=nosuch&{r}")).await.status, StatusCode::NOT_FOUND);
     for (uri, reason) in [
         ("/api/v1/flamegraph?service=keep&from=yesterday".to_string(), "bad_time"),
-        (format!("/api/v1/flamegraph?service=keep&from={}&until={}", t + 10, t), "bad_time".into()),
+        (format!("/api/v1/flamegraph?service=keep&from={}&until={}", t + 10, t), "bad_time"),
         (format!("/api/v1/flamegraph?service=keep&states=SLEEPY&{r}"), "bad_states"),
         (format!("/api/v1/flamegraph?service=keep&maxNodes=0&{r}"), "bad_max_nodes"),
         (format!("/api/v1/flamegraph?{r}"), "bad_service"),

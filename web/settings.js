@@ -31,6 +31,14 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
     id: 'cost-fleet', name: 'fleetHosts', type: 'number', min: '1', step: '1',
     placeholder: cost ? `${cost.profiledHosts} (profiled hosts)` : 'profiled hosts', value: settings.fleetHosts ?? '',
   });
+  // CO2 inputs: empty means the documented default for the instance's architecture/provider.
+  const co2Input = (id, key, placeholder) => h('input', {
+    id, name: key, type: 'number', min: '0', step: 'any', size: 8, placeholder, value: settings[key] ?? '',
+  });
+  const watts = co2Input('cost-watts', 'wattsPerCore', cost ? String(cost.wattsPerCore) : '7');
+  const pue = co2Input('cost-pue', 'pue', cost ? String(cost.pue) : '1.7');
+  const grid = co2Input('cost-grid', 'kgCo2PerKwh', cost ? String(cost.kgCo2PerKwh) : '0.379');
+  const optional = (input) => (input.value === '' ? null : Number(input.value));
   let sent = JSON.stringify(settings);
   const apply = async () => {
     const body = {
@@ -38,6 +46,9 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
       instanceType: instance.value || null,
       pricePerCoreHour: price.value === '' ? null : Number(price.value),
       fleetHosts: fleet.value === '' ? null : Math.round(Number(fleet.value)),
+      wattsPerCore: optional(watts),
+      pue: optional(pue),
+      kgCo2PerKwh: optional(grid),
     };
     // Enter fires both 'change' and 'submit': store a given set of values once.
     if (JSON.stringify(body) === sent) return;
@@ -57,12 +68,16 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
         : `Not saved: ${err.message}`;
     }
   };
-  for (const input of [instance, price, fleet]) input.addEventListener('change', apply);
+  for (const input of [instance, price, fleet, watts, pue, grid]) input.addEventListener('change', apply);
   replace(el,
     h('form', { class: 'settings', onsubmit: (e) => { e.preventDefault(); apply(); } },
       h('label', {}, 'Instance type ', instance),
       h('label', {}, 'or $ per core-hour ', price, h('span', { class: 'muted small' }, ' (wins over the instance type)')),
       h('label', {}, 'Fleet size (hosts) ', fleet),
+      h('details', { open: settings.wattsPerCore != null || settings.pue != null || settings.kgCo2PerKwh != null },
+        h('summary', {}, 'CO2 inputs (defaults by architecture and provider)'),
+        h('label', {}, 'Watts per core ', watts), ' ', h('label', {}, 'PUE ', pue), ' ',
+        h('label', {}, 'kg CO2 per kWh ', grid)),
       status),
     formula(cost));
 }

@@ -402,6 +402,11 @@ fn viewer_in_chromium_against_the_real_server() {
     let total_usd = usd(priced["totals"]["usdPerYear"].as_f64().unwrap());
     browser.wait_for("the repriced total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
     assert!(text(&browser, ".formula").contains(name), "price source not shown: {}", text(&browser, ".formula"));
+    // CO2 inputs: a PUE override reaches the formula and the API.
+    browser.eval("document.querySelector('.settings details').open = true;", json!([]));
+    browser.type_into("#cost-pue", "1.1\n");
+    browser.wait_for("the PUE in the formula", "document.querySelector('.formula').textContent.includes('PUE 1.1 ')");
+    assert_eq!(server.get_json("/api/v1/services/checkout/settings")["settings"]["pue"], json!(1.1));
     no_js_errors(&browser);
 
     // Screenshot of the service page, the tooltip open on the hot frame.

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod inproc;
 mod report;
+mod scrape;
 mod server;
 mod upload;
 mod wins;

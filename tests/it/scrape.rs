@@ -1,0 +1,80 @@
+//! Pull mode end to end: `hotframe scrape` (real binary) fetches the checkout example's
+//! pprof-rs `/debug/pprof/profile` endpoint, named in a `[[scrape]]` table of a config
+//! file that also holds server settings, and forwards to a real `hotframe serve`.
+
+use crate::inproc::{checkout_service, drive_checkout, get_json, hotframe_serve, wait_for_frame, Proc, HOTFRAME};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn scrape_pulls_pprof_from_the_example_into_the_server() {
+    let data = crate::common::tempdir();
+    let (_server, server) = hotframe_serve(data.path());
+    let (_service, service_url) = checkout_service(None);
+    // pprof-rs resolves its first backtrace of this large debug binary before profiling
+    // (seconds): warm it so the scraped windows overlap the load below.
+    let mut warm = ureq::get(&format!("{service_url}/debug/pprof/profile?seconds=1")).call().unwrap();
+    assert!(!warm.body_mut().read_to_vec().unwrap().is_empty());
+    let config = data.path().join("hotframe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "maintenance_interval = \"5m\"\n\n[[scrape]]\ntarget = \"{service_url}/debug/pprof/profile\"\nservice = \"scraped\"\ninterval = \"2s\"\nlabels = {{ region = \"eu\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut scraper = Proc(
+        Command::new(HOTFRAME)
+            .args(["scrape", "--server", &server, "--duration", "9s", "--config"])
+            .arg(&config)
+            .env("HOTFRAME_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let requests = drive_checkout(&service_url, Duration::from_secs(8));
+    assert!(requests > 0);
+    wait_for_frame(&server, "scraped", "validate_coupon", 10, Duration::from_secs(20));
+    let services = get_json(&format!("{server}/api/v1/services"));
+    let scraped = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "scraped").unwrap().clone();
+    assert_eq!(scraped["labels"]["region"][0], "eu");
+    let instance = service_url.trim_start_matches("http://");
+    assert_eq!(scraped["labels"]["instance"][0], instance);
+    // --duration ends it with a flush and exit 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = scraper.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "scrape did not stop after --duration");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "scrape exited with {status}");
+
+    // The server's own config loader accepts the file with its [[scrape]] tables.
+    let check = Command::new(HOTFRAME)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path().join("other"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut check = Proc(check);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(check.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.starts_with("listening on "), "serve refused the config with [[scrape]]: {line:?}");
+}
+
+#[test]
+fn scrape_without_targets_or_with_a_bad_one_says_what_to_do() {
+    let run = |args: &[&str]| {
+        let out = Command::new(HOTFRAME).arg("scrape").args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&[]).contains("pass --target URL --service NAME"));
+    assert!(run(&["--target", "https://x/debug/pprof/profile", "--service", "a"]).contains("no TLS"));
+    assert!(run(&["--target", "http://x/debug/pprof/profile"]).contains("needs --service"));
+}

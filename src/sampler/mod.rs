@@ -92,7 +92,7 @@ pub enum SamplerError {
     #[error("invalid sampler option: {0}")]
     BadOption(String),
     /// perf_event_open or its ring buffer failed for another reason.
-    #[error("perf_event_open on pid {pid} (thread {tid}) failed: {source}")]
+    #[error("perf_event_open on pid {pid} (thread {tid}) failed: {source}{}", perf_hint(.source))]
     Perf {
         /// The target.
         pid: u32,
@@ -109,6 +109,20 @@ pub enum SamplerError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// What to do about a perf_event_open or ring-buffer error.
+fn perf_hint(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "; the open-file limit is reached (five descriptors per thread): raise it with ulimit -n"
+        }
+        Some(libc::ENOMEM) => "; the kernel could not lock ring-buffer memory: raise kernel.perf_event_mlock_kb",
+        Some(libc::ENOENT) | Some(libc::EOPNOTSUPP) => {
+            "; this kernel has no cpu-clock software event for sampling (CONFIG_PERF_EVENTS)"
+        }
+        _ => "",
+    }
 }
 
 /// Something that happened to the targets during `poll`.
@@ -676,6 +690,20 @@ impl Sampler {
             thread.offcpu_valid = false;
         }
         if !thread.offcpu_valid {
+            // Back to sleep where it slept last time (a worker loop): the last switch-out
+            // has the registers of the last observation, so reuse it with the state the
+            // record gives, without reading /proc (the syscall is assumed the same).
+            if let (Some(out), Some(prev)) = (thread.switch_out, thread.offcpu.as_mut()) {
+                let same_place = prev.key.0.sp_pc() == Some((out.sp, out.ip)) && prev.key.1 == out.bp;
+                if let (true, Some(letter)) = (same_place, out.state.filter(|l| *l != 'R')) {
+                    if let Some(state) = state::observe(letter, &prev.key.0) {
+                        prev.state = state;
+                        thread.offcpu_valid = true;
+                    }
+                }
+            }
+        }
+        if !thread.offcpu_valid {
             // `syscall` waits until the thread is off its CPU (or says "running"), and the
             // sched_switch record of that switch-out is written before: read it after.
             let Ok(syscall) = proc_files.syscall() else { return false };
@@ -954,7 +982,8 @@ fn check_permissions() -> Result<(), SamplerError> {
     }
 }
 
-/// Four descriptors per thread add up: raise the soft limit to the hard one.
+/// Five descriptors per thread (two perf events, three /proc files) add up: raise the
+/// soft limit to the hard one.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain getrlimit/setrlimit on a stack struct.

@@ -17,19 +17,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-/// Why symbolization could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SymbolizeError {
-    /// A module file could not be read.
-    #[error("cannot read module {path}: {reason}; check that the file still exists and is readable by the agent")]
-    Module {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-}
-
 /// Index of a module registered with `Symbolizer::register_module`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModuleId(pub u32);

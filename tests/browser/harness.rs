@@ -219,11 +219,7 @@ impl Browser {
         let text = response.body_mut().with_config().limit(64 << 20).read_to_string().expect("WebDriver answer");
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         assert!(status == 200, "WebDriver {method} {path} answered {status}: {}", &text[..text.len().min(2000)]);
-        if path == "/session" {
-            value["value"].clone()
-        } else {
-            value["value"].clone()
-        }
+        value["value"].clone()
     }
 
     /// Opens `url` and waits for the page's load event.

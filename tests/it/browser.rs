@@ -91,6 +91,7 @@ fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
     ((first - 120) * 1000, (now + 120) * 1000)
 }
 
+/// The script arguments naming a frame: which graph of the page, and the frame's path.
 fn js_box(graph: &str, path: &str) -> Value {
     json!([graph, path])
 }

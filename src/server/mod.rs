@@ -251,7 +251,11 @@ fn open_store(dir: &std::path::Path, config: &ServerConfig) -> Result<Arc<dyn Pr
 pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
     let config = ServerConfig::load(args.config.as_deref(), args.token_file.as_deref())?;
     let config = wins::apply_flags(config, &args)?;
-    let addr: SocketAddr = args.listen.parse().map_err(|_| ServerError::Listen(args.listen.clone()))?;
+    // Host names (`localhost:4040`) resolve here; the first address is used.
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(args.listen.as_str())
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ServerError::Listen(args.listen.clone()))?;
     if !addr.ip().is_loopback() && config.tokens.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback without tokens: anyone who can reach it can read and write profiles");
     }

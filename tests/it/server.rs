@@ -706,11 +706,15 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts the binary on `data` with extra flags and waits for its `listening on` line.
+    /// Starts the binary on `data` with extra flags (`--listen 127.0.0.1:0` unless they
+    /// name one) and waits for its `listening on` line.
     pub fn start(data: &Path, extra: &[&str]) -> ServeProcess {
         use std::io::BufRead;
+        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg("serve")
+            .args(listen)
+            .arg("--data")
             .arg(data)
             .args(extra)
             .env("HOTFRAME_LOG", "warn")
@@ -843,9 +847,17 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hotframe.toml") && stderr.contains("max_body"), "{stderr}");
 
-    // A valid file with a small body limit is applied.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(["serve", "--listen", "no-port-here", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("invalid --listen \"no-port-here\""), "{stderr}");
+
+    // A valid file with a small body limit is applied; host names resolve.
     std::fs::write(&config, "[limits]\nmax_body_bytes = 1024\n[services.small]\nfleetHosts = 3\n").unwrap();
-    let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap(), "--listen", "localhost:0"]);
     let agent = http_agent();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);

@@ -486,6 +486,25 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
     assert!(metrics.contains("hotframe_store_profiles 1\n"), "{metrics}");
 }
 
+#[tokio::test]
+async fn series_over_the_limit_are_refused() {
+    let dir = common_dir();
+    let mut config = ServerConfig::default();
+    config.store.max_series_per_service = 2;
+    let s = open(dir.path(), config);
+    let t = base_s();
+    for (host, status) in [("a", StatusCode::OK), ("b", StatusCode::OK), ("a", StatusCode::OK), ("c", StatusCode::BAD_REQUEST)] {
+        let uri = format!("/ingest?name=card.cpu%7Bhost%3D{host}%7D&from={t}&until={}", t + 10);
+        let a = post(&s.app, &uri, "text/plain", b"main;a 1\n".to_vec()).await;
+        assert_eq!(a.status, status, "host {host}: {}", a.text());
+        if status != StatusCode::OK {
+            assert_eq!(a.reason(), "series_limit");
+            assert!(a.json()["error"].as_str().unwrap().contains("max_series_per_service"));
+        }
+    }
+    assert_eq!(s.store.stats().unwrap().profiles, 3);
+}
+
 fn token_config() -> ServerConfig {
     let text = r#"
 [[tokens]]

@@ -4,17 +4,18 @@
 //! for long (each bucket is its own short transaction, so ingest interleaves) or touch
 //! a bucket that is still open.
 //!
-//! A write marks its (series, hour) dirty. `maintain` rebuilds every dirty hour that
-//! has closed (from raw profiles, per sampling period), unmarks it and marks its day;
-//! then rebuilds every dirty day that has closed (from its hourly rollups). A rebuild
+//! A write marks its (series, 10-minute bucket) dirty. `maintain` rebuilds every dirty
+//! 10-minute bucket that has closed (from raw profiles, per sampling period), unmarks it
+//! and marks its hour; then the same for hours (from 10-minute rollups) and days (from
+//! hourly rollups). A rebuild
 //! replaces the bucket's rows, so running it twice changes nothing. Late data simply
-//! marks the hour again. Retention deletes raw data by whole hours; an hour past it
-//! that already has a rollup is not rebuilt (the rollup knows more than the late rows
+//! marks the bucket again. Retention deletes raw data by whole hours; a 10-minute
+//! bucket past it that already has a rollup is not rebuilt (the rollup knows more than the late rows
 //! left there, which are about to go); buckets past rollup retention are not built.
 
 use super::codec::{self, IntMap};
 use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
-use super::sqlite::{bucket_of, lock, SqliteStore, BLOB_LEVEL, DAY_MS, HOUR_MS};
+use super::sqlite::{bucket_of, lock, SqliteStore, BLOB_LEVEL, DAY_MS, HOUR_MS, LEVELS};
 use super::{MaintenanceReport, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
     let rollup_cutoff = now_ms.saturating_sub(i64::from(config.retention_rollup_days) * DAY_MS);
     let mut report = MaintenanceReport::default();
 
-    for res in [HOUR_MS, DAY_MS] {
+    for (level, &res) in LEVELS.iter().enumerate() {
         for _ in 0..MAX_BATCHES {
             let mut w = lock(store.writer());
             let due: Vec<(i64, i64)> = {
@@ -65,19 +66,19 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
                 // Past raw retention, an existing hourly rollup knows more than the raw
                 // rows left (late data only): keep it. A missing one is built from them.
                 let skip = bucket + res <= rollup_cutoff
-                    || (res == HOUR_MS && bucket < raw_cutoff && has_rollup(&tx, series, res, bucket)?);
+                    || (level == 0 && bucket < raw_cutoff && has_rollup(&tx, series, res, bucket)?);
                 if !skip {
-                    report.rollups_written += rebuild(&tx, series, res, bucket)?;
+                    report.rollups_written += rebuild(&tx, series, level, bucket)?;
                 }
                 tx.execute(
                     "DELETE FROM dirty_buckets WHERE series_id = ?1 AND resolution_ms = ?2 AND bucket_ms = ?3",
                     params![series, res, bucket],
                 )?;
-                if res == HOUR_MS {
+                if let Some(&up) = LEVELS.get(level + 1) {
                     tx.execute(
                         "INSERT INTO dirty_buckets (series_id, resolution_ms, bucket_ms) VALUES (?1, ?2, ?3)
                          ON CONFLICT (series_id, resolution_ms, bucket_ms) DO NOTHING",
-                        params![series, DAY_MS, bucket_of(bucket, DAY_MS)],
+                        params![series, up, bucket_of(bucket, up)],
                     )?;
                 }
                 tx.commit()?;
@@ -136,10 +137,12 @@ fn has_rollup(tx: &Connection, series: i64, res: i64, bucket: i64) -> Result<boo
     Ok(n > 0)
 }
 
-/// Replaces the rollup rows of (series, res, bucket) with a merge of what lies below:
-/// raw profiles for an hour, hourly rollups for a day. Returns the rows written.
-fn rebuild(tx: &Connection, series: i64, res: i64, bucket: i64) -> Result<u64, StoreError> {
-    let sql = if res == HOUR_MS {
+/// Replaces the rollup rows of (series, `LEVELS[level]`, bucket) with a merge of what
+/// lies below: raw profiles for the finest level, the level below for the others.
+/// Returns the rows written.
+fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u64, StoreError> {
+    let res = LEVELS[level];
+    let sql = if level == 0 {
         format!(
             "SELECT series_id, start_ms, {RAW_COLUMNS}, samples_blob FROM profiles
              WHERE series_id = ?1 AND start_ms >= ?2 AND start_ms < ?3"
@@ -147,7 +150,8 @@ fn rebuild(tx: &Connection, series: i64, res: i64, bucket: i64) -> Result<u64, S
     } else {
         format!(
             "SELECT series_id, bucket_ms, {ROLLUP_COLUMNS}, samples_blob FROM rollups
-             WHERE series_id = ?1 AND resolution_ms = {HOUR_MS} AND bucket_ms >= ?2 AND bucket_ms < ?3"
+             WHERE series_id = ?1 AND resolution_ms = {below} AND bucket_ms >= ?2 AND bucket_ms < ?3",
+            below = LEVELS[level - 1]
         )
     };
     let mut by_period: BTreeMap<u64, Acc> = BTreeMap::new();

@@ -54,6 +54,21 @@ pub struct Query {
     pub states: Vec<ThreadState>,
 }
 
+impl Query {
+    /// The same query over whole buckets of `bucket_ms`: `from_ms` rounded down and
+    /// `until_ms` rounded up to multiples of it (UTC). With 10 minutes, an hour or a
+    /// day, `aggregate` then reads only rollups for closed buckets, never raw edges: a
+    /// long range (a week) costs the same whatever its exact ends.
+    pub fn widened_to(&self, bucket_ms: i64) -> Query {
+        if bucket_ms <= 0 {
+            return self.clone();
+        }
+        let down = |t: i64| t.div_euclid(bucket_ms) * bucket_ms;
+        let up = |t: i64| if t.rem_euclid(bucket_ms) == 0 { t } else { down(t).saturating_add(bucket_ms) };
+        Query { from_ms: down(self.from_ms), until_ms: up(self.until_ms), ..self.clone() }
+    }
+}
+
 /// One merged (stack, state) of an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateSample {
@@ -80,11 +95,12 @@ pub struct Aggregate {
     pub profiles: u64,
     /// Sum over merged profiles of their window length, in seconds.
     pub profile_seconds: f64,
-    /// Distinct `host` label values among merged profiles (1 when none carry `host`).
+    /// Distinct `host` label values among merged profiles (profiles without `host`
+    /// count as one host; at least 1, so it can divide).
     pub hosts: u32,
-    /// Time of the first and last merged profile, Unix ms (0 when empty).
+    /// Start of the earliest merged profile, Unix ms (0 when empty).
     pub first_ms: i64,
-    /// See `first_ms`.
+    /// End of the latest merged profile, Unix ms (0 when empty).
     pub last_ms: i64,
 }
 
@@ -208,9 +224,14 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn write(&self, profile: &Profile) -> Result<WriteReceipt, StoreError>;
     /// Lists services with their labels and time extent.
     fn services(&self) -> Result<Vec<ServiceInfo>, StoreError>;
-    /// Merges the profiles matching `query` (uses rollups for whole hours/days).
+    /// Merges the profiles matching `query` (uses rollups for whole days, hours and
+    /// 10-minute buckets; the edges, under 10 minutes each, are read raw). The result
+    /// is the same with or without rollups.
     fn aggregate(&self, query: &Query) -> Result<Aggregate, StoreError>;
-    /// Per-state totals in buckets of `step_ms` over the query range.
+    /// Per-state totals in buckets of `step_ms` over the query range (point `i` holds
+    /// the profiles starting in `[from + i*step, from + (i+1)*step)`). Fast when
+    /// `from_ms` and `step_ms` are multiples of 10 minutes (or an hour, a day): a rollup
+    /// is used only when it falls inside one point, else its raw rows are read.
     fn timeline(&self, query: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError>;
     /// A service's settings JSON, if set.
     fn settings(&self, service: &str) -> Result<Option<String>, StoreError>;
@@ -228,4 +249,20 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn wins(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// Replaces the JSON of win `id` durably; false when there is no such win.
     fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_rounds_outwards() {
+        let q = Query { from_ms: 3_700_000, until_ms: 7_200_000, ..Query::default() };
+        let w = q.widened_to(3_600_000);
+        assert_eq!((w.from_ms, w.until_ms), (3_600_000, 7_200_000));
+        let w = Query { until_ms: 7_200_001, ..q.clone() }.widened_to(3_600_000);
+        assert_eq!(w.until_ms, 10_800_000);
+        assert_eq!(Query { from_ms: -1, ..q.clone() }.widened_to(10).from_ms, -10);
+        assert_eq!(q.widened_to(0), q);
+    }
 }

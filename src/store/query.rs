@@ -6,13 +6,15 @@
 //! Out: merged samples with frame names, or per-bucket totals. Must not: write.
 //!
 //! The plan for `[from, until)`, per series: whole UTC days inside the range come from
-//! daily rollups, whole hours that no used day covers from hourly rollups, the rest
-//! (the edges, and any bucket without a usable rollup) from raw profiles. A rollup is
+//! daily rollups, whole hours that no used day covers from hourly rollups, whole
+//! 10-minute buckets that no used hour or day covers from 10-minute rollups, the rest
+//! (the edges, under 10 minutes each, and any bucket without a usable rollup) from raw
+//! profiles. A rollup is
 //! usable only if its bucket is not marked dirty (raw data arrived after it was built,
 //! or it was never built), so the result is the same with or without rollups.
 
 use super::codec::{self, IntMap};
-use super::sqlite::{bucket_of, ReadCache, DAY_MS, HOUR_MS};
+use super::sqlite::{bucket_of, ReadCache, DAY_MS, LEVELS};
 use super::{Aggregate, AggregateSample, Query, ServiceInfo, StoreError, TimelinePoint};
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -142,7 +144,7 @@ pub(super) fn scan(
     let ids = id_list(series.iter().map(|s| s.id));
     let blob_col = if with_blobs { ", samples_blob" } else { "" };
 
-    // Dirty marks: a dirty hour also spoils its day.
+    // Dirty marks: a dirty bucket also spoils the buckets above it.
     let mut dirty: HashSet<(usize, i64, i64)> = HashSet::new();
     {
         let mut stmt = conn.prepare(&format!(
@@ -153,17 +155,17 @@ pub(super) fn scan(
         while let Some(row) = rows.next()? {
             let (sid, res, bucket): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
             let Some(&s) = index.get(&sid) else { continue };
-            dirty.insert((s, res, bucket));
-            if res == HOUR_MS {
-                dirty.insert((s, DAY_MS, bucket_of(bucket, DAY_MS)));
+            for level in LEVELS.into_iter().filter(|l| *l >= res) {
+                dirty.insert((s, level, bucket_of(bucket, level)));
             }
         }
     }
 
-    // Rollup levels, coarsest first; `covered` holds (series, start, end) used.
+    // Rollup levels, coarsest first; a bucket inside one already used is skipped.
+    // `covered` holds the (series, start, end) used.
     let mut covered: Vec<(usize, i64, i64)> = Vec::new();
-    let mut covered_days: HashSet<(usize, i64)> = HashSet::new();
-    for res in [DAY_MS, HOUR_MS] {
+    let mut used: HashSet<(usize, i64, i64)> = HashSet::new();
+    for (i, &res) in LEVELS.iter().enumerate().rev() {
         let (lo, hi) = (ceil_to(from, res), bucket_of(until, res));
         if lo >= hi {
             continue;
@@ -180,16 +182,13 @@ pub(super) fn scan(
             let Some(&s) = index.get(&sid) else { continue };
             if dirty.contains(&(s, res, bucket))
                 || !usable(res, bucket)
-                || (res == HOUR_MS && covered_days.contains(&(s, bucket_of(bucket, DAY_MS))))
+                || LEVELS[i + 1..].iter().any(|&up| used.contains(&(s, up, bucket_of(bucket, up))))
             {
                 continue;
             }
             visit(piece_from_row(row, s, with_blobs)?)?;
-            if covered.last() != Some(&(s, bucket, bucket + res)) {
+            if used.insert((s, res, bucket)) {
                 covered.push((s, bucket, bucket + res));
-            }
-            if res == DAY_MS {
-                covered_days.insert((s, bucket));
             }
         }
     }

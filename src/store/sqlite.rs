@@ -9,7 +9,7 @@
 //! up by a 64-bit hash, then verified. A series is (service, profile type, labels),
 //! limited per service. A raw profile is one row: its series, window, period, per-state
 //! totals as plain columns and a deflated blob of sorted (stack id, state, count)
-//! entries (see `codec`). `maintain` builds hourly and daily rollups of closed buckets
+//! entries (see `codec`). `maintain` builds 10-minute, hourly and daily rollups of closed buckets
 //! and applies retention (see `maintain`); `query` reads rollups for whole buckets and
 //! raw rows for the rest.
 //!
@@ -73,7 +73,8 @@ pub(super) struct Writer {
     /// is what almost every stack of a running service's profile does.
     stacks_by_names: HashCache,
     series: GenCache<String, i64, std::collections::hash_map::RandomState>,
-    /// (series, hour) already marked dirty since the last `maintain`, to skip the insert.
+    /// (series, finest bucket) already marked dirty since the last `maintain`, to skip
+    /// the insert.
     marked: std::collections::HashSet<(i64, i64)>,
     scratch: Vec<u8>,
 }
@@ -403,6 +404,11 @@ enum Interned {
 pub(super) const HOUR_MS: i64 = 3_600_000;
 /// Day bucket length, ms.
 pub(super) const DAY_MS: i64 = 86_400_000;
+/// Finest rollup bucket, ms: it bounds the raw data the edges of a query read.
+pub(super) const TEN_MIN_MS: i64 = 600_000;
+/// Rollup resolutions, finest first; each bucket is built from the level below it
+/// (raw profiles for the finest) and each divides the next.
+pub(super) const LEVELS: [i64; 3] = [TEN_MIN_MS, HOUR_MS, DAY_MS];
 
 /// Start of the bucket of length `len` holding `t`.
 pub(super) fn bucket_of(t: i64, len: i64) -> i64 {
@@ -478,19 +484,19 @@ impl Writer {
             blob
         ])?;
         let profile_id = tx.last_insert_rowid();
-        let hour = bucket_of(p.start_ms, HOUR_MS);
-        if !marked.contains(&(series_id, hour)) {
+        let bucket = bucket_of(p.start_ms, LEVELS[0]);
+        if !marked.contains(&(series_id, bucket)) {
             tx.prepare_cached(
                 "INSERT INTO dirty_buckets (series_id, resolution_ms, bucket_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (series_id, resolution_ms, bucket_ms) DO NOTHING",
             )?
-            .execute(params![series_id, HOUR_MS, hour])?;
+            .execute(params![series_id, LEVELS[0], bucket])?;
         }
         tx.commit()?;
         if marked.len() > 100_000 {
             marked.clear();
         }
-        marked.insert((series_id, hour));
+        marked.insert((series_id, bucket));
         Ok(WriteReceipt { profile_id, samples: totals.iter().fold(0u64, |a, b| a.saturating_add(*b)) })
     }
 }

@@ -210,7 +210,8 @@ fn rollups_give_the_same_answers_as_raw_data() {
         (NOW - NOW.rem_euclid(DAY) - 2 * DAY, NOW - NOW.rem_euclid(DAY)), // two whole days
         (NOW - 5 * HOUR, NOW - 2 * HOUR),                      // hours of today
     ];
-    ranges.push((ranges[2].0 + HOUR, ranges[2].1 - HOUR));
+    ranges.push((ranges[2].0 + HOUR, ranges[2].1 - HOUR)); // whole hours only
+    ranges.push((NOW - 3 * HOUR - 53 * 60_000, NOW - 3 * HOUR - 7 * 60_000)); // 10-minute buckets
     let mut filtered = query("svc", 0, 0);
     filtered.labels.insert("host".into(), "c".into());
     filtered.states = vec![ThreadState::Runnable, ThreadState::Io];
@@ -221,7 +222,15 @@ fn rollups_give_the_same_answers_as_raw_data() {
         })
         .collect();
     let before: Vec<_> = queries.iter().map(|q| store.aggregate(q).unwrap()).collect();
-    let timeline_before = store.timeline(&queries[0], HOUR).unwrap();
+    let aligned = query("svc", ranges[2].0, NOW);
+    let timelines = |store: &SqliteStore| {
+        [
+            store.timeline(&queries[0], HOUR).unwrap(),
+            store.timeline(&aligned, 10 * 60_000).unwrap(),
+            store.timeline(&aligned, DAY).unwrap(),
+        ]
+    };
+    let timeline_before = timelines(&store);
 
     // The raw answers are right to begin with.
     let (from, until) = ranges[1];
@@ -235,7 +244,7 @@ fn rollups_give_the_same_answers_as_raw_data() {
     for (q, b) in queries.iter().zip(&before) {
         assert_eq!(&store.aggregate(q).unwrap(), b, "query {q:?}");
     }
-    assert_eq!(store.timeline(&queries[0], HOUR).unwrap(), timeline_before);
+    assert_eq!(timelines(&store), timeline_before);
     assert_eq!(store.timeline(&queries[0], 7 * 60_000).unwrap().len(), (4 * DAY / (7 * 60_000) + 1) as usize);
 
     // Idempotent: nothing left to do, same answers.
@@ -245,7 +254,7 @@ fn rollups_give_the_same_answers_as_raw_data() {
     // Late data for a rolled-up hour counts at once (the stale rollups of its hour and
     // day are not used), and the same after the next maintain rebuilds them.
     let day_start = ranges[2].0;
-    let late = profile("svc", "a", "1", day_start + 30 * 60_000, 60_000, 10_000_000, 9_999);
+    let late = profile("svc", "a", "1", day_start + 31 * 60_000, 60_000, 10_000_000, 9_999);
     store.write(&late).unwrap();
     let mut want = folded_agg(&before[4]);
     for (k, v) in expected(&[&late], &[]) {
@@ -257,12 +266,12 @@ fn rollups_give_the_same_answers_as_raw_data() {
     assert_eq!(with_late.profiles, before[4].profiles + 1);
     assert_eq!(folded_agg(&with_late), want);
     let report = store.maintain(NOW).unwrap();
-    assert_eq!(report.rollups_written, 2, "one hour and its day: {report:?}");
+    assert_eq!(report.rollups_written, 3, "one 10-minute bucket, its hour and its day: {report:?}");
     assert_eq!(store.aggregate(&queries[4]).unwrap(), with_late);
 
     // The rollups are really used: with the raw rows of those whole days gone behind
     // the store's back, a query over them is unchanged.
-    let edge = query("svc", day_start + 1, day_start + 2 * DAY);
+    let edge = query("svc", day_start + 30 * 60_000 + 1, day_start + 2 * DAY);
     let edge_before = store.aggregate(&edge).unwrap();
     let conn = rusqlite::Connection::open(store.db_path()).unwrap();
     let gone = conn
@@ -270,8 +279,8 @@ fn rollups_give_the_same_answers_as_raw_data() {
         .unwrap();
     assert!(gone > 0);
     assert_eq!(store.aggregate(&queries[4]).unwrap(), with_late);
-    // ... while a range with a raw edge (the first hour, with the late profile) now
-    // misses what was deleted there.
+    // ... while a range with a raw edge (up to the next 10 minutes, with the late
+    // profile) now misses what was deleted there.
     assert!(store.aggregate(&edge).unwrap().profiles < edge_before.profiles);
 }
 
@@ -286,10 +295,10 @@ fn retention_deletes_old_raw_data_and_old_rollups() {
     let ids: Vec<i64> = [&old, &ancient, &recent].iter().map(|p| store.write(p).unwrap().profile_id).collect();
     // A pass long ago rolls up the ancient profile while its raw data was young.
     let then = store.maintain(ancient.start_ms + 2 * DAY).unwrap();
-    assert_eq!((then.rollups_written, then.raw_deleted), (2, 0), "{then:?}");
+    assert_eq!((then.rollups_written, then.raw_deleted), (3, 0), "10 minutes, hour, day: {then:?}");
     let report = store.maintain(NOW).unwrap();
     assert_eq!(report.raw_deleted, 2, "{report:?}");
-    assert!(report.rollups_deleted >= 2, "the 90-day-old hour and day: {report:?}");
+    assert_eq!(report.rollups_deleted, 3, "the 90-day-old 10 minutes, hour and day: {report:?}");
     assert!(store.profile(ids[0]).unwrap().is_none());
     assert!(store.profile(ids[1]).unwrap().is_none());
     assert!(store.profile(ids[2]).unwrap().is_some());

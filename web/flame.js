@@ -90,7 +90,8 @@ export class FlameGraph {
       } else {
         const name = tree.name[i];
         let c = cache.get(name);
-        if (!c) { c = warm(name); cache.set(name, c); }
+        // "[other]" holds the small frames the server pruned (maxNodes): neutral grey.
+        if (!c) { c = name === '[other]' ? '#c9ccd2' : warm(name); cache.set(name, c); }
         this.colors[i] = c;
       }
     }

@@ -271,6 +271,14 @@ fn viewer_in_chromium_against_the_real_server() {
     let pruned = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&maxNodes=25"))["prunedNodes"].clone();
     let note = browser.wait_for("the pruning note", "document.getElementById('pruned') && document.getElementById('pruned').textContent");
     assert!(note.as_str().unwrap().contains(&format!("{pruned} small ones")), "pruning note {note} vs {pruned}");
+    let other = browser.eval(
+        "const t = window.hotframe.page.flame.tree; let best = -1;
+         for (let i = 0; i < t.n; i++) if (t.name[i] === '[other]' && (best < 0 || t.weight[i] > t.weight[best])) best = i;
+         return best < 0 ? null : t.path(best);",
+        json!([]),
+    );
+    let other = other.as_str().expect("an [other] frame in the pruned tree").to_string();
+    assert_eq!(pixel(&browser, "flame", &other), [201, 204, 210], "[other] is not drawn grey");
 
     // Brushing the timeline narrows the range to what was dragged.
     let tl = browser.eval("const r = document.querySelector('canvas.timeline').getBoundingClientRect(); return [r.left, r.top, r.width, r.height];", json!([]));

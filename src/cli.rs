@@ -142,7 +142,7 @@ pub struct ExportArgs {
     /// Label filter `k=v` (repeatable).
     #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// folded, pprof or svg.
+    /// folded, pprof, svg or speedscope.
     #[arg(long, default_value = "folded")]
     pub format: String,
     /// Write here instead of stdout.
@@ -162,7 +162,8 @@ pub struct ImportArgs {
     /// Service the profile belongs to.
     #[arg(long)]
     pub service: String,
-    /// folded, pprof, or auto (by content).
+    /// folded, pprof, perf-script (`perf script` output of `perf record -g`; the window
+    /// is the recording's length), speedscope, or auto (by content).
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Label `k=v` (repeatable).

@@ -34,6 +34,8 @@ pub enum ClientError {
     Args(String),
     #[error("{path}: {source}")]
     Parse { path: String, source: ModelError },
+    #[error("{path} is not valid {format}: {message}")]
+    Format { path: String, format: &'static str, message: String },
     #[error(transparent)]
     Time(#[from] BadTime),
     #[error("the server's answer is not what this client expects: {0}")]
@@ -97,8 +99,8 @@ fn authorized<B>(request: ureq::RequestBuilder<B>, token: &Option<String>) -> ur
 /// Runs `hotframe export`: GET /api/v1/export and write the body to stdout or `--out`.
 pub fn export(args: ExportArgs) -> Result<(), ClientError> {
     let format = args.format.to_ascii_lowercase();
-    if !matches!(format.as_str(), "folded" | "pprof" | "svg") {
-        return Err(ClientError::Args(format!("--format {format:?}: use folded, pprof or svg")));
+    if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
+        return Err(ClientError::Args(format!("--format {format:?}: use folded, pprof, svg or speedscope")));
     }
     ThreadState::parse_list(&args.states).map_err(|e| ClientError::Args(format!("--states: {e}")))?;
     // Check the times here so a typo gets a message before any network traffic.
@@ -139,6 +141,22 @@ fn read_input(path: &Path) -> Result<Vec<u8>, ClientError> {
     Ok(bytes)
 }
 
+/// The format `--format auto` picks: pprof for binary, speedscope for its JSON, perf-script
+/// for text whose records have indented frame lines, else folded.
+pub fn detect_format(bytes: &[u8]) -> &'static str {
+    if looks_like_pprof(bytes) {
+        return "pprof";
+    }
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    if head.trim_start().starts_with('{') && head.contains("speedscope") {
+        "speedscope"
+    } else if head.lines().any(|l| l.starts_with('\t') || l.starts_with("    ")) {
+        "perf-script"
+    } else {
+        "folded"
+    }
+}
+
 /// True if the bytes look like pprof (gzip, or binary protobuf) rather than folded text.
 pub fn looks_like_pprof(bytes: &[u8]) -> bool {
     is_gzip(bytes) || bytes.contains(&0) || std::str::from_utf8(bytes).is_err()
@@ -160,10 +178,12 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
         return Err(ClientError::Args(format!("{} is empty", path.display())));
     }
     let format = match args.format.to_ascii_lowercase().as_str() {
-        "auto" => if looks_like_pprof(&bytes) { "pprof" } else { "folded" },
+        "auto" => detect_format(&bytes),
         "pprof" => "pprof",
         "folded" => "folded",
-        other => return Err(ClientError::Args(format!("--format {other:?}: use folded, pprof or auto"))),
+        "perf-script" | "perf" => "perf-script",
+        "speedscope" => "speedscope",
+        other => return Err(ClientError::Args(format!("--format {other:?}: use folded, pprof, perf-script, speedscope or auto"))),
     };
     let duration_ms = parse_duration_ms(&args.duration)?;
     if duration_ms <= 0 {
@@ -178,15 +198,34 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
         return Err(ClientError::Args("--sample-rate must be at least 1 Hz".into()));
     }
 
-    let (body, what) = if format == "folded" {
+    let (body, what) = if format != "pprof" {
         let text = std::str::from_utf8(&bytes).map_err(|e| ClientError::Args(format!("{}: not UTF-8 text: {e}", path.display())))?;
         let period_ns = 1_000_000_000 / args.sample_rate as u64;
         let mut builder = ProfileBuilder::new(&args.service, from_ms, until_ms, period_ns);
-        parse_folded_into(text, ThreadState::Runnable, &mut builder)
-            .map_err(|source| ClientError::Parse { path: path.display().to_string(), source })?;
-        let profile = builder.finish();
+        let parse_error = |message: String| ClientError::Format { path: path.display().to_string(), format, message };
+        let mut profile = match format {
+            "perf-script" => {
+                let summary = crate::model::perf_script::parse_into(text, &mut builder).map_err(|e| parse_error(e.to_string()))?;
+                let mut profile = builder.finish();
+                // The recording's own length is the window (perf's clock is not Unix time).
+                let span_ms = (((summary.last_s - summary.first_s) * 1000.0).ceil() as i64).max(1000);
+                profile.start_ms = args.from.as_ref().map(|_| from_ms).unwrap_or_else(|| now_ms() - span_ms);
+                profile.end_ms = profile.start_ms + span_ms;
+                profile
+            }
+            "speedscope" => {
+                crate::model::speedscope::parse_into(&bytes, period_ns, &mut builder).map_err(|e| parse_error(e.to_string()))?;
+                builder.finish()
+            }
+            _ => {
+                parse_folded_into(text, ThreadState::Runnable, &mut builder)
+                    .map_err(|source| ClientError::Parse { path: path.display().to_string(), source })?;
+                builder.finish()
+            }
+        };
+        profile.labels.clear();
         let what = format!(
-            "{} folded stacks, {} samples at {} Hz",
+            "{format}: {} stacks, {} samples at {} Hz",
             profile.stacks.len(),
             profile.total_samples(),
             args.sample_rate
@@ -228,6 +267,9 @@ mod tests {
         assert!(!looks_like_pprof(b"main;work 3\n"));
         assert!(looks_like_pprof(&gzip(b"main;work 3\n")));
         assert!(looks_like_pprof(&[0x0a, 0x00, 0xff]));
+        assert_eq!(detect_format(b"main;work 3\n"), "folded");
+        assert_eq!(detect_format(b"busy 1 1.0: cpu-clock:\n\t 1234 main (/bin/busy)\n"), "perf-script");
+        assert_eq!(detect_format(br#"{"$schema":"https://www.speedscope.app/file-format-schema.json"}"#), "speedscope");
         assert_eq!(label_pairs(&["host=a".into()]).unwrap(), vec![("host".into(), "a".into())]);
         assert!(label_pairs(&["host".into()]).is_err());
         assert_eq!(endpoint("http://x:1/", "/api"), "http://x:1/api");

@@ -6,8 +6,10 @@
 //! `time::now_ms`) or any other module of the crate.
 
 pub mod folded;
+pub mod perf_script;
 pub mod pprof;
 pub mod profile;
+pub mod speedscope;
 pub mod state;
 pub mod time;
 

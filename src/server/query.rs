@@ -309,12 +309,12 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<R
     Ok(Json(answer).into_response())
 }
 
-/// `GET /api/v1/export?format=folded|pprof|svg`.
+/// `GET /api/v1/export?format=folded|pprof|svg|speedscope`.
 pub async fn export(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let sel = selection(&params, now_ms())?;
     let format = params.get("format").unwrap_or("folded").to_ascii_lowercase();
-    if !matches!(format.as_str(), "folded" | "pprof" | "svg") {
-        return Err(ApiError::bad("bad_format", format!("format={format:?} is not supported; use folded, pprof or svg")));
+    if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
+        return Err(ApiError::bad("bad_format", format!("format={format:?} is not supported; use folded, pprof, svg or speedscope")));
     }
     let profile = with_store(&state, move |store| {
         let agg = aggregate_known(store, &sel.query)?;
@@ -326,6 +326,7 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
     let (content_type, body): (&'static str, Vec<u8>) = match format.as_str() {
         "folded" => ("text/plain; charset=utf-8", folded().into_bytes()),
         "pprof" => ("application/octet-stream", crate::model::pprof::gzip(&crate::model::pprof::encode(&profile))),
+        "speedscope" => ("application/json", crate::model::speedscope::encode(&profile)),
         _ => {
             let text = folded();
             let title = format!("{} ({})", profile.service, params.get("states").unwrap_or("cpu"));

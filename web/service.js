@@ -40,7 +40,9 @@ export class ServicePage {
   async show(state) {
     const seq = (this.seq = (this.seq || 0) + 1);
     this.state = state;
-    const key = JSON.stringify([state.service, state.from, state.until, selectedStates(state), state.type, state.labels, state.maxNodes]);
+    // The view is in the key although Latency and Custom may select the same states: the
+    // controls (state boxes) are drawn with the data.
+    const key = JSON.stringify([state.service, state.from, state.until, state.view, selectedStates(state), state.type, state.labels, state.maxNodes]);
     if (key !== this.dataKey) {
       this.main.classList.add('busy');
       const f = filters(state);

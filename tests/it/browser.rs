@@ -385,6 +385,15 @@ fn viewer_in_chromium_against_the_real_server() {
     let legend = text(&browser, ".legend");
     assert!(legend.contains("BLOCKED: ") && !legend.contains("BLOCKED: 0 s"), "legend: {legend}");
 
+    // Custom states: start from the Latency set, then leave IO out.
+    browser.click(".view-btn[data-view=custom]");
+    browser.wait_for("the state boxes", "location.search.includes('view=custom') && document.querySelector('.state-boxes input[value=IO]')");
+    browser.click(".state-boxes input[value=IO]");
+    browser.wait_for("IO left out", "location.search.includes('states=RUNNABLE%2CTIMED_WAITING%2CBLOCKED') && window.hotframe.idle && window.hotframe.page.flame");
+    let io = browser.eval("const t = window.hotframe.page.flame.tree; return t.path(t.find('main;server::run;handler::checkout;db::query;socket_read'));", json!([]));
+    assert_eq!(io, json!("main;server::run;handler::checkout;db::query"), "IO frame still drawn without IO");
+    frame_box(&browser, "flame", blocked);
+
     // Cost settings: a fleet of 10 hosts applies at once to every figure.
     browser.goto(&format!("{base}/service/checkout?{query}&tab=cost"));
     browser.wait_for("the settings form", "document.getElementById('cost-fleet')");
@@ -451,7 +460,7 @@ fn viewer_in_chromium_against_the_real_server() {
 fn viewer_asks_for_a_token_and_keeps_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, "s3cret-read read,ingest\n").expect("token file");
+    std::fs::write(&tokens, "s3cret-read read,ingest\ns3cret-admin admin\n").expect("token file");
     let port = harness::free_port();
     let server = Server::start(BIN, &dir.path().join("data"), port, &["--token-file", tokens.to_str().unwrap()]);
     load(&server, Some("s3cret-read"));
@@ -467,6 +476,25 @@ fn viewer_asks_for_a_token_and_keeps_it() {
     browser.goto(&format!("{}/", server.base));
     browser.wait_for("the service list", "document.querySelector('tr[data-service=\"checkout\"]')");
     assert_eq!(browser.eval("return !!document.getElementById('token-input');", json!([])), json!(false));
+
+    // Cost settings need the admin scope: the read token gets 403, the viewer asks for
+    // another token, and with the admin one the change is stored.
+    browser.goto(&format!("{}/service/checkout?tab=cost&from=now-1h", server.base));
+    browser.wait_for("the settings form", "document.getElementById('cost-fleet')");
+    browser.type_into("#cost-fleet", "7\n");
+    browser.wait_for("the token dialog for admin", "document.getElementById('token-input')");
+    let ask = text(&browser, ".token-dialog");
+    assert!(ask.contains("scope"), "dialog does not explain the scope: {ask}");
+    browser.type_into("#token-input", "s3cret-admin");
+    browser.click("#token-ok");
+    browser.wait_for("the formula with 7 hosts", "document.querySelector('.formula') && document.querySelector('.formula').textContent.includes('(7 / 3')");
+    let mut response = harness::http()
+        .get(format!("{}/api/v1/services/checkout/settings", server.base))
+        .header("Authorization", "Bearer s3cret-admin")
+        .call()
+        .expect("GET settings");
+    let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["settings"]["fleetHosts"], json!(7));
     no_js_errors(&browser);
 }
 

@@ -325,7 +325,12 @@ export class ServicePage {
           state.view === 'cpu' ? ` · ≈ ${usd(r.share * (flame.totals.usdPerYear || 0))} / year` : '']
         : '');
     }
-    if (seen.annot !== undefined && seen.annot !== state.annot) this.flame.render();
+    if (seen.annot !== undefined && seen.annot !== state.annot) {
+      // Back/forward may change it without the select: keep the control in step.
+      const select = this.tabBody.querySelector('#annot');
+      if (select && select.value !== state.annot) select.value = state.annot;
+      this.flame.render();
+    }
     if (seen.fn !== state.fn || seen.sort !== state.sort) {
       this.flame.select(state.fn);
       this.renderTable();

@@ -180,6 +180,14 @@ pub struct AppName {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A label name as Pyroscope SDKs send it, made a valid hotframe (Prometheus) name the
+/// way Prometheus translates OpenTelemetry attributes: the SDKs add `otel.scope.name`,
+/// `process.runtime.name`... so a dot becomes `_` (`otel_scope_name`). Other invalid
+/// names are still refused.
+pub(crate) fn sdk_label_name(name: &str) -> String {
+    name.replace('.', "_")
+}
+
 /// Splits Pyroscope's `name` (`app.cpu{k=v,...}`) into service, profile type, the pprof
 /// sample type to read, and labels.
 pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
@@ -204,10 +212,11 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
         if k == "service_name" || k.starts_with("__") {
             continue;
         }
-        if !crate::model::profile::valid_label_name(k) {
-            return Err(ModelError::BadLabelName(k.to_string()).into());
+        let k = sdk_label_name(k);
+        if !crate::model::profile::valid_label_name(&k) {
+            return Err(ModelError::BadLabelName(k).into());
         }
-        labels.insert(k.to_string(), v.to_string());
+        labels.insert(k, v.to_string());
     }
     const TYPES: [&str; 16] = [
         "cpu", "itimer", "wall", "samples", "alloc_objects", "alloc_space", "inuse_objects", "inuse_space",
@@ -365,8 +374,8 @@ fn push_profiles(max_bytes: usize, request: PushRequest) -> Result<Decoded, ApiE
                 "service_name" => service = Some(pair.value),
                 // Reserved labels (`__name__`, `__delta__`, ...) describe the profile, not the series.
                 n if n.starts_with("__") => {}
-                _ => {
-                    labels.insert(pair.name, pair.value);
+                n => {
+                    labels.insert(sdk_label_name(n), pair.value);
                 }
             }
         }
@@ -430,6 +439,13 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_label_names_become_valid() {
+        let parsed = parse_app_name("app{otel.scope.name=com.grafana.pyroscope/nodejs,env=x}").unwrap();
+        assert_eq!(parsed.labels.get("otel_scope_name").map(String::as_str), Some("com.grafana.pyroscope/nodejs"));
+        assert_eq!(sdk_label_name("process.runtime.version"), "process_runtime_version");
+    }
 
     #[test]
     fn app_names() {

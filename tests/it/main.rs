@@ -9,6 +9,7 @@ mod import;
 mod inproc;
 mod report;
 mod scrape;
+mod sdk;
 mod server;
 mod upload;
 mod wins;

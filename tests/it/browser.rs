@@ -150,20 +150,39 @@ fn no_js_errors(browser: &Browser) {
 const PARSE: &str = "main;server::run;handler::checkout;parse_json";
 const PARSE_PATH: [&str; 4] = ["main", "server::run", "handler::checkout", "parse_json"];
 
-#[test]
-fn viewer_in_chromium_against_the_real_server() {
+/// A real server on a free port holding `load`'s profiles, and a browser.
+struct Fixture {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Server,
+    browser: Browser,
+    /// The page range (ms) covering every profile.
+    from: u64,
+    until: u64,
+}
+
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = harness::free_port();
-    let mut server = Server::start(BIN, &dir.path().join("data"), port, &[]);
+    let server = Server::start(BIN, &dir.path().join("data"), port, &[]);
     let (from, until) = load(&server, None);
     let browser = Browser::start(1400, 1000);
+    Fixture { dir, port, server, browser, from, until }
+}
+
+/// Start page, flame graph, annotations, tooltip, search, tables, sandwich, export,
+/// pruning, timeline brush, zoom and the URL round trip: each figure against the API.
+#[test]
+fn viewer_in_chromium_against_the_real_server() {
+    let Fixture { dir: _dir, port: _, server, browser, from, until } = fixture();
     let base = server.base.clone();
 
     // Start page: the service, with the $/year the API computed for "now".
     browser.goto(&format!("{base}/"));
     browser.wait_for("the service row", "document.querySelector('tr[data-service=\"checkout\"]')");
     let services = server.get_json("/api/v1/services");
-    let now_usd = services["services"][0]["now"]["usdPerYear"].as_f64().expect("now.usdPerYear");
+    let checkout = services["services"].as_array().expect("services").iter().find(|s| s["name"] == "checkout").expect("checkout listed");
+    let now_usd = checkout["now"]["usdPerYear"].as_f64().expect("now.usdPerYear");
     let row = text(&browser, "tr[data-service=\"checkout\"]");
     assert!(row.contains(&usd(now_usd)), "start page row {row:?} lacks {}", usd(now_usd));
     assert!(browser.eval("return !!document.querySelector('tr[data-service=\"checkout\"] svg.sparkline polyline')", json!([])) == json!(true));
@@ -341,6 +360,17 @@ fn viewer_in_chromium_against_the_real_server() {
     assert_eq!(restored["host"], json!("a"));
     assert_eq!(restored["sorted"], json!("total"));
     assert!(restored["match"].as_str().unwrap().contains("frames match"), "{restored}");
+
+    no_js_errors(&browser);
+}
+
+/// Diff (two label values, two ranges) and the ops-win hook, the Latency and Custom
+/// views, cost settings, the screenshot, and the server going away and coming back.
+#[test]
+fn viewer_diff_views_settings_and_outage() {
+    let Fixture { dir, port, mut server, browser, from, until } = fixture();
+    let base = server.base.clone();
+    let query = format!("from={from}&until={until}");
 
     // Diff of version 1.4 against 1.5: the doubled JSON work is red, the halved
     // rendering blue, and the table shows the API's $/year change.

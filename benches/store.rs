@@ -140,18 +140,21 @@ fn query(from: i64, until: i64) -> Query {
 }
 
 /// Median and first (cold cache) time of `RUNS` aggregates; also the samples merged.
-fn time_aggregate(store: &SqliteStore, q: &Query) -> (f64, f64, u64, usize) {
+fn time_aggregate(store: &SqliteStore, q: &Query) -> (f64, f64, f64, u64, usize) {
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut samples = 0;
     let mut stacks = 0;
     for _ in 0..RUNS {
         let t = Instant::now();
+        let c = thread_cpu();
         let a = store.aggregate(q).expect("aggregate");
         times.push(ms(t.elapsed()));
+        cpu.push(ms(thread_cpu() - c));
         samples = a.samples.iter().map(|s| s.samples).sum();
         stacks = a.stacks.len();
     }
-    (median(times.clone()), times[0], samples, stacks)
+    (median(times.clone()), times[0], median(cpu), samples, stacks)
 }
 
 /// `HOTFRAME_BENCH=a,c` runs only those parts (all by default).
@@ -269,7 +272,7 @@ fn aggregates(pool: &Pool, rng: &mut fastrand::Rng, ten_s: &mut [Profile]) {
         n - n_fine
     );
     println!("    maintain {maintain_s:.1} s ({} rollup rows); {RUNS} runs, cold = first run on a fresh reader cache", report.rollups_written);
-    println!("{:<44} {:>10} {:>10} {:>12} {:>8}", "query", "median ms", "cold ms", "samples", "stacks");
+    println!("{:<44} {:>10} {:>10} {:>10} {:>12} {:>8}", "query", "median ms", "cold ms", "cpu ms", "samples", "stacks");
     let aligned_now = NOW - NOW.rem_euclid(HOUR);
     for (label, q) in [
         ("1 hour, now-1h..now (raw edges)", query(NOW - HOUR, NOW)),
@@ -277,8 +280,8 @@ fn aggregates(pool: &Pool, rng: &mut fastrand::Rng, ten_s: &mut [Profile]) {
         ("7 days, now-7d..now (rollups + raw edges)", query(NOW - 7 * DAY, NOW)),
         ("7 days, whole hours (rollups only)", query(aligned_now - 7 * DAY, aligned_now)),
     ] {
-        let (med, cold, samples, stacks) = time_aggregate(&store, &q);
-        println!("{label:<44} {med:>10.1} {cold:>10.1} {samples:>12} {stacks:>8}");
+        let (med, cold, cpu, samples, stacks) = time_aggregate(&store, &q);
+        println!("{label:<44} {med:>10.1} {cold:>10.1} {cpu:>10.1} {samples:>12} {stacks:>8}");
     }
     for (label, q) in [
         ("timeline 7 days hourly, from now-7d (raw)", query(NOW - 7 * DAY, NOW)),
@@ -320,7 +323,7 @@ fn disk(ten_s: &mut [Profile]) {
     println!("{:<44} {:>14} {:>14.3}", "raw profiles (db + wal)", raw.bytes_on_disk, raw.bytes_on_disk as f64 / raw.samples as f64);
     println!(
         "{:<44} {:>14} {:>14.3}",
-        "after maintain (+ hourly/daily rollups)",
+        "after maintain (+ rollups, kept uncompressed)",
         after.bytes_on_disk,
         after.bytes_on_disk as f64 / after.samples as f64
     );

@@ -6,10 +6,12 @@
 //! touch the database; decoding must never panic or allocate without bound on
 //! corrupt input (it returns `StoreError::Corrupt`).
 //!
-//! Sample blob, format 1: one byte `1`, then a raw deflate stream of
-//! `varint(n)` followed by `n` pairs `varint(key delta), varint(count)`, where
-//! `key = stack_id << 3 | state index`, keys strictly ascending and the first delta
-//! taken from 0. Sorting by key makes deltas small, and deflate squeezes the rest.
+//! Sample blob: one format byte, then the entry stream `varint(n)` followed by `n`
+//! pairs `varint(key delta), varint(count)`, where `key = stack_id << 3 | state index`,
+//! keys strictly ascending and the first delta taken from 0. Format 1: the stream is
+//! raw-deflated (raw profiles: sorting makes deltas small, deflate squeezes the rest).
+//! Format 2: the stream as is (rollups, which are few but read by every long query,
+//! so they skip the inflate).
 
 use super::StoreError;
 use crate::model::ThreadState;
@@ -18,8 +20,10 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use std::io::{Read, Write};
 
-/// First byte of a sample blob in the current format.
-const BLOB_FORMAT: u8 = 1;
+/// First byte of a deflated sample blob.
+const FORMAT_DEFLATE: u8 = 1;
+/// First byte of a plain sample blob.
+const FORMAT_PLAIN: u8 = 2;
 
 /// A corrupt blob cannot make us inflate more than this (a sane blob of a 200,000-stack
 /// profile is a few MiB).
@@ -67,9 +71,11 @@ pub fn split_key(key: u64) -> Result<(i64, ThreadState), StoreError> {
     Ok(((key >> 3) as i64, state))
 }
 
-/// Encodes entries `(key, count)` that are sorted by key with no duplicates.
-pub fn encode_entries(entries: &[(u64, u64)], level: u32) -> Result<Vec<u8>, StoreError> {
+/// Encodes entries `(key, count)` that are sorted by key with no duplicates, deflated
+/// at `level` (0-9), or plain with `None`.
+pub fn encode_entries(entries: &[(u64, u64)], level: Option<u32>) -> Result<Vec<u8>, StoreError> {
     let mut plain = Vec::with_capacity(entries.len() * 3 + 8);
+    plain.push(FORMAT_PLAIN);
     put_varint(&mut plain, entries.len() as u64);
     let mut prev = 0u64;
     for &(key, count) in entries {
@@ -77,36 +83,34 @@ pub fn encode_entries(entries: &[(u64, u64)], level: u32) -> Result<Vec<u8>, Sto
         put_varint(&mut plain, count);
         prev = key;
     }
+    let Some(level) = level else { return Ok(plain) };
     let mut out = Vec::with_capacity(plain.len() / 2 + 16);
-    out.push(BLOB_FORMAT);
+    out.push(FORMAT_DEFLATE);
     let mut enc = DeflateEncoder::new(out, Compression::new(level));
-    enc.write_all(&plain)?;
+    enc.write_all(&plain[1..])?;
     Ok(enc.finish()?)
 }
 
-/// Inflates a sample blob into `scratch` (reused between calls).
-fn inflate(blob: &[u8], scratch: &mut Vec<u8>) -> Result<(), StoreError> {
-    match blob.first() {
-        Some(&BLOB_FORMAT) => {}
-        Some(other) => return Err(StoreError::Corrupt(format!("sample blob has unknown format byte {other}"))),
-        None => return Err(StoreError::Corrupt("sample blob is empty".into())),
-    }
-    scratch.clear();
-    DeflateDecoder::new(&blob[1..])
-        .take(MAX_INFLATED)
-        .read_to_end(scratch)
-        .map_err(|e| StoreError::Corrupt(format!("sample blob does not inflate: {e}")))?;
-    Ok(())
-}
-
 /// Calls `visit(key, count)` for every entry of a sample blob, in key order.
+/// `scratch` is reused between calls for inflating.
 pub fn decode_entries(
     blob: &[u8],
     scratch: &mut Vec<u8>,
     mut visit: impl FnMut(u64, u64),
 ) -> Result<(), StoreError> {
-    inflate(blob, scratch)?;
-    let buf = scratch.as_slice();
+    let buf: &[u8] = match blob.first() {
+        Some(&FORMAT_PLAIN) => &blob[1..],
+        Some(&FORMAT_DEFLATE) => {
+            scratch.clear();
+            DeflateDecoder::new(&blob[1..])
+                .take(MAX_INFLATED)
+                .read_to_end(scratch)
+                .map_err(|e| StoreError::Corrupt(format!("sample blob does not inflate: {e}")))?;
+            scratch
+        }
+        Some(other) => return Err(StoreError::Corrupt(format!("sample blob has unknown format byte {other}"))),
+        None => return Err(StoreError::Corrupt("sample blob is empty".into())),
+    };
     let truncated = || StoreError::Corrupt("sample blob is truncated".into());
     let mut pos = 0;
     let n = get_varint(buf, &mut pos).ok_or_else(truncated)?;
@@ -249,18 +253,32 @@ mod tests {
     fn entries_round_trip() {
         let entries: Vec<(u64, u64)> =
             vec![(entry_key(3, ThreadState::Runnable), 5), (entry_key(3, ThreadState::Io), 1), (entry_key(900, ThreadState::Waiting), u64::MAX)];
-        let blob = encode_entries(&entries, 6).unwrap();
-        let mut got = Vec::new();
-        decode_entries(&blob, &mut Vec::new(), |k, c| got.push((k, c))).unwrap();
-        assert_eq!(got, entries);
+        for level in [Some(6), None] {
+            let blob = encode_entries(&entries, level).unwrap();
+            let mut got = Vec::new();
+            decode_entries(&blob, &mut Vec::new(), |k, c| got.push((k, c))).unwrap();
+            assert_eq!(got, entries, "{level:?}");
+        }
         assert_eq!(split_key(entries[1].0).unwrap(), (3, ThreadState::Io));
     }
 
     #[test]
     fn corrupt_blobs_are_errors() {
-        let blob = encode_entries(&[(entry_key(7, ThreadState::Blocked), 2)], 6).unwrap();
+        let blob = encode_entries(&[(entry_key(7, ThreadState::Blocked), 2)], Some(6)).unwrap();
+        let plain = encode_entries(&[(entry_key(7, ThreadState::Blocked), 2), (entry_key(9, ThreadState::Io), 1)], None).unwrap();
         let mut scratch = Vec::new();
-        for bad in [vec![], vec![9u8, 1, 2], vec![1u8, 0xff, 0xff, 0xff], blob[..blob.len() - 1].to_vec()] {
+        let bad_state = vec![2u8, 1, 7, 1];
+        let repeated = vec![2u8, 2, 8, 1, 0, 1];
+        for bad in [
+            vec![],
+            vec![9u8, 1, 2],
+            vec![1u8, 0xff, 0xff, 0xff],
+            blob[..blob.len() - 1].to_vec(),
+            plain[..plain.len() - 1].to_vec(),
+            [&plain[..], &[0]].concat(),
+            bad_state,
+            repeated,
+        ] {
             assert!(matches!(decode_entries(&bad, &mut scratch, |_, _| {}), Err(StoreError::Corrupt(_))), "{bad:?}");
         }
     }

@@ -1,4 +1,5 @@
-//! Maintenance: hourly and daily rollups of closed buckets, and retention.
+//! Maintenance: rollups of closed buckets (10 minutes, 1 hour, 6 hours, 1 day), and
+//! retention.
 //!
 //! In: the store and "now". Out: a `MaintenanceReport`. Must not: hold the writer
 //! for long (each bucket is its own short transaction, so ingest interleaves) or touch
@@ -6,8 +7,8 @@
 //!
 //! A write marks its (series, 10-minute bucket) dirty. `maintain` rebuilds every dirty
 //! 10-minute bucket that has closed (from raw profiles, per sampling period), unmarks it
-//! and marks its hour; then the same for hours (from 10-minute rollups) and days (from
-//! hourly rollups). A rebuild
+//! and marks its hour; then the same for hours (from 10-minute rollups), 6-hour
+//! buckets (from hours) and days (from 6-hour buckets). A rebuild
 //! replaces the bucket's rows, so running it twice changes nothing. Late data simply
 //! marks the bucket again. Retention deletes raw data by whole hours; a 10-minute
 //! bucket past it that already has a rollup is not rebuilt (the rollup knows more than the late rows
@@ -15,7 +16,7 @@
 
 use super::codec::{self, IntMap};
 use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
-use super::sqlite::{bucket_of, lock, SqliteStore, BLOB_LEVEL, DAY_MS, HOUR_MS, LEVELS};
+use super::sqlite::{bucket_of, lock, SqliteStore, ROLLUP_BLOB_LEVEL, DAY_MS, HOUR_MS, LEVELS};
 use super::{MaintenanceReport, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -63,7 +64,7 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
             }
             for (series, bucket) in due {
                 let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Past raw retention, an existing hourly rollup knows more than the raw
+                // Past raw retention, an existing finest rollup knows more than the raw
                 // rows left (late data only): keep it. A missing one is built from them.
                 let skip = bucket + res <= rollup_cutoff
                     || (level == 0 && bucket < raw_cutoff && has_rollup(&tx, series, res, bucket)?);
@@ -191,7 +192,7 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
     for (period, acc) in by_period {
         let mut entries: Vec<(u64, u64)> = acc.entries.into_iter().collect();
         entries.sort_unstable_by_key(|e| e.0);
-        let blob = codec::encode_entries(&entries, BLOB_LEVEL)?;
+        let blob = codec::encode_entries(&entries, ROLLUP_BLOB_LEVEL)?;
         let t = acc.totals.map(|v| v.min(i64::MAX as u64) as i64);
         insert.execute(params![
             series,

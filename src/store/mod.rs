@@ -179,7 +179,7 @@ pub struct StoreStats {
 pub struct StoreConfig {
     /// Days raw profiles are kept. Default 30.
     pub retention_raw_days: u32,
-    /// Days hourly/daily rollups are kept. Default 400.
+    /// Days rollups (10 min, 1 h, 6 h, 1 day) are kept. Default 400.
     pub retention_rollup_days: u32,
     /// Distinct label sets per service. Default 1000.
     pub max_series_per_service: usize,

@@ -1,15 +1,14 @@
-//! Reading: which series a query matches, which stored pieces (daily rollups, hourly
-//! rollups, raw profiles) cover its range, and merging them into an `Aggregate` or a
+//! Reading: which series a query matches, which stored pieces (rollups of several
+//! resolutions, raw profiles) cover its range, and merging them into an `Aggregate` or a
 //! timeline.
 //!
 //! In: a reader connection inside one read transaction (one snapshot) and a `Query`.
 //! Out: merged samples with frame names, or per-bucket totals. Must not: write.
 //!
 //! The plan for `[from, until)`, per series: whole UTC days inside the range come from
-//! daily rollups, whole hours that no used day covers from hourly rollups, whole
-//! 10-minute buckets that no used hour or day covers from 10-minute rollups, the rest
-//! (the edges, under 10 minutes each, and any bucket without a usable rollup) from raw
-//! profiles. A rollup is
+//! daily rollups, whole 6-hour buckets that no used day covers from 6-hour rollups,
+//! and so on down through hours and 10-minute buckets; the rest (the edges, under 10
+//! minutes each, and any bucket without a usable rollup) from raw profiles. A rollup is
 //! usable only if its bucket is not marked dirty (raw data arrived after it was built,
 //! or it was never built), so the result is the same with or without rollups.
 

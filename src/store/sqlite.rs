@@ -9,7 +9,7 @@
 //! up by a 64-bit hash, then verified. A series is (service, profile type, labels),
 //! limited per service. A raw profile is one row: its series, window, period, per-state
 //! totals as plain columns and a deflated blob of sorted (stack id, state, count)
-//! entries (see `codec`). `maintain` builds 10-minute, hourly and daily rollups of closed buckets
+//! entries (see `codec`). `maintain` builds 10-minute, 1-hour, 6-hour and daily rollups of closed buckets
 //! and applies retention (see `maintain`); `query` reads rollups for whole buckets and
 //! raw rows for the rest.
 //!
@@ -43,7 +43,10 @@ pub const DB_FILE: &str = "hotframe.db";
 
 /// Deflate level of raw profile blobs: 6 is within a few percent of 9 on these blobs
 /// and much cheaper, 1 loses about a fifth of the compression.
-pub(super) const BLOB_LEVEL: u32 = 6;
+pub(super) const RAW_BLOB_LEVEL: Option<u32> = Some(6);
+/// Rollup blobs stay plain: they are a few percent of the volume, and every long
+/// query reads them, so skipping the inflate pays.
+pub(super) const ROLLUP_BLOB_LEVEL: Option<u32> = None;
 
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -407,8 +410,9 @@ pub(super) const DAY_MS: i64 = 86_400_000;
 /// Finest rollup bucket, ms: it bounds the raw data the edges of a query read.
 pub(super) const TEN_MIN_MS: i64 = 600_000;
 /// Rollup resolutions, finest first; each bucket is built from the level below it
-/// (raw profiles for the finest) and each divides the next.
-pub(super) const LEVELS: [i64; 3] = [TEN_MIN_MS, HOUR_MS, DAY_MS];
+/// (raw profiles for the finest) and each divides the next. The 6-hour level keeps
+/// the partial days at the ends of a long range from costing up to 46 hourly reads.
+pub(super) const LEVELS: [i64; 4] = [TEN_MIN_MS, HOUR_MS, 6 * HOUR_MS, DAY_MS];
 
 /// Start of the bucket of length `len` holding `t`.
 pub(super) fn bucket_of(t: i64, len: i64) -> i64 {
@@ -464,7 +468,7 @@ impl Writer {
                 false
             }
         });
-        let blob = codec::encode_entries(&entries, BLOB_LEVEL)?;
+        let blob = codec::encode_entries(&entries, RAW_BLOB_LEVEL)?;
         let t = totals.map(|v| v.min(i64::MAX as u64) as i64);
         tx.prepare_cached(
             "INSERT INTO profiles (series_id, start_ms, end_ms, period_ns, s_runnable, s_waiting, s_timed, s_blocked, s_io, entries, samples_blob)

@@ -266,7 +266,7 @@ fn rollups_give_the_same_answers_as_raw_data() {
     assert_eq!(with_late.profiles, before[4].profiles + 1);
     assert_eq!(folded_agg(&with_late), want);
     let report = store.maintain(NOW).unwrap();
-    assert_eq!(report.rollups_written, 3, "one 10-minute bucket, its hour and its day: {report:?}");
+    assert_eq!(report.rollups_written, 4, "one bucket of each level: {report:?}");
     assert_eq!(store.aggregate(&queries[4]).unwrap(), with_late);
 
     // The rollups are really used: with the raw rows of those whole days gone behind
@@ -295,10 +295,10 @@ fn retention_deletes_old_raw_data_and_old_rollups() {
     let ids: Vec<i64> = [&old, &ancient, &recent].iter().map(|p| store.write(p).unwrap().profile_id).collect();
     // A pass long ago rolls up the ancient profile while its raw data was young.
     let then = store.maintain(ancient.start_ms + 2 * DAY).unwrap();
-    assert_eq!((then.rollups_written, then.raw_deleted), (3, 0), "10 minutes, hour, day: {then:?}");
+    assert_eq!((then.rollups_written, then.raw_deleted), (4, 0), "10 min, 1 h, 6 h, 1 day: {then:?}");
     let report = store.maintain(NOW).unwrap();
     assert_eq!(report.raw_deleted, 2, "{report:?}");
-    assert_eq!(report.rollups_deleted, 3, "the 90-day-old 10 minutes, hour and day: {report:?}");
+    assert_eq!(report.rollups_deleted, 4, "the 90-day-old 10 min, 1 h, 6 h, 1 day: {report:?}");
     assert!(store.profile(ids[0]).unwrap().is_none());
     assert!(store.profile(ids[1]).unwrap().is_none());
     assert!(store.profile(ids[2]).unwrap().is_some());

@@ -78,7 +78,7 @@ mod tests {
             "worker",
         );
         let b = frames(Vec::new(), "");
-        let entries = vec![(&a, 5isize), (&b, 2), (&a, -1)];
+        let entries = [(&a, 5isize), (&b, 2), (&a, -1)];
         let p = to_profile(entries.iter().map(|(f, c)| (*f, *c)), ProfileBuilder::new("svc", 0, 1000, 10_101_010), ConvertOptions { thread_root: false });
         let folded = crate::model::folded::to_folded(&p, &[]);
         assert_eq!(folded, "[unknown] 2\nmain;main::work;leaf;leaf_inlined 5\n");

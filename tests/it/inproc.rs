@@ -160,6 +160,7 @@ fn checkout_example_with_the_in_process_agent_shows_its_hot_function() {
     let graph = wait_for_frame(&server, "checkout", "validate_coupon", 20, Duration::from_secs(20));
     let root_total = graph["root"]["total"].as_u64().unwrap();
     let hot = total_of(&graph["root"], "validate_coupon");
+    eprintln!("checkout: {requests} requests, validate_coupon {hot} of {root_total} samples");
     // The service does nothing but validate coupons: the regex compilation must be
     // most of what the CPU did in it (threshold low enough for a loaded 2-core box).
     assert!(hot * 3 >= root_total, "validate_coupon has {hot} of {root_total} samples:\n{graph:#}");
@@ -176,10 +177,57 @@ fn checkout_example_with_the_in_process_agent_shows_its_hot_function() {
 }
 
 #[test]
-fn the_example_serves_a_pprof_endpoint_only_without_the_agent() {
+fn the_examples_pprof_endpoint_answers_409_while_the_agent_runs() {
     let data = crate::common::tempdir();
     let (_server, server) = hotframe_serve(data.path());
     let (_with_agent, with_agent) = checkout_service(Some(&server));
     let r = ureq::get(&format!("{with_agent}/debug/pprof/profile?seconds=1")).config().http_status_as_error(false).build().call().unwrap();
     assert_eq!(r.status(), 409);
+}
+
+#[inline(never)]
+fn inproc_library_test_spin(until: Instant) -> u64 {
+    let mut x = 1u64;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    x
+}
+
+#[test]
+fn the_agent_guard_in_this_process_uploads_and_flushes_on_stop() {
+    let data = crate::common::tempdir();
+    let (_server, server) = hotframe_serve(data.path());
+    // A long interval: what arrives can only come from the final cut at stop().
+    let agent = hotframe::agent::Agent::builder()
+        .server(server.as_str())
+        .service("inproc-lib")
+        .label("version", "test-1")
+        .thread_names(true)
+        .upload_interval(Duration::from_secs(600))
+        .start()
+        .unwrap();
+    // pprof-rs allows one profiler per process: a second agent is refused, saying why.
+    let second = hotframe::agent::Agent::builder().server(server.as_str()).service("x").start();
+    let message = second.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("only one profiler may run per process"), "{message}");
+
+    let spinner = std::thread::Builder::new()
+        .name("inproc-spinner".into())
+        .spawn(|| inproc_library_test_spin(Instant::now() + Duration::from_secs(2)))
+        .unwrap();
+    spinner.join().unwrap();
+    assert!(agent.stats().sent == 0, "nothing should be sent before the cut");
+    assert!(agent.stop(), "stop() did not deliver the last window");
+
+    let graph = flamegraph(&server, "inproc-lib").expect("the final window arrived");
+    let hot = total_of(&graph["root"], "inproc_library_test_spin");
+    assert!(hot >= 50, "only {hot} samples of the spinning function in 2 s at 99 Hz:\n{graph:#}");
+    // thread_names(true): the thread's name is the root frame.
+    let roots: Vec<&str> = graph["root"]["children"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(roots.contains(&"inproc-spinner"), "roots: {roots:?}");
+    let spinner_root = graph["root"]["children"].as_array().unwrap().iter().find(|c| c["name"] == "inproc-spinner").unwrap();
+    assert_eq!(total_of(spinner_root, "inproc_library_test_spin"), hot, "the spin samples are not all under their thread");
 }

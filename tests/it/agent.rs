@@ -358,3 +358,22 @@ fn without_privileges_the_agent_says_what_it_needs() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("root or CAP_PERFMON"), "{stderr}");
 }
+
+#[test]
+fn agent_starts_a_command_profiles_it_and_exits_when_it_does() {
+    let data = crate::common::tempdir();
+    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let mut agent = agent(
+        &url,
+        &["--", BIN, "demo-workload", "--mode", "cpu", "--threads", "1", "--duration", "3s"],
+        &data.path().join("spool"),
+    );
+    let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stderr.contains("command exited"), "{stderr}");
+    assert!(stderr.contains("all profiles delivered"), "{stderr}");
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
+    let mut names = Vec::new();
+    frame_names(&flame["root"], &mut names);
+    assert!(names.iter().any(|n| n.ends_with("parse_json")), "totals {}\n{stderr}", flame["totals"]);
+}

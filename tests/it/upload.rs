@@ -312,3 +312,21 @@ fn a_full_memory_queue_drops_the_oldest_without_blocking() {
     assert!(stats.dropped >= 6, "{stats:?}");
     assert!(!uploader.flush(Duration::from_millis(300)));
 }
+
+#[test]
+fn a_503_with_retry_after_is_honoured_too() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = TestServer::start(
+        listener,
+        Box::new(|i| if i == 0 { (503, vec![("Retry-After", "1".to_string())]) } else { (200, Vec::new()) }),
+    );
+    let uploader = Uploader::start(fast_options(addr)).unwrap();
+    uploader.submit(profile(3));
+    assert!(uploader.flush(Duration::from_secs(15)), "{:?}", uploader.stats());
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert!(got[1].at - got[0].at >= Duration::from_millis(950), "retried before Retry-After: 1");
+    assert_eq!(received_seqs(&server), vec![3, 3], "the same profile, sent again");
+}
+

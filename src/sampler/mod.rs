@@ -645,7 +645,7 @@ impl Sampler {
             // it was seen sleeping, no need to read /proc. (If it was woken and runs right
             // now, the next tick's schedstat corrects the count through the debt.)
             if !thread.active && thread.offcpu_valid {
-                thread.off_carry_ns = (thread.off_carry_ns + elapsed as u64).min(MAX_OFF_CARRY_NS);
+                add_offcpu_time(&mut thread.off_debt_ns, &mut thread.off_carry_ns, elapsed);
                 count_offcpu(thread, target, symbolizer, stats, period_ns);
                 return true;
             }
@@ -679,12 +679,8 @@ impl Sampler {
         }
         thread.recent_oncpu.clear();
 
-        // Off CPU: what is left. A wake-up wait shows in run_delay only once the thread
-        // got a CPU, possibly after it was counted off-CPU here: carry the overlap as debt.
-        let mut off = elapsed - cpu - waited + thread.off_debt_ns;
-        thread.off_debt_ns = off.min(0);
-        off = off.max(0);
-        thread.off_carry_ns = (thread.off_carry_ns + off as u64).min(MAX_OFF_CARRY_NS);
+        // Off CPU: what is left.
+        add_offcpu_time(&mut thread.off_debt_ns, &mut thread.off_carry_ns, elapsed - cpu - waited);
 
         if ran {
             thread.offcpu_valid = false;
@@ -790,13 +786,25 @@ impl Sampler {
     }
 }
 
+/// Adds off-CPU time to a thread's carry. Time a thread spent woken but waiting for a
+/// CPU shows in its run delay only once it ran, after ticks that (not reading /proc)
+/// counted it off-CPU: such overlap comes back as a negative `off_ns` and is kept as a
+/// debt that later off-CPU time pays first, so nothing is counted twice.
+fn add_offcpu_time(debt_ns: &mut i64, carry_ns: &mut u64, off_ns: i64) {
+    let off = off_ns + *debt_ns;
+    *debt_ns = off.min(0);
+    *carry_ns += off.max(0) as u64;
+}
+
 /// Turns a thread's carried off-CPU time into samples of its last off-CPU observation.
 fn count_offcpu(thread: &mut Thread, target: &mut Target, symbolizer: &Symbolizer, stats: &mut SamplerStats, period_ns: u64) {
-    let samples = thread.off_carry_ns / period_ns;
-    if samples == 0 {
+    let Some(offcpu) = &thread.offcpu else {
+        // Never seen off-CPU yet: keep a little for its first observation.
+        thread.off_carry_ns = thread.off_carry_ns.min(MAX_OFF_CARRY_NS);
         return;
-    }
-    if let Some(offcpu) = &thread.offcpu {
+    };
+    let samples = thread.off_carry_ns / period_ns;
+    if samples > 0 {
         count(&mut target.counts, symbolizer, &offcpu.stack, offcpu.state, samples);
         stats.offcpu_samples += samples;
         thread.off_carry_ns -= samples * period_ns;

@@ -142,9 +142,11 @@ fn c_workload_shares_states_and_complete_stacks() {
     let (_reaper, pid, out) = start_states(dir.path(), "4", "1.5");
 
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    let attached = Instant::now();
     sampler.attach(pid).expect("attach");
     assert_eq!(sampler.targets(), vec![pid]);
     let (profiles, _events) = sample_until_exit(&mut sampler, pid, Duration::from_secs(70));
+    let sampled_periods = attached.elapsed().as_secs_f64() * 99.0;
     wait_for_file(&out, Duration::from_secs(5));
     let figures = read_figures(&out);
     let samples = samples_of(&profiles, pid);
@@ -177,6 +179,18 @@ fn c_workload_shares_states_and_complete_stacks() {
     // The condvar waiter waits; the contender is blocked.
     let waiter = states_of(&samples, "condvar_waiter");
     assert!(share(&waiter, ThreadState::Waiting) >= 0.95, "condvar waiter: {waiter:?}");
+    // Every thread is accounted at every tick, and never twice: the waiter, off-CPU all
+    // along, has one sample per period; the others (whose run-queue waits are not
+    // counted) no more than that.
+    let waited: u64 = waiter.values().sum();
+    assert!(
+        (waited as f64 - sampled_periods).abs() <= 0.1 * sampled_periods,
+        "condvar waiter has {waited} samples over {sampled_periods:.0} periods"
+    );
+    for function in ["sleeper", "mutex_contender", "mutex_holder", "cpu_split"] {
+        let total: u64 = states_of(&samples, function).values().sum();
+        assert!(total as f64 <= 1.1 * sampled_periods, "{function} has {total} samples over {sampled_periods:.0} periods");
+    }
     let contender = states_of(&samples, "mutex_contender");
     assert!(share(&contender, ThreadState::Blocked) >= 0.6, "mutex contender: {contender:?}");
 

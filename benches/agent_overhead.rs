@@ -139,6 +139,8 @@ impl Drop for Paranoid {
     }
 }
 
+// The workload is reaped by `wait_rusage` (wait4, for its CPU time), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run {
     let seconds = setup.seconds.to_string() + "s";
     let mut workload = Command::new(bin())
@@ -250,7 +252,7 @@ fn samples_from(profiler: Profiler, stderr: &str) -> Option<u64> {
     };
     match profiler {
         Profiler::Hotframe | Profiler::HotframeCpuOnly => {
-            let line = stderr.lines().filter(|l| l.contains("health:")).last()?;
+            let line = stderr.lines().rev().find(|l| l.contains("health:"))?;
             Some(field(line, " samples=")? + field(line, " offcpu_samples=")?)
         }
         Profiler::Perf => stderr.lines().find_map(|l| {

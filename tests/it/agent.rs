@@ -103,7 +103,7 @@ fn frame_names(node: &serde_json::Value, out: &mut Vec<String>) {
 
 /// The value of `key=N` in the agent's last health line.
 fn last_health(stderr: &str, key: &str) -> u64 {
-    let line = stderr.lines().filter(|l| l.contains("health:")).last().unwrap_or_else(|| panic!("no health line in:\n{stderr}"));
+    let line = stderr.lines().rev().find(|l| l.contains("health:")).unwrap_or_else(|| panic!("no health line in:\n{stderr}"));
     let wanted = format!(" {key}=");
     let at = line.find(&wanted).unwrap_or_else(|| panic!("no {key} in {line}")) + wanted.len();
     line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()

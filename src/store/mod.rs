@@ -183,7 +183,10 @@ pub struct StoreConfig {
     pub retention_rollup_days: u32,
     /// Distinct label sets per service. Default 1000.
     pub max_series_per_service: usize,
-    /// Stack-interning cache entries kept in memory. Default 1,000,000.
+    /// Stack-interning cache entries kept in memory. Default 1,000,000. Each of the
+    /// store's five caches (writer: frames, stacks, stacks by names; readers: stack
+    /// frame lists, frame names) holds at most this many, so memory stays under
+    /// roughly 300 bytes x this number whatever the stored volume.
     pub stack_cache_entries: usize,
     /// When `write` returns: `os` (default; survives a crash of the process, a power
     /// loss may drop the last commits) or `disk` (fsync on every commit; survives

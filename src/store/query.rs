@@ -16,7 +16,7 @@ use super::codec::{self, IntMap};
 use super::sqlite::{bucket_of, ReadCache, DAY_MS, LEVELS};
 use super::{Aggregate, AggregateSample, Query, ServiceInfo, StoreError, TimelinePoint};
 use rusqlite::{Connection, Row};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Most points a timeline may have.
@@ -259,16 +259,17 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     // Stacks (global ids, ascending) -> local indices; frames numbered on first use.
     let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
     stack_ids.dedup();
-    let names = resolve_stacks(conn, cache, &stack_ids)?;
+    let (frame_lists, names) = resolve_stacks(conn, cache, &stack_ids)?;
+    // Interned frames have one id per name, so ids can be numbered directly.
     let mut frames: Vec<String> = Vec::new();
-    let mut frame_index: HashMap<Arc<str>, u32> = HashMap::new();
-    let mut stacks: Vec<Vec<u32>> = Vec::with_capacity(names.len());
-    for stack in names {
-        let local: Vec<u32> = stack
+    let mut frame_index: IntMap<i64, u32> = IntMap::default();
+    let mut stacks: Vec<Vec<u32>> = Vec::with_capacity(frame_lists.len());
+    for ids in frame_lists {
+        let local: Vec<u32> = ids
             .into_iter()
-            .map(|name| {
-                *frame_index.entry(name.clone()).or_insert_with(|| {
-                    frames.push(name.to_string());
+            .map(|id| {
+                *frame_index.entry(id).or_insert_with(|| {
+                    frames.push(names.get(&id).map(|n| n.to_string()).unwrap_or_default());
                     (frames.len() - 1) as u32
                 })
             })
@@ -297,12 +298,13 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     })
 }
 
-/// Frame names of each stack id (root first), through the bounded read cache.
+/// Frame ids of each stack id (root first) and the names of those frames, through the
+/// bounded read cache. Every frame id returned has a name (else `Corrupt`).
 pub(super) fn resolve_stacks(
     conn: &Connection,
     cache: &Mutex<ReadCache>,
     stack_ids: &[i64],
-) -> Result<Vec<Vec<Arc<str>>>, StoreError> {
+) -> Result<(Vec<Vec<i64>>, IntMap<i64, Arc<str>>), StoreError> {
     // Stack id -> encoded frame ids.
     let mut encoded: Vec<Option<Arc<[u8]>>> = {
         let mut c = super::sqlite::lock(cache);
@@ -338,14 +340,10 @@ pub(super) fn resolve_stacks(
         frame_lists.push(ids);
     }
     let names = resolve_frames(conn, cache, frame_lists.iter().flatten().copied())?;
-    frame_lists
-        .into_iter()
-        .map(|ids| {
-            ids.into_iter()
-                .map(|f| names.get(&f).cloned().ok_or_else(|| StoreError::Corrupt(format!("stack refers to frame {f}, which is not stored"))))
-                .collect()
-        })
-        .collect()
+    if let Some(f) = frame_lists.iter().flatten().find(|f| !names.contains_key(f)) {
+        return Err(StoreError::Corrupt(format!("stack refers to frame {f}, which is not stored")));
+    }
+    Ok((frame_lists, names))
 }
 
 /// Names of the given frame ids, through the bounded read cache.
@@ -366,11 +364,7 @@ fn resolve_frames(
                 Some(n) => {
                     names.insert(id, n);
                 }
-                None => {
-                    if !missing.contains(&id) {
-                        missing.push(id);
-                    }
-                }
+                None => missing.push(id),
             }
         }
     }

@@ -252,12 +252,15 @@ impl SqliteStore {
             let mut entries = Vec::new();
             codec::decode_entries(&blob, &mut Vec::new(), |k, c| entries.push((k, c)))?;
             let stack_ids: Vec<i64> = entries.iter().map(|(k, _)| (k >> 3) as i64).collect();
-            let names = query::resolve_stacks(conn, &self.read_cache, &stack_ids)?;
+            let (frame_lists, names) = query::resolve_stacks(conn, &self.read_cache, &stack_ids)?;
             let mut b = ProfileBuilder::new(&service, start_ms, end_ms, period_ns as u64).profile_type(&profile_type);
             *b.labels_mut() = labels;
-            for ((key, count), frames) in entries.iter().zip(&names) {
+            let mut stack: Vec<&str> = Vec::new();
+            for ((key, count), ids) in entries.iter().zip(&frame_lists) {
                 let (_, state) = codec::split_key(*key)?;
-                b.add(frames, state, *count);
+                stack.clear();
+                stack.extend(ids.iter().map(|id| names.get(id).map(|n| &**n).unwrap_or("[unknown]")));
+                b.add(&stack, state, *count);
             }
             Ok(Some(b.finish()))
         })

@@ -99,7 +99,8 @@ pub struct AgentArgs {
     /// Bearer token for the server.
     #[arg(long, env = "HOTFRAME_TOKEN")]
     pub token: Option<String>,
-    /// Directory for the on-disk spool used while the server is unreachable.
+    /// Directory for the on-disk spool used while the server is unreachable (default
+    /// /var/tmp/hotframe-spool/SERVICE; one agent per directory).
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
     /// Largest on-disk spool, in MiB.
@@ -214,7 +215,8 @@ pub struct ScrapeArgs {
     /// Bearer token with the ingest scope.
     #[arg(long, env = "HOTFRAME_TOKEN")]
     pub token: Option<String>,
-    /// Directory for the on-disk spool used while the server is unreachable.
+    /// Directory for the on-disk spool used while the server is unreachable (default
+    /// /var/tmp/hotframe-spool/SERVICE; one agent per directory).
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
 }

@@ -56,6 +56,8 @@ pub struct UploadOptions {
     pub token: Option<String>,
     /// Profiles held in memory before the oldest is dropped. Default 64.
     pub queue_capacity: usize,
+    /// Approximate bytes held in memory before the oldest is dropped. Default 64 MiB.
+    pub queue_max_bytes: usize,
     /// Directory of the on-disk spool; None keeps profiles in memory only. Default none.
     pub spool_dir: Option<PathBuf>,
     /// Largest spool size in bytes; the oldest files go first. Default 64 MiB.
@@ -82,6 +84,7 @@ impl UploadOptions {
             server: server.trim_end_matches('/').to_string(),
             token: None,
             queue_capacity: 64,
+            queue_max_bytes: 64 << 20,
             spool_dir: None,
             spool_max_bytes: 64 << 20,
             retries_per_cycle: 3,
@@ -159,6 +162,19 @@ enum Pending {
 }
 
 impl Pending {
+    /// Approximate bytes held: names, stacks and samples for a profile (the encoded
+    /// size is unknown until the worker encodes it), the body for an envelope.
+    fn approx_bytes(&self) -> usize {
+        match self {
+            Pending::Profile(p) => {
+                let names: usize = p.frames.iter().map(|f| f.len() + 24).sum();
+                let stacks: usize = p.stacks.iter().map(|s| s.len() * 4 + 24).sum();
+                names + stacks + p.samples.len() * 24 + 256
+            }
+            Pending::Encoded(e) => e.body.len() + 256,
+        }
+    }
+
     fn into_envelope(self) -> Envelope {
         match self {
             Pending::Profile(profile) => Envelope::from_profile(&profile),
@@ -169,7 +185,10 @@ impl Pending {
 
 #[derive(Default)]
 struct Queue {
+    /// Use `push_back`/`push_front`/`pop_front` so that `bytes` stays in step.
     profiles: VecDeque<Pending>,
+    /// Approximate bytes of `profiles`.
+    bytes: usize,
     /// The worker holds a profile taken from `profiles` (counts as queued).
     in_flight: bool,
     /// The spool holds envelopes (the worker keeps this in step).
@@ -178,11 +197,35 @@ struct Queue {
     worker_done: bool,
 }
 
+impl Queue {
+    fn push_back(&mut self, pending: Pending) {
+        self.bytes += pending.approx_bytes();
+        self.profiles.push_back(pending);
+    }
+
+    fn push_front(&mut self, pending: Pending) {
+        self.bytes += pending.approx_bytes();
+        self.profiles.push_front(pending);
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.profiles.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(pending.approx_bytes());
+        Some(pending)
+    }
+
+    /// Over either bound (the newest entry always stays, whatever its size).
+    fn over(&self, capacity: usize, max_bytes: usize) -> bool {
+        self.profiles.len() > capacity || (self.bytes > max_bytes && self.profiles.len() > 1)
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     counters: Counters,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Shared {
@@ -243,6 +286,7 @@ impl Uploader {
             wake: Condvar::new(),
             counters: Counters::default(),
             capacity: opts.queue_capacity.max(1),
+            max_bytes: opts.queue_max_bytes,
         });
         let mut worker = Worker::new(opts, spool, Arc::clone(&shared));
         worker.publish_spool();
@@ -259,9 +303,9 @@ impl Uploader {
         let counters = &self.shared.counters;
         counters.submitted.fetch_add(1, Ordering::Relaxed);
         let mut queue = self.shared.lock();
-        queue.profiles.push_back(Pending::Profile(profile));
-        while queue.profiles.len() > self.shared.capacity {
-            queue.profiles.pop_front();
+        queue.push_back(Pending::Profile(profile));
+        while queue.over(self.shared.capacity, self.shared.max_bytes) {
+            queue.pop_front();
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.shared.publish_queue_depth(&queue);
@@ -393,7 +437,7 @@ impl Worker {
                 if queue.shutdown {
                     return None;
                 }
-                if let Some(pending) = queue.profiles.pop_front() {
+                if let Some(pending) = queue.pop_front() {
                     queue.in_flight = true;
                     self.shared.publish_queue_depth(&queue);
                     drop(queue);
@@ -473,8 +517,11 @@ impl Worker {
             } else {
                 // No spool: the profile keeps its place; the queue bound still holds.
                 let mut queue = self.shared.lock();
-                if queue.profiles.len() < self.shared.capacity {
-                    queue.profiles.push_front(Pending::Encoded(envelope));
+                let pending = Pending::Encoded(envelope);
+                if queue.profiles.len() < self.shared.capacity
+                    && queue.bytes + pending.approx_bytes() <= self.shared.max_bytes
+                {
+                    queue.push_front(pending);
                 } else {
                     self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -494,7 +541,7 @@ impl Worker {
         loop {
             let profile = {
                 let mut queue = self.shared.lock();
-                let profile = queue.profiles.pop_front();
+                let profile = queue.pop_front();
                 self.shared.publish_queue_depth(&queue);
                 profile
             };

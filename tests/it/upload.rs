@@ -330,3 +330,20 @@ fn a_503_with_retry_after_is_honoured_too() {
     assert_eq!(received_seqs(&server), vec![3, 3], "the same profile, sent again");
 }
 
+
+#[test]
+fn the_memory_queue_is_bounded_in_bytes_too() {
+    let addr = free_addr();
+    let mut opts = fast_options(addr);
+    opts.queue_capacity = 1000;
+    // A few hundred bytes per small test profile: room for about two.
+    opts.queue_max_bytes = 1500;
+    opts.backoff_cap = Duration::from_secs(5);
+    let uploader = Uploader::start(opts).unwrap();
+    for seq in 0..20 {
+        uploader.submit(profile(seq));
+    }
+    let stats = uploader.stats();
+    assert!(stats.queued <= 6, "{stats:?}");
+    assert!(stats.dropped >= 14, "{stats:?}");
+}

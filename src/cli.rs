@@ -215,8 +215,7 @@ pub struct ScrapeArgs {
     /// Bearer token with the ingest scope.
     #[arg(long, env = "HOTFRAME_TOKEN")]
     pub token: Option<String>,
-    /// Directory for the on-disk spool used while the server is unreachable (default
-    /// /var/tmp/hotframe-spool/SERVICE; one agent per directory).
+    /// Directory for the on-disk spool used while the server is unreachable.
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
 }

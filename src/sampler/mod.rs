@@ -208,6 +208,8 @@ struct Thread {
     off_debt_ns: i64,
     /// A sched_switch record or an on-CPU sample arrived since the last tick.
     active: bool,
+    /// A sched_switch record arrived since the last tick.
+    switched: bool,
     last_oncpu: Option<Stack>,
     /// On-CPU stacks sampled since the last tick (for run-queue time).
     recent_oncpu: Vec<Stack>,
@@ -436,6 +438,7 @@ impl Sampler {
                 off_carry_ns: 0,
                 off_debt_ns: 0,
                 active: true,
+                switched: false,
                 last_oncpu: None,
                 recent_oncpu: Vec::new(),
                 runq_carry_ns: 0,
@@ -535,6 +538,7 @@ impl Sampler {
         if let Some(switch) = thread.switch.as_mut() {
             if drain_switch(switch, switch_tp, &mut thread.switch_out) > 0 {
                 thread.active = true;
+                thread.switched = true;
             }
         }
         let Some(event) = thread.event.as_mut() else { return };
@@ -640,6 +644,7 @@ impl Sampler {
         if let Some(switch) = thread.switch.as_mut() {
             if drain_switch(switch, switch_tp, &mut thread.switch_out) > 0 {
                 thread.active = true;
+                thread.switched = true;
             }
             // Neither left a CPU nor was sampled on one since the last tick: still where
             // it was seen sleeping, no need to read /proc. (If it was woken and runs right
@@ -650,6 +655,7 @@ impl Sampler {
                 return true;
             }
         }
+        let switched = std::mem::take(&mut thread.switched);
         thread.active = false;
         let Ok(sched) = proc_files.schedstat() else { return false };
         let cpu = sched.cpu_ns.saturating_sub(thread.sched.cpu_ns) as i64;
@@ -684,6 +690,14 @@ impl Sampler {
 
         if ran {
             thread.offcpu_valid = false;
+        }
+        // With switch records: on a CPU since the last tick and not off it since, or last
+        // switched out by preemption, means runnable now: nothing to read.
+        let runnable = thread.switch.is_some()
+            && ((ran && !switched) || (switched && thread.switch_out.is_some_and(|o| o.state == Some('R'))));
+        if runnable {
+            count_offcpu(thread, target, symbolizer, stats, period_ns);
+            return true;
         }
         if !thread.offcpu_valid {
             // Back to sleep where it slept last time (a worker loop): the last switch-out

@@ -7,12 +7,14 @@
 //!
 //! How: on-CPU samples come from one perf_event_open cpu-clock event per thread (user
 //! registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
-//! frame-pointer callchain); they are RUNNABLE. At every tick of the same frequency
-//! each thread that is not running is read from /proc (state, syscall with arguments,
-//! user sp/pc), its stack is read with process_vm_readv and unwound, and it is counted
-//! once in the state `state::classify` decides; the result is reused until the thread
-//! runs again. Time spent runnable but waiting for a CPU (schedstat run delay) is
-//! counted RUNNABLE only with `SamplerOptions::runqueue`. See docs/thread-states.md.
+//! frame-pointer callchain); they are RUNNABLE. At every tick of the same frequency each
+//! thread's time since its last tick is split with schedstat into CPU time, run-queue
+//! delay and off-CPU time; off-CPU time is counted in the state `state::observe` gives
+//! from /proc (state, syscall with arguments, user sp/pc) and a sched_switch record
+//! (frame pointer, state it left in), with the stack read by process_vm_readv and
+//! unwound; observations are reused until the thread runs again. Run-queue delay is
+//! counted RUNNABLE only with `SamplerOptions::runqueue`. Names come from
+//! `crate::symbolize` at `take_profiles`. See docs/thread-states.md.
 //!
 //! Must not: touch the network, block longer than `poll`'s `max_wait`, or stop the
 //! target (no ptrace).

@@ -868,18 +868,18 @@ fn sample_stack(
         let mut first_in_mode = true;
         for i in 0..chain.len() {
             let Some(addr) = chain.get(i) else { break };
-            if addr >= perf_event_open_sys::bindings::PERF_CONTEXT_MAX as u64 {
+            if addr >= perf_event_open_sys::bindings::PERF_CONTEXT_MAX {
                 mode = addr;
                 first_in_mode = true;
                 continue;
             }
             let lookup = if first_in_mode { addr } else { addr.saturating_sub(1) };
             first_in_mode = false;
-            if mode == perf_event_open_sys::bindings::PERF_CONTEXT_KERNEL as u64 {
+            if mode == perf_event_open_sys::bindings::PERF_CONTEXT_KERNEL {
                 if opts.kernel {
                     frames.push(RawFrame::Kernel(lookup));
                 }
-            } else if mode == perf_event_open_sys::bindings::PERF_CONTEXT_USER as u64 {
+            } else if mode == perf_event_open_sys::bindings::PERF_CONTEXT_USER {
                 user_chain.push(lookup);
             }
         }

@@ -63,13 +63,13 @@ impl ElfUnwindInfo {
         let range = |name: &str| file.section_by_name(name).map(|s| s.address()..s.address() + s.size());
         let segments = file
             .segments()
-            .filter_map(|seg| {
+            .map(|seg| {
                 let (offset, size) = seg.file_range();
                 let exec = match seg.flags() {
                     SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
                     _ => false,
                 };
-                Some((seg.address(), offset, size, exec))
+                (seg.address(), offset, size, exec)
             })
             .collect();
         Some(ElfUnwindInfo {

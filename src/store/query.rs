@@ -234,7 +234,8 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     for s in &q.states {
         keep[s.index()] = true;
     }
-    let mut merged: IntMap<u64, (u64, u64)> = IntMap::default();
+    // Sized for a typical service, so that it rarely rehashes while merging.
+    let mut merged: IntMap<u64, (u64, u64)> = IntMap::with_capacity_and_hasher(1 << 14, Default::default());
     let mut used = vec![false; series.len()];
     let (mut profiles, mut profile_ms, mut first, mut last) = (0u64, 0i64, i64::MAX, i64::MIN);
     let mut scratch = Vec::new();

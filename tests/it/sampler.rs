@@ -437,7 +437,7 @@ fn a_library_loaded_after_attach_is_unwound_and_named() {
         .filter(|(s, _, _)| s.last().is_some_and(|f| f == "plugin_hot") && s.iter().any(|f| f == "main") && s[0] == "_start")
         .map(|(_, _, n)| n)
         .sum();
-    assert!(in_plugin > 20, "few samples in the dlopened library:\n{}", folded(&samples));
+    assert!(in_plugin >= 5, "few samples in the dlopened library:\n{}", folded(&samples));
     assert!(complete as f64 >= 0.95 * in_plugin as f64, "{complete} of {in_plugin} complete:\n{}", folded(&samples));
 }
 

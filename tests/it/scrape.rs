@@ -2,7 +2,7 @@
 //! pprof-rs `/debug/pprof/profile` endpoint, named in a `[[scrape]]` table of a config
 //! file that also holds server settings, and forwards to a real `hotframe serve`.
 
-use crate::inproc::{checkout_service, drive_checkout, get_json, hotframe_serve, wait_for_frame, Proc, HOTFRAME};
+use crate::inproc::{checkout_service, drive_until_hot, get_json, hotframe_serve, Proc, HOTFRAME};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,30 +25,21 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
     .unwrap();
     let mut scraper = Proc(
         Command::new(HOTFRAME)
-            .args(["scrape", "--server", &server, "--duration", "9s", "--config"])
+            .args(["scrape", "--server", &server, "--duration", "60s", "--config"])
             .arg(&config)
             .env("HOTFRAME_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let requests = drive_checkout(&service_url, Duration::from_secs(8));
-    assert!(requests > 0);
-    wait_for_frame(&server, "scraped", "validate_coupon", 10, Duration::from_secs(20));
+    drive_until_hot(&service_url, &server, "scraped", "validate_coupon", 10);
     let services = get_json(&format!("{server}/api/v1/services"));
     let scraped = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "scraped").unwrap().clone();
     assert_eq!(scraped["labels"]["region"][0], "eu");
     let instance = service_url.trim_start_matches("http://");
     assert_eq!(scraped["labels"]["instance"][0], instance);
-    // --duration ends it with a flush and exit 0.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = scraper.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "scrape did not stop after --duration");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // SIGTERM ends it with a flush and exit 0 (a fetch in flight is waited for).
+    let status = scraper.terminate(Duration::from_secs(30));
     assert!(status.success(), "scrape exited with {status}");
 
     // The server's own config loader accepts the file with its [[scrape]] tables.

@@ -34,7 +34,7 @@ fn run_to_end(mut command: Command, limit: Duration) {
 }
 
 fn check_series(server: &str, service: &str, hot: &str) {
-    let graph = wait_for_frame(server, service, hot, 20, Duration::from_secs(20));
+    let graph = wait_for_frame(server, service, hot, 10, Duration::from_secs(20));
     let total = graph["root"]["total"].as_u64().unwrap();
     let hot_total = total_of(&graph["root"], hot);
     assert!(hot_total * 4 >= total, "{hot} has {hot_total} of {total} samples in {service}");

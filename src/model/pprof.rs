@@ -6,6 +6,7 @@
 use super::profile::{ModelError, Profile, ProfileBuilder};
 use super::state::ThreadState;
 use pprof::protos::{self, Message};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -79,6 +80,40 @@ fn string_at(table: &[String], index: i64) -> Result<&str, ModelError> {
         .ok_or_else(|| ModelError::BadPprof(format!("string index {index} out of range")))
 }
 
+/// pprof ids (function, location) to values: a plain vector when the ids are small and
+/// dense, as every encoder we know writes them (1..=n), a hash map otherwise.
+struct IdTable<T: Copy> {
+    dense: Vec<Option<T>>,
+    sparse: FxHashMap<u64, T>,
+    limit: u64,
+}
+
+impl<T: Copy> IdTable<T> {
+    fn with_capacity(n: usize) -> IdTable<T> {
+        IdTable { dense: Vec::with_capacity(n + 1), sparse: FxHashMap::default(), limit: 4 * n as u64 + 16 }
+    }
+
+    fn insert(&mut self, id: u64, value: T) {
+        if id < self.limit {
+            let i = id as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, None);
+            }
+            self.dense[i] = Some(value);
+        } else {
+            self.sparse.insert(id, value);
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<T> {
+        if id < self.limit {
+            self.dense.get(id as usize).copied().flatten()
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+}
+
 /// How one sample value becomes a sample count.
 enum Scale {
     Count,
@@ -111,30 +146,31 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         (opts.start_ms, opts.end_ms)
     };
 
-    let functions: HashMap<u64, &protos::Function> = msg.function.iter().map(|f| (f.id, f)).collect();
-    let mappings: HashMap<u64, &protos::Mapping> = msg.mapping.iter().map(|m| (m.id, m)).collect();
     let mut builder = ProfileBuilder::new(&opts.service, start_ms, end_ms, period_ns).profile_type(profile_type);
 
-    // Location id -> frame ids, outermost inlined function first.
-    let mut location_frames: HashMap<u64, Vec<u32>> = HashMap::with_capacity(msg.location.len());
+    // Function id -> frame id, each name interned once.
+    let mut function_frames = IdTable::with_capacity(msg.function.len());
+    for f in &msg.function {
+        let name = string_at(st, f.name)?;
+        let name = if name.is_empty() { string_at(st, f.system_name)? } else { name };
+        let frame = builder.intern_frame(if name.is_empty() { "[unknown]" } else { name });
+        function_frames.insert(f.id, frame);
+    }
+    let mappings: FxHashMap<u64, &protos::Mapping> = msg.mapping.iter().map(|m| (m.id, m)).collect();
+
+    // Location id -> a range of `location_buf` holding its frames, outermost inlined
+    // function first (pprof lists them leaf first).
+    let mut location_buf: Vec<u32> = Vec::with_capacity(msg.location.len() * 2);
+    let mut location_ranges = IdTable::with_capacity(msg.location.len());
     for loc in &msg.location {
-        let mut frames = Vec::with_capacity(loc.line.len().max(1));
-        // pprof lists inlined functions leaf first; we keep root first.
+        let start = location_buf.len() as u32;
         for line in loc.line.iter().rev() {
-            let name = match functions.get(&line.function_id) {
-                Some(f) => {
-                    let name = string_at(st, f.name)?;
-                    if name.is_empty() {
-                        string_at(st, f.system_name)?
-                    } else {
-                        name
-                    }
-                }
-                None => return Err(ModelError::BadPprof(format!("unknown function id {}", line.function_id))),
-            };
-            frames.push(builder.intern_frame(if name.is_empty() { "[unknown]" } else { name }));
+            let frame = function_frames
+                .get(line.function_id)
+                .ok_or_else(|| ModelError::BadPprof(format!("unknown function id {}", line.function_id)))?;
+            location_buf.push(frame);
         }
-        if frames.is_empty() {
+        if loc.line.is_empty() {
             let module = mappings
                 .get(&loc.mapping_id)
                 .and_then(|m| string_at(st, m.filename).ok())
@@ -144,13 +180,14 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
                 Some(m) => format!("[unknown] {m}+{:#x}", loc.address),
                 None => format!("[unknown] {:#x}", loc.address),
             };
-            frames.push(builder.intern_frame(&name));
+            location_buf.push(builder.intern_frame(&name));
         }
-        location_frames.insert(loc.id, frames);
+        location_ranges.insert(loc.id, (start, location_buf.len() as u32));
     }
 
     let state_key = st.iter().position(|s| s == THREAD_STATE_LABEL).map(|i| i as i64);
-    let mut totals: HashMap<(u32, ThreadState), u128> = HashMap::new();
+    let mut totals: FxHashMap<(u32, ThreadState), u128> = FxHashMap::default();
+    let mut state_names: FxHashMap<i64, ThreadState> = FxHashMap::default();
     let mut stack = Vec::new();
     for sample in &msg.sample {
         let value = *sample.value.get(value_index).ok_or_else(|| {
@@ -161,16 +198,24 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         }
         stack.clear();
         for id in sample.location_id.iter().rev() {
-            let frames = location_frames
-                .get(id)
+            let (start, end) = location_ranges
+                .get(*id)
                 .ok_or_else(|| ModelError::BadPprof(format!("unknown location id {id}")))?;
-            stack.extend_from_slice(frames);
+            stack.extend_from_slice(&location_buf[start as usize..end as usize]);
         }
         let mut state = ThreadState::Runnable;
         if let Some(key) = state_key {
             if let Some(label) = sample.label.iter().find(|l| l.key == key) {
-                let text = string_at(st, label.str)?;
-                state = text.parse().map_err(|e| ModelError::BadPprof(format!("{e}")))?;
+                state = match state_names.get(&label.str) {
+                    Some(s) => *s,
+                    None => {
+                        let s: ThreadState = string_at(st, label.str)?
+                            .parse()
+                            .map_err(|e| ModelError::BadPprof(format!("{e}")))?;
+                        state_names.insert(label.str, s);
+                        s
+                    }
+                };
             }
         }
         let id = builder.intern_stack(&stack);

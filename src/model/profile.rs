@@ -4,7 +4,8 @@
 
 use super::state::{StateCounts, ThreadState};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 
 /// Samples of one stack in one thread state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,9 +219,9 @@ impl ProfileBuilder {
     pub fn new(service: &str, start_ms: i64, end_ms: i64, period_ns: u64) -> ProfileBuilder {
         ProfileBuilder {
             profile: Profile::empty(service, start_ms, end_ms, period_ns),
-            frame_ids: HashMap::new(),
-            stack_ids: HashMap::new(),
-            sample_ids: HashMap::new(),
+            frame_ids: HashMap::default(),
+            stack_ids: HashMap::default(),
+            sample_ids: HashMap::default(),
             scratch: Vec::new(),
         }
     }

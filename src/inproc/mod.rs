@@ -286,8 +286,13 @@ impl Window {
         // which allocates: if that first signal lands while a thread is inside malloc,
         // the process can deadlock. Taking the first sample here, on this thread, at a
         // point where nothing is held, builds it safely.
+        // Once per process: later restarts reuse the unwinder (and would each add a
+        // sample of this thread).
+        static UNWINDER_BUILT: std::sync::Once = std::sync::Once::new();
         // SAFETY: raise() only sends SIGPROF to this thread; pprof-rs's handler is installed.
-        unsafe { libc::raise(libc::SIGPROF) };
+        UNWINDER_BUILT.call_once(|| unsafe {
+            libc::raise(libc::SIGPROF);
+        });
         Ok(guard)
     }
 

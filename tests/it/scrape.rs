@@ -19,7 +19,7 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
     std::fs::write(
         &config,
         format!(
-            "maintenance_interval = \"5m\"\n\n[[scrape]]\ntarget = \"{service_url}/debug/pprof/profile\"\nservice = \"scraped\"\ninterval = \"2s\"\nlabels = {{ region = \"eu\" }}\n"
+            "maintenance_interval = \"5m\"\n\n[[scrape]]\ntarget = \"{service_url}/debug/pprof/profile\"\nservice = \"scraped\"\ninterval = \"2s\"\nlabels = {{ region = \"eu\" }}\n\n[[scrape]]\ntarget = \"http://127.0.0.1:9/debug/pprof/profile\"\nservice = \"down\"\ninterval = \"2s\"\n"
         ),
     )
     .unwrap();
@@ -28,10 +28,13 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
             .args(["scrape", "--server", &server, "--duration", "60s", "--config"])
             .arg(&config)
             .env("HOTFRAME_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let scraping_since = std::time::Instant::now();
     drive_until_hot(&service_url, &server, "scraped", "validate_coupon", 10);
     let services = get_json(&format!("{server}/api/v1/services"));
     let scraped = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "scraped").unwrap().clone();
@@ -41,6 +44,15 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
     // SIGTERM ends it with a flush and exit 0 (a fetch in flight is waited for).
     let status = scraper.terminate(Duration::from_secs(30));
     assert!(status.success(), "scrape exited with {status}");
+    // The target that refuses connections did not stop the other one, was retried,
+    // and was not hammered: full-jitter backoff up to the 2 s interval between tries.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut scraper.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let failures = stderr.lines().filter(|l| l.contains("127.0.0.1:9/debug/pprof/profile?seconds=2")).count() as u64;
+    let elapsed = scraping_since.elapsed().as_secs();
+    eprintln!("scrape: {failures} failed fetches of the down target in {elapsed} s");
+    assert!(failures >= 2, "the down target was not retried:\n{stderr}");
+    assert!(failures <= 2 * elapsed + 5, "{failures} failed fetches in {elapsed} s: no backoff?\n{stderr}");
 
     // The server's own config loader accepts the file with its [[scrape]] tables.
     let check = Command::new(HOTFRAME)

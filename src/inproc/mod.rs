@@ -367,7 +367,8 @@ mod tests {
     #[test]
     fn builder_refuses_bad_settings_with_a_hint() {
         let err = |b: AgentBuilder| b.start().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err(Agent::builder().service("x")).contains(".server("));
+        // The documented path, with or without the external agent's feature.
+        assert!(err(crate::agent::Agent::builder().service("x")).contains(".server("));
         assert!(err(Agent::builder().server("http://127.0.0.1:1")).contains(".service("));
         assert!(err(Agent::builder().server("http://127.0.0.1:1").service("a b")).contains("invalid service"));
         assert!(err(Agent::builder().server("http://127.0.0.1:1").service("a").label("1x", "v")).contains("label name"));

@@ -841,7 +841,7 @@ fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, 
 
 /// Keeps the last sched_switch record of a thread (user registers, state).
 fn drain_switch(switch: &mut PerfEvent, tp: Option<&perf::SwitchTracepoint>, last: &mut Option<perf::SwitchOut>) -> usize {
-    switch.drain(|record| {
+    switch.drain_last_sample(|record| {
         if let EventRecord::Sample(s) = record {
             if let Some(out) = tp.and_then(|tp| tp.parse(&s)) {
                 *last = Some(out);

@@ -148,7 +148,18 @@ impl PerfEvent {
 
     /// Hands every record written since the last call to `f`, oldest first, then
     /// frees their space in the ring. Returns the number of records.
-    pub fn drain(&mut self, mut f: impl FnMut(EventRecord<'_>)) -> usize {
+    pub fn drain(&mut self, f: impl FnMut(EventRecord<'_>)) -> usize {
+        self.drain_where(false, f)
+    }
+
+    /// Like `drain`, but parses only the newest sample record (a thread's last
+    /// switch-out is all the sampler needs of its switch events). Returns the number of
+    /// records freed.
+    pub fn drain_last_sample(&mut self, f: impl FnMut(EventRecord<'_>)) -> usize {
+        self.drain_where(true, f)
+    }
+
+    fn drain_where(&mut self, last_sample_only: bool, mut f: impl FnMut(EventRecord<'_>)) -> usize {
         let meta = self.base as *mut sys::bindings::perf_event_mmap_page;
         // SAFETY: meta is the mapped control page; head is written by the kernel, so read
         // it volatile and fence before reading the data it covers.
@@ -160,6 +171,8 @@ impl PerfEvent {
         let data = unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
         let size = self.data_size as u64;
         let mut count = 0;
+        // (type, misc, body position, body length) of the newest sample, when deferred.
+        let mut last: Option<(u32, u16, u64, usize)> = None;
         while tail + 8 <= head {
             let header = read_wrapped(data, tail % size, 8);
             let header = header.as_slice();
@@ -173,13 +186,23 @@ impl PerfEvent {
             }
             let body_start = (tail + 8) % size;
             let body_len = (record_size - 8) as usize;
-            let body = read_wrapped(data, body_start, body_len);
-            let raw = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info);
-            if let Ok(record) = raw.parse() {
-                f(record);
+            if last_sample_only && record_type == RecordType::SAMPLE.0 {
+                last = Some((record_type, misc, body_start, body_len));
+            } else {
+                let body = read_wrapped(data, body_start, body_len);
+                let raw = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info);
+                if let Ok(record) = raw.parse() {
+                    f(record);
+                }
             }
             count += 1;
             tail += record_size;
+        }
+        if let Some((record_type, misc, body_start, body_len)) = last {
+            let body = read_wrapped(data, body_start, body_len);
+            if let Ok(record) = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info).parse() {
+                f(record);
+            }
         }
         fence(Ordering::Release);
         // SAFETY: publishing the new tail lets the kernel reuse the space.

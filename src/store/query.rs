@@ -299,13 +299,16 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     })
 }
 
+/// Frame id -> name.
+pub(super) type FrameNames = IntMap<i64, Arc<str>>;
+
 /// Frame ids of each stack id (root first) and the names of those frames, through the
 /// bounded read cache. Every frame id returned has a name (else `Corrupt`).
 pub(super) fn resolve_stacks(
     conn: &Connection,
     cache: &Mutex<ReadCache>,
     stack_ids: &[i64],
-) -> Result<(Vec<Vec<i64>>, IntMap<i64, Arc<str>>), StoreError> {
+) -> Result<(Vec<Vec<i64>>, FrameNames), StoreError> {
     // Stack id -> encoded frame ids.
     let mut encoded: Vec<Option<Arc<[u8]>>> = {
         let mut c = super::sqlite::lock(cache);

@@ -165,6 +165,7 @@ fn c_workload_shares_states_and_complete_stacks() {
     assert!(a + b > 100.0, "too few samples of hot_a/warm_b: {a} + {b}; {stats:?} {figures:?}");
     let own = figures["hot_a_ns"] / (figures["hot_a_ns"] + figures["warm_b_ns"]);
     let seen = a / (a + b);
+    eprintln!("hot_a share {seen:.3} vs the workload's own {own:.3} ({a} + {b} samples)");
     assert!((seen - own).abs() <= 0.05, "hot_a share {seen:.3} vs the workload's own {own:.3}");
 
     // The sleeper: TIMED_WAITING about as much as it measured itself sleeping. RUNNABLE
@@ -173,6 +174,8 @@ fn c_workload_shares_states_and_complete_stacks() {
     let sleeper = states_of(&samples, "sleeper");
     let own_sleep = figures["sleep_ns"] / (figures["sleep_ns"] + figures["sleeper_cpu_ns"]);
     let tw = share(&sleeper, ThreadState::TimedWaiting);
+    eprintln!("sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}; contender {contender_states:?}; waiter {waiter_states:?}",
+        contender_states = states_of(&samples, "mutex_contender"), waiter_states = states_of(&samples, "condvar_waiter"));
     assert!((tw - own_sleep).abs() <= 0.10, "sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}: {sleeper:?}");
     assert!(sleeper.keys().all(|s| matches!(s, ThreadState::Runnable | ThreadState::TimedWaiting)), "{sleeper:?}");
 
@@ -192,7 +195,7 @@ fn c_workload_shares_states_and_complete_stacks() {
         assert!(total as f64 <= 1.1 * sampled_periods, "{function} has {total} samples over {sampled_periods:.0} periods");
     }
     let contender = states_of(&samples, "mutex_contender");
-    assert!(share(&contender, ThreadState::Blocked) >= 0.6, "mutex contender: {contender:?}");
+    assert!(share(&contender, ThreadState::Blocked) >= 0.75, "mutex contender: {contender:?}");
 
     // Complete stacks: on-CPU samples reach the thread entry.
     let (mut complete, mut total) = (0u64, 0u64);

@@ -502,6 +502,17 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
     let child = Command::new(&exe).arg("2").stdout(std::process::Stdio::null()).spawn().expect("start shop");
     let pid = child.id();
     let _reaper = Reaper(child);
+    // This test is about names, not about attaching mid-exec: wait until the dynamic
+    // loader has mapped libc, so the walk to `_start` does not depend on who wins that race.
+    let began = std::time::Instant::now();
+    while began.elapsed() < Duration::from_secs(10)
+        && !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("libc.so") && l.contains(" r-xp "))
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));

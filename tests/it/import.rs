@@ -163,4 +163,30 @@ fn pprof_export_follows_the_rules_go_tool_pprof_checks() {
     let leaf = profile.location.iter().find(|l| l.id == heaviest.location_id[0]).unwrap();
     assert_eq!(name(leaf.line[0].function_id), "b");
     assert_eq!(heaviest.value[0], 5);
+
+    // And Go's own reader: `go tool pprof -top` (Debian golang-go, installed by .ci/run).
+    let tmp_home = dir.path().join("gohome");
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=samples"])
+        .arg(&file)
+        .env("HOME", &tmp_home)
+        .env("GOCACHE", tmp_home.join("cache"))
+        .output();
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "go tool pprof failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+            assert!(text.contains("Total samples = 10"), "go tool pprof read other totals:\n{text}");
+            let flat_of = |f: &str| {
+                text.lines()
+                    .find(|l| l.split_whitespace().last() == Some(f))
+                    .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            };
+            assert_eq!(flat_of("b").as_deref(), Some("5"), "{text}");
+            assert_eq!(flat_of("c").as_deref(), Some("3"), "{text}");
+            assert_eq!(flat_of("d").as_deref(), Some("2"), "{text}");
+        }
+        Err(e) if std::env::var_os("CI").is_none() => eprintln!("skipping go tool pprof (go not installed: {e})"),
+        Err(e) => panic!("CI must run go tool pprof, but go is missing: {e}"),
+    }
 }

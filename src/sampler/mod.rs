@@ -903,6 +903,7 @@ fn sample_stack(
         }
     };
     count_walk(stats, end, addrs.len());
+    target.image.refresh_if_any_unknown(addrs, files, symbolizer);
     frames.extend(addrs.iter().map(|a| target.image.normalize(*a)));
     if frames.is_empty() {
         return None;

@@ -255,6 +255,16 @@ impl ProcessImage {
         }
     }
 
+    /// Re-reads the maps if any of `addrs` is unknown (rate-limited like
+    /// `refresh_if_unknown`). A walk can end on a caller's return address in a library
+    /// mapped after attach (a command started by the agent, attached while the dynamic
+    /// loader runs): the leaf alone would never ask for it.
+    pub fn refresh_if_any_unknown(&mut self, addrs: &[u64], files: &mut FileCache, symbolizer: &Symbolizer) {
+        if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none()) {
+            self.refresh_if_unknown(addr, files, symbolizer);
+        }
+    }
+
     /// The path the symbolizer and parser open: the mapped file itself if it is still the
     /// same file (same inode), otherwise the process's own handle on it.
     fn open_path(&self, m: &Mapping) -> PathBuf {

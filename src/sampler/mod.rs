@@ -7,8 +7,9 @@
 //!
 //! How: on-CPU samples come from one perf_event_open cpu-clock event per thread (user
 //! registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
-//! frame-pointer callchain); they are RUNNABLE. At every tick of the same frequency each
-//! thread's time since its last tick is split with schedstat into CPU time, run-queue
+//! frame-pointer callchain); they are RUNNABLE. At every wall-clock tick (one period
+//! after a thread went to sleep, told by its sched_switch record, else every 200 ms;
+//! every period without switch events) each thread's time since its last tick is split with schedstat into CPU time, run-queue
 //! delay and off-CPU time; off-CPU time is counted in the state `state::observe` gives
 //! from /proc (state, syscall with arguments, user sp/pc) and a sched_switch record
 //! (frame pointer, state it left in), with the stack read by process_vm_readv and
@@ -238,9 +239,16 @@ pub struct Sampler {
     files: FileCache,
     symbolizer: Symbolizer,
     stats: SamplerStats,
+    /// No tick before this (one period after the last).
     next_tick: Instant,
+    /// A tick at the latest by this, even if no thread went to sleep.
+    idle_tick: Instant,
+    /// Next /proc rescan of targets' threads and liveness.
+    next_rescan: Instant,
     scratch_addrs: Vec<u64>,
     scratch_stack: Vec<u8>,
+    scratch_fds: Vec<libc::pollfd>,
+    prefetch: Prefetch,
     pending_events: Vec<SamplerEvent>,
     pending_threads: Vec<(u32, u32)>,
     dirty_images: HashSet<u32>,
@@ -269,9 +277,16 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
-/// Threads and liveness of every target are re-read from /proc every this many ticks,
-/// as a backstop to fork/exit records.
-const RESCAN_TICKS: u64 = 50;
+/// Threads and liveness of every target are re-read from /proc this often, as a
+/// backstop to fork records and thread exits (a rescan also follows every thread exit
+/// at once, so a target that exits is reported promptly).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest time between two wall-clock ticks. A tick is due one period after the last
+/// when a thread went to sleep since (its switch record wakes the sampler); threads that
+/// run (perf samples) or keep sleeping where they were seen (time accounted exactly at
+/// the next tick) need none, so without sleeps the sampler ticks only this often.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 impl Sampler {
     /// A sampler with no targets. Fails with `Permission` when perf_event_open is not
@@ -322,8 +337,12 @@ impl Sampler {
             symbolizer: Symbolizer::new(),
             stats: SamplerStats::default(),
             next_tick: now + Duration::from_nanos(period_ns),
+            idle_tick: now + IDLE_TICK,
+            next_rescan: now + RESCAN_INTERVAL,
             scratch_addrs: Vec::with_capacity(unwind::MAX_FRAMES),
             scratch_stack: Vec::new(),
+            scratch_fds: Vec::new(),
+            prefetch: Prefetch::default(),
             pending_events: Vec::new(),
             pending_threads: Vec::new(),
             dirty_images: HashSet::new(),
@@ -451,13 +470,28 @@ impl Sampler {
         Ok(true)
     }
 
-    /// Waits up to `max_wait` (or the next tick, whichever is first), then reads every
-    /// ring buffer, unwinds and accumulates the samples, and at a tick accounts for the
-    /// threads that are off-CPU. Returns what happened to the targets.
+    /// Waits up to `max_wait` (less if a tick or rescan is due first, or a ring buffer
+    /// fills past its watermark), then reads every ring buffer, unwinds and accumulates
+    /// the samples, and at a tick accounts for the threads that are off-CPU. Returns
+    /// what happened to the targets.
+    ///
+    /// Wake-ups are few on purpose: on-CPU samples wait in their ring until it is half
+    /// full; in wall-clock mode a tick comes one period after the last only if a thread
+    /// went to sleep since (its filtered sched_switch record wakes the poll), else after
+    /// `IDLE_TICK`; with `wall_clock` off there are no ticks at all.
     pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<SamplerEvent>, SamplerError> {
         let now = Instant::now();
-        let wake = self.next_tick.min(now + max_wait);
-        self.wait_for_data(wake.saturating_duration_since(now));
+        let mut wake = self.next_rescan.min(now + max_wait);
+        // Switch records are watched only once a tick may follow, so they cannot wake
+        // the sampler more than once per period.
+        let watch_switches = self.opts.wall_clock && now >= self.next_tick;
+        // A thread without a switch event (no tracefs) cannot say it went to sleep: tick
+        // every period then, as the only way to see where it sleeps.
+        let every_period = self.opts.wall_clock && self.threads.values().any(|t| t.switch.is_none());
+        if self.opts.wall_clock {
+            wake = wake.min(if watch_switches && !every_period { self.idle_tick } else { self.next_tick });
+        }
+        let slept = self.wait_for_data(wake.saturating_duration_since(now), watch_switches);
         self.drain_all();
         let mut tids: Vec<(u32, u32)> = std::mem::take(&mut self.pending_threads);
         tids.dedup();
@@ -472,31 +506,54 @@ impl Sampler {
             }
         }
         let now = Instant::now();
-        if now >= self.next_tick {
-            self.tick(now)?;
+        if self.opts.wall_clock && now >= self.next_tick && (slept || every_period || now >= self.idle_tick) {
+            self.tick(now);
+        }
+        self.prefetch.send(&self.symbolizer);
+        if now >= self.next_rescan || self.threads.is_empty() {
+            self.next_rescan = now + RESCAN_INTERVAL;
+            self.rescan()?;
         }
         Ok(std::mem::take(&mut self.pending_events))
     }
 
-    fn wait_for_data(&mut self, timeout: Duration) {
+    /// Waits for a ring buffer past its watermark, a thread exit, with `switches` a
+    /// thread going to sleep, or `timeout`. Returns whether a thread went to sleep.
+    fn wait_for_data(&mut self, timeout: Duration, switches: bool) -> bool {
         if timeout.is_zero() {
-            return;
+            return false;
         }
-        let mut fds: Vec<libc::pollfd> = self
-            .threads
-            .values()
-            .filter_map(|t| t.event.as_ref())
-            .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let fds = &mut self.scratch_fds;
+        fds.clear();
+        fds.extend(
+            self.threads
+                .values()
+                .filter_map(|t| t.event.as_ref())
+                .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 }),
+        );
+        let events = fds.len();
+        if switches {
+            fds.extend(
+                self.threads
+                    .values()
+                    .filter_map(|t| t.switch.as_ref())
+                    .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 }),
+            );
+        }
         if fds.is_empty() {
             std::thread::sleep(timeout);
-            return;
+            return false;
         }
-        // SAFETY: fds is a valid array of pollfd for its length.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms.max(1)) };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: fds is a valid array of pollfd for its length; ts outlives the call.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+        let slept = fds[events..].iter().any(|f| f.revents & libc::POLLIN != 0);
         // A thread's event reports POLLHUP once the thread exited: drop it after a last drain.
-        let hung: HashSet<i32> = fds.iter().filter(|f| f.revents & libc::POLLHUP != 0).map(|f| f.fd).collect();
+        let hung: HashSet<i32> =
+            fds[..events].iter().filter(|f| f.revents & libc::POLLHUP != 0).map(|f| f.fd).collect();
         if !hung.is_empty() {
             let gone: Vec<u32> = self
                 .threads
@@ -509,7 +566,10 @@ impl Sampler {
                 self.threads.remove(&tid);
             }
             self.stats.threads_active = self.threads.len() as u64;
+            // Perhaps the whole process exited: find out now.
+            self.next_rescan = Instant::now();
         }
+        slept
     }
 
     fn drain_all(&mut self) {
@@ -527,6 +587,7 @@ impl Sampler {
             symbolizer,
             stats,
             scratch_addrs,
+            prefetch,
             pending_events,
             pending_threads,
             dirty_images,
@@ -550,7 +611,7 @@ impl Sampler {
         event.drain(|record| match record {
             EventRecord::Sample(sample) => {
                 if let Some(stack) = sample_stack(&sample, opts, target, files, symbolizer, stats, scratch_addrs) {
-                    count(&mut target.counts, symbolizer, &stack, RUNNABLE, 1);
+                    count(&mut target.counts, prefetch, &stack, RUNNABLE, 1);
                     stats.samples += 1;
                     if opts.wall_clock && recent.len() < MAX_RECENT {
                         recent.push(stack.clone());
@@ -579,22 +640,21 @@ impl Sampler {
         }
     }
 
-    fn tick(&mut self, now: Instant) -> Result<(), SamplerError> {
+    /// Accounts every thread up to `now` (wall-clock mode only).
+    fn tick(&mut self, now: Instant) {
+        if !self.opts.wall_clock {
+            return;
+        }
         self.stats.ticks += 1;
         self.next_tick = now + self.period;
-        if self.opts.wall_clock {
-            let tids: Vec<u32> = self.threads.keys().copied().collect();
-            for tid in tids {
-                if !self.account_thread(tid, now) {
-                    self.threads.remove(&tid);
-                }
+        self.idle_tick = now + IDLE_TICK;
+        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        for tid in tids {
+            if !self.account_thread(tid, now) {
+                self.threads.remove(&tid);
             }
-            self.stats.threads_active = self.threads.len() as u64;
         }
-        if self.stats.ticks % RESCAN_TICKS == 0 || self.threads.is_empty() {
-            self.rescan()?;
-        }
-        Ok(())
+        self.stats.threads_active = self.threads.len() as u64;
     }
 
     /// Checks liveness of every target and picks up threads no fork record announced.
@@ -635,8 +695,9 @@ impl Sampler {
     /// or the last ones seen if it is running now. Returns false if the thread is gone.
     fn account_thread(&mut self, tid: u32, now: Instant) -> bool {
         let period_ns = self.period.as_nanos() as u64;
-        let Sampler { threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, switch_tracepoint, .. } =
-            self;
+        let Sampler {
+            threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, switch_tracepoint, prefetch, ..
+        } = self;
         let switch_tp = switch_tracepoint.as_ref();
         let Some(thread) = threads.get_mut(&tid) else { return false };
         let Some(target) = targets.get_mut(&thread.pid) else { return false };
@@ -653,7 +714,7 @@ impl Sampler {
             // now, the next tick's schedstat corrects the count through the debt.)
             if !thread.active && thread.offcpu_valid {
                 add_offcpu_time(&mut thread.off_debt_ns, &mut thread.off_carry_ns, elapsed);
-                count_offcpu(thread, target, symbolizer, stats, period_ns);
+                count_offcpu(thread, target, prefetch, stats, period_ns);
                 return true;
             }
         }
@@ -676,11 +737,11 @@ impl Sampler {
             if !recent.is_empty() {
                 let first = fastrand::usize(..recent.len());
                 for i in 0..runq as usize {
-                    count(&mut target.counts, symbolizer, &recent[(first + i) % recent.len()], RUNNABLE, 1);
+                    count(&mut target.counts, prefetch, &recent[(first + i) % recent.len()], RUNNABLE, 1);
                 }
                 stats.runqueue_samples += runq;
             } else if let Some(stack) = &thread.last_oncpu {
-                count(&mut target.counts, symbolizer, stack, RUNNABLE, runq);
+                count(&mut target.counts, prefetch, stack, RUNNABLE, runq);
                 stats.runqueue_samples += runq;
             }
             thread.runq_carry_ns -= runq * period_ns;
@@ -698,7 +759,7 @@ impl Sampler {
         let runnable = thread.switch.is_some()
             && ((ran && !switched) || (switched && thread.switch_out.is_some_and(|o| o.state == Some('R'))));
         if runnable {
-            count_offcpu(thread, target, symbolizer, stats, period_ns);
+            count_offcpu(thread, target, prefetch, stats, period_ns);
             return true;
         }
         if !thread.offcpu_valid {
@@ -761,7 +822,7 @@ impl Sampler {
                 thread.offcpu_valid = true;
             }
         }
-        count_offcpu(thread, target, symbolizer, stats, period_ns);
+        count_offcpu(thread, target, prefetch, stats, period_ns);
         true
     }
 
@@ -770,6 +831,10 @@ impl Sampler {
     /// exited are returned one last time, then forgotten. Profiles may be empty.
     pub fn take_profiles(&mut self, service: &str, now_ms: i64) -> Vec<Profile> {
         let period_ns = self.period.as_nanos() as u64;
+        // Ticks are sparse when nothing goes to sleep: account everything up to now so
+        // that the window is complete.
+        self.drain_all();
+        self.tick(Instant::now());
         let mut out = Vec::new();
         let mut pids: Vec<u32> = self.targets.keys().copied().collect();
         pids.sort_unstable();
@@ -813,7 +878,7 @@ fn add_offcpu_time(debt_ns: &mut i64, carry_ns: &mut u64, off_ns: i64) {
 }
 
 /// Turns a thread's carried off-CPU time into samples of its last off-CPU observation.
-fn count_offcpu(thread: &mut Thread, target: &mut Target, symbolizer: &Symbolizer, stats: &mut SamplerStats, period_ns: u64) {
+fn count_offcpu(thread: &mut Thread, target: &mut Target, prefetch: &mut Prefetch, stats: &mut SamplerStats, period_ns: u64) {
     let Some(offcpu) = &thread.offcpu else {
         // Never seen off-CPU yet: keep a little for its first observation.
         thread.off_carry_ns = thread.off_carry_ns.min(MAX_OFF_CARRY_NS);
@@ -821,7 +886,7 @@ fn count_offcpu(thread: &mut Thread, target: &mut Target, symbolizer: &Symbolize
     };
     let samples = thread.off_carry_ns / period_ns;
     if samples > 0 {
-        count(&mut target.counts, symbolizer, &offcpu.stack, offcpu.state, samples);
+        count(&mut target.counts, prefetch, &offcpu.stack, offcpu.state, samples);
         stats.offcpu_samples += samples;
         thread.off_carry_ns -= samples * period_ns;
     }
@@ -829,12 +894,44 @@ fn count_offcpu(thread: &mut Thread, target: &mut Target, symbolizer: &Symbolize
 
 /// Adds `n` samples; a stack seen for the first time in this window is handed to the
 /// symbolizer's worker, so names are ready by `take_profiles`.
-fn count(counts: &mut HashMap<(Stack, Observed), u64>, symbolizer: &Symbolizer, stack: &Stack, state: Observed, n: u64) {
+fn count(counts: &mut HashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch, stack: &Stack, state: Observed, n: u64) {
     match counts.entry((stack.clone(), state)) {
         std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += n,
         std::collections::hash_map::Entry::Vacant(e) => {
-            symbolizer.prefetch(stack.to_vec());
+            prefetch.add(stack);
             e.insert(n);
+        }
+    }
+}
+
+/// Frames to hand to the symbolizer's worker: each frame once in the sampler's life,
+/// sent in one batch per `poll` (a message per new stack woke the worker for nothing
+/// but cache hits, a large part of the agent's CPU in steady state).
+#[derive(Default)]
+struct Prefetch {
+    seen: HashSet<RawFrame>,
+    pending: Vec<RawFrame>,
+}
+
+/// Distinct frames remembered by `Prefetch`; past this it forgets them all (and sends
+/// frames again, which the symbolizer's cache answers), so memory stays bounded.
+const MAX_PREFETCHED_FRAMES: usize = 1 << 20;
+
+impl Prefetch {
+    fn add(&mut self, stack: &[RawFrame]) {
+        if self.seen.len() > MAX_PREFETCHED_FRAMES {
+            self.seen.clear();
+        }
+        for frame in stack {
+            if self.seen.insert(*frame) {
+                self.pending.push(*frame);
+            }
+        }
+    }
+
+    fn send(&mut self, symbolizer: &Symbolizer) {
+        if !self.pending.is_empty() {
+            symbolizer.prefetch(std::mem::take(&mut self.pending));
         }
     }
 }

@@ -88,9 +88,22 @@ impl PerfEvent {
         attr.sample_regs_user = USER_REGS_MASK;
         attr.set_disabled(1);
         attr.set_sample_id_all(1);
-        attr.set_watermark(1);
-        attr.__bindgen_anon_2.wakeup_watermark = (page_size() * SWITCH_RING_PAGES / 2) as u32;
-        Self::open_attr(tid, attr, SWITCH_RING_PAGES)
+        // Wake a poller at each record: with the filter below a record means the thread
+        // went to sleep, which is when the sampler has something to observe. The sampler
+        // watches these fds at most once per period, so this cannot wake it more often.
+        attr.__bindgen_anon_2.wakeup_events = 1;
+        let event = Self::open_attr(tid, attr, SWITCH_RING_PAGES)?;
+        // Preemptions (prev_state 0 or TASK_REPORT_MAX) leave a thread runnable, which
+        // the on-CPU samples already cover: record only switch-outs into a sleep. Without
+        // the filter (an old kernel) every switch is recorded, which is correct but
+        // wakes the sampler more.
+        let mut filter = *b"prev_state & 255\0";
+        // SAFETY: SET_FILTER on our own perf fd with a NUL-terminated string that
+        // outlives the call.
+        if unsafe { sys::ioctls::SET_FILTER(event.fd.as_raw_fd(), filter.as_mut_ptr() as *mut libc::c_char) } < 0 {
+            tracing::debug!(tid, err = %io::Error::last_os_error(), "sched_switch filter refused: every switch is recorded");
+        }
+        Ok(event)
     }
 
     fn open_attr(tid: u32, mut attr: sys::bindings::perf_event_attr, pages: usize) -> io::Result<PerfEvent> {

@@ -376,4 +376,40 @@ fn agent_starts_a_command_profiles_it_and_exits_when_it_does() {
     let mut names = Vec::new();
     frame_names(&flame["root"], &mut names);
     assert!(names.iter().any(|n| n.ends_with("parse_json")), "totals {}\n{stderr}", flame["totals"]);
+    // The agent attached while the dynamic loader was still mapping libc: stacks must
+    // still reach the thread entry (`_start`, `clone3`), not stop at an unknown address.
+    let roots = flame["root"]["children"].as_array().cloned().unwrap_or_default();
+    let total: f64 = roots.iter().map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
+    let unknown: f64 =
+        roots.iter().filter(|c| c["name"].as_str().unwrap_or("").starts_with("[unknown]")).map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
+    assert!(total > 0.0 && unknown <= 0.2 * total, "{unknown} of {total} samples stop at an unknown root: {roots:?}");
+}
+
+#[test]
+fn a_started_command_gets_complete_stacks_through_its_libraries() {
+    // `agent -- CMD` attaches while the dynamic loader may still be mapping libc. A C++
+    // program without frame pointers whose hot code is called from libc's start code:
+    // its stacks must reach `_start` once libc is known, not stop at `[unknown]`.
+    let data = crate::common::tempdir();
+    let exe = data.path().join("shop");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/shop.cpp");
+    let built = Command::new("c++")
+        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(built, "c++ failed to build {}", source.display());
+    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let mut agent = agent(&url, &["--", exe.to_str().unwrap(), "2"], &data.path().join("spool"));
+    let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{stderr}");
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
+    let roots = flame["root"]["children"].as_array().cloned().unwrap_or_default();
+    let total: f64 = roots.iter().map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
+    let entry: f64 =
+        roots.iter().filter(|c| c["name"].as_str() == Some("_start")).map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
+    assert!(total >= 50.0, "too few samples ({total}): {roots:?}\n{stderr}");
+    assert!(entry >= 0.8 * total, "only {entry} of {total} samples reach _start: {roots:?}");
 }

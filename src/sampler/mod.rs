@@ -30,6 +30,7 @@ use crate::symbolize::{RawFrame, Symbolizer};
 use linux_perf_event_reader::{EventRecord, SampleRecord};
 use perf::{EventConfig, PerfEvent};
 use procfs::{SchedStat, Syscall, ThreadFiles};
+use rustc_hash::{FxHashMap, FxHashSet};
 use state::Observed;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -223,7 +224,9 @@ struct Target {
     comm: String,
     exe: String,
     image: ProcessImage,
-    counts: HashMap<(Stack, Observed), u64>,
+    /// Fx hashing: this map is hit once per sample, and SipHash over a whole stack
+    /// showed in the agent's profile.
+    counts: FxHashMap<(Stack, Observed), u64>,
     window_start_ms: i64,
     exited: bool,
 }
@@ -378,7 +381,7 @@ impl Sampler {
                 comm: procfs::comm(pid).unwrap_or_default(),
                 exe: procfs::exe(pid).unwrap_or_default(),
                 image,
-                counts: HashMap::new(),
+                counts: FxHashMap::default(),
                 window_start_ms: crate::model::time::now_ms(),
                 exited: false,
             },
@@ -894,7 +897,7 @@ fn count_offcpu(thread: &mut Thread, target: &mut Target, prefetch: &mut Prefetc
 
 /// Adds `n` samples; a stack seen for the first time in this window is handed to the
 /// symbolizer's worker, so names are ready by `take_profiles`.
-fn count(counts: &mut HashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch, stack: &Stack, state: Observed, n: u64) {
+fn count(counts: &mut FxHashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch, stack: &Stack, state: Observed, n: u64) {
     match counts.entry((stack.clone(), state)) {
         std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += n,
         std::collections::hash_map::Entry::Vacant(e) => {
@@ -909,7 +912,7 @@ fn count(counts: &mut HashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch, 
 /// but cache hits, a large part of the agent's CPU in steady state).
 #[derive(Default)]
 struct Prefetch {
-    seen: HashSet<RawFrame>,
+    seen: FxHashSet<RawFrame>,
     pending: Vec<RawFrame>,
 }
 

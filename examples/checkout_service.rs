@@ -104,6 +104,7 @@ async fn pprof_profile(Query(params): Query<HashMap<String, String>>, agent_runn
     };
     let result = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         let guard = pprof::ProfilerGuardBuilder::default().frequency(99).build().map_err(|e| e.to_string())?;
+        hotframe::inproc::prime_unwinder();
         std::thread::sleep(Duration::from_secs(seconds));
         let report = guard.report().build().map_err(|e| e.to_string())?;
         let profile = report.pprof().map_err(|e| e.to_string())?;

@@ -268,6 +268,23 @@ impl StopSignal {
     }
 }
 
+/// Builds pprof-rs's unwinder now, on the calling thread. Call it right after
+/// `pprof::ProfilerGuardBuilder::build` succeeded, from a point where no lock is held.
+///
+/// pprof-rs builds its framehop unwinder lazily inside the first SIGPROF handler, which
+/// allocates: if that first signal lands while a thread is inside malloc, the process
+/// deadlocks (seen: a `/debug/pprof/profile` endpoint hung with one thread in the handler
+/// waiting for the malloc lock and the others spinning on pprof-rs's profiler lock).
+/// Taking the first sample here builds it safely. Once per process: later profilers
+/// reuse the unwinder.
+pub fn prime_unwinder() {
+    static UNWINDER_BUILT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: raise() only sends SIGPROF to this thread, whose handler pprof-rs installed.
+    UNWINDER_BUILT.call_once(|| unsafe {
+        libc::raise(libc::SIGPROF);
+    });
+}
+
 /// The sampling thread's state: what every profile is labelled with.
 struct Window {
     service: String,
@@ -282,17 +299,7 @@ impl Window {
             .blocklist(&self.settings.blocklist)
             .build()
             .map_err(|e| e.to_string())?;
-        // pprof-rs builds its framehop unwinder lazily inside the first SIGPROF handler,
-        // which allocates: if that first signal lands while a thread is inside malloc,
-        // the process can deadlock. Taking the first sample here, on this thread, at a
-        // point where nothing is held, builds it safely.
-        // Once per process: later restarts reuse the unwinder (and would each add a
-        // sample of this thread).
-        static UNWINDER_BUILT: std::sync::Once = std::sync::Once::new();
-        // SAFETY: raise() only sends SIGPROF to this thread; pprof-rs's handler is installed.
-        UNWINDER_BUILT.call_once(|| unsafe {
-            libc::raise(libc::SIGPROF);
-        });
+        prime_unwinder();
         Ok(guard)
     }
 

@@ -282,6 +282,9 @@ async fn pprof_rs_profile_imports_with_its_totals() {
     let dir = common_dir();
     let s = open(dir.path(), ServerConfig::default());
     let guard = pprof::ProfilerGuardBuilder::default().frequency(500).build().expect("start pprof-rs");
+    // The test binary is multi-threaded and allocating: build pprof-rs's unwinder here,
+    // not in a signal handler that may interrupt malloc (see inproc::prime_unwinder).
+    hotframe::inproc::prime_unwinder();
     let busy = std::time::Duration::from_millis(1500);
     std::hint::black_box(busy_loop_for_profiler(busy, std::time::Duration::from_secs(30)));
     let report = guard.report().build().expect("pprof-rs report");

@@ -996,15 +996,11 @@ fn sample_stack(
         }
         UnwindMode::FramePointer => {
             addrs.extend_from_slice(&user_chain);
-            if let Some(&ip) = addrs.first() {
-                target.image.refresh_if_unknown(ip, files, symbolizer);
-            }
             WalkEnd::Complete
         }
     };
     count_walk(stats, end, addrs.len());
-    target.image.refresh_if_any_unknown(addrs, files, symbolizer);
-    frames.extend(addrs.iter().map(|a| target.image.normalize(*a)));
+    target.image.frames_of_walk(addrs, files, symbolizer, &mut frames);
     if frames.is_empty() {
         return None;
     }
@@ -1050,7 +1046,8 @@ fn offcpu_stack(
         }
     }
     count_walk(stats, end, addrs.len());
-    let frames: Vec<RawFrame> = addrs.iter().map(|a| target.image.normalize(*a)).collect();
+    let mut frames = Vec::with_capacity(addrs.len());
+    target.image.frames_of_walk(addrs, files, symbolizer, &mut frames);
     Arc::from(frames)
 }
 

@@ -255,14 +255,15 @@ impl ProcessImage {
         }
     }
 
-    /// Re-reads the maps if any of `addrs` is unknown (rate-limited like
-    /// `refresh_if_unknown`). A walk can end on a caller's return address in a library
-    /// mapped after attach (a command started by the agent, attached while the dynamic
-    /// loader runs): the leaf alone would never ask for it.
-    pub fn refresh_if_any_unknown(&mut self, addrs: &[u64], files: &mut FileCache, symbolizer: &Symbolizer) {
+    /// Appends the frames of a walk to `out`, re-reading the maps first if any address
+    /// is unknown (rate-limited like `refresh_if_unknown`). A walk can end on a caller's
+    /// return address in a library mapped after attach (a command started by the agent,
+    /// attached while the dynamic loader runs): the leaf alone would never ask for it.
+    pub fn frames_of_walk(&mut self, addrs: &[u64], files: &mut FileCache, symbolizer: &Symbolizer, out: &mut Vec<RawFrame>) {
         if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none()) {
             self.refresh_if_unknown(addr, files, symbolizer);
         }
+        out.extend(addrs.iter().map(|a| self.normalize(*a)));
     }
 
     /// The path the symbolizer and parser open: the mapped file itself if it is still the

@@ -154,11 +154,8 @@ impl AgentConfig {
         let mut labels = BTreeMap::new();
         labels.insert("host".to_string(), targets::hostname());
         for text in &args.labels {
-            let (k, v) = text.split_once('=').ok_or_else(|| AgentError::BadLabel(text.clone()))?;
-            if !crate::model::profile::valid_label_name(k) {
-                return Err(AgentError::BadLabel(text.clone()));
-            }
-            labels.insert(k.to_string(), v.to_string());
+            let (k, v) = crate::model::profile::parse_label_flag(text).ok_or_else(|| AgentError::BadLabel(text.clone()))?;
+            labels.insert(k, v);
         }
         let mut upload = UploadOptions::new(server);
         upload.token = args.token.clone();

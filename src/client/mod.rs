@@ -59,10 +59,9 @@ fn label_pairs(labels: &[String]) -> Result<Vec<(String, String)>, ClientError> 
     labels
         .iter()
         .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| ClientError::Args(format!("--label {l:?} is not `key=value`")))
+            crate::model::profile::parse_label_flag(l).ok_or_else(|| {
+                ClientError::Args(format!("--label {l:?} is not `key=value` with a key of letters, digits and _"))
+            })
         })
         .collect()
 }

@@ -112,6 +112,14 @@ pub fn valid_label_name(name: &str) -> bool {
     name.len() <= 64 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Parses a `key=value` label flag (`--label host=a`): the key is trimmed and must be a
+/// valid label name, the value is trimmed. None when either rule fails.
+pub fn parse_label_flag(text: &str) -> Option<(String, String)> {
+    let (k, v) = text.split_once('=')?;
+    let k = k.trim();
+    valid_label_name(k).then(|| (k.to_string(), v.trim().to_string()))
+}
+
 impl Profile {
     /// An empty profile for `service` over `[start_ms, end_ms)` at `period_ns`.
     pub fn empty(service: &str, start_ms: i64, end_ms: i64, period_ns: u64) -> Profile {
@@ -339,6 +347,16 @@ mod tests {
         assert_eq!(p.state_totals(), [5, 4, 0, 1, 0]);
         assert_eq!(p.stack_names(0).collect::<Vec<_>>(), vec!["main", "work", "hot"]);
         p.validate(&Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn label_flags() {
+        assert_eq!(parse_label_flag("host=a"), Some(("host".into(), "a".into())));
+        assert_eq!(parse_label_flag(" region = eu "), Some(("region".into(), "eu".into())));
+        assert_eq!(parse_label_flag("version=1=2"), Some(("version".into(), "1=2".into())));
+        assert_eq!(parse_label_flag("host"), None);
+        assert_eq!(parse_label_flag("=a"), None);
+        assert_eq!(parse_label_flag("bad-name=a"), None);
     }
 
     #[test]

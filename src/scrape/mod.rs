@@ -135,10 +135,7 @@ impl Target {
 fn label_map(pairs: &[String]) -> Result<BTreeMap<String, String>, ScrapeError> {
     pairs
         .iter()
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(ScrapeError::BadLabel(p.clone())),
-        })
+        .map(|p| crate::model::profile::parse_label_flag(p).ok_or_else(|| ScrapeError::BadLabel(p.clone())))
         .collect()
 }
 

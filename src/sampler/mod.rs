@@ -159,6 +159,9 @@ pub struct SamplerStats {
     pub offcpu_samples: u64,
     /// RUNNABLE samples for time spent waiting for a CPU (schedstat run delay).
     pub runqueue_samples: u64,
+    /// On-CPU samples added in wall-clock mode for CPU time (schedstat) that the perf
+    /// event did not sample: cpu-clock misses part of the CPU time of preempted threads.
+    pub oncpu_topup_samples: u64,
     /// Samples the kernel dropped (ring buffer full).
     pub lost: u64,
     /// Stacks that could not be unwound past the first frame.
@@ -215,9 +218,14 @@ struct Thread {
     /// A sched_switch record arrived since the last tick.
     switched: bool,
     last_oncpu: Option<Stack>,
-    /// On-CPU stacks sampled since the last tick (for run-queue time).
+    /// On-CPU stacks sampled since the last tick (for run-queue time and the top-up).
     recent_oncpu: Vec<Stack>,
     runq_carry_ns: u64,
+    /// On-CPU samples since the last tick that read schedstat.
+    sampled_since_sched: u64,
+    /// CPU time (schedstat) minus the sampled part, not yet turned into samples; negative
+    /// when the perf event sampled ahead of schedstat.
+    oncpu_balance_ns: i64,
 }
 
 struct Target {
@@ -290,6 +298,10 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// run (perf samples) or keep sleeping where they were seen (time accounted exactly at
 /// the next tick) need none, so without sleeps the sampler ticks only this often.
 const IDLE_TICK: Duration = Duration::from_millis(200);
+
+/// Bound of a thread's on-CPU balance (schedstat CPU time minus sampled time) either way:
+/// a thread never sampled on a CPU keeps at most this much to top up once it is.
+const MAX_ONCPU_BALANCE_NS: i64 = 1_000_000_000;
 
 impl Sampler {
     /// A sampler with no targets. Fails with `Permission` when perf_event_open is not
@@ -466,6 +478,8 @@ impl Sampler {
                 last_oncpu: None,
                 recent_oncpu: Vec::new(),
                 runq_carry_ns: 0,
+                sampled_since_sched: 0,
+                oncpu_balance_ns: 0,
             },
         );
         self.stats.threads_followed += 1;
@@ -611,11 +625,13 @@ impl Sampler {
         let Some(target) = targets.get_mut(&pid) else { return };
         let mut last_stack: Option<Stack> = None;
         let recent = &mut thread.recent_oncpu;
+        let sampled = &mut thread.sampled_since_sched;
         event.drain(|record| match record {
             EventRecord::Sample(sample) => {
                 if let Some(stack) = sample_stack(&sample, opts, target, files, symbolizer, stats, scratch_addrs) {
                     count(&mut target.counts, prefetch, &stack, RUNNABLE, 1);
                     stats.samples += 1;
+                    *sampled += 1;
                     if opts.wall_clock && recent.len() < MAX_RECENT {
                         recent.push(stack.clone());
                     }
@@ -729,6 +745,18 @@ impl Sampler {
         thread.sched = sched;
         let ran = cpu > 0;
 
+        // CPU time the perf event did not sample: a cpu-clock event can lose part of the
+        // CPU time of threads that get preempted (docs/thread-states.md, "On-CPU time"),
+        // and schedstat is exact. Topped up from the stacks sampled since the last tick;
+        // a surplus (samples ahead of schedstat's reading) is kept for the next tick.
+        let sampled_ns = std::mem::take(&mut thread.sampled_since_sched).saturating_mul(period_ns) as i64;
+        thread.oncpu_balance_ns = (thread.oncpu_balance_ns + cpu - sampled_ns).clamp(-MAX_ONCPU_BALANCE_NS, MAX_ONCPU_BALANCE_NS);
+        let topup = thread.oncpu_balance_ns.max(0) as u64 / period_ns;
+        if topup > 0 && spread_recent(&thread.recent_oncpu, thread.last_oncpu.as_ref(), target, prefetch, topup) {
+            stats.oncpu_topup_samples += topup;
+            thread.oncpu_balance_ns -= (topup * period_ns) as i64;
+        }
+
         // Waiting for a CPU: spread over the stacks it was sampled on since the last
         // tick, so it keeps the on-CPU proportions instead of piling on one stack.
         if opts.runqueue {
@@ -736,15 +764,7 @@ impl Sampler {
         }
         let runq = thread.runq_carry_ns / period_ns;
         if runq > 0 {
-            let recent = &thread.recent_oncpu;
-            if !recent.is_empty() {
-                let first = fastrand::usize(..recent.len());
-                for i in 0..runq as usize {
-                    count(&mut target.counts, prefetch, &recent[(first + i) % recent.len()], RUNNABLE, 1);
-                }
-                stats.runqueue_samples += runq;
-            } else if let Some(stack) = &thread.last_oncpu {
-                count(&mut target.counts, prefetch, stack, RUNNABLE, runq);
+            if spread_recent(&thread.recent_oncpu, thread.last_oncpu.as_ref(), target, prefetch, runq) {
                 stats.runqueue_samples += runq;
             }
             thread.runq_carry_ns -= runq * period_ns;
@@ -867,6 +887,24 @@ impl Sampler {
             }
         }
         out
+    }
+}
+
+/// Counts `n` RUNNABLE samples spread over the stacks the thread was sampled on since
+/// the last tick (keeping their proportions instead of piling on one stack), else on its
+/// last on-CPU stack. False when it was never sampled on a CPU (nothing counted).
+fn spread_recent(recent: &[Stack], last_oncpu: Option<&Stack>, target: &mut Target, prefetch: &mut Prefetch, n: u64) -> bool {
+    if !recent.is_empty() {
+        let first = fastrand::usize(..recent.len());
+        for i in 0..n as usize {
+            count(&mut target.counts, prefetch, &recent[(first + i) % recent.len()], RUNNABLE, 1);
+        }
+        true
+    } else if let Some(stack) = last_oncpu {
+        count(&mut target.counts, prefetch, stack, RUNNABLE, n);
+        true
+    } else {
+        false
     }
 }
 

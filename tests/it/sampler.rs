@@ -526,3 +526,60 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
     assert!(inlined, "no inlined mix_price frame under Cart::total:\n{}", folded(&samples));
     assert!(hot.iter().all(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main")), "{}", folded(&samples));
 }
+
+/// CPU seconds of a process so far (user + system, from /proc/PID/stat, in clock ticks).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+#[test]
+fn on_cpu_samples_add_up_to_the_cpu_time_of_an_oversubscribed_target() {
+    // Eight busy threads on this machine's CPUs are preempted all the time, which is when
+    // a cpu-clock event samples less than the CPU time used (docs/thread-states.md);
+    // the wall-clock accounting tops it up from schedstat. RUNNABLE samples x period
+    // must match the CPU time the kernel counted for the process over the same window.
+    let _serial = serial();
+    let child = Command::new(env!("CARGO_BIN_EXE_hotframe"))
+        .args(["demo-workload", "--mode", "cpu", "--threads", "8", "--duration", "30s"])
+        .env("HOTFRAME_LOG", "warn")
+        .spawn()
+        .expect("start the workload");
+    let pid = child.id();
+    let _reaper = Reaper(child);
+    let t0 = Instant::now();
+    while hotframe::sampler::procfs::thread_ids(pid).map(|t| t.len()).unwrap_or(0) < 9 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "workload threads did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
+    sampler.attach(pid).expect("attach");
+    // Start of the window: everything before this take is discarded.
+    let _ = sampler.take_profiles("svc", hotframe::model::time::now_ms());
+    let cpu0 = process_cpu_seconds(pid);
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(4) {
+        sampler.poll(Duration::from_millis(50)).expect("poll");
+    }
+    let profiles = sampler.take_profiles("svc", hotframe::model::time::now_ms());
+    let cpu = process_cpu_seconds(pid) - cpu0;
+    let samples = samples_of(&profiles, pid);
+    let runnable: u64 = samples.iter().filter(|(_, st, _)| *st == ThreadState::Runnable).map(|(_, _, n)| n).sum();
+    let sampled_cpu = runnable as f64 / 99.0;
+    let stats = sampler.stats();
+    assert!(cpu > 2.0, "the workload used {cpu:.2} CPU seconds in 4 s");
+    let ratio = sampled_cpu / cpu;
+    eprintln!("sampled {sampled_cpu:.2} CPU s of {cpu:.2}; perf samples {}, topped up {}", stats.samples, stats.oncpu_topup_samples);
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "RUNNABLE samples give {sampled_cpu:.2} CPU s, the kernel counted {cpu:.2} s (ratio {ratio:.3}; \
+         perf samples {}, topped up {})",
+        stats.samples,
+        stats.oncpu_topup_samples
+    );
+}

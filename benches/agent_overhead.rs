@@ -7,9 +7,11 @@
 //! wait4(2) on the profiler process. Then the same for a 20-thread target.
 //!
 //! Run: `cargo bench --bench agent_overhead` as root (perf_event_open on another
-//! process). Knobs: HOTFRAME_BENCH_ROUNDS (default 7), HOTFRAME_BENCH_SECONDS (6),
-//! HOTFRAME_BENCH_THREADS (2), SAMPLY (path to samply; default: `samply` on PATH),
-//! HOTFRAME_BIN (the hotframe binary; default: the one cargo built).
+//! process). Knobs: HOTFRAME_BENCH_ROUNDS (default 7), HOTFRAME_BENCH_SECONDS (20),
+//! HOTFRAME_BENCH_THREADS (2), HOTFRAME_BENCH_UPLOAD (the agent's `--upload-interval`;
+//! default 10s, the agent's own default, so that each round includes uploads at the rate
+//! a deployment has), SAMPLY (path to samply; default: `samply` on PATH), HOTFRAME_BIN
+//! (the hotframe binary; default: the one cargo built).
 //! perf or samply missing: that column is skipped with a note. samply refuses to record
 //! at perf_event_paranoid > 1 even as root, so the bench sets it to 1 for samply's runs
 //! and restores it right after.
@@ -73,6 +75,7 @@ struct Run {
 
 struct Setup {
     seconds: u64,
+    upload: String,
     server: String,
     samply: Option<PathBuf>,
     perf: bool,
@@ -158,7 +161,7 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
         Profiler::None => None,
         Profiler::Hotframe | Profiler::HotframeCpuOnly => Some(
             Command::new(bin())
-                .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", "2s"])
+                .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", &setup.upload])
                 .args(if profiler == Profiler::HotframeCpuOnly { &["--cpu-only"][..] } else { &[][..] })
                 .arg("--spool-dir")
                 .arg(&out)
@@ -349,7 +352,8 @@ fn measure(setup: &Setup, profilers: &[Profiler], threads: usize, rounds: u64) -
 
 fn main() {
     let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 7);
-    let seconds = env_u64("HOTFRAME_BENCH_SECONDS", 6).max(3);
+    let seconds = env_u64("HOTFRAME_BENCH_SECONDS", 20).max(3);
+    let upload = std::env::var("HOTFRAME_BENCH_UPLOAD").unwrap_or_else(|_| "10s".to_string());
     let threads = env_u64("HOTFRAME_BENCH_THREADS", 2) as usize;
     let scratch = tempfile::tempdir().expect("temp dir");
     let samply = std::env::var_os("SAMPLY").map(PathBuf::from).or_else(|| on_path("samply"));
@@ -371,7 +375,7 @@ fn main() {
     let n = server.stdout.as_mut().expect("stdout").read(&mut first).expect("server address");
     let line = String::from_utf8_lossy(&first[..n]).to_string();
     let url = line.trim().strip_prefix("listening on ").expect("listening on http://...").to_string();
-    let setup = Setup { seconds, server: url, samply, perf, scratch };
+    let setup = Setup { seconds, upload, server: url, samply, perf, scratch };
 
     let mut profilers = vec![Profiler::None, Profiler::Hotframe, Profiler::HotframeCpuOnly];
     if setup.perf {
@@ -381,7 +385,10 @@ fn main() {
         profilers.push(Profiler::Samply);
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    eprintln!("agent overhead: {rounds} interleaved rounds x {seconds} s, {threads} busy threads, {cpus} CPUs");
+    eprintln!(
+        "agent overhead: {rounds} interleaved rounds x {seconds} s, {threads} busy threads, {cpus} CPUs, agent uploads every {}",
+        setup.upload
+    );
     let results = measure(&setup, &profilers, threads, rounds);
     report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), &results);
 

@@ -269,7 +269,7 @@ impl ExternalAgent {
                     next_scan = now + jittered(self.config.rescan_interval, 0.2);
                 }
             }
-            let wait = next_upload.saturating_duration_since(now).min(Duration::from_millis(200));
+            let wait = next_upload.saturating_duration_since(now).min(Duration::from_millis(500));
             match self.sampler.poll(wait) {
                 Ok(events) => self.handle_events(&events),
                 Err(err) => {

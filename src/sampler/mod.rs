@@ -8,7 +8,7 @@
 //! How: on-CPU samples come from one perf_event_open cpu-clock event per thread (user
 //! registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
 //! frame-pointer callchain); they are RUNNABLE. At every wall-clock tick (one period
-//! after a thread went to sleep, told by its sched_switch record, else every 200 ms;
+//! after a thread went to sleep, told by its sched_switch record, else every 500 ms;
 //! every period without switch events) each thread's time since its last tick is split with schedstat into CPU time, run-queue
 //! delay and off-CPU time; off-CPU time is counted in the state `state::observe` gives
 //! from /proc (state, syscall with arguments, user sp/pc) and a sched_switch record
@@ -297,7 +297,7 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// when a thread went to sleep since (its switch record wakes the sampler); threads that
 /// run (perf samples) or keep sleeping where they were seen (time accounted exactly at
 /// the next tick) need none, so without sleeps the sampler ticks only this often.
-const IDLE_TICK: Duration = Duration::from_millis(200);
+const IDLE_TICK: Duration = Duration::from_millis(500);
 
 /// Bound of a thread's on-CPU balance (schedstat CPU time minus sampled time) either way:
 /// a thread never sampled on a CPU keeps at most this much to top up once it is.
@@ -946,13 +946,20 @@ fn count(counts: &mut FxHashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch
 }
 
 /// Frames to hand to the symbolizer's worker: each frame once in the sampler's life,
-/// sent in one batch per `poll` (a message per new stack woke the worker for nothing
-/// but cache hits, a large part of the agent's CPU in steady state).
+/// sent in one batch at most every `PREFETCH_EVERY` (a message per new stack woke the
+/// worker for nothing but cache hits; and each blazesym call stats the module file,
+/// which was a third of the worker's time with a batch per `poll`).
 #[derive(Default)]
 struct Prefetch {
     seen: FxHashSet<RawFrame>,
     pending: Vec<RawFrame>,
+    last_sent: Option<Instant>,
 }
+
+/// Longest a new frame waits before it goes to the symbolizer's worker (sooner when
+/// `PREFETCH_BATCH` frames are waiting); `take_profiles` resolves whatever is left.
+const PREFETCH_EVERY: Duration = Duration::from_secs(1);
+const PREFETCH_BATCH: usize = 4096;
 
 /// Distinct frames remembered by `Prefetch`; past this it forgets them all (and sends
 /// frames again, which the symbolizer's cache answers), so memory stays bounded.
@@ -971,8 +978,11 @@ impl Prefetch {
     }
 
     fn send(&mut self, symbolizer: &Symbolizer) {
-        if !self.pending.is_empty() {
+        let now = Instant::now();
+        let due = self.last_sent.is_none_or(|t| now.duration_since(t) >= PREFETCH_EVERY);
+        if !self.pending.is_empty() && (due || self.pending.len() >= PREFETCH_BATCH) {
             symbolizer.prefetch(std::mem::take(&mut self.pending));
+            self.last_sent = Some(now);
         }
     }
 }

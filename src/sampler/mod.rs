@@ -384,9 +384,9 @@ impl Sampler {
             std::io::ErrorKind::NotFound => gone(),
             _ => SamplerError::Io { what: format!("reading /proc/{pid}/maps"), source: e },
         })?;
-        // Open every module's symbols now (blazesym parses split debug info on first
-        // use, 0.1 to 1 s for libc), so the first take_profiles does not stall sampling.
-        self.symbolizer.prefetch(image.module_entry_frames());
+        // No symbol warm-up here: modules are opened by the symbolizer's worker when a
+        // sample first lands in them (the prefetch batches), so modules never sampled
+        // cost neither parsing nor memory.
         self.targets.insert(
             pid,
             Target {

@@ -282,11 +282,6 @@ impl ProcessImage {
         (addr < m.end).then_some(m)
     }
 
-    /// One frame at the start of each executable mapping, to warm the symbolizer up.
-    pub fn module_entry_frames(&self) -> Vec<RawFrame> {
-        self.mappings.iter().map(|m| RawFrame::User { module: m.module, file_offset: m.offset }).collect()
-    }
-
     /// The frame for a code address (already minus one for return addresses).
     pub fn normalize(&self, addr: u64) -> RawFrame {
         match self.find(addr) {

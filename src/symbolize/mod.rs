@@ -1,6 +1,8 @@
 //! Addresses to function names, with blazesym: demangled Rust and C++ names, inlined
-//! functions as frames of their own, shared libraries (split debug info from
-//! /usr/lib/debug, e.g. Debian's libc6-dbg), kernel symbols from kallsyms.
+//! functions as frames of their own (from a module's own DWARF), shared libraries
+//! (a library without DWARF of its own is named from the symbol table of its split
+//! debug file under /usr/lib/debug/.build-id, e.g. Debian's libc6-dbg, without reading
+//! that file's DWARF), kernel symbols from kallsyms.
 //!
 //! In: `RawFrame`s, i.e. a module registered here plus a file offset (user code), or a
 //! kernel address. Out: frame names, outermost first for inlined chains; `[unknown]
@@ -216,19 +218,26 @@ fn worker_loop(shared: &Shared, rx: mpsc::Receiver<Request>) {
     // blazesym reports inlined functions only together with source locations.
     let blaze = Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
     let unknown: FrameNames = Arc::from(vec![Arc::<str>::from("[unknown]")]);
+    let mut lookups: HashMap<ModuleId, Lookup> = HashMap::new();
     while let Ok(request) = rx.recv() {
         let (frames, done) = match request {
             Request::Prefetch(frames) => (frames, None),
             Request::Resolve(frames, done) => (frames, Some(done)),
         };
-        resolve_on_worker(shared, &blaze, &unknown, &frames);
+        resolve_on_worker(shared, &blaze, &unknown, &mut lookups, &frames);
         if let Some(done) = done {
             let _ = done.send(());
         }
     }
 }
 
-fn resolve_on_worker(shared: &Shared, blaze: &Blaze, unknown: &FrameNames, frames: &[RawFrame]) {
+fn resolve_on_worker(
+    shared: &Shared,
+    blaze: &Blaze,
+    unknown: &FrameNames,
+    lookups: &mut HashMap<ModuleId, Lookup>,
+    frames: &[RawFrame],
+) {
     let mut by_module: HashMap<Option<ModuleId>, Vec<u64>> = HashMap::new();
     {
         let mut cache = lock(&shared.cache);
@@ -254,7 +263,12 @@ fn resolve_on_worker(shared: &Shared, blaze: &Blaze, unknown: &FrameNames, frame
             Some(id) => {
                 let file = lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
                 match file {
-                    Some((path, display)) => symbolize_user(blaze, &path, &display, &addrs),
+                    Some((path, display)) => match lookups.entry(id).or_insert_with(|| lookup_of(&path)) {
+                        Lookup::Module => symbolize_user(blaze, &path, &display, &addrs),
+                        Lookup::DebugSymtab { debug, segments } => {
+                            symbolize_debug_symtab(blaze, debug, segments, &display, &addrs)
+                        }
+                    },
                     None => vec![unknown.clone(); addrs.len()],
                 }
             }
@@ -280,6 +294,84 @@ fn symbolize_user(blaze: &Blaze, path: &std::path::Path, display: &str, offsets:
         Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
         Err(err) => {
             tracing::debug!(path = %path.display(), %err, "symbolization failed");
+            vec![unknown; offsets.len()]
+        }
+    }
+}
+
+/// How a module's names are looked up, decided once per module on the worker.
+enum Lookup {
+    /// blazesym on the module file: its own DWARF (with inlined functions), else its
+    /// debug link, else its symbol table.
+    Module,
+    /// A library without DWARF of its own whose debug info is a separate file under
+    /// /usr/lib/debug/.build-id (Debian's -dbg packages: libc6-dbg): names from that
+    /// file's symbol table, at the virtual addresses the module's segments give (the
+    /// debug file's own segments have no file offsets). Its DWARF is not read: for libc
+    /// that was 16 MiB of the agent's RSS and a fifth of its start-up CPU (compressed
+    /// sections to inflate), for inlined frames that system libraries seldom need.
+    DebugSymtab {
+        /// The separate debug file.
+        debug: PathBuf,
+        /// (file offset, file size, virtual address) of each loadable segment.
+        segments: Vec<(u64, u64, u64)>,
+    },
+}
+
+/// Where split debug info lives, by GNU build id.
+const DEBUG_BUILD_ID_DIR: &str = "/usr/lib/debug/.build-id";
+
+fn lookup_of(path: &std::path::Path) -> Lookup {
+    use object::{Object, ObjectSegment};
+    let Ok(file) = std::fs::File::open(path) else { return Lookup::Module };
+    // SAFETY: a read-only map of a module file, only parsed (blazesym maps the same files).
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return Lookup::Module };
+    let Ok(elf) = object::File::parse(&*map) else { return Lookup::Module };
+    if elf.section_by_name(".debug_info").is_some() {
+        return Lookup::Module;
+    }
+    let Some(id) = build_id(&elf).filter(|id| id.len() > 1) else { return Lookup::Module };
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let debug = PathBuf::from(format!("{DEBUG_BUILD_ID_DIR}/{}/{}.debug", &hex[..2], &hex[2..]));
+    if !debug.is_file() {
+        return Lookup::Module;
+    }
+    let segments = elf
+        .segments()
+        .map(|seg| {
+            let (offset, size) = seg.file_range();
+            (offset, size, seg.address())
+        })
+        .collect();
+    Lookup::DebugSymtab { debug, segments }
+}
+
+/// The virtual address of file offset `off` in a module with these (file offset, file
+/// size, virtual address) segments; an offset outside every segment gets an address no
+/// symbol covers.
+fn virtual_address(segments: &[(u64, u64, u64)], off: u64) -> u64 {
+    segments
+        .iter()
+        .find(|(start, size, _)| off >= *start && off - start < *size)
+        .map_or(u64::MAX, |(start, _, vaddr)| off - start + vaddr)
+}
+
+fn symbolize_debug_symtab(
+    blaze: &Blaze,
+    debug: &std::path::Path,
+    segments: &[(u64, u64, u64)],
+    display: &str,
+    offsets: &[u64],
+) -> Vec<FrameNames> {
+    let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {display}"))]);
+    let vaddrs: Vec<u64> = offsets.iter().map(|&off| virtual_address(segments, off)).collect();
+    let mut elf = Elf::new(debug);
+    elf.debug_syms = false;
+    match blaze.symbolize(&Source::Elf(elf), Input::VirtOffset(&vaddrs)) {
+        Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
+        Err(err) => {
+            let file = debug.display();
+            tracing::debug!(path = %file, %err, "symbolization from the debug file's symbols failed");
             vec![unknown; offsets.len()]
         }
     }
@@ -344,6 +436,59 @@ mod tests {
         assert_eq!(names, again);
         assert_eq!(s.stats().cache_hits, 1);
         assert_eq!(s.stats().cache_misses, 1);
+    }
+
+    #[test]
+    fn a_system_library_is_named_from_its_separate_debug_files_symbols() {
+        use object::{Object, ObjectSegment, ObjectSymbol};
+        // This process's libc, and `start_thread`, a static function that only the full
+        // symbol table of libc's debug file (libc6-dbg, installed by .ci/run) names.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let libc = crate::sampler::procfs::parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.path.contains("/libc.so"))
+            .expect("libc mapped");
+        let lookup = lookup_of(std::path::Path::new(&libc.path));
+        let Lookup::DebugSymtab { debug, segments } = lookup else {
+            // Without libc6-dbg the module path (its own symbols) is the only way.
+            let hex: String = {
+                let bytes = std::fs::read(&libc.path).unwrap();
+                let elf = object::File::parse(&*bytes).unwrap();
+                build_id(&elf).unwrap().iter().map(|b| format!("{b:02x}")).collect()
+            };
+            let expected = format!("{DEBUG_BUILD_ID_DIR}/{}/{}.debug", &hex[..2], &hex[2..]);
+            assert!(!std::path::Path::new(&expected).exists(), "{expected} exists but was not used");
+            return;
+        };
+        let debug_bytes = std::fs::read(&debug).unwrap();
+        let debug_elf = object::File::parse(&*debug_bytes).unwrap();
+        let vaddr = debug_elf.symbols().find(|s| s.name() == Ok("start_thread")).expect("start_thread in the debug file").address();
+        let lib_bytes = std::fs::read(&libc.path).unwrap();
+        let lib_elf = object::File::parse(&*lib_bytes).unwrap();
+        assert_eq!(segments.len(), lib_elf.segments().count());
+        let offset = lib_elf
+            .segments()
+            .find(|seg| seg.address() <= vaddr && vaddr < seg.address() + seg.size())
+            .map(|seg| vaddr - seg.address() + seg.file_range().0)
+            .expect("start_thread in a segment");
+        let s = Symbolizer::new();
+        let id = s.register_module(
+            ModuleKey::File(libc.dev_inode.0.clone(), libc.dev_inode.1, libc.path.clone()),
+            libc.path.clone().into(),
+            "libc.so.6",
+        );
+        // An address inside the function, as a return address would be.
+        let names = s.names(RawFrame::User { module: id, file_offset: offset + 4 });
+        assert_eq!(&*names[0], "start_thread", "{names:?}");
+    }
+
+    #[test]
+    fn file_offsets_map_to_virtual_addresses_through_the_segments() {
+        // A typical PIE layout where data sits one page above its file offset.
+        let segments = [(0, 0x1000, 0), (0x1000, 0x5000, 0x1000), (0x6000, 0x800, 0x7000)];
+        assert_eq!(virtual_address(&segments, 0x1234), 0x1234);
+        assert_eq!(virtual_address(&segments, 0x6010), 0x7010);
+        assert_eq!(virtual_address(&segments, 0x6800), u64::MAX, "past the last segment's file size");
     }
 
     #[test]

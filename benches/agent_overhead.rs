@@ -284,10 +284,11 @@ fn median(values: Vec<f64>) -> f64 {
 fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
     println!("\n{title}");
     println!(
-        "{:<26} {:>4} {:>11} {:>7} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
-        "configuration", "runs", "ops/s med", "loss %", "life ms/s", "life µs/s*", "steady ms/s", "steady µs/s*", "µs/own s.", "peak RSS"
+        "{:<26} {:>4} {:>11} {:>7} {:>8} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
+        "configuration", "runs", "ops/s med", "loss %", "paired %", "life ms/s", "life µs/s*", "steady ms/s", "steady µs/s*", "µs/own s.", "peak RSS"
     );
-    let base = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| median(r.iter().map(|x| x.ops_per_sec).collect()));
+    let unprofiled: Option<&Vec<Run>> = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| r);
+    let base = unprofiled.map(|r| median(r.iter().map(|x| x.ops_per_sec).collect()));
     for (profiler, runs) in results {
         if runs.is_empty() {
             continue;
@@ -295,9 +296,22 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
         let ops = median(runs.iter().map(|r| r.ops_per_sec).collect());
         let loss = base.map(|b| format!("{:.2}", (1.0 - ops / b) * 100.0)).unwrap_or_else(|| "-".into());
         if *profiler == Profiler::None {
-            println!("{:<26} {:>4} {:>11.1} {:>7} |", profiler.name(), runs.len(), ops, "-");
+            println!("{:<26} {:>4} {:>11.1} {:>7} {:>8} |", profiler.name(), runs.len(), ops, "-", "-");
             continue;
         }
+        // Each round's run against the same round's unprofiled run (runs are kept in
+        // round order), which cancels the machine's drift between rounds.
+        let paired = unprofiled
+            .map(|base| {
+                let losses: Vec<f64> = runs
+                    .iter()
+                    .zip(base)
+                    .filter(|(r, b)| r.ops_per_sec > 0.0 && b.ops_per_sec > 0.0)
+                    .map(|(r, b)| (1.0 - r.ops_per_sec / b.ops_per_sec) * 100.0)
+                    .collect();
+                format!("{:.2}", median(losses))
+            })
+            .unwrap_or_else(|| "-".into());
         let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
         let life_ms_s = m(&|r| r.cpu_s / r.seconds.max(1e-9) * 1e3);
         // On-CPU samples the target gave: 99 Hz x its CPU seconds.
@@ -308,11 +322,12 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
         let per_own = if own.is_empty() { "-".to_string() } else { format!("{:.1}", median(own)) };
         let rss = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0) as f64 / 1024.0;
         println!(
-            "{:<26} {:>4} {:>11.1} {:>7} | {:>9.2} {:>10.1} | {:>9.2} {:>10.1} {:>10} | {:>5.1} MiB",
+            "{:<26} {:>4} {:>11.1} {:>7} {:>8} | {:>9.2} {:>10.1} | {:>9.2} {:>10.1} {:>10} | {:>5.1} MiB",
             profiler.name(),
             runs.len(),
             ops,
             loss,
+            paired,
             life_ms_s,
             life_us,
             steady_ms_s,
@@ -324,7 +339,8 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
     println!("life: the profiler's whole life (start-up, unwinding, symbolization, aggregation, writing or");
     println!("uploading); steady: from 1.5 s after attach to the end. * µs of profiler CPU per on-CPU sample");
     println!("(99 Hz x the target's CPU seconds). µs/own s.: per sample the profiler reports (hotframe: on-CPU");
-    println!("plus off-CPU wall-clock samples; perf: samples written).");
+    println!("plus off-CPU wall-clock samples; perf: samples written). loss %: medians against the unprofiled");
+    println!("median; paired %: median over rounds of each round's loss against that round's unprofiled run.");
 }
 
 fn measure(setup: &Setup, profilers: &[Profiler], threads: usize, rounds: u64) -> Vec<(Profiler, Vec<Run>)> {

@@ -37,12 +37,13 @@ impl AgentHealth {
     pub fn log_line(&self) -> String {
         let (s, u) = (&self.sampler, &self.upload);
         format!(
-            "targets={} threads={} samples={} oncpu_topup={} offcpu_samples={} lost={} unwind_failures={} truncated={} \
+            "targets={} threads={} samples={} oncpu_topup={} oncpu_dropped={} offcpu_samples={} lost={} unwind_failures={} truncated={} \
              queue={} spooled={} sent={} failed={} dropped={} bytes_sent={} retries={} cpu_s={:.2} rss_mib={:.1}",
             self.targets,
             s.threads_active,
             s.samples,
             s.oncpu_topup_samples,
+            s.oncpu_dropped_samples,
             s.offcpu_samples,
             s.lost,
             s.unwind_failures,
@@ -62,12 +63,13 @@ impl AgentHealth {
     /// Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let (s, u) = (&self.sampler, &self.upload);
-        let rows: [(&str, &str, &str, f64); 23] = [
+        let rows: [(&str, &str, &str, f64); 24] = [
             ("hotframe_agent_targets", "gauge", "Processes sampled now.", self.targets as f64),
             ("hotframe_agent_threads", "gauge", "Threads sampled now.", s.threads_active as f64),
             ("hotframe_agent_samples_total", "counter", "On-CPU samples taken.", s.samples as f64),
             ("hotframe_agent_offcpu_samples_total", "counter", "Wall-clock samples of off-CPU threads.", s.offcpu_samples as f64),
             ("hotframe_agent_oncpu_topup_samples_total", "counter", "On-CPU samples added for CPU time (schedstat) the perf event missed.", s.oncpu_topup_samples as f64),
+            ("hotframe_agent_oncpu_dropped_samples_total", "counter", "Perf samples left out beyond the CPU time (schedstat).", s.oncpu_dropped_samples as f64),
             ("hotframe_agent_runqueue_samples_total", "counter", "RUNNABLE samples for run-queue wait.", s.runqueue_samples as f64),
             ("hotframe_agent_samples_lost_total", "counter", "Samples the kernel dropped.", s.lost as f64),
             ("hotframe_agent_unwind_failures_total", "counter", "Stacks not unwound past the first frame.", s.unwind_failures as f64),

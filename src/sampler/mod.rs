@@ -159,9 +159,11 @@ pub struct SamplerStats {
     pub offcpu_samples: u64,
     /// RUNNABLE samples for time spent waiting for a CPU (schedstat run delay).
     pub runqueue_samples: u64,
-    /// On-CPU samples added in wall-clock mode for CPU time (schedstat) that the perf
-    /// event did not sample: cpu-clock misses part of the CPU time of preempted threads.
+    /// Wall-clock mode counts on-CPU samples by schedstat's CPU time, over the stacks
+    /// the perf event sampled: samples added for CPU time the event did not sample...
     pub oncpu_topup_samples: u64,
+    /// ... and perf samples left out because the event sampled more than the CPU time.
+    pub oncpu_dropped_samples: u64,
     /// Samples the kernel dropped (ring buffer full).
     pub lost: u64,
     /// Stacks that could not be unwound past the first frame.
@@ -218,13 +220,15 @@ struct Thread {
     /// A sched_switch record arrived since the last tick.
     switched: bool,
     last_oncpu: Option<Stack>,
-    /// On-CPU stacks sampled since the last tick (for run-queue time and the top-up).
+    /// Wall-clock mode: on-CPU stacks sampled since the last tick, not counted yet; the
+    /// tick counts as many samples as schedstat's CPU time gives, spread over them.
     recent_oncpu: Vec<Stack>,
     runq_carry_ns: u64,
-    /// On-CPU samples since the last tick that read schedstat.
+    /// On-CPU samples counted directly since the last tick that read schedstat
+    /// (`recent_oncpu` full).
     sampled_since_sched: u64,
-    /// CPU time (schedstat) minus the sampled part, not yet turned into samples; negative
-    /// when the perf event sampled ahead of schedstat.
+    /// CPU time (schedstat) not yet turned into samples; negative when more was counted
+    /// directly than schedstat has seen yet.
     oncpu_balance_ns: i64,
 }
 
@@ -275,8 +279,9 @@ const MAX_OFF_CARRY_NS: u64 = 1_000_000_000;
 /// Bytes of a sleeping thread's stack read first (see `offcpu_stack`).
 const FIRST_STACK_READ: usize = 4096;
 
-/// On-CPU stacks remembered per thread between ticks.
-const MAX_RECENT: usize = 64;
+/// On-CPU stacks held per thread between ticks (a tick comes at least every 500 ms, 50
+/// samples at 99 Hz); past this they are counted directly.
+const MAX_RECENT: usize = 1024;
 
 impl std::fmt::Debug for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -580,7 +585,7 @@ impl Sampler {
                 .collect();
             for tid in gone {
                 self.drain_thread(tid);
-                self.threads.remove(&tid);
+                self.remove_thread(tid);
             }
             self.stats.threads_active = self.threads.len() as u64;
             // Perhaps the whole process exited: find out now.
@@ -624,16 +629,19 @@ impl Sampler {
         let Some(event) = thread.event.as_mut() else { return };
         let Some(target) = targets.get_mut(&pid) else { return };
         let mut last_stack: Option<Stack> = None;
+        let wall_clock = thread.files.is_some();
         let recent = &mut thread.recent_oncpu;
         let sampled = &mut thread.sampled_since_sched;
         event.drain(|record| match record {
             EventRecord::Sample(sample) => {
                 if let Some(stack) = sample_stack(&sample, opts, target, files, symbolizer, stats, scratch_addrs) {
-                    count(&mut target.counts, prefetch, &stack, RUNNABLE, 1);
                     stats.samples += 1;
-                    *sampled += 1;
-                    if opts.wall_clock && recent.len() < MAX_RECENT {
+                    if wall_clock && recent.len() < MAX_RECENT {
+                        // Counted at the next tick, in the amount schedstat gives.
                         recent.push(stack.clone());
+                    } else {
+                        count(&mut target.counts, prefetch, &stack, RUNNABLE, 1);
+                        *sampled += 1;
                     }
                     last_stack = Some(stack);
                 }
@@ -670,7 +678,7 @@ impl Sampler {
         let tids: Vec<u32> = self.threads.keys().copied().collect();
         for tid in tids {
             if !self.account_thread(tid, now) {
-                self.threads.remove(&tid);
+                self.remove_thread(tid);
             }
         }
         self.stats.threads_active = self.threads.len() as u64;
@@ -695,9 +703,23 @@ impl Sampler {
         Ok(())
     }
 
+    /// Forgets a thread that is gone; its on-CPU stacks not counted yet count once each
+    /// (no schedstat to weigh them any more).
+    fn remove_thread(&mut self, tid: u32) {
+        let Some(thread) = self.threads.remove(&tid) else { return };
+        if let Some(target) = self.targets.get_mut(&thread.pid) {
+            for stack in &thread.recent_oncpu {
+                count(&mut target.counts, &mut self.prefetch, stack, RUNNABLE, 1);
+            }
+        }
+    }
+
     fn mark_exited(&mut self, pid: u32) {
         self.drain_all();
-        self.threads.retain(|_, t| t.pid != pid);
+        let gone: Vec<u32> = self.threads.iter().filter(|(_, t)| t.pid == pid).map(|(tid, _)| *tid).collect();
+        for tid in gone {
+            self.remove_thread(tid);
+        }
         self.stats.threads_active = self.threads.len() as u64;
         if let Some(t) = self.targets.get_mut(&pid) {
             if !t.exited {
@@ -745,16 +767,20 @@ impl Sampler {
         thread.sched = sched;
         let ran = cpu > 0;
 
-        // CPU time the perf event did not sample: a cpu-clock event can lose part of the
-        // CPU time of threads that get preempted (docs/thread-states.md, "On-CPU time"),
-        // and schedstat is exact. Topped up from the stacks sampled since the last tick;
-        // a surplus (samples ahead of schedstat's reading) is kept for the next tick.
-        let sampled_ns = std::mem::take(&mut thread.sampled_since_sched).saturating_mul(period_ns) as i64;
-        thread.oncpu_balance_ns = (thread.oncpu_balance_ns + cpu - sampled_ns).clamp(-MAX_ONCPU_BALANCE_NS, MAX_ONCPU_BALANCE_NS);
-        let topup = thread.oncpu_balance_ns.max(0) as u64 / period_ns;
-        if topup > 0 && spread_recent(&thread.recent_oncpu, thread.last_oncpu.as_ref(), target, prefetch, topup) {
-            stats.oncpu_topup_samples += topup;
-            thread.oncpu_balance_ns -= (topup * period_ns) as i64;
+        // On CPU: as many samples as schedstat's exact CPU time gives, spread over the
+        // stacks the perf event sampled since the last tick. A cpu-clock event's own
+        // count is off when threads get preempted a lot, low or high
+        // (docs/thread-states.md, "On-CPU time"); its stacks still say where the time went.
+        let direct_ns = std::mem::take(&mut thread.sampled_since_sched).saturating_mul(period_ns) as i64;
+        thread.oncpu_balance_ns = (thread.oncpu_balance_ns + cpu - direct_ns).clamp(-MAX_ONCPU_BALANCE_NS, MAX_ONCPU_BALANCE_NS);
+        let due = thread.oncpu_balance_ns.max(0) as u64 / period_ns;
+        let sampled = thread.recent_oncpu.len() as u64;
+        if due > 0 && spread_recent(&thread.recent_oncpu, thread.last_oncpu.as_ref(), target, prefetch, due) {
+            thread.oncpu_balance_ns -= (due * period_ns) as i64;
+            stats.oncpu_topup_samples += due.saturating_sub(sampled);
+            stats.oncpu_dropped_samples += sampled.saturating_sub(due);
+        } else {
+            stats.oncpu_dropped_samples += sampled;
         }
 
         // Waiting for a CPU: spread over the stacks it was sampled on since the last
@@ -890,14 +916,14 @@ impl Sampler {
     }
 }
 
-/// Counts `n` RUNNABLE samples spread over the stacks the thread was sampled on since
-/// the last tick (keeping their proportions instead of piling on one stack), else on its
-/// last on-CPU stack. False when it was never sampled on a CPU (nothing counted).
+/// Counts `n` RUNNABLE samples spread evenly over the stacks the thread was sampled on
+/// since the last tick (each about n / len times, keeping their proportions), else on
+/// its last on-CPU stack. False when it was never sampled on a CPU (nothing counted).
 fn spread_recent(recent: &[Stack], last_oncpu: Option<&Stack>, target: &mut Target, prefetch: &mut Prefetch, n: u64) -> bool {
     if !recent.is_empty() {
-        let first = fastrand::usize(..recent.len());
-        for i in 0..n as usize {
-            count(&mut target.counts, prefetch, &recent[(first + i) % recent.len()], RUNNABLE, 1);
+        let len = recent.len() as u64;
+        for i in 0..n {
+            count(&mut target.counts, prefetch, &recent[(i * len / n) as usize], RUNNABLE, 1);
         }
         true
     } else if let Some(stack) = last_oncpu {

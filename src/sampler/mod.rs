@@ -304,8 +304,8 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// the next tick) need none, so without sleeps the sampler ticks only this often.
 const IDLE_TICK: Duration = Duration::from_millis(500);
 
-/// Bound of a thread's on-CPU balance (schedstat CPU time minus sampled time) either way:
-/// a thread never sampled on a CPU keeps at most this much to top up once it is.
+/// Bound of a thread's on-CPU balance (schedstat CPU time not yet turned into samples)
+/// either way: a thread never sampled on a CPU keeps at most this much for when it is.
 const MAX_ONCPU_BALANCE_NS: i64 = 1_000_000_000;
 
 impl Sampler {

@@ -264,9 +264,10 @@ fn resolve_on_worker(
                 let file = lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
                 match file {
                     Some((path, display)) => match lookups.entry(id).or_insert_with(|| lookup_of(&path)) {
-                        Lookup::Module => symbolize_user(blaze, &path, &display, &addrs),
+                        Lookup::Module => symbolize_elf(blaze, &path, true, Input::FileOffset(&addrs), addrs.len(), &display),
                         Lookup::DebugSymtab { debug, segments } => {
-                            symbolize_debug_symtab(blaze, debug, segments, &display, &addrs)
+                            let vaddrs: Vec<u64> = addrs.iter().map(|&off| virtual_address(segments, off)).collect();
+                            symbolize_elf(blaze, debug, false, Input::VirtOffset(&vaddrs), addrs.len(), &display)
                         }
                     },
                     None => vec![unknown.clone(); addrs.len()],
@@ -285,16 +286,18 @@ fn resolve_on_worker(
     }
 }
 
-fn symbolize_user(blaze: &Blaze, path: &std::path::Path, display: &str, offsets: &[u64]) -> Vec<FrameNames> {
+/// Names of `count` addresses (`input`) in the ELF file at `path`, with its DWARF and
+/// debug link (`debug_syms`) or its symbol table only; `[unknown] <display>` where
+/// nothing resolves.
+fn symbolize_elf(blaze: &Blaze, path: &std::path::Path, debug_syms: bool, input: Input<&[u64]>, count: usize, display: &str) -> Vec<FrameNames> {
     let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {display}"))]);
     let mut elf = Elf::new(path);
-    elf.debug_syms = true;
-    let src = Source::Elf(elf);
-    match blaze.symbolize(&src, Input::FileOffset(offsets)) {
+    elf.debug_syms = debug_syms;
+    match blaze.symbolize(&Source::Elf(elf), input) {
         Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
         Err(err) => {
             tracing::debug!(path = %path.display(), %err, "symbolization failed");
-            vec![unknown; offsets.len()]
+            vec![unknown; count]
         }
     }
 }
@@ -330,9 +333,7 @@ fn lookup_of(path: &std::path::Path) -> Lookup {
     if elf.section_by_name(".debug_info").is_some() {
         return Lookup::Module;
     }
-    let Some(id) = build_id(&elf).filter(|id| id.len() > 1) else { return Lookup::Module };
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let debug = PathBuf::from(format!("{DEBUG_BUILD_ID_DIR}/{}/{}.debug", &hex[..2], &hex[2..]));
+    let Some(debug) = build_id(&elf).and_then(|id| debug_file_of(&id)) else { return Lookup::Module };
     if !debug.is_file() {
         return Lookup::Module;
     }
@@ -346,6 +347,12 @@ fn lookup_of(path: &std::path::Path) -> Lookup {
     Lookup::DebugSymtab { debug, segments }
 }
 
+/// Where the split debug file of the module with GNU build id `id` is installed.
+fn debug_file_of(id: &[u8]) -> Option<PathBuf> {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    (hex.len() > 2).then(|| PathBuf::from(format!("{DEBUG_BUILD_ID_DIR}/{}/{}.debug", &hex[..2], &hex[2..])))
+}
+
 /// The virtual address of file offset `off` in a module with these (file offset, file
 /// size, virtual address) segments; an offset outside every segment gets an address no
 /// symbol covers.
@@ -354,27 +361,6 @@ fn virtual_address(segments: &[(u64, u64, u64)], off: u64) -> u64 {
         .iter()
         .find(|(start, size, _)| off >= *start && off - start < *size)
         .map_or(u64::MAX, |(start, _, vaddr)| off - start + vaddr)
-}
-
-fn symbolize_debug_symtab(
-    blaze: &Blaze,
-    debug: &std::path::Path,
-    segments: &[(u64, u64, u64)],
-    display: &str,
-    offsets: &[u64],
-) -> Vec<FrameNames> {
-    let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {display}"))]);
-    let vaddrs: Vec<u64> = offsets.iter().map(|&off| virtual_address(segments, off)).collect();
-    let mut elf = Elf::new(debug);
-    elf.debug_syms = false;
-    match blaze.symbolize(&Source::Elf(elf), Input::VirtOffset(&vaddrs)) {
-        Ok(syms) => syms.iter().map(|s| names_of(s, "").unwrap_or_else(|| unknown.clone())).collect(),
-        Err(err) => {
-            let file = debug.display();
-            tracing::debug!(path = %file, %err, "symbolization from the debug file's symbols failed");
-            vec![unknown; offsets.len()]
-        }
-    }
 }
 
 fn symbolize_kernel(blaze: &Blaze, addrs: &[u64]) -> Vec<FrameNames> {
@@ -451,13 +437,10 @@ mod tests {
         let lookup = lookup_of(std::path::Path::new(&libc.path));
         let Lookup::DebugSymtab { debug, segments } = lookup else {
             // Without libc6-dbg the module path (its own symbols) is the only way.
-            let hex: String = {
-                let bytes = std::fs::read(&libc.path).unwrap();
-                let elf = object::File::parse(&*bytes).unwrap();
-                build_id(&elf).unwrap().iter().map(|b| format!("{b:02x}")).collect()
-            };
-            let expected = format!("{DEBUG_BUILD_ID_DIR}/{}/{}.debug", &hex[..2], &hex[2..]);
-            assert!(!std::path::Path::new(&expected).exists(), "{expected} exists but was not used");
+            let bytes = std::fs::read(&libc.path).unwrap();
+            let elf = object::File::parse(&*bytes).unwrap();
+            let expected = debug_file_of(&build_id(&elf).unwrap()).unwrap();
+            assert!(!expected.exists(), "{} exists but was not used", expected.display());
             return;
         };
         let debug_bytes = std::fs::read(&debug).unwrap();

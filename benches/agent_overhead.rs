@@ -161,7 +161,17 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
         Profiler::None => None,
         Profiler::Hotframe | Profiler::HotframeCpuOnly => Some(
             Command::new(bin())
-                .args(["agent", "--server", &setup.server, "--service", "bench", "--pid", &pid, "--upload-interval", &setup.upload])
+                .args([
+                    "agent",
+                    "--server",
+                    &setup.server,
+                    "--service",
+                    "bench",
+                    "--pid",
+                    &pid,
+                    "--upload-interval",
+                    &setup.upload,
+                ])
                 .args(if profiler == Profiler::HotframeCpuOnly { &["--cpu-only"][..] } else { &[][..] })
                 .arg("--spool-dir")
                 .arg(&out)
@@ -237,7 +247,11 @@ fn run_once(setup: &Setup, profiler: Profiler, threads: usize, tag: &str) -> Run
         run.maxrss_kib = maxrss_kib;
         run.samples = samples_from(profiler, &stderr);
         if run.samples.is_none() && profiler != Profiler::Samply {
-            eprintln!("note: could not read a sample count from {}: {}", profiler.name(), stderr.lines().last().unwrap_or(""));
+            eprintln!(
+                "note: could not read a sample count from {}: {}",
+                profiler.name(),
+                stderr.lines().last().unwrap_or("")
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&out);
@@ -285,7 +299,17 @@ fn report(title: &str, results: &[(Profiler, Vec<Run>)]) {
     println!("\n{title}");
     println!(
         "{:<26} {:>4} {:>11} {:>7} {:>8} | {:>9} {:>10} | {:>9} {:>10} {:>10} | {:>9}",
-        "configuration", "runs", "ops/s med", "loss %", "paired %", "life ms/s", "life µs/s*", "steady ms/s", "steady µs/s*", "µs/own s.", "peak RSS"
+        "configuration",
+        "runs",
+        "ops/s med",
+        "loss %",
+        "paired %",
+        "life ms/s",
+        "life µs/s*",
+        "steady ms/s",
+        "steady µs/s*",
+        "µs/own s.",
+        "peak RSS"
     );
     let unprofiled: Option<&Vec<Run>> = results.iter().find(|(p, _)| *p == Profiler::None).map(|(_, r)| r);
     let base = unprofiled.map(|r| median(r.iter().map(|x| x.ops_per_sec).collect()));
@@ -408,8 +432,11 @@ fn main() {
     let results = measure(&setup, &profilers, threads, rounds);
     report(&format!("{threads}-thread CPU-bound target, 99 Hz, {rounds} interleaved rounds of {seconds} s"), &results);
 
-    let many: Vec<Profiler> =
-        profilers.iter().copied().filter(|p| matches!(p, Profiler::Hotframe | Profiler::HotframeCpuOnly | Profiler::Samply)).collect();
+    let many: Vec<Profiler> = profilers
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Profiler::Hotframe | Profiler::HotframeCpuOnly | Profiler::Samply))
+        .collect();
     let big = measure(&setup, &many, 20, 2);
     report(&format!("20-thread CPU-bound target, 99 Hz, 2 rounds of {seconds} s (agent CPU and RSS)"), &big);
 

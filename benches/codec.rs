@@ -16,7 +16,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut rng = fastrand::Rng::with_seed(7);
-    let pool: Vec<String> = (0..3000).map(|i| format!("crate_{}::module_{}::function_name_{i}", i % 17, i % 113)).collect();
+    let pool: Vec<String> =
+        (0..3000).map(|i| format!("crate_{}::module_{}::function_name_{i}", i % 17, i % 113)).collect();
     let mut b = ProfileBuilder::new("bench", 1_700_000_000_000, 1_700_000_010_000, 10_101_010);
     while b.stack_count() < 2000 {
         let depth = rng.usize(10..=40);
@@ -27,13 +28,8 @@ fn main() {
     let profile = b.finish();
     let plain = encode(&profile);
     let body = gzip(&plain);
-    let opts = DecodeOptions {
-        service: "bench".into(),
-        start_ms: 0,
-        end_ms: 10_000,
-        sample_type: None,
-        max_bytes: 16 << 20,
-    };
+    let opts =
+        DecodeOptions { service: "bench".into(), start_ms: 0, end_ms: 10_000, sample_type: None, max_bytes: 16 << 20 };
     let rounds = 15;
     let per_round = 50;
     let (mut full, mut gunzip, mut parse) = (Vec::new(), Vec::new(), Vec::new());

@@ -95,7 +95,10 @@ fn main() {
     if let Some(err) = result.get("error") {
         panic!("the in-page benchmark failed: {err}");
     }
-    println!("flame_browser: {} nodes (max depth {}) in headless Chromium, 1600x1000", result["nodes"], result["maxDepth"]);
+    println!(
+        "flame_browser: {} nodes (max depth {}) in headless Chromium, 1600x1000",
+        result["nodes"], result["maxDepth"]
+    );
     println!("  page load -> drawn     median {:>7.2} ms  (n=5; fetch + parse + flatten + draw)", median(loads));
     println!(
         "    of which the API call {:>7.2} ms  ({} bytes of JSON; the server's share, debug or release as built)",

@@ -20,7 +20,8 @@ const PERIOD_NS: u64 = 10_000_000;
 
 fn aggregate(stacks: usize, seed: u64, cut_hot: bool) -> Aggregate {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let frames: Vec<String> = (0..2_000).map(|i| format!("svc::module{}::Type{}::method_{i}", i % 37, i % 101)).collect();
+    let frames: Vec<String> =
+        (0..2_000).map(|i| format!("svc::module{}::Type{}::method_{i}", i % 37, i % 101)).collect();
     let mut agg = Aggregate {
         frames,
         profiles: 2,
@@ -48,7 +49,12 @@ fn aggregate(stacks: usize, seed: u64, cut_hot: bool) -> Aggregate {
         if cut_hot && i < stacks / 20 {
             samples = samples / 10 + 1;
         }
-        agg.samples.push(AggregateSample { stack: i as u32, state: ThreadState::Runnable, samples, nanos: samples * PERIOD_NS });
+        agg.samples.push(AggregateSample {
+            stack: i as u32,
+            state: ThreadState::Runnable,
+            samples,
+            nanos: samples * PERIOD_NS,
+        });
     }
     agg
 }
@@ -74,7 +80,10 @@ fn main() {
     let settings = CostSettings { price_per_core_hour: Some(0.05), fleet_hosts: Some(40), ..Default::default() };
     let ctx = CostContext::new(settings.resolve().expect("valid settings"), 600.0, 2);
     println!("ops-win report stages, median of {RUNS} runs (one core)");
-    println!("{:>8} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}", "stacks", "figures", "diff SVG", "PNG", "HTML+MIME", "PNG KiB", "SVG KiB");
+    println!(
+        "{:>8} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "stacks", "figures", "diff SVG", "PNG", "HTML+MIME", "PNG KiB", "SVG KiB"
+    );
     for stacks in [1_000, 10_000, 50_000] {
         let before = aggregate(stacks, 1, false);
         let after = aggregate(stacks, 2, true);
@@ -104,7 +113,8 @@ fn main() {
         let from = report::parse_mailbox("hotframe@example.com").expect("address");
         let to = vec!["ops@example.com".to_string()];
         let (t_mail, message) = time(|| {
-            let rendered = report::render(&win, Some("cid:flamegraph@hotframe"), Some("https://hotframe.example.com/wins/1"));
+            let rendered =
+                report::render(&win, Some("cid:flamegraph@hotframe"), Some("https://hotframe.example.com/wins/1"));
             report::build_message(&from, &to, &rendered, Some(&png)).expect("message")
         });
         std::hint::black_box(&message);

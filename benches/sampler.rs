@@ -65,7 +65,13 @@ struct Recorded {
 
 /// Records raw perf samples of every thread of `pid` for `secs`.
 fn record(pid: u32, secs: f64) -> Vec<Recorded> {
-    let config = EventConfig { period_ns: 1_000_000_000 / 99, dwarf: true, stack_bytes: 32 * 1024, callchain: false, kernel: false };
+    let config = EventConfig {
+        period_ns: 1_000_000_000 / 99,
+        dwarf: true,
+        stack_bytes: 32 * 1024,
+        callchain: false,
+        kernel: false,
+    };
     let mut events: Vec<PerfEvent> =
         procfs::thread_ids(pid).unwrap().into_iter().filter_map(|tid| PerfEvent::open(tid, &config).ok()).collect();
     let mut out = Vec::new();
@@ -145,13 +151,17 @@ fn process_cpu_ns() -> u64 {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap_or(0)))
+        })
         .unwrap_or(0)
 }
 
 fn many_threads(dir: &Path) {
     let exe = compile(dir, "busy");
-    let (mut cpu_per_s, mut cpu_per_sample, mut lost_ratio, mut rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_per_s, mut cpu_per_sample, mut lost_ratio, mut rates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..3 {
         let child = Command::new(&exe).args(["20", "15"]).spawn().expect("start busy");
         let pid = child.id();
@@ -174,11 +184,19 @@ fn many_threads(dir: &Path) {
         while t0.elapsed() < Duration::from_secs(10) {
             sampler.poll(Duration::from_millis(100)).expect("poll");
             if Instant::now() >= next_take {
-                stacks += sampler.take_profiles("bench", hotframe::model::time::now_ms()).iter().map(|p| p.stacks.len()).sum::<usize>();
+                stacks += sampler
+                    .take_profiles("bench", hotframe::model::time::now_ms())
+                    .iter()
+                    .map(|p| p.stacks.len())
+                    .sum::<usize>();
                 next_take += Duration::from_secs(2);
             }
         }
-        stacks += sampler.take_profiles("bench", hotframe::model::time::now_ms()).iter().map(|p| p.stacks.len()).sum::<usize>();
+        stacks += sampler
+            .take_profiles("bench", hotframe::model::time::now_ms())
+            .iter()
+            .map(|p| p.stacks.len())
+            .sum::<usize>();
         let wall = t0.elapsed().as_secs_f64();
         let cpu = (process_cpu_ns() - cpu0) as f64;
         let after = sampler.stats();

@@ -35,7 +35,8 @@ struct Tree {
 }
 
 fn tree(rng: &mut fastrand::Rng) -> Tree {
-    let names: Vec<String> = (0..1500).map(|i| format!("service::module{}::Type{}::method_{i}", i % 37, i % 11)).collect();
+    let names: Vec<String> =
+        (0..1500).map(|i| format!("service::module{}::Type{}::method_{i}", i % 37, i % 11)).collect();
     let mut stacks = Vec::with_capacity(LEAVES);
     for _ in 0..LEAVES {
         let depth = 8 + rng.usize(..23);

@@ -23,10 +23,23 @@ const RUNS: usize = 5;
 
 /// Function names that look like a Rust/C++ service's.
 fn frame_names(n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-    let crates = ["tokio", "hyper", "serde_json", "checkout", "std", "core", "alloc", "tower", "sqlx", "prost", "h2", "regex"];
+    let crates =
+        ["tokio", "hyper", "serde_json", "checkout", "std", "core", "alloc", "tower", "sqlx", "prost", "h2", "regex"];
     let modules = ["runtime", "task", "io", "ser", "de", "proto", "handler", "pool", "codec", "sync", "raw", "fmt"];
-    let types = ["Harness<T,S>", "Connection", "Serializer<W,F>", "OrderService", "RawVec<T>", "Mutex<T>", "Encoder", "Pool"];
-    let verbs = ["poll", "call", "encode", "decode", "write_all", "lock", "parse", "handle_request", "format_escaped_str", "grow"];
+    let types =
+        ["Harness<T,S>", "Connection", "Serializer<W,F>", "OrderService", "RawVec<T>", "Mutex<T>", "Encoder", "Pool"];
+    let verbs = [
+        "poll",
+        "call",
+        "encode",
+        "decode",
+        "write_all",
+        "lock",
+        "parse",
+        "handle_request",
+        "format_escaped_str",
+        "grow",
+    ];
     (0..n)
         .map(|i| {
             format!(
@@ -98,7 +111,9 @@ impl Pool {
         while counts.len() < distinct {
             *counts.entry(self.draw(rng)).or_insert(0u64) += 1;
         }
-        let mut b = ProfileBuilder::new("checkout", 0, len_ms, 10_101_010).label("version", "1.4.2").label("region", "eu-west-1");
+        let mut b = ProfileBuilder::new("checkout", 0, len_ms, 10_101_010)
+            .label("version", "1.4.2")
+            .label("region", "eu-west-1");
         let mut names: Vec<&str> = Vec::new();
         for (i, n) in counts {
             let (stack, state) = &self.stacks[i];
@@ -169,12 +184,18 @@ fn main() {
     let avg_depth = pool.stacks.iter().map(|s| s.0.len()).sum::<usize>() as f64 / pool.stacks.len() as f64;
     let per_profile = ten_s.iter().map(|p| p.total_samples()).sum::<u64>() as f64 / ten_s.len() as f64;
     let entries = ten_s.iter().map(|p| p.samples.len()).sum::<usize>() as f64 / ten_s.len() as f64;
-    println!("store benchmark: pool of {POOL_STACKS} stacks (mean depth {avg_depth:.1}), {} frame names", pool.names.len());
+    println!(
+        "store benchmark: pool of {POOL_STACKS} stacks (mean depth {avg_depth:.1}), {} frame names",
+        pool.names.len()
+    );
     println!(
         "10-second profile: ~2,000 distinct stacks, {entries:.0} (stack, state) entries, {per_profile:.0} samples on average"
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average at start (the machine is shared): {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "load average at start (the machine is shared): {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!();
 
     if wanted("a") {
@@ -192,9 +213,10 @@ fn main() {
 fn ingest(ten_s: &mut [Profile]) {
     println!("(a) ingest of 10-second profiles, one writer, {RUNS} runs");
     println!("{:<34} {:>12} {:>14} {:>10} {:>14}", "durability", "profiles/s", "samples/s", "ms/write", "cpu ms/write");
-    for (durability, label, per_run) in
-        [(Durability::Os, "os (synchronous=NORMAL, default)", 1_000), (Durability::Disk, "disk (synchronous=FULL)", 200)]
-    {
+    for (durability, label, per_run) in [
+        (Durability::Os, "os (synchronous=NORMAL, default)", 1_000),
+        (Durability::Disk, "disk (synchronous=FULL)", 200),
+    ] {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path(), StoreConfig { durability, ..StoreConfig::default() }).expect("open");
         // Warm-up: the first profiles intern the pool; a running server has done that.
@@ -271,8 +293,14 @@ fn aggregates(pool: &Pool, rng: &mut fastrand::Rng, ten_s: &mut [Profile]) {
         "    read from rollups, are simulated with {} 10-minute profiles (~5,000 distinct stacks each); ingest {ingest_s:.0} s,",
         n - n_fine
     );
-    println!("    maintain {maintain_s:.1} s ({} rollup rows); {RUNS} runs, cold = first run on a fresh reader cache", report.rollups_written);
-    println!("{:<44} {:>10} {:>10} {:>10} {:>12} {:>8}", "query", "median ms", "cold ms", "cpu ms", "samples", "stacks");
+    println!(
+        "    maintain {maintain_s:.1} s ({} rollup rows); {RUNS} runs, cold = first run on a fresh reader cache",
+        report.rollups_written
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "query", "median ms", "cold ms", "cpu ms", "samples", "stacks"
+    );
     let aligned_now = NOW - NOW.rem_euclid(HOUR);
     for (label, q) in [
         ("1 hour, now-1h..now (raw edges)", query(NOW - HOUR, NOW)),
@@ -318,9 +346,17 @@ fn disk(ten_s: &mut [Profile]) {
     let raw = store.stats().expect("stats");
     store.maintain(NOW).expect("maintain");
     let after = store.stats().expect("stats");
-    println!("(c) disk after a simulated day: {hosts_c} hosts x 8,640 10-second profiles = {n} profiles, {} samples", raw.samples);
+    println!(
+        "(c) disk after a simulated day: {hosts_c} hosts x 8,640 10-second profiles = {n} profiles, {} samples",
+        raw.samples
+    );
     println!("{:<44} {:>14} {:>14}", "", "bytes on disk", "bytes/sample");
-    println!("{:<44} {:>14} {:>14.3}", "raw profiles (db + wal)", raw.bytes_on_disk, raw.bytes_on_disk as f64 / raw.samples as f64);
+    println!(
+        "{:<44} {:>14} {:>14.3}",
+        "raw profiles (db + wal)",
+        raw.bytes_on_disk,
+        raw.bytes_on_disk as f64 / raw.samples as f64
+    );
     println!(
         "{:<44} {:>14} {:>14.3}",
         "after maintain (+ rollups, kept uncompressed)",

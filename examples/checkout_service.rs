@@ -31,7 +31,8 @@ async fn main() -> anyhow::Result<()> {
     // The one call a service adds to `main`: the guard profiles until it is dropped.
     let _agent = match std::env::var("HOTFRAME_SERVER") {
         Ok(server) => {
-            let interval: u64 = std::env::var("HOTFRAME_UPLOAD_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+            let interval: u64 =
+                std::env::var("HOTFRAME_UPLOAD_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
             Some(
                 hotframe::agent::Agent::builder()
                     .server(server)
@@ -48,10 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/checkout", get(checkout))
         .route("/health", get(|| async { "ok" }))
-        .route(
-            "/debug/pprof/profile",
-            get(move |q: Query<HashMap<String, String>>| pprof_profile(q, agent_running)),
-        );
+        .route("/debug/pprof/profile", get(move |q: Query<HashMap<String, String>>| pprof_profile(q, agent_running)));
     let listen = std::env::var("CHECKOUT_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listen = if listen.starts_with(':') { format!("127.0.0.1{listen}") } else { listen };
     let listener = tokio::net::TcpListener::bind(&listen).await?;

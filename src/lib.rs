@@ -14,20 +14,20 @@ pub mod cost;
 pub mod model;
 pub mod upload;
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
-pub mod store;
+pub mod client;
+#[cfg(all(feature = "server", feature = "agent"))]
+pub mod demo;
+#[cfg(feature = "server")]
+pub mod report;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
-pub mod client;
-#[cfg(feature = "server")]
-pub mod report;
-#[cfg(all(feature = "server", feature = "agent"))]
-pub mod demo;
-#[cfg(feature = "agent")]
-pub mod agent;
+pub mod store;
 /// With only the `inproc` feature, `hotframe::agent::Agent` is the in-process agent
 /// (with `agent` on too, src/agent re-exports it).
 #[cfg(all(feature = "inproc", not(feature = "agent")))]
@@ -36,9 +36,9 @@ pub mod agent {
 }
 #[cfg(feature = "inproc")]
 pub mod inproc;
-#[cfg(all(feature = "server", feature = "agent"))]
-pub mod scrape;
 #[cfg(feature = "agent")]
 pub mod sampler;
+#[cfg(all(feature = "server", feature = "agent"))]
+pub mod scrape;
 #[cfg(feature = "agent")]
 pub mod symbolize;

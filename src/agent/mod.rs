@@ -108,7 +108,8 @@ fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, AgentError>
 /// (kept across reboots) or the temp dir.
 fn default_spool_dir(service: &str) -> PathBuf {
     let base = if std::path::Path::new("/var/tmp").is_dir() { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
-    let safe: String = service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let safe: String =
+        service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     base.join("hotframe-spool").join(safe)
 }
 
@@ -154,7 +155,8 @@ impl AgentConfig {
         let mut labels = BTreeMap::new();
         labels.insert("host".to_string(), targets::hostname());
         for text in &args.labels {
-            let (k, v) = crate::model::profile::parse_label_flag(text).ok_or_else(|| AgentError::BadLabel(text.clone()))?;
+            let (k, v) =
+                crate::model::profile::parse_label_flag(text).ok_or_else(|| AgentError::BadLabel(text.clone()))?;
             labels.insert(k, v);
         }
         let mut upload = UploadOptions::new(server);
@@ -221,7 +223,15 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
         }
         None => None,
     };
-    let mut agent = ExternalAgent { config, sampler, uploader, health, scanned_out: HashSet::new(), child, last_snapshot: Instant::now() };
+    let mut agent = ExternalAgent {
+        config,
+        sampler,
+        uploader,
+        health,
+        scanned_out: HashSet::new(),
+        child,
+        last_snapshot: Instant::now(),
+    };
     let outcome = agent.sample_until_done(stop);
     agent.finish();
     outcome
@@ -415,8 +425,19 @@ mod tests {
 
     #[test]
     fn flags_become_a_checked_config() {
-        let c = config(&["--server", "http://h:1/", "--service", "svc", "--pid", "7", "--label", "region=eu", "--unwind", "fp"])
-            .unwrap();
+        let c = config(&[
+            "--server",
+            "http://h:1/",
+            "--service",
+            "svc",
+            "--pid",
+            "7",
+            "--label",
+            "region=eu",
+            "--unwind",
+            "fp",
+        ])
+        .unwrap();
         assert!(matches!(c.targets, TargetSpec::Pids(ref p) if p == &[7]));
         assert_eq!(c.labels["region"], "eu");
         assert!(!c.labels["host"].is_empty());

@@ -118,7 +118,8 @@ pub fn export(args: ExportArgs) -> Result<(), ClientError> {
     }
     let body = finish(&url, authorized(request, &args.token).call())?;
     match &args.out {
-        Some(path) => std::fs::write(path, &body).map_err(|source| ClientError::Write { path: path.display().to_string(), source }),
+        Some(path) => std::fs::write(path, &body)
+            .map_err(|source| ClientError::Write { path: path.display().to_string(), source }),
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&body)
@@ -182,7 +183,11 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
         "folded" => "folded",
         "perf-script" | "perf" => "perf-script",
         "speedscope" => "speedscope",
-        other => return Err(ClientError::Args(format!("--format {other:?}: use folded, pprof, perf-script, speedscope or auto"))),
+        other => {
+            return Err(ClientError::Args(format!(
+                "--format {other:?}: use folded, pprof, perf-script, speedscope or auto"
+            )))
+        }
     };
     let duration_ms = parse_duration_ms(&args.duration)?;
     if duration_ms <= 0 {
@@ -198,13 +203,15 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
     }
 
     let (body, what) = if format != "pprof" {
-        let text = std::str::from_utf8(&bytes).map_err(|e| ClientError::Args(format!("{}: not UTF-8 text: {e}", path.display())))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| ClientError::Args(format!("{}: not UTF-8 text: {e}", path.display())))?;
         let period_ns = 1_000_000_000 / args.sample_rate as u64;
         let mut builder = ProfileBuilder::new(&args.service, from_ms, until_ms, period_ns);
         let parse_error = |message: String| ClientError::Format { path: path.display().to_string(), format, message };
         let mut profile = match format {
             "perf-script" => {
-                let summary = crate::model::perf_script::parse_into(text, &mut builder).map_err(|e| parse_error(e.to_string()))?;
+                let summary = crate::model::perf_script::parse_into(text, &mut builder)
+                    .map_err(|e| parse_error(e.to_string()))?;
                 let mut profile = builder.finish();
                 // The recording's own length is the window (perf's clock is not Unix time).
                 let span_ms = (((summary.last_s - summary.first_s) * 1000.0).ceil() as i64).max(1000);
@@ -213,7 +220,8 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
                 profile
             }
             "speedscope" => {
-                crate::model::speedscope::parse_into(&bytes, period_ns, &mut builder).map_err(|e| parse_error(e.to_string()))?;
+                crate::model::speedscope::parse_into(&bytes, period_ns, &mut builder)
+                    .map_err(|e| parse_error(e.to_string()))?;
                 builder.finish()
             }
             _ => {

@@ -66,7 +66,11 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
         number(saving, &["cores"]),
         format_usd(number(saving, &["usdLow"])),
         format_usd(number(saving, &["usdHigh"])),
-        if saving["significant"].as_bool().unwrap_or(false) { "" } else { " — NOT significant: sampling noise could explain it" },
+        if saving["significant"].as_bool().unwrap_or(false) {
+            ""
+        } else {
+            " — NOT significant: sampling noise could explain it"
+        },
     );
     out.push_str(&format!(
         "CPU cores per host: {:.3} -> {:.3} ({})\n",
@@ -86,7 +90,10 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
     if recipients.is_empty() {
         out.push_str("no email: the team has no ops_win_list and no --email was given\n");
     } else {
-        out.push_str(&format!("report queued for {} (the server sends it and retries on failure)\n", recipients.join(", ")));
+        out.push_str(&format!(
+            "report queued for {} (the server sends it and retries on failure)\n",
+            recipients.join(", ")
+        ));
     }
     out
 }

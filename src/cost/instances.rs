@@ -50,7 +50,16 @@ const DATE: &str = "2024-06";
 
 macro_rules! it {
     ($name:expr, $prov:expr, $region:expr, $vcpus:expr, $usd:expr, $arch:expr, $src:expr) => {
-        InstanceType { name: $name, provider: $prov, region: $region, vcpus: $vcpus, hourly_usd: $usd, arch: $arch, source: $src, date: DATE }
+        InstanceType {
+            name: $name,
+            provider: $prov,
+            region: $region,
+            vcpus: $vcpus,
+            hourly_usd: $usd,
+            arch: $arch,
+            source: $src,
+            date: DATE,
+        }
     };
 }
 

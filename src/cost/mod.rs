@@ -46,7 +46,9 @@ pub struct CostSettings {
 /// Settings that cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CostError {
-    #[error("unknown instance type {0:?}: see GET /api/v1/instance-types for the built-in table, or set pricePerCoreHour")]
+    #[error(
+        "unknown instance type {0:?}: see GET /api/v1/instance-types for the built-in table, or set pricePerCoreHour"
+    )]
     UnknownInstanceType(String),
     #[error("{field} must be a positive finite number, got {value}")]
     NotPositive { field: &'static str, value: f64 },

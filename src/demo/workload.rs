@@ -178,7 +178,9 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
         other => return Err(WorkloadError::BadMode(other.to_string())),
     };
     let duration = match &args.duration {
-        Some(text) => Some(Duration::from_millis(crate::model::time::parse_duration_ms(text).map_err(WorkloadError::BadDuration)?.max(0) as u64)),
+        Some(text) => Some(Duration::from_millis(
+            crate::model::time::parse_duration_ms(text).map_err(WorkloadError::BadDuration)?.max(0) as u64,
+        )),
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -201,9 +203,15 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
         let (s, j) = (Arc::clone(&stop), Arc::clone(&jobs));
         spawn("job-waiter", Box::new(move || wait_for_jobs(&s, &j)))?;
         let (s, c) = (Arc::clone(&stop), Arc::clone(&cache));
-        spawn("cache-owner", Box::new(move || update_cache(&s, &c, Duration::from_millis(40), Duration::from_millis(5))))?;
+        spawn(
+            "cache-owner",
+            Box::new(move || update_cache(&s, &c, Duration::from_millis(40), Duration::from_millis(5))),
+        )?;
         let (s, c) = (Arc::clone(&stop), Arc::clone(&cache));
-        spawn("cache-reader", Box::new(move || update_cache(&s, &c, Duration::from_micros(200), Duration::from_millis(1))))?;
+        spawn(
+            "cache-reader",
+            Box::new(move || update_cache(&s, &c, Duration::from_micros(200), Duration::from_millis(1))),
+        )?;
     }
     let started = Instant::now();
     match duration {
@@ -224,7 +232,8 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
     }
     let ops = done.load(Ordering::Relaxed);
     if args.report {
-        let report = WorkloadReport { ops_per_sec: ops as f64 / seconds.max(1e-9), threads: args.threads.max(1), seconds };
+        let report =
+            WorkloadReport { ops_per_sec: ops as f64 / seconds.max(1e-9), threads: args.threads.max(1), seconds };
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     }
     Ok(())

@@ -68,21 +68,38 @@ mod tests {
     }
 
     fn frames(leaf_first: Vec<Vec<Symbol>>, thread: &str) -> pprof::Frames {
-        pprof::Frames { frames: leaf_first, thread_name: thread.into(), thread_id: 7, sample_timestamp: SystemTime::now() }
+        pprof::Frames {
+            frames: leaf_first,
+            thread_name: thread.into(),
+            thread_id: 7,
+            sample_timestamp: SystemTime::now(),
+        }
     }
 
     #[test]
     fn stacks_become_root_first_with_inlined_frames() {
         let a = frames(
-            vec![vec![symbol("leaf_inlined"), symbol("leaf")], vec![symbol("_ZN4main4work17h0123456789abcdefE")], vec![symbol("main")]],
+            vec![
+                vec![symbol("leaf_inlined"), symbol("leaf")],
+                vec![symbol("_ZN4main4work17h0123456789abcdefE")],
+                vec![symbol("main")],
+            ],
             "worker",
         );
         let b = frames(Vec::new(), "");
         let entries = [(&a, 5isize), (&b, 2), (&a, -1)];
-        let p = to_profile(entries.iter().map(|(f, c)| (*f, *c)), ProfileBuilder::new("svc", 0, 1000, 10_101_010), ConvertOptions { thread_root: false });
+        let p = to_profile(
+            entries.iter().map(|(f, c)| (*f, *c)),
+            ProfileBuilder::new("svc", 0, 1000, 10_101_010),
+            ConvertOptions { thread_root: false },
+        );
         let folded = crate::model::folded::to_folded(&p, &[]);
         assert_eq!(folded, "[unknown] 2\nmain;main::work;leaf;leaf_inlined 5\n");
-        let p = to_profile(entries.iter().map(|(f, c)| (*f, *c)), ProfileBuilder::new("svc", 0, 1000, 10_101_010), ConvertOptions { thread_root: true });
+        let p = to_profile(
+            entries.iter().map(|(f, c)| (*f, *c)),
+            ProfileBuilder::new("svc", 0, 1000, 10_101_010),
+            ConvertOptions { thread_root: true },
+        );
         let folded = crate::model::folded::to_folded(&p, &[]);
         assert_eq!(folded, "7;[unknown] 2\nworker;main;main::work;leaf;leaf_inlined 5\n");
         assert_eq!(p.state_totals(), [7, 0, 0, 0, 0]);

@@ -12,8 +12,8 @@
 
 pub mod convert;
 
-use crate::model::time::now_ms;
 use crate::model::profile::{valid_label_name, valid_service_name};
+use crate::model::time::now_ms;
 use crate::model::ProfileBuilder;
 use crate::upload::{jittered, UploadError, UploadOptions, UploadStats, Uploader};
 use convert::ConvertOptions;
@@ -262,7 +262,8 @@ impl StopSignal {
             if now >= deadline {
                 return false;
             }
-            stopped = self.wake.wait_timeout(stopped, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            stopped =
+                self.wake.wait_timeout(stopped, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
         true
     }
@@ -381,7 +382,10 @@ mod tests {
         assert!(err(Agent::builder().server("http://127.0.0.1:1").service("a").label("1x", "v")).contains("label name"));
         assert!(err(Agent::builder().server("http://127.0.0.1:1").service("a").frequency(0)).contains("1 to 1000"));
         assert!(err(Agent::builder().server("https://x").service("a")).contains("no TLS"));
-        assert!(err(Agent::builder().server("http://127.0.0.1:1").service("a").upload_interval(Duration::from_millis(10)))
-            .contains("at least 1 s"));
+        assert!(err(Agent::builder()
+            .server("http://127.0.0.1:1")
+            .service("a")
+            .upload_interval(Duration::from_millis(10)))
+        .contains("at least 1 s"));
     }
 }

@@ -54,7 +54,8 @@ fn frame_name(line: &str) -> String {
 
 /// The timestamp of a header line: the token ending in `:` that parses as seconds.
 fn header_time(line: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|t| t.strip_suffix(':').and_then(|n| n.parse::<f64>().ok()).filter(|_| t.contains('.')))
+    line.split_whitespace()
+        .find_map(|t| t.strip_suffix(':').and_then(|n| n.parse::<f64>().ok()).filter(|_| t.contains('.')))
 }
 
 /// Adds every record of `text` to `builder` as one RUNNABLE sample each.
@@ -94,7 +95,8 @@ pub fn parse_into(text: &str, builder: &mut ProfileBuilder) -> Result<PerfScript
         if in_record {
             flush(&mut stack, &mut summary);
         }
-        let at = header_time(line).ok_or_else(|| PerfScriptError::BadHeader { line: n + 1, text: line.chars().take(120).collect() })?;
+        let at = header_time(line)
+            .ok_or_else(|| PerfScriptError::BadHeader { line: n + 1, text: line.chars().take(120).collect() })?;
         summary.first_s = summary.first_s.min(at);
         summary.last_s = summary.last_s.max(at);
         in_record = true;

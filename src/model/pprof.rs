@@ -32,9 +32,7 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<std::borrow::Cow<'
     }
     let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(max));
     let mut decoder = flate2::read::MultiGzDecoder::new(bytes).take(max as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| ModelError::BadPprof(format!("gzip: {e}")))?;
+    decoder.read_to_end(&mut out).map_err(|e| ModelError::BadPprof(format!("gzip: {e}")))?;
     if out.len() > max {
         return Err(ModelError::TooLarge { max });
     }
@@ -44,7 +42,8 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<std::borrow::Cow<'
 /// Gzips `bytes` (default level).
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), flate2::Compression::default());
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), flate2::Compression::default());
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(bytes);
     enc.finish().unwrap_or_default()
@@ -198,9 +197,8 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         }
         stack.clear();
         for id in sample.location_id.iter().rev() {
-            let (start, end) = location_ranges
-                .get(*id)
-                .ok_or_else(|| ModelError::BadPprof(format!("unknown location id {id}")))?;
+            let (start, end) =
+                location_ranges.get(*id).ok_or_else(|| ModelError::BadPprof(format!("unknown location id {id}")))?;
             stack.extend_from_slice(&location_buf[start as usize..end as usize]);
         }
         let mut state = ThreadState::Runnable;
@@ -209,9 +207,8 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
                 state = match state_names.get(&label.str) {
                     Some(s) => *s,
                     None => {
-                        let s: ThreadState = string_at(st, label.str)?
-                            .parse()
-                            .map_err(|e| ModelError::BadPprof(format!("{e}")))?;
+                        let s: ThreadState =
+                            string_at(st, label.str)?.parse().map_err(|e| ModelError::BadPprof(format!("{e}")))?;
                         state_names.insert(label.str, s);
                         s
                     }
@@ -235,7 +232,10 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
 
 /// Chooses which sample value to read: the requested type, else a CPU/wall count, else
 /// CPU nanoseconds, else the first. Returns (index, scale, profile type name).
-fn pick_sample_type<'a>(types: &[(&'a str, &'a str)], wanted: Option<&str>) -> Result<(usize, Scale, &'a str), ModelError> {
+fn pick_sample_type<'a>(
+    types: &[(&'a str, &'a str)],
+    wanted: Option<&str>,
+) -> Result<(usize, Scale, &'a str), ModelError> {
     let scale_of = |unit: &str| if unit == "nanoseconds" { Scale::Nanos } else { Scale::Count };
     let cpu_like = |ty: &str| matches!(ty, "cpu" | "samples" | "wall" | "itimer");
     if let Some(w) = wanted {

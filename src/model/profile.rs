@@ -3,8 +3,8 @@
 //! names; `Limits` says what the server accepts.
 
 use super::state::{StateCounts, ThreadState};
-use serde::{Deserialize, Serialize};
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Samples of one stack in one thread state.

@@ -181,7 +181,11 @@ pub fn parse_into(bytes: &[u8], period_ns: u64, builder: &mut ProfileBuilder) ->
         match p {
             SpeedscopeProfile::Sampled { name, unit, samples, weights, .. } => {
                 if weights.len() != samples.len() {
-                    return Err(SpeedscopeError::Weights { profile: name.clone(), samples: samples.len(), weights: weights.len() });
+                    return Err(SpeedscopeError::Weights {
+                        profile: name.clone(),
+                        samples: samples.len(),
+                        weights: weights.len(),
+                    });
                 }
                 let state = state_of(name);
                 for (stack, weight) in samples.iter().zip(weights) {
@@ -205,10 +209,16 @@ pub fn parse_into(bytes: &[u8], period_ns: u64, builder: &mut ProfileBuilder) ->
                         "O" => open.push(f),
                         "C" => {
                             if open.pop() != Some(f) {
-                                return Err(SpeedscopeError::Unbalanced { profile: name.clone(), at: e.at, frame: e.frame });
+                                return Err(SpeedscopeError::Unbalanced {
+                                    profile: name.clone(),
+                                    at: e.at,
+                                    frame: e.frame,
+                                });
                             }
                         }
-                        other => return Err(SpeedscopeError::EventType { profile: name.clone(), kind: other.to_string() }),
+                        other => {
+                            return Err(SpeedscopeError::EventType { profile: name.clone(), kind: other.to_string() })
+                        }
                     }
                 }
             }
@@ -250,6 +260,9 @@ mod tests {
         assert_eq!(to_folded(&b.finish(), &[]), "a 2\na;b 3\n");
         let bad = text.replace(r#"{"type":"C","frame":1,"at":40}"#, r#"{"type":"C","frame":0,"at":40}"#);
         let mut b = ProfileBuilder::new("svc", 0, 1000, 10_000_000);
-        assert!(parse_into(bad.as_bytes(), 10_000_000, &mut b).unwrap_err().to_string().contains("not the innermost open frame"));
+        assert!(parse_into(bad.as_bytes(), 10_000_000, &mut b)
+            .unwrap_err()
+            .to_string()
+            .contains("not the innermost open frame"));
     }
 }

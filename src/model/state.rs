@@ -25,13 +25,8 @@ pub type StateCounts = [u64; 5];
 
 impl ThreadState {
     /// Every state, in index order.
-    pub const ALL: [ThreadState; 5] = [
-        ThreadState::Runnable,
-        ThreadState::Waiting,
-        ThreadState::TimedWaiting,
-        ThreadState::Blocked,
-        ThreadState::Io,
-    ];
+    pub const ALL: [ThreadState; 5] =
+        [ThreadState::Runnable, ThreadState::Waiting, ThreadState::TimedWaiting, ThreadState::Blocked, ThreadState::Io];
 
     /// The wire name: `RUNNABLE`, `WAITING`, `TIMED_WAITING`, `BLOCKED`, `IO`.
     pub fn as_str(self) -> &'static str {
@@ -63,12 +58,9 @@ impl ThreadState {
     pub fn view(name: &str) -> Option<Vec<ThreadState>> {
         match name.to_ascii_lowercase().as_str() {
             "cpu" => Some(vec![ThreadState::Runnable]),
-            "latency" => Some(vec![
-                ThreadState::Runnable,
-                ThreadState::TimedWaiting,
-                ThreadState::Blocked,
-                ThreadState::Io,
-            ]),
+            "latency" => {
+                Some(vec![ThreadState::Runnable, ThreadState::TimedWaiting, ThreadState::Blocked, ThreadState::Io])
+            }
             "all" | "wall" => Some(ThreadState::ALL.to_vec()),
             _ => None,
         }
@@ -101,7 +93,9 @@ impl fmt::Display for ThreadState {
 
 /// A thread-state name that is not one of the five.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown thread state {0:?}: expected RUNNABLE, WAITING, TIMED_WAITING, BLOCKED, IO, or a view (cpu, latency, all)")]
+#[error(
+    "unknown thread state {0:?}: expected RUNNABLE, WAITING, TIMED_WAITING, BLOCKED, IO, or a view (cpu, latency, all)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for ThreadState {

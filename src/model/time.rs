@@ -8,10 +8,7 @@ pub struct BadTime(pub String);
 
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Parses a duration such as `90`, `10s`, `15m`, `1h`, `7d`, `2w`, `500ms` into milliseconds.

@@ -396,9 +396,7 @@ pub fn compute(
             None
         }
         _ => {
-            notes.push(
-                "Only one side has a request count, so CPU is compared per host, not per request.".to_string(),
-            );
+            notes.push("Only one side has a request count, so CPU is compared per host, not per request.".to_string());
             None
         }
     };
@@ -648,7 +646,12 @@ mod tests {
     #[test]
     fn off_cpu_samples_are_ignored() {
         let mut agg = aggregate(&[(&["main"], 10)], 10_000_000);
-        agg.samples.push(AggregateSample { stack: 0, state: ThreadState::Waiting, samples: 1000, nanos: 1000 * 10_000_000 });
+        agg.samples.push(AggregateSample {
+            stack: 0,
+            state: ThreadState::Waiting,
+            samples: 1000,
+            nanos: 1000 * 10_000_000,
+        });
         let t = tally(&agg, None);
         assert_eq!(t.all.samples, 10);
     }

@@ -116,7 +116,9 @@ fn fonts() -> &'static (Arc<usvg::fontdb::Database>, String) {
         let family = match family {
             Some(f) => f,
             None => {
-                tracing::warn!("no system fonts found: flame graph PNGs will have no frame names; install fonts-dejavu-core");
+                tracing::warn!(
+                    "no system fonts found: flame graph PNGs will have no frame names; install fonts-dejavu-core"
+                );
                 FONT_FAMILIES[0].to_string()
             }
         };

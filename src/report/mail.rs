@@ -184,7 +184,9 @@ impl Mailer {
     pub fn send(&self, message: &Message) -> Result<(), ReportError> {
         match self.transport.send(message) {
             Ok(_) => Ok(()),
-            Err(e) => Err(ReportError::Send { url: self.url.clone(), reason: error_chain(&e), permanent: e.is_permanent() }),
+            Err(e) => {
+                Err(ReportError::Send { url: self.url.clone(), reason: error_chain(&e), permanent: e.is_permanent() })
+            }
         }
     }
 }
@@ -200,7 +202,8 @@ fn tls_with_ca(url: &str, path: &std::path::Path) -> Result<Tls, String> {
     };
     let tls_param = rest.split_once('?').and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("tls=")));
     let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-    let cert = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {} is not a PEM certificate: {e}", path.display()))?;
+    let cert =
+        Certificate::from_pem(&pem).map_err(|e| format!("ca_file {} is not a PEM certificate: {e}", path.display()))?;
     let params = TlsParameters::builder(host.to_string())
         .add_root_certificate(cert)
         .build_rustls()
@@ -252,7 +255,11 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before retry number `retry` (0 for the first retry).
     pub fn backoff(&self, retry: u32) -> Duration {
-        crate::upload::full_jitter_backoff(Duration::from_millis(self.base_ms), retry, Duration::from_millis(self.cap_ms))
+        crate::upload::full_jitter_backoff(
+            Duration::from_millis(self.base_ms),
+            retry,
+            Duration::from_millis(self.cap_ms),
+        )
     }
 }
 

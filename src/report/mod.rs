@@ -43,9 +43,7 @@ pub use flame::{differential_png, differential_svg, svg_to_png, Png};
 pub use mail::{
     build_message, parse_mailbox, send_with_retries, Mailer, RetryPolicy, SendState, SendStatus, SmtpConfig,
 };
-pub use render::{
-    format_usd, format_usd_rounded, one_line, render, RenderedReport, Selection, Win, FLAME_CONTENT_ID,
-};
+pub use render::{format_usd, format_usd_rounded, one_line, render, RenderedReport, Selection, Win, FLAME_CONTENT_ID};
 
 /// What went wrong while computing, rendering or sending a win. Messages say what to do.
 #[derive(Debug, thiserror::Error)]

@@ -272,8 +272,16 @@ fn comparison_rows(f: &WinFigures) -> Vec<(String, String, String)> {
         rows.push(("CPU ms per request".to_string(), num(rb), num(ra)));
     }
     rows.push(("On-CPU samples".to_string(), thousands(b.cpu_samples), thousands(a.cpu_samples)));
-    rows.push(("Hosts profiled / fleet".to_string(), format!("{} / {}", b.profiled_hosts, b.fleet_hosts), format!("{} / {}", a.profiled_hosts, a.fleet_hosts)));
-    rows.push(("Window per host".to_string(), format!("{} s", num(b.window_seconds)), format!("{} s", num(a.window_seconds))));
+    rows.push((
+        "Hosts profiled / fleet".to_string(),
+        format!("{} / {}", b.profiled_hosts, b.fleet_hosts),
+        format!("{} / {}", a.profiled_hosts, a.fleet_hosts),
+    ));
+    rows.push((
+        "Window per host".to_string(),
+        format!("{} s", num(b.window_seconds)),
+        format!("{} s", num(a.window_seconds)),
+    ));
     rows
 }
 
@@ -359,7 +367,10 @@ fn text(win: &Win, viewer_url: Option<&str>) -> String {
     }
     let _ = writeln!(t);
     if !f.frames.is_empty() {
-        let _ = writeln!(t, "Top frames that changed (cores per host, before -> after; $ per year saved by the frame's own CPU):");
+        let _ = writeln!(
+            t,
+            "Top frames that changed (cores per host, before -> after; $ per year saved by the frame's own CPU):"
+        );
         for fr in &f.frames {
             let _ = writeln!(
                 t,
@@ -468,7 +479,10 @@ fn html(win: &Win, image_src: Option<&str>, viewer_url: Option<&str>) -> String 
         asel = escape(&win.after.describe()),
     );
     for (label, b, a) in comparison_rows(f) {
-        let _ = write!(h, "<tr><td style=\"{cell}\">{label}</td><td style=\"{cell}\">{b}</td><td style=\"{cell}\">{a}</td></tr>");
+        let _ = write!(
+            h,
+            "<tr><td style=\"{cell}\">{label}</td><td style=\"{cell}\">{b}</td><td style=\"{cell}\">{a}</td></tr>"
+        );
     }
     let _ = write!(
         h,

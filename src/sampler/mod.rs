@@ -31,8 +31,8 @@ use linux_perf_event_reader::{EventRecord, SampleRecord};
 use perf::{EventConfig, PerfEvent};
 use procfs::{SchedStat, Syscall, ThreadFiles};
 use rustc_hash::{FxHashMap, FxHashSet};
-use state::Observed;
 use serde::{Deserialize, Serialize};
+use state::Observed;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -547,20 +547,18 @@ impl Sampler {
         }
         let fds = &mut self.scratch_fds;
         fds.clear();
-        fds.extend(
-            self.threads
-                .values()
-                .filter_map(|t| t.event.as_ref())
-                .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 }),
-        );
+        fds.extend(self.threads.values().filter_map(|t| t.event.as_ref()).map(|e| libc::pollfd {
+            fd: e.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         let events = fds.len();
         if switches {
-            fds.extend(
-                self.threads
-                    .values()
-                    .filter_map(|t| t.switch.as_ref())
-                    .map(|e| libc::pollfd { fd: e.raw_fd(), events: libc::POLLIN, revents: 0 }),
-            );
+            fds.extend(self.threads.values().filter_map(|t| t.switch.as_ref()).map(|e| libc::pollfd {
+                fd: e.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
         }
         if fds.is_empty() {
             std::thread::sleep(timeout);
@@ -737,7 +735,17 @@ impl Sampler {
     fn account_thread(&mut self, tid: u32, now: Instant) -> bool {
         let period_ns = self.period.as_nanos() as u64;
         let Sampler {
-            threads, targets, files, symbolizer, stats, scratch_addrs, scratch_stack, opts, switch_tracepoint, prefetch, ..
+            threads,
+            targets,
+            files,
+            symbolizer,
+            stats,
+            scratch_addrs,
+            scratch_stack,
+            opts,
+            switch_tracepoint,
+            prefetch,
+            ..
         } = self;
         let switch_tp = switch_tracepoint.as_ref();
         let Some(thread) = threads.get_mut(&tid) else { return false };
@@ -772,7 +780,8 @@ impl Sampler {
         // count is off when threads get preempted a lot, low or high
         // (docs/thread-states.md, "On-CPU time"); its stacks still say where the time went.
         let direct_ns = std::mem::take(&mut thread.sampled_since_sched).saturating_mul(period_ns) as i64;
-        thread.oncpu_balance_ns = (thread.oncpu_balance_ns + cpu - direct_ns).clamp(-MAX_ONCPU_BALANCE_NS, MAX_ONCPU_BALANCE_NS);
+        thread.oncpu_balance_ns =
+            (thread.oncpu_balance_ns + cpu - direct_ns).clamp(-MAX_ONCPU_BALANCE_NS, MAX_ONCPU_BALANCE_NS);
         let due = thread.oncpu_balance_ns.max(0) as u64 / period_ns;
         let sampled = thread.recent_oncpu.len() as u64;
         if due > 0 && spread_recent(&thread.recent_oncpu, thread.last_oncpu.as_ref(), target, prefetch, due) {
@@ -919,7 +928,13 @@ impl Sampler {
 /// Counts `n` RUNNABLE samples spread evenly over the stacks the thread was sampled on
 /// since the last tick (each about n / len times, keeping their proportions), else on
 /// its last on-CPU stack. False when it was never sampled on a CPU (nothing counted).
-fn spread_recent(recent: &[Stack], last_oncpu: Option<&Stack>, target: &mut Target, prefetch: &mut Prefetch, n: u64) -> bool {
+fn spread_recent(
+    recent: &[Stack],
+    last_oncpu: Option<&Stack>,
+    target: &mut Target,
+    prefetch: &mut Prefetch,
+    n: u64,
+) -> bool {
     if !recent.is_empty() {
         let len = recent.len() as u64;
         for i in 0..n {
@@ -945,7 +960,13 @@ fn add_offcpu_time(debt_ns: &mut i64, carry_ns: &mut u64, off_ns: i64) {
 }
 
 /// Turns a thread's carried off-CPU time into samples of its last off-CPU observation.
-fn count_offcpu(thread: &mut Thread, target: &mut Target, prefetch: &mut Prefetch, stats: &mut SamplerStats, period_ns: u64) {
+fn count_offcpu(
+    thread: &mut Thread,
+    target: &mut Target,
+    prefetch: &mut Prefetch,
+    stats: &mut SamplerStats,
+    period_ns: u64,
+) {
     let Some(offcpu) = &thread.offcpu else {
         // Never seen off-CPU yet: keep a little for its first observation.
         thread.off_carry_ns = thread.off_carry_ns.min(MAX_OFF_CARRY_NS);
@@ -961,7 +982,13 @@ fn count_offcpu(thread: &mut Thread, target: &mut Target, prefetch: &mut Prefetc
 
 /// Adds `n` samples; a stack seen for the first time in this window is handed to the
 /// symbolizer's worker, so names are ready by `take_profiles`.
-fn count(counts: &mut FxHashMap<(Stack, Observed), u64>, prefetch: &mut Prefetch, stack: &Stack, state: Observed, n: u64) {
+fn count(
+    counts: &mut FxHashMap<(Stack, Observed), u64>,
+    prefetch: &mut Prefetch,
+    stack: &Stack,
+    state: Observed,
+    n: u64,
+) {
     match counts.entry((stack.clone(), state)) {
         std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += n,
         std::collections::hash_map::Entry::Vacant(e) => {
@@ -1014,7 +1041,11 @@ impl Prefetch {
 }
 
 /// Keeps the last sched_switch record of a thread (user registers, state).
-fn drain_switch(switch: &mut PerfEvent, tp: Option<&perf::SwitchTracepoint>, last: &mut Option<perf::SwitchOut>) -> usize {
+fn drain_switch(
+    switch: &mut PerfEvent,
+    tp: Option<&perf::SwitchTracepoint>,
+    last: &mut Option<perf::SwitchOut>,
+) -> usize {
     switch.drain_last_sample(|record| {
         if let EventRecord::Sample(s) = record {
             if let Some(out) = tp.and_then(|tp| tp.parse(&s)) {

@@ -86,8 +86,9 @@ impl PerfEvent {
             ..Default::default()
         };
         attr.__bindgen_anon_1.sample_period = 1;
-        attr.sample_type =
-            (sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_RAW | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
+        attr.sample_type = (sys::bindings::PERF_SAMPLE_TID
+            | sys::bindings::PERF_SAMPLE_RAW
+            | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
         attr.sample_regs_user = USER_REGS_MASK;
         attr.set_disabled(1);
         attr.set_sample_id_all(1);
@@ -112,7 +113,8 @@ impl PerfEvent {
     fn open_attr(tid: u32, mut attr: sys::bindings::perf_event_attr, pages: usize) -> io::Result<PerfEvent> {
         let parse_info = parse_info_of(&attr)?;
         // SAFETY: attr is fully initialised (zeroed then filled) and outlives the call.
-        let fd = unsafe { sys::perf_event_open(&mut attr, tid as i32, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
+        let fd =
+            unsafe { sys::perf_event_open(&mut attr, tid as i32, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -134,14 +136,8 @@ impl PerfEvent {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let mut event = PerfEvent {
-            fd,
-            base: base as *mut u8,
-            map_len,
-            data_offset: page,
-            data_size: page * pages,
-            parse_info,
-        };
+        let mut event =
+            PerfEvent { fd, base: base as *mut u8, map_len, data_offset: page, data_size: page * pages, parse_info };
         // SAFETY: base points to a mapped perf_event_mmap_page.
         unsafe {
             let meta = &*(base as *const sys::bindings::perf_event_mmap_page);
@@ -256,7 +252,8 @@ fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
         ..Default::default()
     };
     attr.__bindgen_anon_1.sample_period = config.period_ns.max(10_000);
-    let mut sample_type = sys::bindings::PERF_SAMPLE_IP | sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_TIME;
+    let mut sample_type =
+        sys::bindings::PERF_SAMPLE_IP | sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_TIME;
     if config.dwarf {
         sample_type |= sys::bindings::PERF_SAMPLE_REGS_USER | sys::bindings::PERF_SAMPLE_STACK_USER;
         attr.sample_regs_user = USER_REGS_MASK;

@@ -223,11 +223,8 @@ impl ProcessImage {
             let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
             let module = symbolizer.register_module(key, open_path, display);
             if let Some(info) = info {
-                let bias = if m.path == "[vdso]" {
-                    info.load_bias(m.start, 0)
-                } else {
-                    info.load_bias(m.start, m.offset)
-                };
+                let bias =
+                    if m.path == "[vdso]" { info.load_bias(m.start, 0) } else { info.load_bias(m.start, m.offset) };
                 match bias {
                     Some(bias) => {
                         self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
@@ -259,7 +256,13 @@ impl ProcessImage {
     /// is unknown (rate-limited like `refresh_if_unknown`). A walk can end on a caller's
     /// return address in a library mapped after attach (a command started by the agent,
     /// attached while the dynamic loader runs): the leaf alone would never ask for it.
-    pub fn frames_of_walk(&mut self, addrs: &[u64], files: &mut FileCache, symbolizer: &Symbolizer, out: &mut Vec<RawFrame>) {
+    pub fn frames_of_walk(
+        &mut self,
+        addrs: &[u64],
+        files: &mut FileCache,
+        symbolizer: &Symbolizer,
+        out: &mut Vec<RawFrame>,
+    ) {
         if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none()) {
             self.refresh_if_unknown(addr, files, symbolizer);
         }
@@ -342,7 +345,8 @@ impl ProcessImage {
             word.copy_from_slice(bytes);
             Ok(u64::from_le_bytes(word))
         };
-        let mut frames = self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        let mut frames =
+            self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
         loop {
             if out.len() >= MAX_FRAMES {
                 return WalkEnd::Truncated;

@@ -103,8 +103,16 @@ fn duration(what: &str, text: &str) -> Result<Duration, ScrapeError> {
 impl Target {
     /// Checks a target. A URL without `seconds=` gets the interval's length in whole
     /// seconds, so that back-to-back profiles cover the time without gaps.
-    pub fn new(url: &str, service: &str, interval: Duration, labels: BTreeMap<String, String>) -> Result<Target, ScrapeError> {
-        let rest = url.strip_prefix("http://").filter(|r| !r.is_empty()).ok_or_else(|| ScrapeError::BadTarget(url.to_string()))?;
+    pub fn new(
+        url: &str,
+        service: &str,
+        interval: Duration,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Target, ScrapeError> {
+        let rest = url
+            .strip_prefix("http://")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| ScrapeError::BadTarget(url.to_string()))?;
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
         if authority.is_empty() {
             return Err(ScrapeError::BadTarget(url.to_string()));
@@ -283,16 +291,35 @@ mod tests {
 
     #[test]
     fn targets_get_seconds_and_instance() {
-        let t = Target::new("http://10.0.0.5:6060/debug/pprof/profile", "api", Duration::from_secs(15), BTreeMap::new()).unwrap();
+        let t =
+            Target::new("http://10.0.0.5:6060/debug/pprof/profile", "api", Duration::from_secs(15), BTreeMap::new())
+                .unwrap();
         assert_eq!(t.url, "http://10.0.0.5:6060/debug/pprof/profile?seconds=15");
         assert_eq!(t.seconds, 15);
         assert_eq!(t.labels["instance"], "10.0.0.5:6060");
-        let t = Target::new("http://h:1/p?debug=0&seconds=3", "api", Duration::from_secs(15), BTreeMap::from([("instance".into(), "x".into())]))
-            .unwrap();
-        assert_eq!((t.url.as_str(), t.seconds, t.labels["instance"].as_str()), ("http://h:1/p?debug=0&seconds=3", 3, "x"));
-        assert!(matches!(Target::new("https://h/p", "a", Duration::from_secs(1), BTreeMap::new()), Err(ScrapeError::BadTarget(_))));
-        assert!(matches!(Target::new("http://h/p?seconds=x", "a", Duration::from_secs(1), BTreeMap::new()), Err(ScrapeError::BadTarget(_))));
-        assert!(matches!(Target::new("http://h/p", "a b", Duration::from_secs(1), BTreeMap::new()), Err(ScrapeError::BadService(_))));
+        let t = Target::new(
+            "http://h:1/p?debug=0&seconds=3",
+            "api",
+            Duration::from_secs(15),
+            BTreeMap::from([("instance".into(), "x".into())]),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.seconds, t.labels["instance"].as_str()),
+            ("http://h:1/p?debug=0&seconds=3", 3, "x")
+        );
+        assert!(matches!(
+            Target::new("https://h/p", "a", Duration::from_secs(1), BTreeMap::new()),
+            Err(ScrapeError::BadTarget(_))
+        ));
+        assert!(matches!(
+            Target::new("http://h/p?seconds=x", "a", Duration::from_secs(1), BTreeMap::new()),
+            Err(ScrapeError::BadTarget(_))
+        ));
+        assert!(matches!(
+            Target::new("http://h/p", "a b", Duration::from_secs(1), BTreeMap::new()),
+            Err(ScrapeError::BadService(_))
+        ));
     }
 
     #[test]
@@ -316,10 +343,16 @@ service = "worker"
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[0].labels["region"], "eu");
         assert_eq!(targets[1].url, "http://b:6060/debug/pprof/profile?seconds=30");
-        let err = targets_from_toml("[[scrape]]\ntarget = \"http://a/\"\n", Path::new("x.toml"), Duration::from_secs(1)).unwrap_err();
+        let err =
+            targets_from_toml("[[scrape]]\ntarget = \"http://a/\"\n", Path::new("x.toml"), Duration::from_secs(1))
+                .unwrap_err();
         assert!(err.to_string().contains("service"), "{err}");
-        let err = targets_from_toml("[[scrape]]\ntarget=\"http://a/\"\nservice=\"s\"\ninterval=\"0s\"\n", Path::new("x"), Duration::from_secs(1))
-            .unwrap_err();
+        let err = targets_from_toml(
+            "[[scrape]]\ntarget=\"http://a/\"\nservice=\"s\"\ninterval=\"0s\"\n",
+            Path::new("x"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("between 1 s and 1 h"), "{err}");
     }
 }

@@ -209,12 +209,11 @@ impl ServerConfig {
             toml::from_str(text).map_err(|e| ConfigError::Toml { path: path.to_string(), message: e.to_string() })?;
         file.limits.check()?;
         for (index, token) in file.tokens.iter().enumerate() {
-            check_token(&token.token, &token.scopes).map_err(|reason| ConfigError::Token { index: index + 1, reason })?;
+            check_token(&token.token, &token.scopes)
+                .map_err(|reason| ConfigError::Token { index: index + 1, reason })?;
         }
         for (service, settings) in &file.services {
-            settings
-                .resolve()
-                .map_err(|source| ConfigError::Service { service: service.clone(), source })?;
+            settings.resolve().map_err(|source| ConfigError::Service { service: service.clone(), source })?;
         }
         let maintenance_interval = match &file.maintenance_interval {
             None => ServerConfig::default().maintenance_interval,
@@ -269,9 +268,8 @@ pub fn parse_token_file(text: &str, path: &str) -> Result<Vec<Token>, ConfigErro
             continue;
         }
         let bad = |reason: String| ConfigError::TokenLine { path: path.to_string(), line: n + 1, reason };
-        let (token, scopes) = line
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| bad("expected `token scope[,scope]`".to_string()))?;
+        let (token, scopes) =
+            line.split_once(char::is_whitespace).ok_or_else(|| bad("expected `token scope[,scope]`".to_string()))?;
         let scopes = scopes
             .split(',')
             .filter(|s| !s.trim().is_empty())

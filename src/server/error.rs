@@ -123,7 +123,9 @@ impl From<ModelError> for ApiError {
             ModelError::BadWindow { .. } => "bad_time",
             ModelError::BadPeriod => "bad_sample_rate",
             ModelError::BadFolded { .. } => "bad_folded",
-            ModelError::BadPprof(_) | ModelError::DanglingStack { .. } | ModelError::DanglingFrame { .. } => "bad_pprof",
+            ModelError::BadPprof(_) | ModelError::DanglingStack { .. } | ModelError::DanglingFrame { .. } => {
+                "bad_pprof"
+            }
         };
         ApiError::bad(reason, e.to_string())
     }

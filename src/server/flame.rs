@@ -161,11 +161,7 @@ fn choose_kept(arena: &[ArenaNode], max_nodes: usize) -> Vec<bool> {
 }
 
 fn states_map(states: &[u64; 5]) -> BTreeMap<&'static str, u64> {
-    ThreadState::ALL
-        .iter()
-        .filter(|s| states[s.index()] > 0)
-        .map(|s| (s.as_str(), states[s.index()]))
-        .collect()
+    ThreadState::ALL.iter().filter(|s| states[s.index()] > 0).map(|s| (s.as_str(), states[s.index()])).collect()
 }
 
 fn priced(name: String, self_samples: u64, states: &[u64; 5], cpu_nanos: u64, cost: &CostContext) -> FlameNode {
@@ -182,7 +178,14 @@ fn priced(name: String, self_samples: u64, states: &[u64; 5], cpu_nanos: u64, co
     }
 }
 
-fn emit(arena: &[ArenaNode], id: usize, keep: &[bool], frames: &[String], cost: &CostContext, count: &mut usize) -> FlameNode {
+fn emit(
+    arena: &[ArenaNode],
+    id: usize,
+    keep: &[bool],
+    frames: &[String],
+    cost: &CostContext,
+    count: &mut usize,
+) -> FlameNode {
     let node = &arena[id];
     let name = if id == 0 {
         "all".to_string()
@@ -215,7 +218,13 @@ fn emit(arena: &[ArenaNode], id: usize, keep: &[bool], frames: &[String], cost: 
 /// The aggregate as one `Profile` over `[from_ms, until_ms)`, restricted to `states`
 /// (all when empty), for folded/pprof/svg export. The sampling period is the mean
 /// period of the merged samples.
-pub fn aggregate_to_profile(agg: &Aggregate, service: &str, states: &[ThreadState], from_ms: i64, until_ms: i64) -> Profile {
+pub fn aggregate_to_profile(
+    agg: &Aggregate,
+    service: &str,
+    states: &[ThreadState],
+    from_ms: i64,
+    until_ms: i64,
+) -> Profile {
     let selected = agg.samples.iter().filter(|s| states.is_empty() || states.contains(&s.state));
     let (samples, nanos) = selected.clone().fold((0u64, 0u128), |(c, n), s| (c + s.samples, n + s.nanos as u128));
     let period_ns = if samples > 0 && nanos > 0 {

@@ -45,17 +45,14 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
             "request body {size}is over the limit of {max} bytes (limits.max_body_bytes); send smaller profiles"
         ))
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|len| *len > max as u64) {
         return Err(too_large(format!("of {len} bytes ")));
     }
     let timeout = std::time::Duration::from_secs(state.config.limits.body_timeout_secs);
-    let collected = tokio::time::timeout(timeout, http_body_util::Limited::new(body, max).collect())
-        .await
-        .map_err(|_| {
+    let collected =
+        tokio::time::timeout(timeout, http_body_util::Limited::new(body, max).collect()).await.map_err(|_| {
             ApiError::Timeout(format!(
                 "the request body did not arrive within {} s (limits.body_timeout_secs)",
                 timeout.as_secs()
@@ -70,12 +67,8 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 
 /// Checks `Content-Encoding`: true when it declares gzip; other encodings are 415.
 fn declared_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(false),
         "gzip" | "x-gzip" => Ok(true),
@@ -94,16 +87,15 @@ fn gunzip(max: usize, declared_gzip: bool, bytes: &[u8]) -> Result<Cow<'_, [u8]>
         ModelError::TooLarge { .. } => ApiError::TooLarge(format!(
             "decompressed body is over the limit of {max} bytes (limits.max_decompressed_bytes); send smaller profiles"
         )),
-        other => ApiError::bad("bad_gzip", format!("body is not valid gzip: {}", other.to_string().trim_start_matches("malformed pprof: "))),
+        other => ApiError::bad(
+            "bad_gzip",
+            format!("body is not valid gzip: {}", other.to_string().trim_start_matches("malformed pprof: ")),
+        ),
     })
 }
 
 fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase()
 }
 
 /// Takes one of the bounded write slots, or answers 429.
@@ -150,9 +142,7 @@ where
     F: FnOnce() -> Result<Profile, ApiError> + Send + 'static,
 {
     let receipts = decode_and_store(state, move || Ok(vec![(decode()?, received)])).await?;
-    let r = receipts
-        .first()
-        .ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
+    let r = receipts.first().ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
     Ok(Json(IngestAnswer { profile_id: r.profile_id, samples: r.samples }))
 }
 
@@ -196,7 +186,10 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
         Some(i) => {
             let rest = &name[i + 1..];
             let inner = rest.strip_suffix('}').ok_or_else(|| {
-                ApiError::bad("bad_labels", format!("name {name:?}: labels must end with `}}`, as in app.cpu{{host=a,env=prod}}"))
+                ApiError::bad(
+                    "bad_labels",
+                    format!("name {name:?}: labels must end with `}}`, as in app.cpu{{host=a,env=prod}}"),
+                )
             })?;
             (&name[..i], inner)
         }
@@ -204,9 +197,9 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
     };
     let mut labels = BTreeMap::new();
     for part in labels_text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| {
-            ApiError::bad("bad_labels", format!("name {name:?}: label {part:?} is not `key=value`"))
-        })?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| ApiError::bad("bad_labels", format!("name {name:?}: label {part:?} is not `key=value`")))?;
         let (k, v) = (k.trim(), v.trim().trim_matches('"'));
         // Reserved labels (`__name__`, `__session_id__`, ...) describe the upload, not the series.
         if k == "service_name" || k.starts_with("__") {
@@ -219,9 +212,22 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
         labels.insert(k, v.to_string());
     }
     const TYPES: [&str; 16] = [
-        "cpu", "itimer", "wall", "samples", "alloc_objects", "alloc_space", "inuse_objects", "inuse_space",
-        "goroutines", "mutex_count", "mutex_duration", "block_count", "block_duration", "lock_count",
-        "lock_duration", "exceptions",
+        "cpu",
+        "itimer",
+        "wall",
+        "samples",
+        "alloc_objects",
+        "alloc_space",
+        "inuse_objects",
+        "inuse_space",
+        "goroutines",
+        "mutex_count",
+        "mutex_duration",
+        "block_count",
+        "block_duration",
+        "lock_count",
+        "lock_duration",
+        "exceptions",
     ];
     let (service, suffix) = match head.rsplit_once('.') {
         Some((svc, ty)) if TYPES.contains(&ty) => (svc, ty),
@@ -248,8 +254,9 @@ enum BodyFormat {
 }
 
 fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, ApiError> {
-    std::str::from_utf8(bytes)
-        .map_err(|e| ApiError::bad(what, format!("body is not UTF-8 text ({e}); send folded stacks or use format=pprof")))
+    std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad(what, format!("body is not UTF-8 text ({e}); send folded stacks or use format=pprof"))
+    })
 }
 
 /// `POST /ingest`, Pyroscope's HTTP API.
@@ -259,7 +266,8 @@ pub async fn pyroscope_ingest(
     request: Request,
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let _slot = write_slot(&state)?;
-    let AppName { service, profile_type, sample_type, labels } = parse_app_name(params.require("name", "bad_service")?)?;
+    let AppName { service, profile_type, sample_type, labels } =
+        parse_app_name(params.require("name", "bad_service")?)?;
     let (from, until) = ingest_window(&params)?;
     let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
     let period_ns = (1e9 / rate).round().max(1.0) as u64;
@@ -269,7 +277,10 @@ pub async fn pyroscope_ingest(
         Some("lines") => Some(BodyFormat::Lines),
         Some("pprof") => Some(BodyFormat::Pprof),
         Some(other) => {
-            return Err(ApiError::bad("bad_format", format!("format={other:?} is not supported; use folded, lines or pprof")))
+            return Err(ApiError::bad(
+                "bad_format",
+                format!("format={other:?} is not supported; use folded, lines or pprof"),
+            ))
         }
     };
 
@@ -314,7 +325,13 @@ pub async fn pyroscope_ingest(
     .await
 }
 
-fn decode_options(state: &AppState, service: &str, from: i64, until: i64, sample_type: Option<String>) -> DecodeOptions {
+fn decode_options(
+    state: &AppState,
+    service: &str,
+    from: i64,
+    until: i64,
+    sample_type: Option<String>,
+) -> DecodeOptions {
     DecodeOptions {
         service: service.to_string(),
         start_ms: from,
@@ -327,7 +344,9 @@ fn decode_options(state: &AppState, service: &str, from: i64, until: i64, sample
 /// The `profile` field of a multipart body (other fields, such as
 /// `sample_type_config`, are ignored).
 async fn multipart_profile(request: Request) -> Result<Bytes, ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text()));
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text()))
+    };
     let mut form = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text())))?;
@@ -379,9 +398,9 @@ fn push_profiles(max_bytes: usize, request: PushRequest) -> Result<Decoded, ApiE
                 }
             }
         }
-        let service = service.filter(|s| !s.is_empty()).ok_or_else(|| {
-            ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1))
-        })?;
+        let service = service
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1)))?;
         for sample in series.samples {
             let opts = DecodeOptions {
                 service: service.clone(),
@@ -432,7 +451,8 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
     })
     .await?;
     // PushResponse is an empty message.
-    let (content_type, body) = if json { ("application/json", Body::from("{}")) } else { ("application/proto", Body::empty()) };
+    let (content_type, body) =
+        if json { ("application/json", Body::from("{}")) } else { ("application/proto", Body::empty()) };
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
 }
 
@@ -454,7 +474,8 @@ mod tests {
         assert_eq!(labels.len(), 2, "reserved labels are dropped");
         assert_eq!((svc.as_str(), ty.as_str(), st), ("my.app", "cpu", None));
         assert_eq!(labels["env"], "prod");
-        let AppName { service: svc, profile_type: ty, sample_type: st, .. } = parse_app_name("shop.alloc_space").unwrap();
+        let AppName { service: svc, profile_type: ty, sample_type: st, .. } =
+            parse_app_name("shop.alloc_space").unwrap();
         assert_eq!((svc.as_str(), ty.as_str(), st.as_deref()), ("shop", "alloc_space", Some("alloc_space")));
         let AppName { service: svc, profile_type: ty, .. } = parse_app_name("plain").unwrap();
         assert_eq!((svc.as_str(), ty.as_str()), ("plain", "cpu"));

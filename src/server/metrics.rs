@@ -70,8 +70,18 @@ impl Metrics {
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };
-        counter(&mut out, "hotframe_ingested_profiles_total", "Profiles stored.", self.profiles.load(Ordering::Relaxed));
-        counter(&mut out, "hotframe_ingested_bytes_total", "Request body bytes of stored profiles.", self.bytes.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "hotframe_ingested_profiles_total",
+            "Profiles stored.",
+            self.profiles.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "hotframe_ingested_bytes_total",
+            "Request body bytes of stored profiles.",
+            self.bytes.load(Ordering::Relaxed),
+        );
         counter(&mut out, "hotframe_ingested_samples_total", "Samples stored.", self.samples.load(Ordering::Relaxed));
 
         let _ = writeln!(out, "# HELP hotframe_ingest_rejects_total Ingest requests refused, by reason.");

@@ -115,7 +115,9 @@ fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         "/healthz" => None,
         "/ingest" | "/push.v1.PusherService/Push" | "/api/v1/profiles" => Some(Scope::Ingest),
         "/metrics" => Some(Scope::Read),
-        p if p.starts_with("/api/") => Some(if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin }),
+        p if p.starts_with("/api/") => {
+            Some(if method == Method::GET || method == Method::HEAD { Scope::Read } else { Scope::Admin })
+        }
         _ => None,
     }
 }
@@ -160,7 +162,8 @@ async fn auth(State(state): State<AppState>, request: Request, next: Next) -> Re
     match tokens.iter().find(|t| same_secret(&t.token, &presented)) {
         None => ApiError::Unauthorized("the token is not valid on this server".into()).into_response(),
         Some(t) if !t.allows(scope) => {
-            ApiError::Forbidden(format!("the token does not have scope {scope_name}, which this request needs")).into_response()
+            ApiError::Forbidden(format!("the token does not have scope {scope_name}, which this request needs"))
+                .into_response()
         }
         Some(_) => next.run(request).await,
     }

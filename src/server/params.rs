@@ -33,24 +33,18 @@ impl Params {
 
     /// The value of `name`, or a 400 saying it is required.
     pub fn require(&self, name: &str, reason: &'static str) -> Result<&str, ApiError> {
-        self.get(name)
-            .ok_or_else(|| ApiError::bad(reason, format!("query parameter `{name}` is required")))
+        self.get(name).ok_or_else(|| ApiError::bad(reason, format!("query parameter `{name}` is required")))
     }
 
     /// `label.<k>=<v>` filters.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.0
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix("label.").map(|k| (k.to_string(), v.clone())))
-            .collect()
+        self.0.iter().filter_map(|(k, v)| k.strip_prefix("label.").map(|k| (k.to_string(), v.clone()))).collect()
     }
 
     /// A time parameter relative to `now_ms`, or `default` when absent.
     pub fn time(&self, name: &str, default: &str, now_ms: i64) -> Result<i64, ApiError> {
         let text = self.get(name).unwrap_or(default);
-        parse_time_at(text, now_ms).map_err(|BadTime(t)| {
-            ApiError::bad("bad_time", format!("{name}: {}", BadTime(t)))
-        })
+        parse_time_at(text, now_ms).map_err(|BadTime(t)| ApiError::bad("bad_time", format!("{name}: {}", BadTime(t))))
     }
 
     /// A positive number parameter, or `default` when absent.

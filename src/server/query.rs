@@ -70,14 +70,14 @@ fn selection(params: &Params, now: i64) -> Result<Selection, ApiError> {
     let from_ms = params.time("from", "now-1h", now)?;
     let until_ms = params.time("until", "now", now)?;
     if from_ms >= until_ms {
-        return Err(ApiError::bad(
-            "bad_time",
-            format!("from ({from_ms} ms) must be before until ({until_ms} ms)"),
-        ));
+        return Err(ApiError::bad("bad_time", format!("from ({from_ms} ms) must be before until ({until_ms} ms)")));
     }
     let states = ThreadState::parse_list(params.get("states").unwrap_or("cpu"))?;
     if states.is_empty() {
-        return Err(ApiError::bad("bad_states", "states is empty: give states such as RUNNABLE,BLOCKED or a view (cpu, latency, all)"));
+        return Err(ApiError::bad(
+            "bad_states",
+            "states is empty: give states such as RUNNABLE,BLOCKED or a view (cpu, latency, all)",
+        ));
     }
     let query = StoreQuery {
         service,
@@ -273,10 +273,9 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<R
     let sel = selection(&params, now_ms())?;
     let range = sel.query.until_ms - sel.query.from_ms;
     let step_ms = match params.get("step") {
-        Some(text) => parse_duration_ms(text)
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| ApiError::bad("bad_step", format!("step={text:?} must be a positive duration such as 60s")))?,
+        Some(text) => parse_duration_ms(text).ok().filter(|s| *s > 0).ok_or_else(|| {
+            ApiError::bad("bad_step", format!("step={text:?} must be a positive duration such as 60s"))
+        })?,
         None => (range / 120).max(1000),
     };
     let count = (range + step_ms - 1) / step_ms;
@@ -303,7 +302,14 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<R
                 cores: sel.states.iter().map(|s| (s.as_str(), cores[s.index()])).collect(),
             })
             .collect();
-        Ok(TimelineAnswer { service: q.service, from: q.from_ms, until: q.until_ms, step_ms, states: sel.states, points })
+        Ok(TimelineAnswer {
+            service: q.service,
+            from: q.from_ms,
+            until: q.until_ms,
+            step_ms,
+            states: sel.states,
+            points,
+        })
     })
     .await?;
     Ok(Json(answer).into_response())
@@ -314,7 +320,10 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
     let sel = selection(&params, now_ms())?;
     let format = params.get("format").unwrap_or("folded").to_ascii_lowercase();
     if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
-        return Err(ApiError::bad("bad_format", format!("format={format:?} is not supported; use folded, pprof, svg or speedscope")));
+        return Err(ApiError::bad(
+            "bad_format",
+            format!("format={format:?} is not supported; use folded, pprof, svg or speedscope"),
+        ));
     }
     let profile = with_store(&state, move |store| {
         let agg = aggregate_known(store, &sel.query)?;
@@ -337,10 +346,9 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if format == "pprof" {
-        response.headers_mut().insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_static("attachment; filename=\"profile.pb.gz\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"profile.pb.gz\""));
     }
     Ok(response)
 }
@@ -432,7 +440,11 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
                 first_ms: info.first_ms,
                 last_ms: info.last_ms,
                 profiles: info.profiles,
-                now: NowCost { cpu_cores: estimate.cores, usd_per_year: estimate.usd_per_year, kg_co2_per_year: estimate.kg_co2_per_year },
+                now: NowCost {
+                    cpu_cores: estimate.cores,
+                    usd_per_year: estimate.usd_per_year,
+                    kg_co2_per_year: estimate.kg_co2_per_year,
+                },
                 sparkline,
             });
         }
@@ -452,8 +464,10 @@ struct InstanceRow {
 
 /// `GET /api/v1/instance-types`.
 pub async fn instance_types() -> Response {
-    let rows: Vec<InstanceRow> =
-        INSTANCE_TYPES.iter().map(|i| InstanceRow { instance: i, price_per_core_hour: i.price_per_core_hour() }).collect();
+    let rows: Vec<InstanceRow> = INSTANCE_TYPES
+        .iter()
+        .map(|i| InstanceRow { instance: i, price_per_core_hour: i.price_per_core_hour() })
+        .collect();
     Json(serde_json::json!({ "instanceTypes": rows })).into_response()
 }
 
@@ -487,10 +501,14 @@ pub async fn get_settings(State(state): State<AppState>, Path(name): Path<String
 }
 
 /// `PUT /api/v1/services/{name}/settings`: validates and stores the settings.
-pub async fn put_settings(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_settings(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     check_service_name(&name)?;
-    let settings: CostSettings = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("bad_settings", format!("settings JSON: {e}")))?;
+    let settings: CostSettings =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad("bad_settings", format!("settings JSON: {e}")))?;
     let resolved = settings.resolve()?;
     let json = serde_json::to_string(&settings).map_err(|e| ApiError::Internal(e.to_string()))?;
     with_store(&state, move |store| Ok(store.put_settings(&name, &json)?)).await?;
@@ -503,7 +521,13 @@ mod tests {
 
     #[test]
     fn buckets_scale_by_fleet() {
-        let p = TimelinePoint { t_ms: 60_000, samples: [100, 0, 0, 0, 0], nanos: [30_000_000_000, 0, 0, 0, 0], hosts: 2, profile_seconds: 60.0 };
+        let p = TimelinePoint {
+            t_ms: 60_000,
+            samples: [100, 0, 0, 0, 0],
+            nanos: [30_000_000_000, 0, 0, 0, 0],
+            hosts: 2,
+            profile_seconds: 60.0,
+        };
         let rows = bucketed(&[p], 0, 60_000, 3, Some(10));
         // 30 thread seconds over a 60 s bucket = 0.5 cores on 2 hosts; x 10/2 for the fleet.
         assert_eq!(rows[0], [0.0; 5]);
@@ -522,7 +546,10 @@ mod tests {
         let reason = |r: Result<Selection, ApiError>| r.err().map(|e| e.reason());
         assert_eq!(reason(selection(&p(&[("from", "now-5m")]), now)), Some("bad_service"));
         assert_eq!(reason(selection(&p(&[("service", "a"), ("from", "yesterday")]), now)), Some("bad_time"));
-        assert_eq!(reason(selection(&p(&[("service", "a"), ("from", "now"), ("until", "now-1h")]), now)), Some("bad_time"));
+        assert_eq!(
+            reason(selection(&p(&[("service", "a"), ("from", "now"), ("until", "now-1h")]), now)),
+            Some("bad_time")
+        );
         assert_eq!(reason(selection(&p(&[("service", "a"), ("states", "SLEEPY")]), now)), Some("bad_states"));
     }
 }

@@ -9,13 +9,13 @@
 
 pub mod outbox;
 
+use super::config::{ConfigError, ServerConfig};
 use super::error::ApiError;
 use super::query::{cost_context, ensure_known, resolved, with_store};
-use super::config::{ConfigError, ServerConfig};
 use super::AppState;
 use crate::model::time::{now_ms, parse_time_at};
 use crate::model::ThreadState;
-use crate::report::{self, FramePattern, Png, ReportError, SendState, Selection, Side, Win, WinOptions};
+use crate::report::{self, FramePattern, Png, ReportError, Selection, SendState, Side, Win, WinOptions};
 use crate::store::{ProfileStore, Query as StoreQuery, ServiceInfo};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -61,9 +61,10 @@ impl From<ReportError> for ApiError {
             ReportError::EmptyWindow { .. } => "empty_range",
             ReportError::BadPattern { .. } | ReportError::PatternMatchesNothing(_) => "bad_frame",
             ReportError::BadAddress { .. } | ReportError::NoRecipients => "bad_email",
-            ReportError::Flame(_) | ReportError::Message(_) | ReportError::BadSmtpUrl { .. } | ReportError::Send { .. } => {
-                return ApiError::Internal(e.to_string())
-            }
+            ReportError::Flame(_)
+            | ReportError::Message(_)
+            | ReportError::BadSmtpUrl { .. }
+            | ReportError::Send { .. } => return ApiError::Internal(e.to_string()),
         };
         ApiError::bad(reason, e.to_string())
     }
@@ -300,9 +301,10 @@ fn measure(
     let before = selection(&new.before, "before", &info, now)?;
     let after = selection(&new.after, "after", &info, now)?;
     match (&before, &after) {
-        (Selection::Range { until_ms: b_until, labels: b_labels, .. }, Selection::Range { from_ms: a_from, labels: a_labels, .. })
-            if a_from < b_until && b_labels == a_labels =>
-        {
+        (
+            Selection::Range { until_ms: b_until, labels: b_labels, .. },
+            Selection::Range { from_ms: a_from, labels: a_labels, .. },
+        ) if a_from < b_until && b_labels == a_labels => {
             return Err(bad(
                 "after_not_later",
                 format!(
@@ -311,7 +313,10 @@ fn measure(
             ));
         }
         _ if before == after => {
-            return Err(bad("after_not_later", "before and after select the same profiles: compare two ranges or two label values"));
+            return Err(bad(
+                "after_not_later",
+                "before and after select the same profiles: compare two ranges or two label values",
+            ));
         }
         _ => {}
     }
@@ -366,7 +371,10 @@ async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Resul
         .map_err(|e| bad("bad_json", format!("the body is not a win: {e}; see docs/api.md (POST /api/v1/wins)")))?;
     check_text(&new)?;
     if new.states.as_ref().is_some_and(|s| !s.contains(&ThreadState::Runnable)) {
-        return Err(bad("bad_states", "a win is measured on on-CPU samples: states must include RUNNABLE (or be left out)"));
+        return Err(bad(
+            "bad_states",
+            "a win is measured on on-CPU samples: states must include RUNNABLE (or be left out)",
+        ));
     }
     let st = state.clone();
     let (record, id) = with_store(&state, move |store| {
@@ -428,9 +436,8 @@ fn data_url(record: &StoredWin) -> String {
 
 /// Loads win `id` or answers 404.
 pub(crate) fn load(store: &dyn ProfileStore, id: i64) -> Result<StoredWin, ApiError> {
-    let json = store
-        .win(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no win {id}: GET /api/v1/wins lists the ledger")))?;
+    let json =
+        store.win(id)?.ok_or_else(|| ApiError::NotFound(format!("no win {id}: GET /api/v1/wins lists the ledger")))?;
     let mut record: StoredWin =
         serde_json::from_str(&json).map_err(|e| ApiError::Internal(format!("stored win {id} does not parse: {e}")))?;
     record.win.id = Some(id);
@@ -464,7 +471,10 @@ async fn report_html(State(state): State<AppState>, Path(id): Path<i64>) -> Resu
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
         // The report is static: no script, images only from itself.
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; img-src data:; style-src 'unsafe-inline'")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; img-src data:; style-src 'unsafe-inline'"),
+        ),
         (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
     ];
     Ok((headers, html).into_response())
@@ -487,7 +497,10 @@ async fn resend(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Re
     let record = with_store(&state, move |store| {
         let mut record = load(store, id)?;
         if record.recipients.is_empty() {
-            return Err(bad("bad_email", format!("win {id} has no recipients: its team has no ops_win_list and no emails were given")));
+            return Err(bad(
+                "bad_email",
+                format!("win {id} has no recipients: its team has no ops_win_list and no emails were given"),
+            ));
         }
         record.send = Some(SendState::pending(record.recipients.clone(), now_ms()));
         save(store, id, &record)?;
@@ -596,9 +609,16 @@ mod tests {
         let label = selection(&spec(None, None, Some("version"), Some("1.4")), "after", &info, now).unwrap();
         assert_eq!(
             label,
-            Selection::Label { name: "version".into(), value: "1.4".into(), from_ms: 1_000, until_ms: 9_001, labels: BTreeMap::new() }
+            Selection::Label {
+                name: "version".into(),
+                value: "1.4".into(),
+                from_ms: 1_000,
+                until_ms: 9_001,
+                labels: BTreeMap::new()
+            }
         );
-        let empty = selection(&spec(Some(1_700_000_060), Some(1_700_000_000), None, None), "before", &info, now).unwrap_err();
+        let empty =
+            selection(&spec(Some(1_700_000_060), Some(1_700_000_000), None, None), "before", &info, now).unwrap_err();
         assert!(empty.to_string().contains("before range is empty"), "{empty}");
         assert!(selection(&spec(None, None, None, None), "after", &info, now).is_err());
         assert!(selection(&spec(None, None, Some("version"), None), "after", &info, now).is_err());

@@ -93,11 +93,7 @@ pub fn encode_entries(entries: &[(u64, u64)], level: Option<u32>) -> Result<Vec<
 
 /// Calls `visit(key, count)` for every entry of a sample blob, in key order.
 /// `scratch` is reused between calls for inflating.
-pub fn decode_entries(
-    blob: &[u8],
-    scratch: &mut Vec<u8>,
-    mut visit: impl FnMut(u64, u64),
-) -> Result<(), StoreError> {
+pub fn decode_entries(blob: &[u8], scratch: &mut Vec<u8>, mut visit: impl FnMut(u64, u64)) -> Result<(), StoreError> {
     let buf: &[u8] = match blob.first() {
         Some(&FORMAT_PLAIN) => &blob[1..],
         Some(&FORMAT_DEFLATE) => {
@@ -121,9 +117,7 @@ pub fn decode_entries(
         if i > 0 && delta == 0 {
             return Err(StoreError::Corrupt("sample blob repeats an entry".into()));
         }
-        key = key
-            .checked_add(delta)
-            .ok_or_else(|| StoreError::Corrupt("sample blob key overflows".into()))?;
+        key = key.checked_add(delta).ok_or_else(|| StoreError::Corrupt("sample blob key overflows".into()))?;
         if key & 7 >= ThreadState::ALL.len() as u64 {
             return Err(StoreError::Corrupt(format!("sample entry has thread state index {}", key & 7)));
         }
@@ -148,8 +142,8 @@ pub fn decode_frame_ids(bytes: &[u8], out: &mut Vec<i64>) -> Result<(), StoreErr
     out.clear();
     let mut pos = 0;
     while pos < bytes.len() {
-        let id = get_varint(bytes, &mut pos)
-            .ok_or_else(|| StoreError::Corrupt("stack frame list is truncated".into()))?;
+        let id =
+            get_varint(bytes, &mut pos).ok_or_else(|| StoreError::Corrupt("stack frame list is truncated".into()))?;
         out.push(id as i64);
     }
     Ok(())
@@ -251,8 +245,11 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let entries: Vec<(u64, u64)> =
-            vec![(entry_key(3, ThreadState::Runnable), 5), (entry_key(3, ThreadState::Io), 1), (entry_key(900, ThreadState::Waiting), u64::MAX)];
+        let entries: Vec<(u64, u64)> = vec![
+            (entry_key(3, ThreadState::Runnable), 5),
+            (entry_key(3, ThreadState::Io), 1),
+            (entry_key(900, ThreadState::Waiting), u64::MAX),
+        ];
         for level in [Some(6), None] {
             let blob = encode_entries(&entries, level).unwrap();
             let mut got = Vec::new();
@@ -265,7 +262,9 @@ mod tests {
     #[test]
     fn corrupt_blobs_are_errors() {
         let blob = encode_entries(&[(entry_key(7, ThreadState::Blocked), 2)], Some(6)).unwrap();
-        let plain = encode_entries(&[(entry_key(7, ThreadState::Blocked), 2), (entry_key(9, ThreadState::Io), 1)], None).unwrap();
+        let plain =
+            encode_entries(&[(entry_key(7, ThreadState::Blocked), 2), (entry_key(9, ThreadState::Io), 1)], None)
+                .unwrap();
         let mut scratch = Vec::new();
         let bad_state = vec![2u8, 1, 7, 1];
         let repeated = vec![2u8, 2, 8, 1, 0, 1];

@@ -16,7 +16,7 @@
 
 use super::codec::{self, IntMap};
 use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
-use super::sqlite::{bucket_of, lock, SqliteStore, ROLLUP_BLOB_LEVEL, DAY_MS, HOUR_MS, LEVELS};
+use super::sqlite::{bucket_of, lock, SqliteStore, DAY_MS, HOUR_MS, LEVELS, ROLLUP_BLOB_LEVEL};
 use super::{MaintenanceReport, StoreError};
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -162,9 +162,11 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
         let mut rows = stmt.query(params![series, bucket, bucket + res])?;
         while let Some(row) = rows.next()? {
             let p = piece_from_row(row, 0, true)?;
-            let acc = by_period
-                .entry(p.period_ns)
-                .or_insert_with(|| Acc { first_ms: i64::MAX, last_ms: i64::MIN, ..Acc::default() });
+            let acc = by_period.entry(p.period_ns).or_insert_with(|| Acc {
+                first_ms: i64::MAX,
+                last_ms: i64::MIN,
+                ..Acc::default()
+            });
             acc.profiles += p.profiles as i64;
             acc.profile_ms += p.profile_ms;
             acc.first_ms = acc.first_ms.min(p.first_ms);

@@ -15,8 +15,8 @@ mod codec;
 mod maintain;
 mod query;
 mod schema;
-mod wins;
 pub mod sqlite;
+mod wins;
 
 pub use sqlite::SqliteStore;
 

@@ -57,7 +57,8 @@ pub(super) struct Piece<'a> {
 }
 
 /// Columns every piece query selects, in this order, after `series_id, t`.
-pub(super) const RAW_COLUMNS: &str = "period_ns, 1, end_ms - start_ms, start_ms, end_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
+pub(super) const RAW_COLUMNS: &str =
+    "period_ns, 1, end_ms - start_ms, start_ms, end_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
 /// Same for rollup rows.
 pub(super) const ROLLUP_COLUMNS: &str =
     "period_ns, profiles, profile_ms, first_ms, last_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
@@ -101,8 +102,8 @@ fn profile_type(q: &Query) -> &str {
 
 /// Series of the query's service and type whose labels match every filter.
 pub(super) fn matching_series(conn: &Connection, q: &Query) -> Result<Vec<SeriesRef>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, labels, host FROM series WHERE service = ?1 AND profile_type = ?2 ORDER BY id")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id, labels, host FROM series WHERE service = ?1 AND profile_type = ?2 ORDER BY id")?;
     let mut rows = stmt.query([q.service.as_str(), profile_type(q)])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -318,11 +319,16 @@ pub(super) fn resolve_stacks(
     if !missing.is_empty() {
         let mut found: IntMap<i64, Arc<[u8]>> = IntMap::default();
         for chunk in missing.chunks(IN_CHUNK) {
-            let mut stmt =
-                conn.prepare(&format!("SELECT id, frame_ids FROM stacks WHERE id IN ({})", id_list(chunk.iter().copied())))?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, frame_ids FROM stacks WHERE id IN ({})",
+                id_list(chunk.iter().copied())
+            ))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let bytes = row.get_ref(1)?.as_blob().map_err(|_| StoreError::Corrupt("stack frame list is not a blob".into()))?;
+                let bytes = row
+                    .get_ref(1)?
+                    .as_blob()
+                    .map_err(|_| StoreError::Corrupt("stack frame list is not a blob".into()))?;
                 found.insert(row.get(0)?, Arc::from(bytes));
             }
         }
@@ -376,7 +382,8 @@ fn resolve_frames(
     missing.dedup();
     let mut fetched = Vec::new();
     for chunk in missing.chunks(IN_CHUNK) {
-        let mut stmt = conn.prepare(&format!("SELECT id, name FROM frames WHERE id IN ({})", id_list(chunk.iter().copied())))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT id, name FROM frames WHERE id IN ({})", id_list(chunk.iter().copied())))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let name: String = row.get(1)?;
@@ -406,7 +413,13 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
     let series = matching_series(conn, q)?;
     let from = q.from_ms;
     let mut points: Vec<TimelinePoint> = (0..n)
-        .map(|i| TimelinePoint { t_ms: from + i * step_ms, samples: [0; 5], nanos: [0; 5], hosts: 0, profile_seconds: 0.0 })
+        .map(|i| TimelinePoint {
+            t_ms: from + i * step_ms,
+            samples: [0; 5],
+            nanos: [0; 5],
+            hosts: 0,
+            profile_seconds: 0.0,
+        })
         .collect();
     let mut profile_ms = vec![0i64; n as usize];
     let mut used: Vec<HashSet<usize>> = vec![HashSet::new(); n as usize];
@@ -454,7 +467,8 @@ pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError
     let mut stmt = conn.prepare("SELECT id, service, profile_type, labels FROM series ORDER BY service, id")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let (sid, name, ptype, labels): (i64, String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let (sid, name, ptype, labels): (i64, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         let Some(&(lo, hi, n)) = extent.get(&sid) else { continue };
         let info = by_name.entry(name.clone()).or_insert_with(|| ServiceInfo {
             name,

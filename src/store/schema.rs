@@ -115,9 +115,9 @@ fn current_version(conn: &Connection) -> Result<usize, StoreError> {
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
     match v {
         None => Ok(0),
-        Some(text) => text
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("meta.schema_version is {text:?}, not a number"))),
+        Some(text) => {
+            text.parse().map_err(|_| StoreError::Corrupt(format!("meta.schema_version is {text:?}, not a number")))
+        }
     }
 }
 

@@ -130,7 +130,10 @@ impl SqliteStore {
     /// schema migrated to the current version.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Io(std::io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", dir.display())))
+            StoreError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot create data directory {}: {e}", dir.display()),
+            ))
         })?;
         let db_path = dir.join(DB_FILE);
         let mut conn = connect(&db_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
@@ -328,12 +331,7 @@ fn series_id(
 /// Interns `bytes` (a frame name or an encoded stack) in `table`, returning its id.
 /// The cache maps the stored hash to (id, check hash); the database lookup verifies
 /// the bytes themselves, so a hash collision costs a second row, never a wrong id.
-fn intern(
-    tx: &Connection,
-    cache: &mut HashCache,
-    kind: Interned,
-    bytes: &[u8],
-) -> Result<i64, StoreError> {
+fn intern(tx: &Connection, cache: &mut HashCache, kind: Interned, bytes: &[u8]) -> Result<i64, StoreError> {
     let (hash, check) = codec::hash64_pair(bytes, codec::SEED_STORED, codec::SEED_CHECK);
     if let Some((id, c)) = cache.get(&hash) {
         if c == check {
@@ -341,14 +339,12 @@ fn intern(
         }
     }
     let (select, insert) = match kind {
-        Interned::Frame => (
-            "SELECT id, name FROM frames WHERE hash = ?1",
-            "INSERT INTO frames (hash, name) VALUES (?1, ?2)",
-        ),
-        Interned::Stack => (
-            "SELECT id, frame_ids FROM stacks WHERE hash = ?1",
-            "INSERT INTO stacks (hash, frame_ids) VALUES (?1, ?2)",
-        ),
+        Interned::Frame => {
+            ("SELECT id, name FROM frames WHERE hash = ?1", "INSERT INTO frames (hash, name) VALUES (?1, ?2)")
+        }
+        Interned::Stack => {
+            ("SELECT id, frame_ids FROM stacks WHERE hash = ?1", "INSERT INTO stacks (hash, frame_ids) VALUES (?1, ?2)")
+        }
     };
     let mut found = None;
     {

@@ -38,7 +38,9 @@ impl SqliteStore {
 
     /// The JSON of win `id`, if any.
     pub(super) fn select_win(&self, id: i64) -> Result<Option<String>, StoreError> {
-        self.with_reader(|conn| Ok(conn.query_row("SELECT json FROM wins WHERE id = ?1", [id], |r| r.get(0)).optional()?))
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT json FROM wins WHERE id = ?1", [id], |r| r.get(0)).optional()?)
+        })
     }
 
     /// Every win as (id, JSON), oldest first.

@@ -261,10 +261,13 @@ fn resolve_on_worker(
         shared.misses.fetch_add(addrs.len() as u64, Ordering::Relaxed);
         let results = match module {
             Some(id) => {
-                let file = lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
+                let file =
+                    lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
                 match file {
                     Some((path, display)) => match lookups.entry(id).or_insert_with(|| lookup_of(&path)) {
-                        Lookup::Module => symbolize_elf(blaze, &path, true, Input::FileOffset(&addrs), addrs.len(), &display),
+                        Lookup::Module => {
+                            symbolize_elf(blaze, &path, true, Input::FileOffset(&addrs), addrs.len(), &display)
+                        }
                         Lookup::DebugSymtab { debug, segments } => {
                             let vaddrs: Vec<u64> = addrs.iter().map(|&off| virtual_address(segments, off)).collect();
                             symbolize_elf(blaze, debug, false, Input::VirtOffset(&vaddrs), addrs.len(), &display)
@@ -289,7 +292,14 @@ fn resolve_on_worker(
 /// Names of `count` addresses (`input`) in the ELF file at `path`, with its DWARF and
 /// debug link (`debug_syms`) or its symbol table only; `[unknown] <display>` where
 /// nothing resolves.
-fn symbolize_elf(blaze: &Blaze, path: &std::path::Path, debug_syms: bool, input: Input<&[u64]>, count: usize, display: &str) -> Vec<FrameNames> {
+fn symbolize_elf(
+    blaze: &Blaze,
+    path: &std::path::Path,
+    debug_syms: bool,
+    input: Input<&[u64]>,
+    count: usize,
+    display: &str,
+) -> Vec<FrameNames> {
     let unknown: FrameNames = Arc::from(vec![Arc::<str>::from(format!("[unknown] {display}"))]);
     let mut elf = Elf::new(path);
     elf.debug_syms = debug_syms;
@@ -413,7 +423,11 @@ mod tests {
             .expect("mapping of the test function");
         assert_eq!(std::path::Path::new(&mapping.path), exe);
         let s = Symbolizer::new();
-        let id = s.register_module(ModuleKey::File(mapping.dev_inode.0.clone(), mapping.dev_inode.1, mapping.path.clone()), exe, "test");
+        let id = s.register_module(
+            ModuleKey::File(mapping.dev_inode.0.clone(), mapping.dev_inode.1, mapping.path.clone()),
+            exe,
+            "test",
+        );
         let frame = RawFrame::User { module: id, file_offset: addr - mapping.start + mapping.offset };
         let names = s.names(frame);
         assert!(names.last().unwrap().contains("marker_function_for_symbolizer_test"), "{names:?}");
@@ -445,7 +459,11 @@ mod tests {
         };
         let debug_bytes = std::fs::read(&debug).unwrap();
         let debug_elf = object::File::parse(&*debug_bytes).unwrap();
-        let vaddr = debug_elf.symbols().find(|s| s.name() == Ok("start_thread")).expect("start_thread in the debug file").address();
+        let vaddr = debug_elf
+            .symbols()
+            .find(|s| s.name() == Ok("start_thread"))
+            .expect("start_thread in the debug file")
+            .address();
         let lib_bytes = std::fs::read(&libc.path).unwrap();
         let lib_elf = object::File::parse(&*lib_bytes).unwrap();
         assert_eq!(segments.len(), lib_elf.segments().count());
@@ -477,10 +495,13 @@ mod tests {
     #[test]
     fn unknown_frames_name_their_module() {
         let s = Symbolizer::new();
-        let id = s.register_module(ModuleKey::File("0:0".into(), 1, "/nonexistent/libgone.so".into()), "/nonexistent/libgone.so".into(), "libgone.so");
+        let id = s.register_module(
+            ModuleKey::File("0:0".into(), 1, "/nonexistent/libgone.so".into()),
+            "/nonexistent/libgone.so".into(),
+            "libgone.so",
+        );
         let names = s.names(RawFrame::User { module: id, file_offset: 0x1234 });
         assert_eq!(&*names[0], "[unknown] libgone.so");
         assert_eq!(&*s.names(RawFrame::Unknown(0x10))[0], "[unknown]");
     }
 }
-

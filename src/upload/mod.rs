@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// The server URL is not http://HOST[:PORT].
-    #[error("invalid server URL {0:?}: use http://HOST:PORT (uploads have no TLS: put a TLS proxy in front if needed)")]
+    #[error(
+        "invalid server URL {0:?}: use http://HOST:PORT (uploads have no TLS: put a TLS proxy in front if needed)"
+    )]
     BadServerUrl(String),
     /// The spool directory cannot be created, read or written.
     #[error("spool directory {dir}: {cause}; pass a writable --spool-dir")]
@@ -481,7 +483,11 @@ impl Worker {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(attempt, "upload failed: {reason}");
                     if attempt == self.opts.retries_per_cycle {
-                        tracing::warn!("upload to {} failed {} times, will retry later: {reason}", self.opts.server, attempt + 1);
+                        tracing::warn!(
+                            "upload to {} failed {} times, will retry later: {reason}",
+                            self.opts.server,
+                            attempt + 1
+                        );
                     }
                     last_retry_after = retry_after.map(|d| d.min(self.opts.max_retry_after));
                 }

@@ -94,11 +94,7 @@ pub fn send(client: &ureq::Agent, server: &str, token: Option<&str>, envelope: &
     if (200..300).contains(&status) {
         return SendOutcome::Stored;
     }
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let body = response.body_mut().with_config().limit(4096).read_to_string().unwrap_or_default();
     let reason = error_message(status, &body);
     if status == 429 || status == 408 || status >= 500 {

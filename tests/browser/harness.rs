@@ -285,9 +285,7 @@ impl Browser {
 
     /// A real drag with the left button from (x1, y1) to (x2, y2), viewport CSS pixels.
     pub fn drag(&self, (x1, y1): (f64, f64), (x2, y2): (f64, f64)) {
-        let at = |x: f64, y: f64, ms: u64| {
-            json!({"type": "pointerMove", "duration": ms, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"})
-        };
+        let at = |x: f64, y: f64, ms: u64| json!({"type": "pointerMove", "duration": ms, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"});
         self.pointer(vec![
             at(x1, y1, 0),
             json!({"type": "pointerDown", "button": 0}),

@@ -103,7 +103,8 @@ fn frame_names(node: &serde_json::Value, out: &mut Vec<String>) {
 
 /// The value of `key=N` in the agent's last health line.
 fn last_health(stderr: &str, key: &str) -> u64 {
-    let line = stderr.lines().rev().find(|l| l.contains("health:")).unwrap_or_else(|| panic!("no health line in:\n{stderr}"));
+    let line =
+        stderr.lines().rev().find(|l| l.contains("health:")).unwrap_or_else(|| panic!("no health line in:\n{stderr}"));
     let wanted = format!(" {key}=");
     let at = line.find(&wanted).unwrap_or_else(|| panic!("no {key} in {line}")) + wanted.len();
     line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
@@ -260,7 +261,11 @@ fn agent_by_name_picks_up_a_process_started_later() {
     let services = get_json(&format!("{url}/api/v1/services"));
     let service = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "agent-test").cloned();
     let service = service.unwrap_or_else(|| panic!("no profiles stored:\n{stderr}"));
-    assert_eq!(service["labels"]["pid"].as_array().unwrap(), &vec![serde_json::json!(pid)], "only the workload, not the agent");
+    assert_eq!(
+        service["labels"]["pid"].as_array().unwrap(),
+        &vec![serde_json::json!(pid)],
+        "only the workload, not the agent"
+    );
 }
 
 fn signal(pid: u32, signal: libc::c_int) {
@@ -317,7 +322,9 @@ fn demo_serves_the_workload_profile_until_ctrl_c() {
     while !found && Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
         // 404 until the first profile of the service is stored.
-        let Ok(mut response) = ureq::get(&format!("{base}/api/v1/flamegraph?service=demo&from=now-10m&states=cpu")).call() else {
+        let Ok(mut response) =
+            ureq::get(&format!("{base}/api/v1/flamegraph?service=demo&from=now-10m&states=cpu")).call()
+        else {
             continue;
         };
         let flame: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
@@ -337,7 +344,17 @@ fn without_privileges_the_agent_says_what_it_needs() {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(BIN);
     command
-        .args(["agent", "--server", "http://127.0.0.1:9", "--service", "agent-test", "--pid", "1", "--spool-dir", "/nonexistent"])
+        .args([
+            "agent",
+            "--server",
+            "http://127.0.0.1:9",
+            "--service",
+            "agent-test",
+            "--pid",
+            "1",
+            "--spool-dir",
+            "/nonexistent",
+        ])
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -380,8 +397,11 @@ fn agent_starts_a_command_profiles_it_and_exits_when_it_does() {
     // still reach the thread entry (`_start`, `clone3`), not stop at an unknown address.
     let roots = flame["root"]["children"].as_array().cloned().unwrap_or_default();
     let total: f64 = roots.iter().map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
-    let unknown: f64 =
-        roots.iter().filter(|c| c["name"].as_str().unwrap_or("").starts_with("[unknown]")).map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
+    let unknown: f64 = roots
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap_or("").starts_with("[unknown]"))
+        .map(|c| c["total"].as_f64().unwrap_or(0.0))
+        .sum();
     assert!(total > 0.0 && unknown <= 0.2 * total, "{unknown} of {total} samples stop at an unknown root: {roots:?}");
 }
 

@@ -26,7 +26,11 @@ fn checkout_profile(regressed: bool, seed: u64) -> String {
          main;gc::collect;gc::mark 400\n"
     );
     for i in 0..80 {
-        out.push_str(&format!("main;server::run;handler::checkout;misc::step{i};misc::leaf{} {}\n", i % 9, 5 + rng.u32(0..40)));
+        out.push_str(&format!(
+            "main;server::run;handler::checkout;misc::step{i};misc::leaf{} {}\n",
+            i % 9,
+            5 + rng.u32(0..40)
+        ));
     }
     out
 }
@@ -81,13 +85,31 @@ fn load(server: &Server, token: Option<&str>) -> (u64, u64) {
         let version = if regressed { "1.5" } else { "1.4" };
         for host in ["a", "b"] {
             let name = format!("checkout.cpu{{host={host},version={version}}}");
-            server.ingest_folded(&name, &checkout_profile(regressed, k * 7 + host.len() as u64), from, from + 60, token);
+            server.ingest_folded(
+                &name,
+                &checkout_profile(regressed, k * 7 + host.len() as u64),
+                from,
+                from + 60,
+                token,
+            );
         }
         ingest_with_states(server, &checkout_profile(regressed, k * 7 + 3), version, from, token);
     }
     // Range of the page, in ms: every profile, with a margin either side.
-    server.ingest_folded("checkout.alloc_objects{host=a,version=1.5}", "main;alloc::buffer 500\n", now - 300, now - 290, token);
-    server.ingest_folded("search.cpu{host=a}", "main;search::query;index::lookup 300\nmain;search::rank 100\n", now - 300, now - 290, token);
+    server.ingest_folded(
+        "checkout.alloc_objects{host=a,version=1.5}",
+        "main;alloc::buffer 500\n",
+        now - 300,
+        now - 290,
+        token,
+    );
+    server.ingest_folded(
+        "search.cpu{host=a}",
+        "main;search::query;index::lookup 300\nmain;search::rank 100\n",
+        now - 300,
+        now - 290,
+        token,
+    );
     ((first - 120) * 1000, (now + 120) * 1000)
 }
 
@@ -120,7 +142,8 @@ fn pixel(browser: &Browser, graph: &str, path: &str) -> [u8; 3] {
 }
 
 fn text(browser: &Browser, css: &str) -> String {
-    browser.eval("const e = document.querySelector(arguments[0]); return e ? e.textContent : null;", json!([css]))
+    browser
+        .eval("const e = document.querySelector(arguments[0]); return e ? e.textContent : null;", json!([css]))
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -181,11 +204,20 @@ fn viewer_in_chromium_against_the_real_server() {
     browser.goto(&format!("{base}/"));
     browser.wait_for("the service row", "document.querySelector('tr[data-service=\"checkout\"]')");
     let services = server.get_json("/api/v1/services");
-    let checkout = services["services"].as_array().expect("services").iter().find(|s| s["name"] == "checkout").expect("checkout listed");
+    let checkout = services["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == "checkout")
+        .expect("checkout listed");
     let now_usd = checkout["now"]["usdPerYear"].as_f64().expect("now.usdPerYear");
     let row = text(&browser, "tr[data-service=\"checkout\"]");
     assert!(row.contains(&usd(now_usd)), "start page row {row:?} lacks {}", usd(now_usd));
-    assert!(browser.eval("return !!document.querySelector('tr[data-service=\"checkout\"] svg.sparkline polyline')", json!([])) == json!(true));
+    assert!(
+        browser
+            .eval("return !!document.querySelector('tr[data-service=\"checkout\"] svg.sparkline polyline')", json!([]))
+            == json!(true)
+    );
     browser.type_into("#service-search", "chec");
     browser.wait_for("the search to filter", "document.querySelectorAll('tr.service-row').length === 1");
     assert!(location_has(&browser, "q=chec"));
@@ -208,13 +240,17 @@ fn viewer_in_chromium_against_the_real_server() {
         labels.as_array().expect("labels").iter().any(|l| l == &json!(expected_note)),
         "no annotation {expected_note:?} among {labels}"
     );
-    let small = labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap_or_default().starts_with("handler::health"));
+    let small =
+        labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap_or_default().starts_with("handler::health"));
     assert!(!small, "a frame under the 5% threshold was annotated: {labels}");
     // The threshold is the user's: off (no cost labels), then 20% (parse_json, ~51%, has one).
     browser.click("#annot option[value='101']");
     browser.wait_for("no annotations", "window.hotframe.page.flame.labels.length === 0");
     browser.click("#annot option[value='20']");
-    browser.wait_for("the 20% threshold", "window.hotframe.page.flame.labels.some((l) => l.text.startsWith('parse_json — '))");
+    browser.wait_for(
+        "the 20% threshold",
+        "window.hotframe.page.flame.labels.some((l) => l.text.startsWith('parse_json — '))",
+    );
     assert!(location_has(&browser, "annot=20"));
     browser.click("#annot option[value='5']");
     browser.wait_for("the default threshold", "!location.search.includes('annot=')");
@@ -256,8 +292,12 @@ fn viewer_in_chromium_against_the_real_server() {
     browser.goto(&format!("{base}/service/checkout?{query}"));
     browser.wait_idle();
     browser.click("#profile-type option[value=alloc_objects]");
-    browser.wait_for("the alloc profile", "location.search.includes('type=alloc_objects') && window.hotframe.idle && window.hotframe.page.flame");
-    let alloc = browser.eval("const t = window.hotframe.page.flame.tree; return t.path(t.find('main;alloc::buffer'));", json!([]));
+    browser.wait_for(
+        "the alloc profile",
+        "location.search.includes('type=alloc_objects') && window.hotframe.idle && window.hotframe.page.flame",
+    );
+    let alloc = browser
+        .eval("const t = window.hotframe.page.flame.tree; return t.path(t.find('main;alloc::buffer'));", json!([]));
     assert_eq!(alloc, json!("main;alloc::buffer"), "alloc profile not shown");
 
     // The hot-frames table: a row click focuses that function's heaviest frame.
@@ -267,11 +307,17 @@ fn viewer_in_chromium_against_the_real_server() {
     browser.wait_for("fn in the URL", "location.search.includes('fn=postgres')");
     let focus = browser.eval("const f = window.hotframe.page.flame; return f.tree.path(f.focus);", json!([]));
     assert_eq!(focus, json!("main;server::run;handler::checkout;db::query;postgres::Client::query"));
-    assert!(browser.eval("return document.querySelector('tr.hot-row.selected').dataset.name;", json!([])) == json!("postgres::Client::query"));
+    assert!(
+        browser.eval("return document.querySelector('tr.hot-row.selected').dataset.name;", json!([]))
+            == json!("postgres::Client::query")
+    );
 
     // Sandwich of parse_json: its callers inverted, its callees below.
     browser.click("tr.hot-row[data-name='parse_json'] .sandwich-btn");
-    browser.wait_for("the sandwich", "document.querySelectorAll('#sandwich-callers canvas, #sandwich-callees canvas').length === 2");
+    browser.wait_for(
+        "the sandwich",
+        "document.querySelectorAll('#sandwich-callers canvas, #sandwich-callees canvas').length === 2",
+    );
     assert!(location_has(&browser, "tab=sandwich") && location_has(&browser, "fn=parse_json"));
 
     // Export: the folded text the browser fetched is the API's.
@@ -287,8 +333,13 @@ fn viewer_in_chromium_against_the_real_server() {
     // Huge trees are pruned by the server: the page says so.
     browser.goto(&format!("{base}/service/checkout?{query}&maxNodes=25"));
     browser.wait_idle();
-    let pruned = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&maxNodes=25"))["prunedNodes"].clone();
-    let note = browser.wait_for("the pruning note", "document.getElementById('pruned') && document.getElementById('pruned').textContent");
+    let pruned = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&maxNodes=25"))
+        ["prunedNodes"]
+        .clone();
+    let note = browser.wait_for(
+        "the pruning note",
+        "document.getElementById('pruned') && document.getElementById('pruned').textContent",
+    );
     assert!(note.as_str().unwrap().contains(&format!("{pruned} small ones")), "pruning note {note} vs {pruned}");
     let other = browser.eval(
         "const t = window.hotframe.page.flame.tree; let best = -1;
@@ -305,11 +356,17 @@ fn viewer_in_chromium_against_the_real_server() {
     browser.drag((left + width * 0.5, top + 40.0), (left + width * 0.8, top + 40.0));
     browser.wait_for("the brushed range", &format!("!location.search.includes('from={from}') && window.hotframe.idle"));
     let (f2, u2) = {
-        let v = browser.eval("const p = new URLSearchParams(location.search); return [Number(p.get('from')), Number(p.get('until'))];", json!([]));
+        let v = browser.eval(
+            "const p = new URLSearchParams(location.search); return [Number(p.get('from')), Number(p.get('until'))];",
+            json!([]),
+        );
         (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
     };
     let span = (until - from) as f64;
-    assert!(f2 > from as f64 + span * 0.3 && u2 < until as f64 - span * 0.05 && u2 > f2, "brushed {f2}..{u2} of {from}..{until}");
+    assert!(
+        f2 > from as f64 + span * 0.3 && u2 < until as f64 - span * 0.05 && u2 > f2,
+        "brushed {f2}..{u2} of {from}..{until}"
+    );
 
     // A click zooms: parse_json fills the width, the breadcrumb and the URL follow.
     browser.goto(&format!("{base}/service/checkout?{query}"));
@@ -317,7 +374,10 @@ fn viewer_in_chromium_against_the_real_server() {
     let b = frame_box(&browser, "flame", PARSE);
     assert!(b["w"].as_f64().unwrap() < b["width"].as_f64().unwrap() * 0.9, "not zoomed yet: {b}");
     browser.click_at(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
-    browser.wait_for("the zoom in the URL", "decodeURIComponent(location.search).includes('focus=main;server::run;handler::checkout;parse_json')");
+    browser.wait_for(
+        "the zoom in the URL",
+        "decodeURIComponent(location.search).includes('focus=main;server::run;handler::checkout;parse_json')",
+    );
     let zoomed = frame_box(&browser, "flame", PARSE);
     assert!(
         zoomed["w"].as_f64().unwrap() >= zoomed["width"].as_f64().unwrap() - 2.0,
@@ -325,10 +385,15 @@ fn viewer_in_chromium_against_the_real_server() {
     );
     assert_eq!(text(&browser, ".breadcrumb .crumb.current"), "parse_json");
     // Escape zooms out one level; the breadcrumb's parent takes it back there too.
-    browser.eval("document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));", json!([]));
-    browser.wait_for("the zoom out", "document.querySelector('.breadcrumb .crumb.current').textContent === 'handler::checkout'");
+    browser
+        .eval("document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));", json!([]));
+    browser.wait_for(
+        "the zoom out",
+        "document.querySelector('.breadcrumb .crumb.current').textContent === 'handler::checkout'",
+    );
     browser.click_at(b["cx"].as_f64().unwrap(), b["cy"].as_f64().unwrap());
-    browser.wait_for("the zoom back", "document.querySelector('.breadcrumb .crumb.current').textContent === 'parse_json'");
+    browser
+        .wait_for("the zoom back", "document.querySelector('.breadcrumb .crumb.current').textContent === 'parse_json'");
 
     // The URL holds the whole state: zoom, search, view, sort, label filter.
     browser.type_into("#flame-search", "serde");
@@ -336,7 +401,10 @@ fn viewer_in_chromium_against_the_real_server() {
     browser.click(".view-btn[data-view=latency]");
     browser.wait_for("view=latency", "location.search.includes('view=latency') && window.hotframe.idle");
     browser.click("select[data-label=host] option[value=a]");
-    browser.wait_for("label.host=a", "location.search.includes('label.host=a') && window.hotframe.idle && window.hotframe.page.flame");
+    browser.wait_for(
+        "label.host=a",
+        "location.search.includes('label.host=a') && window.hotframe.idle && window.hotframe.page.flame",
+    );
     browser.click("button.sort[data-sort=total]");
     browser.wait_for("sort=total", "location.search.includes('sort=total')");
     let shared = browser.url();
@@ -382,16 +450,23 @@ fn viewer_diff_views_settings_and_outage() {
     let render = "main;server::run;handler::checkout;render";
     let [r, _, bl] = pixel(&browser, "diffFlame", render);
     assert!((bl as i32) - (r as i32) > 60, "faster render is not blue: {:?}", [r, bl]);
-    let side = |v: &str| server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&label.version={v}"));
+    let side = |v: &str| {
+        server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE&label.version={v}"))
+    };
     let (before, after) = (side("1.4"), side("1.5"));
-    let change = node_at(&after, &PARSE_PATH)["usdPerYear"].as_f64().unwrap() - node_at(&before, &PARSE_PATH)["usdPerYear"].as_f64().unwrap();
+    let change = node_at(&after, &PARSE_PATH)["usdPerYear"].as_f64().unwrap()
+        - node_at(&before, &PARSE_PATH)["usdPerYear"].as_f64().unwrap();
     let cell = text(&browser, "tr.diff-row[data-name=\"parse_json\"] td:last-child");
     assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
     // "Start an ops win" opens the win form with this diff's sides and the frame that got cheaper.
     browser.click("#start-ops-win");
     browser.wait_for("the win form", "location.pathname === '/wins/new'");
     assert!(location_has(&browser, "frame=template::render_html"), "{}", browser.url());
-    assert!(location_has(&browser, "blabels=version=1.4") && location_has(&browser, "alabels=version=1.5"), "{}", browser.url());
+    assert!(
+        location_has(&browser, "blabels=version=1.4") && location_has(&browser, "alabels=version=1.5"),
+        "{}",
+        browser.url()
+    );
     assert!(location_has(&browser, &format!("bfrom={}", before["from"])), "{}", browser.url());
 
     // The same regression as two time ranges: before the 1.5 rollout, and after.
@@ -408,16 +483,28 @@ fn viewer_diff_views_settings_and_outage() {
     let blocked = "main;server::run;handler::checkout;cache::lock;mutex_lock";
     frame_box(&browser, "flame", blocked);
     assert_eq!(pixel(&browser, "flame", blocked), [142, 68, 173], "BLOCKED frame not in the BLOCKED colour");
-    assert_eq!(pixel(&browser, "flame", "main;server::run;handler::checkout;db::query;socket_read"), [58, 110, 165], "IO colour");
+    assert_eq!(
+        pixel(&browser, "flame", "main;server::run;handler::checkout;db::query;socket_read"),
+        [58, 110, 165],
+        "IO colour"
+    );
     assert_eq!(pixel(&browser, "flame", PARSE), [228, 87, 46], "RUNNABLE colour");
-    let idle = browser.eval(&format!("return window.hotframe.page.flame.tree.path(window.hotframe.page.flame.tree.find('main;worker::idle'));"), json!([]));
+    let idle = browser.eval(
+        &format!(
+            "return window.hotframe.page.flame.tree.path(window.hotframe.page.flame.tree.find('main;worker::idle'));"
+        ),
+        json!([]),
+    );
     assert_eq!(idle, json!("main"), "WAITING stacks must not be in the Latency view");
     let legend = text(&browser, ".legend");
     assert!(legend.contains("BLOCKED: ") && !legend.contains("BLOCKED: 0 s"), "legend: {legend}");
 
     // Custom states: start from the Latency set, then leave IO out.
     browser.click(".view-btn[data-view=custom]");
-    browser.wait_for("the state boxes", "location.search.includes('view=custom') && document.querySelector('.state-boxes input[value=IO]')");
+    browser.wait_for(
+        "the state boxes",
+        "location.search.includes('view=custom') && document.querySelector('.state-boxes input[value=IO]')",
+    );
     browser.click(".state-boxes input[value=IO]");
     browser.wait_for("IO left out", "location.search.includes('states=RUNNABLE%2CTIMED_WAITING%2CBLOCKED') && window.hotframe.idle && window.hotframe.page.flame");
     let io = browser.eval("const t = window.hotframe.page.flame.tree; return t.path(t.find('main;server::run;handler::checkout;db::query;socket_read'));", json!([]));
@@ -437,18 +524,33 @@ fn viewer_diff_views_settings_and_outage() {
     let api10 = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE"));
     assert_eq!(api10["cost"]["fleetHosts"], json!(10));
     let total_usd = usd(api10["totals"]["usdPerYear"].as_f64().unwrap());
-    browser.wait_for("the new total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
-    browser.wait_for("the formula with the fleet", "document.querySelector('.formula').textContent.includes('(10 / 3 = ×3.33)')");
+    browser.wait_for(
+        "the new total",
+        &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"),
+    );
+    browser.wait_for(
+        "the formula with the fleet",
+        "document.querySelector('.formula').textContent.includes('(10 / 3 = ×3.33)')",
+    );
     // An instance type from the built-in table sets the price, shown with its source.
     let types = server.get_json("/api/v1/instance-types");
     let pick = &types["instanceTypes"][0];
     let name = pick["name"].as_str().expect("instance name");
     browser.click(&format!("#cost-instance option[value='{name}']"));
-    browser.wait_for("the instance price", &format!("document.querySelector('.formula').textContent.includes('${}/core-hour')", pick["pricePerCoreHour"].as_f64().unwrap()));
+    browser.wait_for(
+        "the instance price",
+        &format!(
+            "document.querySelector('.formula').textContent.includes('${}/core-hour')",
+            pick["pricePerCoreHour"].as_f64().unwrap()
+        ),
+    );
     let priced = server.get_json(&format!("/api/v1/flamegraph?service=checkout&{query}&states=RUNNABLE"));
     assert_eq!(priced["cost"]["instanceType"], json!(name));
     let total_usd = usd(priced["totals"]["usdPerYear"].as_f64().unwrap());
-    browser.wait_for("the repriced total", &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"));
+    browser.wait_for(
+        "the repriced total",
+        &format!("document.getElementById('total-usd').textContent.includes('{total_usd}')"),
+    );
     assert!(text(&browser, ".formula").contains(name), "price source not shown: {}", text(&browser, ".formula"));
     // CO2 inputs: a PUE override reaches the formula and the API.
     browser.eval("document.querySelector('.settings details').open = true;", json!([]));
@@ -517,7 +619,10 @@ fn viewer_asks_for_a_token_and_keeps_it() {
     assert!(ask.contains("scope"), "dialog does not explain the scope: {ask}");
     browser.type_into("#token-input", "s3cret-admin");
     browser.click("#token-ok");
-    browser.wait_for("the formula with 7 hosts", "document.querySelector('.formula') && document.querySelector('.formula').textContent.includes('(7 / 3')");
+    browser.wait_for(
+        "the formula with 7 hosts",
+        "document.querySelector('.formula') && document.querySelector('.formula').textContent.includes('(7 / 3')",
+    );
     let mut response = harness::http()
         .get(format!("{}/api/v1/services/checkout/settings", server.base))
         .header("Authorization", "Bearer s3cret-admin")
@@ -536,7 +641,11 @@ fn viewer_explains_how_to_attach_an_agent_when_empty() {
     browser.goto(&format!("{}/", server.base));
     browser.wait_idle();
     let page = text(&browser, "main");
-    for needle in ["No profiles yet", &format!("hotframe agent --server {} --service checkout --pid 1234", server.base), "hotframe import"] {
+    for needle in [
+        "No profiles yet",
+        &format!("hotframe agent --server {} --service checkout --pid 1234", server.base),
+        "hotframe import",
+    ] {
         assert!(page.contains(needle), "empty page lacks {needle:?}: {page}");
     }
     // An unknown service says so instead of drawing an empty graph.

@@ -23,7 +23,12 @@ fn hotframe(args: &[&str]) -> Output {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
 }
 
@@ -49,8 +54,20 @@ fn perf_fixture_imports_and_exports_unchanged() {
     let file = fixture("perf-busy.folded");
     let from = t.to_string();
     let said = ok(&hotframe(&[
-        "import", "--server", &server.url, "--service", "busy", "--from", &from, "--duration", "10s",
-        "--sample-rate", "999", "--label", "host=h1", file.to_str().unwrap(),
+        "import",
+        "--server",
+        &server.url,
+        "--service",
+        "busy",
+        "--from",
+        &from,
+        "--duration",
+        "10s",
+        "--sample-rate",
+        "999",
+        "--label",
+        "host=h1",
+        file.to_str().unwrap(),
     ]));
     let expected = folded_map(&std::fs::read_to_string(&file).unwrap());
     let total: u64 = expected.values().sum();
@@ -58,7 +75,17 @@ fn perf_fixture_imports_and_exports_unchanged() {
 
     let (from, until) = ((t - 60).to_string(), (t + 60).to_string());
     let exported = ok(&hotframe(&[
-        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--format", "folded",
+        "export",
+        "--server",
+        &server.url,
+        "--service",
+        "busy",
+        "--from",
+        &from,
+        "--until",
+        &until,
+        "--format",
+        "folded",
     ]));
     assert_eq!(folded_map(&exported), expected);
     // Root first, `;`-separated, a space, the count; sorted like inferno's output.
@@ -76,18 +103,40 @@ fn perf_fixture_imports_and_exports_unchanged() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &std::fs::read(&file).unwrap()).unwrap();
     let said = ok(&child.wait_with_output().unwrap());
     assert!(said.contains(&format!("{total} samples")), "{said}");
-    let piped = ok(&hotframe(&["export", "--server", &server.url, "--service", "piped", "--from", &from, "--until", &until]));
+    let piped =
+        ok(&hotframe(&["export", "--server", &server.url, "--service", "piped", "--from", &from, "--until", &until]));
     assert_eq!(folded_map(&piped), expected);
 
     let filtered = ok(&hotframe(&[
-        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--label", "host=h2",
+        "export",
+        "--server",
+        &server.url,
+        "--service",
+        "busy",
+        "--from",
+        &from,
+        "--until",
+        &until,
+        "--label",
+        "host=h2",
     ]));
     assert_eq!(filtered, "", "a label filter that matches nothing exports nothing");
 
     let svg = dir.path().join("busy.svg");
     ok(&hotframe(&[
-        "export", "--server", &server.url, "--service", "busy", "--from", &from, "--until", &until, "--format", "svg",
-        "--out", svg.to_str().unwrap(),
+        "export",
+        "--server",
+        &server.url,
+        "--service",
+        "busy",
+        "--from",
+        &from,
+        "--until",
+        &until,
+        "--format",
+        "svg",
+        "--out",
+        svg.to_str().unwrap(),
     ]));
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.contains("<svg") && svg.contains("hot_inner"));
@@ -109,7 +158,19 @@ fn pprof_file_is_detected_and_keeps_states() {
 
     let (from, until) = ((t / 1000 - 60).to_string(), (t / 1000 + 60).to_string());
     let export = |states: &str| {
-        ok(&hotframe(&["export", "--server", &server.url, "--service", "api", "--from", &from, "--until", &until, "--states", states]))
+        ok(&hotframe(&[
+            "export",
+            "--server",
+            &server.url,
+            "--service",
+            "api",
+            "--from",
+            &from,
+            "--until",
+            &until,
+            "--states",
+            states,
+        ]))
     };
     assert_eq!(export("cpu"), "main;serve;parse 40\n");
     assert_eq!(export("RUNNABLE,BLOCKED"), "main;serve;lock 9\nmain;serve;parse 40\n");
@@ -134,7 +195,17 @@ fn errors_are_readable_and_tokens_are_sent() {
     ok(&hotframe(&["import", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001", file]));
     let wrong_scope = hotframe(&["export", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001"]);
     assert!(String::from_utf8_lossy(&wrong_scope.stderr).contains("403"));
-    let exported = ok(&hotframe(&["export", "--server", &server.url, "--service", "s", "--token", "cli-read-00002", "--from", "now-1h"]));
+    let exported = ok(&hotframe(&[
+        "export",
+        "--server",
+        &server.url,
+        "--service",
+        "s",
+        "--token",
+        "cli-read-00002",
+        "--from",
+        "now-1h",
+    ]));
     assert_eq!(folded_map(&exported).values().sum::<u64>(), 675);
 
     let unknown = hotframe(&["export", "--server", &server.url, "--service", "nosuch", "--token", "cli-read-00002"]);
@@ -146,7 +217,16 @@ fn errors_are_readable_and_tokens_are_sent() {
 
     let bad = dir.path().join("bad.folded");
     std::fs::write(&bad, "main;a 1\nmain;b lots\n").unwrap();
-    let bad_file = hotframe(&["import", "--server", &server.url, "--service", "s", "--token", "cli-ingest-0001", bad.to_str().unwrap()]);
+    let bad_file = hotframe(&[
+        "import",
+        "--server",
+        &server.url,
+        "--service",
+        "s",
+        "--token",
+        "cli-ingest-0001",
+        bad.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&bad_file.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");
 

@@ -32,7 +32,18 @@ fn hotframe(args: &[&str]) -> String {
 fn import_folded(server: &str, service: &str, dir: &Path, text: &str) {
     let file = dir.join(format!("{service}.folded"));
     std::fs::write(&file, text).unwrap();
-    hotframe(&["import", "--server", server, "--service", service, "--from", "now-30s", "--duration", "10s", file.to_str().unwrap()]);
+    hotframe(&[
+        "import",
+        "--server",
+        server,
+        "--service",
+        service,
+        "--from",
+        "now-30s",
+        "--duration",
+        "10s",
+        file.to_str().unwrap(),
+    ]);
 }
 
 #[test]
@@ -46,10 +57,17 @@ fn perf_record_data_comes_in_through_perf_script() {
     let src = dir.path().join("busy.c");
     let exe = dir.path().join("busy");
     std::fs::write(&src, BUSY_C).unwrap();
-    let cc = Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(&src).status().unwrap();
+    let cc =
+        Command::new("cc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&exe).arg(&src).status().unwrap();
     assert!(cc.success());
     let data = dir.path().join("perf.data");
-    let record = Command::new("perf").args(["record", "-F", "499", "-g", "-q", "-o"]).arg(&data).arg("--").arg(&exe).output().unwrap();
+    let record = Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-q", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&exe)
+        .output()
+        .unwrap();
     assert!(record.status.success(), "perf record failed: {}", String::from_utf8_lossy(&record.stderr));
     let script = Command::new("perf").args(["script", "-i"]).arg(&data).output().unwrap();
     assert!(script.status.success(), "perf script failed: {}", String::from_utf8_lossy(&script.stderr));
@@ -57,7 +75,16 @@ fn perf_record_data_comes_in_through_perf_script() {
     std::fs::write(&text, &script.stdout).unwrap();
 
     let (_server, server) = hotframe_serve(&dir.path().join("store"));
-    let said = hotframe(&["import", "--server", &server, "--service", "perfdemo", "--format", "perf-script", text.to_str().unwrap()]);
+    let said = hotframe(&[
+        "import",
+        "--server",
+        &server,
+        "--service",
+        "perfdemo",
+        "--format",
+        "perf-script",
+        text.to_str().unwrap(),
+    ]);
     assert!(said.contains("perf-script"), "{said}");
     // auto-detection picks perf-script too
     let said = hotframe(&["import", "--server", &server, "--service", "perfauto", text.to_str().unwrap()]);
@@ -77,7 +104,17 @@ fn speedscope_export_and_import_round_trip_through_the_cli() {
     let (_server, server) = hotframe_serve(&dir.path().join("store"));
     import_folded(&server, "orig", dir.path(), "main;handle;parse_json 70\nmain;handle;render 20\nmain;idle 10\n");
     let file = dir.path().join("orig.speedscope.json");
-    hotframe(&["export", "--server", &server, "--service", "orig", "--format", "speedscope", "--out", file.to_str().unwrap()]);
+    hotframe(&[
+        "export",
+        "--server",
+        &server,
+        "--service",
+        "orig",
+        "--format",
+        "speedscope",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(json["$schema"], "https://www.speedscope.app/file-format-schema.json");
     let profile = &json["profiles"][0];
@@ -86,7 +123,11 @@ fn speedscope_export_and_import_round_trip_through_the_cli() {
     assert_eq!(weights, 100.0);
     // every frame index is in range, as speedscope requires
     let frames = json["shared"]["frames"].as_array().unwrap().len();
-    assert!(profile["samples"].as_array().unwrap().iter().flat_map(|s| s.as_array().unwrap()).all(|i| (i.as_u64().unwrap() as usize) < frames));
+    assert!(profile["samples"].as_array().unwrap().iter().flat_map(|s| s.as_array().unwrap()).all(|i| (i
+        .as_u64()
+        .unwrap()
+        as usize)
+        < frames));
 
     hotframe(&["import", "--server", &server, "--service", "copy", "--from", "now-30s", file.to_str().unwrap()]);
     let export = |service: &str| hotframe(&["export", "--server", &server, "--service", service]);
@@ -122,10 +163,20 @@ fn check_go_pprof_rules(p: &pprof::protos::Profile) {
         in_range(f.filename, "function file");
     }
     for l in &p.location {
-        assert!(l.mapping_id == 0 || mappings.contains(&l.mapping_id), "location {} has unknown mapping {}", l.id, l.mapping_id);
+        assert!(
+            l.mapping_id == 0 || mappings.contains(&l.mapping_id),
+            "location {} has unknown mapping {}",
+            l.id,
+            l.mapping_id
+        );
         assert!(!l.line.is_empty() || l.address != 0, "location {} has neither lines nor address", l.id);
         for line in &l.line {
-            assert!(functions.contains(&line.function_id), "location {} has a line with unknown function {}", l.id, line.function_id);
+            assert!(
+                functions.contains(&line.function_id),
+                "location {} has a line with unknown function {}",
+                l.id,
+                line.function_id
+            );
         }
     }
     assert!(!p.sample.is_empty());
@@ -147,7 +198,17 @@ fn pprof_export_follows_the_rules_go_tool_pprof_checks() {
     let (_server, server) = hotframe_serve(&dir.path().join("store"));
     import_folded(&server, "gopp", dir.path(), "main;a;b 5\nmain;a;c 3\nmain;d 2\n");
     let file = dir.path().join("gopp.pb.gz");
-    hotframe(&["export", "--server", &server, "--service", "gopp", "--format", "pprof", "--out", file.to_str().unwrap()]);
+    hotframe(&[
+        "export",
+        "--server",
+        &server,
+        "--service",
+        "gopp",
+        "--format",
+        "pprof",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     let gz = std::fs::read(&file).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "go tool pprof expects gzip or raw protobuf; we send gzip");
     let mut raw = Vec::new();

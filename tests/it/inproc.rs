@@ -40,7 +40,10 @@ pub fn start_listening(mut command: Command) -> (Proc, String) {
     let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("expected `listening on URL`, got {line:?}"));
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on URL`, got {line:?}"));
     let url = url.to_string();
     (Proc(child), url)
 }
@@ -48,7 +51,10 @@ pub fn start_listening(mut command: Command) -> (Proc, String) {
 /// A real `hotframe serve` on a free loopback port with its store in `data`.
 pub fn hotframe_serve(data: &Path) -> (Proc, String) {
     let mut cmd = Command::new(HOTFRAME);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).env("HOTFRAME_LOG", "warn").stderr(Stdio::null());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("HOTFRAME_LOG", "warn")
+        .stderr(Stdio::null());
     start_listening(cmd)
 }
 
@@ -112,7 +118,11 @@ pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let debug = exe.parent().and_then(Path::parent).unwrap();
     let path = debug.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --example {name}` first (plain `cargo test` builds it)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --example {name}` first (plain `cargo test` builds it)",
+        path.display()
+    );
     path
 }
 
@@ -153,7 +163,13 @@ pub fn drive_checkout(service_url: &str, duration: Duration) -> u64 {
 /// Drives the checkout service in 2 s bursts until `needle` has `min` samples in the
 /// server's flame graph of `service` (the CPU the service gets depends on the load of
 /// the machine, so the time needed does too); returns the graph and the request count.
-pub fn drive_until_hot(service_url: &str, server: &str, service: &str, needle: &str, min: u64) -> (serde_json::Value, u64) {
+pub fn drive_until_hot(
+    service_url: &str,
+    server: &str,
+    service: &str,
+    needle: &str,
+    min: u64,
+) -> (serde_json::Value, u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut requests = 0;
     loop {
@@ -163,7 +179,10 @@ pub fn drive_until_hot(service_url: &str, server: &str, service: &str, needle: &
                 return (graph, requests);
             }
         }
-        assert!(Instant::now() < deadline, "{needle} never reached {min} samples in {service} after {requests} requests");
+        assert!(
+            Instant::now() < deadline,
+            "{needle} never reached {min} samples in {service} after {requests} requests"
+        );
     }
 }
 
@@ -196,7 +215,12 @@ fn the_examples_pprof_endpoint_answers_409_while_the_agent_runs() {
     let data = crate::common::tempdir();
     let (_server, server) = hotframe_serve(data.path());
     let (_with_agent, with_agent) = checkout_service(Some(&server));
-    let r = ureq::get(&format!("{with_agent}/debug/pprof/profile?seconds=1")).config().http_status_as_error(false).build().call().unwrap();
+    let r = ureq::get(&format!("{with_agent}/debug/pprof/profile?seconds=1"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 409);
 }
 
@@ -252,10 +276,19 @@ fn the_agent_guard_in_this_process_uploads_and_flushes_on_stop() {
     // ITIMER_PROF samples threads in proportion to the CPU they use, and other tests
     // share this process and the machine: compare with the spinner's own CPU time.
     let expected = spinner_cpu * 99.0;
-    assert!(hot >= 5 && hot as f64 >= expected * 0.4, "{hot} samples of the spinning function for {spinner_cpu:.2} s of CPU at 99 Hz:\n{graph:#}");
+    assert!(
+        hot >= 5 && hot as f64 >= expected * 0.4,
+        "{hot} samples of the spinning function for {spinner_cpu:.2} s of CPU at 99 Hz:\n{graph:#}"
+    );
     // thread_names(true): the thread's name is the root frame.
-    let roots: Vec<&str> = graph["root"]["children"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    let roots: Vec<&str> =
+        graph["root"]["children"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
     assert!(roots.contains(&"inproc-spinner"), "roots: {roots:?}");
-    let spinner_root = graph["root"]["children"].as_array().unwrap().iter().find(|c| c["name"] == "inproc-spinner").unwrap();
-    assert_eq!(total_of(spinner_root, "inproc_library_test_spin"), hot, "the spin samples are not all under their thread");
+    let spinner_root =
+        graph["root"]["children"].as_array().unwrap().iter().find(|c| c["name"] == "inproc-spinner").unwrap();
+    assert_eq!(
+        total_of(spinner_root, "inproc_library_test_spin"),
+        hot,
+        "the spin samples are not all under their thread"
+    );
 }

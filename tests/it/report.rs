@@ -124,7 +124,12 @@ impl SmtpSink {
                             serde_json::from_slice(&std::fs::read(p.with_extension("json")).unwrap()).unwrap();
                         Received {
                             raw: std::fs::read(&p).unwrap(),
-                            rcpt_to: env["to"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+                            rcpt_to: env["to"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|v| v.as_str().unwrap().to_string())
+                                .collect(),
                             mail_from: env["from"].as_str().unwrap().to_string(),
                         }
                     })
@@ -219,8 +224,16 @@ fn win(p: &Pair, title: &str) -> Win {
         description: "Compile the validation regexes once, in a OnceLock, instead of per request.".to_string(),
         shipped_by: Some("ana".to_string()),
         team: Some("payments".to_string()),
-        before: report::Selection::Range { from_ms: 1_700_000_000_000, until_ms: 1_700_000_600_000, labels: Default::default() },
-        after: report::Selection::Range { from_ms: 1_700_086_400_000, until_ms: 1_700_087_000_000, labels: Default::default() },
+        before: report::Selection::Range {
+            from_ms: 1_700_000_000_000,
+            until_ms: 1_700_000_600_000,
+            labels: Default::default(),
+        },
+        after: report::Selection::Range {
+            from_ms: 1_700_086_400_000,
+            until_ms: 1_700_087_000_000,
+            labels: Default::default(),
+        },
         figures: f,
         created_ms: 1_700_090_000_000,
     }
@@ -304,9 +317,11 @@ fn report_email_arrives_with_figures_text_and_inline_png() {
     let p = pair();
     let w = win(&p, "Cache compiled regexes");
     let png = report::differential_png(&p.before, 1200.0, &p.after, 1200.0, "checkout: before -> after").unwrap();
-    let rendered = report::render(&w, Some(&format!("cid:{}", report::FLAME_CONTENT_ID)), Some("http://hotframe.local/#/wins/7"));
+    let rendered =
+        report::render(&w, Some(&format!("cid:{}", report::FLAME_CONTENT_ID)), Some("http://hotframe.local/#/wins/7"));
     let mailer = Mailer::new(&smtp(&sink.url())).unwrap();
-    let to = vec!["ops-wins@example.com".to_string(), "ana@example.com".to_string(), "ops-wins@example.com".to_string()];
+    let to =
+        vec!["ops-wins@example.com".to_string(), "ana@example.com".to_string(), "ops-wins@example.com".to_string()];
     let message = report::build_message(mailer.from(), &to, &rendered, Some(&png)).unwrap();
     let mut state = SendState::pending(to.clone(), 0);
     report::send_with_retries(&mailer, &message, &RetryPolicy::default(), &mut state, |_| {}).unwrap();
@@ -323,7 +338,8 @@ fn report_email_arrives_with_figures_text_and_inline_png() {
     let msg = parse(&m.raw);
 
     let usd = w.figures.saving.usd_per_year;
-    let expected_subject = format!("Ops win: Cache compiled regexes in checkout — {}/year", report::format_usd_rounded(usd));
+    let expected_subject =
+        format!("Ops win: Cache compiled regexes in checkout — {}/year", report::format_usd_rounded(usd));
     assert_eq!(msg.subject(), Some(expected_subject.as_str()));
     assert_eq!(msg.header_raw("Auto-Submitted").map(str::trim), Some("auto-generated"));
     let mut to_header: Vec<&str> = msg.to().unwrap().iter().filter_map(|a| a.address()).collect();
@@ -352,7 +368,11 @@ fn report_email_arrives_with_figures_text_and_inline_png() {
     if let Ok(dir) = std::env::var("HOTFRAME_DUMP_REPORT") {
         let dir = Path::new(&dir);
         std::fs::write(dir.join("flamegraph.png"), bytes).unwrap();
-        std::fs::write(dir.join("report.html"), html.replace(&format!("cid:{}", report::FLAME_CONTENT_ID), "flamegraph.png")).unwrap();
+        std::fs::write(
+            dir.join("report.html"),
+            html.replace(&format!("cid:{}", report::FLAME_CONTENT_ID), "flamegraph.png"),
+        )
+        .unwrap();
         std::fs::write(dir.join("report.txt"), text.as_bytes()).unwrap();
     }
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
@@ -487,7 +507,8 @@ fn starttls_and_tls_with_login_deliver_and_a_wrong_password_is_not_retried() {
     ] {
         let inbox = dir.path().join(mode);
         std::fs::create_dir(&inbox).unwrap();
-        let options = serde_json::json!({"cert": cert, "key": key, "mode": mode, "user": "hotframe", "password": "s3cret"});
+        let options =
+            serde_json::json!({"cert": cert, "key": key, "mode": mode, "user": "hotframe", "password": "s3cret"});
         let sink = SmtpSink::start_with(free_port(), &inbox, options);
         let url = url_of(sink.port);
 

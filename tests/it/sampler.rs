@@ -174,8 +174,11 @@ fn c_workload_shares_states_and_complete_stacks() {
     let sleeper = states_of(&samples, "sleeper");
     let own_sleep = figures["sleep_ns"] / (figures["sleep_ns"] + figures["sleeper_cpu_ns"]);
     let tw = share(&sleeper, ThreadState::TimedWaiting);
-    eprintln!("sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}; contender {contender_states:?}; waiter {waiter_states:?}",
-        contender_states = states_of(&samples, "mutex_contender"), waiter_states = states_of(&samples, "condvar_waiter"));
+    eprintln!(
+        "sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}; contender {contender_states:?}; waiter {waiter_states:?}",
+        contender_states = states_of(&samples, "mutex_contender"),
+        waiter_states = states_of(&samples, "condvar_waiter")
+    );
     assert!((tw - own_sleep).abs() <= 0.10, "sleeper TIMED_WAITING {tw:.3} vs own {own_sleep:.3}: {sleeper:?}");
     assert!(sleeper.keys().all(|s| matches!(s, ThreadState::Runnable | ThreadState::TimedWaiting)), "{sleeper:?}");
 
@@ -192,7 +195,10 @@ fn c_workload_shares_states_and_complete_stacks() {
     );
     for function in ["sleeper", "mutex_contender", "mutex_holder", "cpu_split"] {
         let total: u64 = states_of(&samples, function).values().sum();
-        assert!(total as f64 <= 1.1 * sampled_periods, "{function} has {total} samples over {sampled_periods:.0} periods");
+        assert!(
+            total as f64 <= 1.1 * sampled_periods,
+            "{function} has {total} samples over {sampled_periods:.0} periods"
+        );
     }
     let contender = states_of(&samples, "mutex_contender");
     assert!(share(&contender, ThreadState::Blocked) >= 0.75, "mutex contender: {contender:?}");
@@ -255,19 +261,22 @@ fn rust_release_binary_without_frame_pointers_gives_complete_demangled_stacks() 
     });
     assert!(main_hot.is_some(), "no complete stack main -> workload::main -> workload::hot_loop");
     // The spawned thread's too, under the thread entry.
-    let thread_hot = runnable.iter().find(|(s, _, _)| {
-        s.iter().any(|f| f == "workload::thread_work") && s.iter().any(|f| f == "start_thread")
-    });
+    let thread_hot = runnable
+        .iter()
+        .find(|(s, _, _)| s.iter().any(|f| f == "workload::thread_work") && s.iter().any(|f| f == "start_thread"));
     assert!(thread_hot.is_some(), "no complete stack start_thread -> ... -> workload::thread_work");
-    let complete: u64 =
-        runnable.iter().filter(|(s, _, _)| ROOTS.contains(&s[0].as_str())).map(|(_, _, n)| n).sum();
+    let complete: u64 = runnable.iter().filter(|(s, _, _)| ROOTS.contains(&s[0].as_str())).map(|(_, _, n)| n).sum();
     assert!(complete as f64 >= 0.95 * total as f64, "{complete} of {total} on-CPU samples complete");
     // Off-CPU stacks are complete too, including the first one of a thread that was
     // blocked before attach (its frame pointer is guessed, std has frame pointers).
     let off: Vec<_> = samples.iter().filter(|(_, st, _)| *st != ThreadState::Runnable).collect();
     let off_total: u64 = off.iter().map(|(_, _, n)| n).sum();
-    let off_complete: u64 = off.iter().filter(|(s, _, _)| s.first().is_some_and(|r| ROOTS.contains(&r.as_str()))).map(|(_, _, n)| n).sum();
-    assert!(off_total > 0 && off_complete as f64 >= 0.95 * off_total as f64, "{off_complete} of {off_total} off-CPU samples complete");
+    let off_complete: u64 =
+        off.iter().filter(|(s, _, _)| s.first().is_some_and(|r| ROOTS.contains(&r.as_str()))).map(|(_, _, n)| n).sum();
+    assert!(
+        off_total > 0 && off_complete as f64 >= 0.95 * off_total as f64,
+        "{off_complete} of {off_total} off-CPU samples complete"
+    );
     // The thread waiting for the std Mutex is BLOCKED (lock_contended), not WAITING.
     let waiter = states_of(&samples, "workload::lock_waiter");
     assert!(share(&waiter, ThreadState::Blocked) >= 0.5, "lock waiter: {waiter:?}");
@@ -367,8 +376,10 @@ fn cpu_time_in_syscalls_is_sampled_on_the_user_stack_without_kernel_frames() {
 fn kernel_frames_come_in_front_of_the_user_stack() {
     let _serial = serial();
     let (_, samples) = sample_dd(SamplerOptions { kernel: true, ..SamplerOptions::default() });
-    let with_kernel: Vec<_> =
-        samples.iter().filter(|(s, st, _)| *st == ThreadState::Runnable && s.iter().any(|f| f.ends_with("_[k]"))).collect();
+    let with_kernel: Vec<_> = samples
+        .iter()
+        .filter(|(s, st, _)| *st == ThreadState::Runnable && s.iter().any(|f| f.ends_with("_[k]")))
+        .collect();
     assert!(!with_kernel.is_empty(), "no kernel frames: {}", folded(&samples));
     // Root first: user frames (ending at the syscall wrapper), then kernel frames.
     let (stack, _, _) = with_kernel[0];
@@ -396,7 +407,12 @@ fn frame_pointer_mode_samples_cheaply() {
     assert!(leaf_spin > 5, "on-CPU samples end in spin: {}", folded(&samples));
     // Off-CPU stacks are still DWARF-unwound.
     let waiter = states_of(&samples, "condvar_waiter");
-    assert!(share(&waiter, ThreadState::Waiting) >= 0.95, "condvar waiter: {waiter:?}\n{}\n{:?}", folded(&samples), sampler.stats());
+    assert!(
+        share(&waiter, ThreadState::Waiting) >= 0.95,
+        "condvar waiter: {waiter:?}\n{}\n{:?}",
+        folded(&samples),
+        sampler.stats()
+    );
 }
 
 #[test]
@@ -437,7 +453,9 @@ fn a_library_loaded_after_attach_is_unwound_and_named() {
         .sum();
     let complete: u64 = samples
         .iter()
-        .filter(|(s, _, _)| s.last().is_some_and(|f| f == "plugin_hot") && s.iter().any(|f| f == "main") && s[0] == "_start")
+        .filter(|(s, _, _)| {
+            s.last().is_some_and(|f| f == "plugin_hot") && s.iter().any(|f| f == "main") && s[0] == "_start"
+        })
         .map(|(_, _, n)| n)
         .sum();
     assert!(in_plugin >= 5, "few samples in the dlopened library:\n{}", folded(&samples));
@@ -520,9 +538,9 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
     let hot: Vec<_> = samples.iter().filter(|(s, _, _)| s.iter().any(|f| f == "shop::Cart::total(int)")).collect();
     assert!(!hot.is_empty(), "no demangled shop::Cart::total(int):\n{}", folded(&samples));
     // The inlined helper is a frame of its own, right under the function it is inlined into.
-    let inlined = hot.iter().any(|(s, _, _)| {
-        s.windows(2).any(|w| w[0] == "shop::Cart::total(int)" && w[1].contains("mix_price"))
-    });
+    let inlined = hot
+        .iter()
+        .any(|(s, _, _)| s.windows(2).any(|w| w[0] == "shop::Cart::total(int)" && w[1].contains("mix_price")));
     assert!(inlined, "no inlined mix_price frame under Cart::total:\n{}", folded(&samples));
     assert!(hot.iter().all(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main")), "{}", folded(&samples));
 }

@@ -49,7 +49,11 @@ fn check_series(server: &str, service: &str, hot: &str) {
 fn the_pyroscope_rust_sdk_sends_to_hotframe() {
     let exe = std::env::current_exe().unwrap();
     let example = exe.parent().and_then(Path::parent).unwrap().join("examples").join("pyroscope_sdk");
-    if !available("examples/pyroscope_sdk", example.exists(), "run `cargo build --example pyroscope_sdk --features sdk-pyroscope`") {
+    if !available(
+        "examples/pyroscope_sdk",
+        example.exists(),
+        "run `cargo build --example pyroscope_sdk --features sdk-pyroscope`",
+    ) {
         return;
     }
     let data = crate::common::tempdir();

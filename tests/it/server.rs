@@ -41,7 +41,8 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -101,7 +102,10 @@ async fn folded_ingest_round_trips() {
     let s = open(dir.path(), ServerConfig::default());
     let t = base_s();
     let folded = "main;work;hot 70\nmain;work;warm 30\nmain;io 5\n";
-    let uri = format!("/ingest?name=shop.cpu%7Bhost%3Da%2Cversion%3D1.4%7D&from={t}&until={}&sampleRate=100&format=folded", t + 10);
+    let uri = format!(
+        "/ingest?name=shop.cpu%7Bhost%3Da%2Cversion%3D1.4%7D&from={t}&until={}&sampleRate=100&format=folded",
+        t + 10
+    );
     let a = post(&s.app, &uri, "text/plain", folded.into()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["samples"], 105);
@@ -118,7 +122,8 @@ async fn folded_ingest_round_trips() {
     assert_eq!(ex.status, StatusCode::OK);
     assert_eq!(ex.text(), "main;io 5\nmain;work;hot 70\nmain;work;warm 30\n");
 
-    let filtered = get(&s.app, &format!("/api/v1/flamegraph?service=shop&label.host=b&{}", range(t - 60, t + 60))).await;
+    let filtered =
+        get(&s.app, &format!("/api/v1/flamegraph?service=shop&label.host=b&{}", range(t - 60, t + 60))).await;
     assert_eq!(filtered.json()["root"]["total"], 0, "a label filter that matches nothing keeps nothing");
 
     let services = get(&s.app, "/api/v1/services").await.json();
@@ -149,7 +154,13 @@ async fn native_pprof_keeps_thread_states() {
     let s = open(dir.path(), ServerConfig::default());
     let t = base_s();
     let p = sample_profile("api", t * 1000, "h1");
-    let a = post(&s.app, "/api/v1/profiles?service=api&label.host=h1&label.region=eu", "application/octet-stream", gzip(&encode(&p))).await;
+    let a = post(
+        &s.app,
+        "/api/v1/profiles?service=api&label.host=h1&label.region=eu",
+        "application/octet-stream",
+        gzip(&encode(&p)),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json()["samples"], p.total_samples());
 
@@ -166,7 +177,8 @@ async fn native_pprof_keeps_thread_states() {
     assert_eq!(cpu["states"], serde_json::json!(["RUNNABLE"]));
     assert_eq!(cpu["root"]["total"], 100);
 
-    let ex = get(&s.app, &format!("/api/v1/export?service=api&format=pprof&states=all&{}", range(t - 60, t + 60))).await;
+    let ex =
+        get(&s.app, &format!("/api/v1/export?service=api&format=pprof&states=all&{}", range(t - 60, t + 60))).await;
     assert_eq!(ex.status, StatusCode::OK);
     let opts = DecodeOptions { service: "api".into(), start_ms: 0, end_ms: 1, sample_type: None, max_bytes: 1 << 24 };
     let back = hotframe::model::pprof::decode(&ex.body, &opts).expect("exported pprof decodes");
@@ -206,7 +218,10 @@ async fn pyroscope_multipart_pprof() {
     let uri = format!("/ingest?name=goapp.cpu%7Benv%3Dprod%7D&from={t}&until={}&spyName=gospy&format=pprof", t + 10);
     let a = post(&s.app, &uri, "multipart/form-data; boundary=XyZ123", body).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let fg = get(&s.app, &format!("/api/v1/flamegraph?service=goapp&states=all&label.env=prod&{}", range(t - 60, t + 60))).await.json();
+    let fg =
+        get(&s.app, &format!("/api/v1/flamegraph?service=goapp&states=all&label.env=prod&{}", range(t - 60, t + 60)))
+            .await
+            .json();
     assert_eq!(fg["root"]["total"], p.total_samples());
 
     let none = multipart("B", &[("other", b"x")]);
@@ -248,10 +263,16 @@ async fn connect_push_protobuf_and_json() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.json(), serde_json::json!({}));
 
-    let fg = get(&s.app, &format!("/api/v1/flamegraph?service=pushed&states=all&{}", range(t - 60, t + 60))).await.json();
+    let fg =
+        get(&s.app, &format!("/api/v1/flamegraph?service=pushed&states=all&{}", range(t - 60, t + 60))).await.json();
     assert_eq!(fg["root"]["total"], 2 * p.total_samples());
     assert_eq!(fg["cost"]["profiledHosts"], 2);
-    let one = get(&s.app, &format!("/api/v1/flamegraph?service=pushed&states=all&label.host=pod-2&{}", range(t - 60, t + 60))).await.json();
+    let one = get(
+        &s.app,
+        &format!("/api/v1/flamegraph?service=pushed&states=all&label.host=pod-2&{}", range(t - 60, t + 60)),
+    )
+    .await
+    .json();
     assert_eq!(one["root"]["total"], p.total_samples());
 }
 
@@ -333,7 +354,10 @@ async fn flamegraph_cost_matches_a_hand_computation() {
     let settings = r#"{"pricePerCoreHour": 0.05, "fleetHosts": 10}"#;
     let put = send(
         &s.app,
-        Request::put("/api/v1/services/pay/settings").header(header::CONTENT_TYPE, "application/json").body(Body::from(settings)).unwrap(),
+        Request::put("/api/v1/services/pay/settings")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(settings))
+            .unwrap(),
     )
     .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
@@ -365,7 +389,11 @@ async fn flamegraph_cost_matches_a_hand_computation() {
     assert_eq!(got["resolved"]["pricePerCoreHour"], 0.05);
 
     // Timeline: the profiles sit in one 60 s bucket; 70 CPU s / 60 s * 10 / 2 = 5.83 cores RUNNABLE.
-    let tl = get(&s.app, &format!("/api/v1/timeline?service=pay&states=all&step=60s&from={}&until={}", t / 1000, t / 1000 + 120)).await;
+    let tl = get(
+        &s.app,
+        &format!("/api/v1/timeline?service=pay&states=all&step=60s&from={}&until={}", t / 1000, t / 1000 + 120),
+    )
+    .await;
     assert_eq!(tl.status, StatusCode::OK, "{}", tl.text());
     let tl = tl.json();
     assert_eq!(tl["stepMs"], 60_000);
@@ -384,7 +412,8 @@ async fn max_nodes_prunes_into_other() {
     let folded: String = (0..200).map(|i| format!("main;f{i};g{i} {}\n", i + 1)).collect();
     let uri = format!("/ingest?name=wide&from={t}&until={}", t + 10);
     assert_eq!(post(&s.app, &uri, "text/plain", folded.into()).await.status, StatusCode::OK);
-    let fg = get(&s.app, &format!("/api/v1/flamegraph?service=wide&maxNodes=50&{}", range(t - 60, t + 60))).await.json();
+    let fg =
+        get(&s.app, &format!("/api/v1/flamegraph?service=wide&maxNodes=50&{}", range(t - 60, t + 60))).await.json();
     assert!(fg["nodes"].as_u64().unwrap() <= 50, "{}", fg["nodes"]);
     assert!(fg["prunedNodes"].as_u64().unwrap() > 0);
     let main = child(&fg["root"], "main");
@@ -409,31 +438,153 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
     let bomb = gzip(&vec![0u8; 64 << 20]);
     assert!(bomb.len() < 1 << 20, "the bomb is small when compressed");
     let no_service_push = prost::Message::encode_to_vec(&PushRequest {
-        series: vec![RawProfileSeries { labels: vec![], samples: vec![RawSample { raw_profile: encode(&sample_profile("x", 0, "h")), id: String::new() }] }],
+        series: vec![RawProfileSeries {
+            labels: vec![],
+            samples: vec![RawSample { raw_profile: encode(&sample_profile("x", 0, "h")), id: String::new() }],
+        }],
     });
     let garbage_push = prost::Message::encode_to_vec(&push_request("bad", b"\xff\xfe not a profile".to_vec()));
     // (what, uri, content type, body, status, reason)
     type Case<'a> = (&'a str, String, &'a str, Vec<u8>, StatusCode, &'a str);
     let cases: Vec<Case> = vec![
-        ("garbage pprof", "/api/v1/profiles?service=keep".into(), "application/octet-stream", b"\x0a\xff\xff\xff\xff garbage".to_vec(), StatusCode::BAD_REQUEST, "bad_pprof"),
-        ("bad folded", ok.clone(), "text/plain", b"main;a 5\nmain;b five\n".to_vec(), StatusCode::BAD_REQUEST, "bad_folded"),
-        ("gzip bomb", "/api/v1/profiles?service=keep".into(), "application/octet-stream", bomb.clone(), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (
+            "garbage pprof",
+            "/api/v1/profiles?service=keep".into(),
+            "application/octet-stream",
+            b"\x0a\xff\xff\xff\xff garbage".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_pprof",
+        ),
+        (
+            "bad folded",
+            ok.clone(),
+            "text/plain",
+            b"main;a 5\nmain;b five\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_folded",
+        ),
+        (
+            "gzip bomb",
+            "/api/v1/profiles?service=keep".into(),
+            "application/octet-stream",
+            bomb.clone(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
         ("gzip bomb folded", ok.clone(), "text/plain", bomb, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-        ("oversized body", ok.clone(), "text/plain", vec![b'a'; (16 << 20) + 1], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-        ("bad label name", format!("/ingest?name=keep%7Bbad-key%3D1%7D&from={t}&until={}", t + 10), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_labels"),
-        ("too many labels", format!("/ingest?name=keep%7B{many_labels}%7D&from={t}&until={}", t + 10), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_labels"),
-        ("unclosed labels", format!("/ingest?name=keep%7Bhost%3Da&from={t}&until={}", t + 10), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_labels"),
+        (
+            "oversized body",
+            ok.clone(),
+            "text/plain",
+            vec![b'a'; (16 << 20) + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "bad label name",
+            format!("/ingest?name=keep%7Bbad-key%3D1%7D&from={t}&until={}", t + 10),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "too many labels",
+            format!("/ingest?name=keep%7B{many_labels}%7D&from={t}&until={}", t + 10),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "unclosed labels",
+            format!("/ingest?name=keep%7Bhost%3Da&from={t}&until={}", t + 10),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
         ("too deep stack", ok.clone(), "text/plain", deep.into_bytes(), StatusCode::BAD_REQUEST, "stack_too_deep"),
-        ("bad ingest time", format!("/ingest?name=keep&from=soon&until={t}"), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_time"),
-        ("reversed window", format!("/ingest?name=keep&from={}&until={t}", t + 10), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_time"),
-        ("zero sample rate", format!("{ok}&sampleRate=0"), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_sample_rate"),
-        ("bad service name", format!("/ingest?name=no%20spaces&from={t}&until={}", t + 10), "text/plain", b"main;a 5\n".to_vec(), StatusCode::BAD_REQUEST, "bad_service"),
-        ("missing service", "/api/v1/profiles".into(), "application/octet-stream", encode(&sample_profile("x", 0, "h")), StatusCode::BAD_REQUEST, "bad_service"),
-        ("push garbage protobuf", "/push.v1.PusherService/Push".into(), "application/proto", b"\xff\xff\xff".to_vec(), StatusCode::BAD_REQUEST, "bad_push"),
-        ("push garbage profile", "/push.v1.PusherService/Push".into(), "application/proto", garbage_push, StatusCode::BAD_REQUEST, "bad_pprof"),
-        ("push without service", "/push.v1.PusherService/Push".into(), "application/proto", no_service_push, StatusCode::BAD_REQUEST, "bad_service"),
-        ("push bad json", "/push.v1.PusherService/Push".into(), "application/json", br#"{"series": [{"samples": [{"rawProfile": "***"}]}]}"#.to_vec(), StatusCode::BAD_REQUEST, "bad_push"),
-        ("push grpc", "/push.v1.PusherService/Push".into(), "application/grpc", b"".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (
+            "bad ingest time",
+            format!("/ingest?name=keep&from=soon&until={t}"),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_time",
+        ),
+        (
+            "reversed window",
+            format!("/ingest?name=keep&from={}&until={t}", t + 10),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_time",
+        ),
+        (
+            "zero sample rate",
+            format!("{ok}&sampleRate=0"),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_sample_rate",
+        ),
+        (
+            "bad service name",
+            format!("/ingest?name=no%20spaces&from={t}&until={}", t + 10),
+            "text/plain",
+            b"main;a 5\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_service",
+        ),
+        (
+            "missing service",
+            "/api/v1/profiles".into(),
+            "application/octet-stream",
+            encode(&sample_profile("x", 0, "h")),
+            StatusCode::BAD_REQUEST,
+            "bad_service",
+        ),
+        (
+            "push garbage protobuf",
+            "/push.v1.PusherService/Push".into(),
+            "application/proto",
+            b"\xff\xff\xff".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_push",
+        ),
+        (
+            "push garbage profile",
+            "/push.v1.PusherService/Push".into(),
+            "application/proto",
+            garbage_push,
+            StatusCode::BAD_REQUEST,
+            "bad_pprof",
+        ),
+        (
+            "push without service",
+            "/push.v1.PusherService/Push".into(),
+            "application/proto",
+            no_service_push,
+            StatusCode::BAD_REQUEST,
+            "bad_service",
+        ),
+        (
+            "push bad json",
+            "/push.v1.PusherService/Push".into(),
+            "application/json",
+            br#"{"series": [{"samples": [{"rawProfile": "***"}]}]}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_push",
+        ),
+        (
+            "push grpc",
+            "/push.v1.PusherService/Push".into(),
+            "application/grpc",
+            b"".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
     ];
     for (what, uri, content_type, body, status, reason) in cases {
         let a = post(&s.app, &uri, content_type, body).await;
@@ -446,7 +597,8 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
     let a = send(&s.app, req).await;
     assert_eq!((a.status, a.reason().as_str()), (StatusCode::BAD_REQUEST, "bad_gzip"));
     // A declared Content-Length over the limit is refused before reading.
-    let req = Request::post(&ok).header(header::CONTENT_LENGTH, (64u64 << 20).to_string()).body(Body::from("x")).unwrap();
+    let req =
+        Request::post(&ok).header(header::CONTENT_LENGTH, (64u64 << 20).to_string()).body(Body::from("x")).unwrap();
     assert_eq!(send(&s.app, req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Queries.
@@ -469,14 +621,23 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
         assert_eq!((a.status, a.reason()), (StatusCode::BAD_REQUEST, reason.to_string()), "{uri}: {}", a.text());
     }
     // Settings.
-    for body in [r#"{"instanceType": "z9.huge"}"#, r#"{"pricePerCoreHour": -1}"#, r#"{"fleetHosts": 0}"#, r#"{"price": 1}"#, "nope"] {
+    for body in [
+        r#"{"instanceType": "z9.huge"}"#,
+        r#"{"pricePerCoreHour": -1}"#,
+        r#"{"fleetHosts": 0}"#,
+        r#"{"price": 1}"#,
+        "nope",
+    ] {
         let req = Request::put("/api/v1/services/keep/settings").body(Body::from(body)).unwrap();
         let a = send(&s.app, req).await;
         assert_eq!((a.status, a.reason().as_str()), (StatusCode::BAD_REQUEST, "bad_settings"), "{body}: {}", a.text());
     }
-    assert_eq!(get(&s.app, "/api/v1/services/keep/settings").await.json()["settings"], serde_json::json!({
-        "instanceType": null, "pricePerCoreHour": null, "fleetHosts": null, "wattsPerCore": null, "pue": null, "kgCo2PerKwh": null
-    }));
+    assert_eq!(
+        get(&s.app, "/api/v1/services/keep/settings").await.json()["settings"],
+        serde_json::json!({
+            "instanceType": null, "pricePerCoreHour": null, "fleetHosts": null, "wattsPerCore": null, "pue": null, "kgCo2PerKwh": null
+        })
+    );
 
     assert_eq!(stats(&s.store), before, "refused requests changed the store");
     assert_eq!(get(&s.app, "/api/v1/services").await.json()["services"].as_array().unwrap().len(), services_before);
@@ -485,7 +646,11 @@ async fn bad_input_gets_its_4xx_and_leaves_the_store_unchanged() {
     assert!(metrics.contains("hotframe_ingest_rejects_total{reason=\"bad_folded\"} 1"), "{metrics}");
     assert!(metrics.contains("hotframe_ingest_rejects_total{reason=\"body_too_large\"} 4"), "{metrics}");
     assert!(metrics.contains("hotframe_ingested_profiles_total 1\n"), "{metrics}");
-    assert!(metrics.contains("hotframe_http_request_duration_seconds_bucket{route=\"/ingest\",status=\"200\",le=\"+Inf\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("hotframe_http_request_duration_seconds_bucket{route=\"/ingest\",status=\"200\",le=\"+Inf\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("hotframe_store_profiles 1\n"), "{metrics}");
 }
 
@@ -496,7 +661,9 @@ async fn series_over_the_limit_are_refused() {
     config.store.max_series_per_service = 2;
     let s = open(dir.path(), config);
     let t = base_s();
-    for (host, status) in [("a", StatusCode::OK), ("b", StatusCode::OK), ("a", StatusCode::OK), ("c", StatusCode::BAD_REQUEST)] {
+    for (host, status) in
+        [("a", StatusCode::OK), ("b", StatusCode::OK), ("a", StatusCode::OK), ("c", StatusCode::BAD_REQUEST)]
+    {
         let uri = format!("/ingest?name=card.cpu%7Bhost%3D{host}%7D&from={t}&until={}", t + 10);
         let a = post(&s.app, &uri, "text/plain", b"main;a 1\n".to_vec()).await;
         assert_eq!(a.status, status, "host {host}: {}", a.text());
@@ -549,10 +716,20 @@ async fn tokens_and_scopes() {
     assert_eq!(with_token(&s.app, "GET", &query, Some("read-token-456"), "").await, StatusCode::OK);
     assert_eq!(with_token(&s.app, "GET", &query, Some("admin-token-789"), "").await, StatusCode::OK);
     assert_eq!(with_token(&s.app, "GET", "/metrics", None, "").await, StatusCode::UNAUTHORIZED);
-    assert_eq!(with_token(&s.app, "PUT", settings, Some("read-token-456"), r#"{"fleetHosts": 3}"#).await, StatusCode::FORBIDDEN);
-    assert_eq!(with_token(&s.app, "PUT", settings, Some("admin-token-789"), r#"{"fleetHosts": 3}"#).await, StatusCode::OK);
+    assert_eq!(
+        with_token(&s.app, "PUT", settings, Some("read-token-456"), r#"{"fleetHosts": 3}"#).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with_token(&s.app, "PUT", settings, Some("admin-token-789"), r#"{"fleetHosts": 3}"#).await,
+        StatusCode::OK
+    );
     assert_eq!(with_token(&s.app, "GET", "/healthz", None, "").await, StatusCode::OK);
-    assert_eq!(with_token(&s.app, "GET", "/", None, "").await, StatusCode::OK, "the viewer page loads, then asks for a token");
+    assert_eq!(
+        with_token(&s.app, "GET", "/", None, "").await,
+        StatusCode::OK,
+        "the viewer page loads, then asks for a token"
+    );
     // Grafana Alloy style: basic auth with the token as password.
     let basic = format!("Basic {}", base64_encode(b"user:read-token-456"));
     let req = Request::get(&query).header(header::AUTHORIZATION, basic).body(Body::empty()).unwrap();
@@ -572,10 +749,17 @@ async fn restart_keeps_profiles_and_settings() {
         let s = open(dir.path(), ServerConfig::default());
         for host in ["a", "b", "c"] {
             let p = sample_profile("keep", t * 1000, host);
-            let a = post(&s.app, &format!("/api/v1/profiles?service=keep&label.host={host}"), "application/octet-stream", encode(&p)).await;
+            let a = post(
+                &s.app,
+                &format!("/api/v1/profiles?service=keep&label.host={host}"),
+                "application/octet-stream",
+                encode(&p),
+            )
+            .await;
             assert_eq!(a.status, StatusCode::OK);
         }
-        let req = Request::put("/api/v1/services/keep/settings").body(Body::from(r#"{"instanceType": "m5.large"}"#)).unwrap();
+        let req =
+            Request::put("/api/v1/services/keep/settings").body(Body::from(r#"{"instanceType": "m5.large"}"#)).unwrap();
         assert_eq!(send(&s.app, req).await.status, StatusCode::OK);
         let fg = get(&s.app, &format!("/api/v1/flamegraph?service=keep&states=all&{r}")).await.json();
         (fg, get(&s.app, "/api/v1/services/keep/settings").await.json())
@@ -608,7 +792,11 @@ impl ProfileStore for GatedStore {
     fn aggregate(&self, q: &hotframe::store::Query) -> Result<hotframe::store::Aggregate, hotframe::store::StoreError> {
         self.inner.aggregate(q)
     }
-    fn timeline(&self, q: &hotframe::store::Query, step: i64) -> Result<Vec<hotframe::store::TimelinePoint>, hotframe::store::StoreError> {
+    fn timeline(
+        &self,
+        q: &hotframe::store::Query,
+        step: i64,
+    ) -> Result<Vec<hotframe::store::TimelinePoint>, hotframe::store::StoreError> {
         self.inner.timeline(q, step)
     }
     fn settings(&self, service: &str) -> Result<Option<String>, hotframe::store::StoreError> {
@@ -688,7 +876,6 @@ async fn stalled_bodies_time_out_and_free_their_slot() {
     drop(sender);
     assert_eq!((a.status, a.reason().as_str()), (StatusCode::REQUEST_TIMEOUT, "body_timeout"), "{}", a.text());
     assert_eq!(post(&s.app, &uri, "text/plain", b"main;a 1\n".to_vec()).await.status, StatusCode::OK);
-
 }
 
 #[tokio::test]
@@ -703,11 +890,16 @@ async fn instance_types_and_health() {
     assert!(!m5["source"].as_str().unwrap().is_empty());
     assert_eq!(get(&s.app, "/healthz").await.text(), "ok");
     // Settings can be prepared before a service sends its first profile.
-    let req = Request::put("/api/v1/services/future-svc/settings").body(Body::from(r#"{"instanceType": "m5.large", "fleetHosts": 12}"#)).unwrap();
+    let req = Request::put("/api/v1/services/future-svc/settings")
+        .body(Body::from(r#"{"instanceType": "m5.large", "fleetHosts": 12}"#))
+        .unwrap();
     let put = send(&s.app, req).await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
     let got = get(&s.app, "/api/v1/services/future-svc/settings").await.json();
-    assert_eq!((got["settings"]["fleetHosts"].as_u64(), got["resolved"]["instanceType"].as_str()), (Some(12), Some("m5.large")));
+    assert_eq!(
+        (got["settings"]["fleetHosts"].as_u64(), got["resolved"]["instanceType"].as_str()),
+        (Some(12), Some("m5.large"))
+    );
     assert!((got["resolved"]["pricePerCoreHour"].as_f64().unwrap() - per_core).abs() < 1e-12);
     assert_eq!(get(&s.app, "/api/v1/services/bad%20name/settings").await.status, StatusCode::BAD_REQUEST);
     assert_eq!(get(&s.app, "/api/v1/nothing").await.status, StatusCode::NOT_FOUND);
@@ -747,7 +939,11 @@ impl ServeProcess {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         ServeProcess { child, url }
     }
 }
@@ -801,7 +997,9 @@ fn kill_9_loses_no_acknowledged_profile() {
             .call()
             .ok()
             .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total ").map(str::to_string)))
+            .and_then(|m| {
+                m.lines().find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total ").map(str::to_string))
+            })
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
         if stored >= 40 || std::time::Instant::now() > deadline {
@@ -816,10 +1014,8 @@ fn kill_9_loses_no_acknowledged_profile() {
     let restarted = ServeProcess::start(dir.path(), &[]);
     let uri = format!("{}/api/v1/export?service=crash&from={}&until={}", restarted.url, t - 60, t + 60);
     let folded = agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap();
-    let stored: std::collections::HashMap<String, u64> = folded
-        .lines()
-        .filter_map(|l| l.rsplit_once(' ').map(|(s, c)| (s.to_string(), c.parse().unwrap())))
-        .collect();
+    let stored: std::collections::HashMap<String, u64> =
+        folded.lines().filter_map(|l| l.rsplit_once(' ').map(|(s, c)| (s.to_string(), c.parse().unwrap()))).collect();
     for i in &acknowledged {
         assert_eq!(stored.get(&format!("main;p{i}")), Some(&(i + 1)), "acknowledged profile {i} was lost");
     }
@@ -879,14 +1075,23 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
 
     // A valid file with a small body limit is applied; host names resolve.
     std::fs::write(&config, "[limits]\nmax_body_bytes = 1024\n[services.small]\nfleetHosts = 3\n").unwrap();
-    let server = ServeProcess::start(&dir.path().join("data"), &["--config", config.to_str().unwrap(), "--listen", "localhost:0"]);
+    let server = ServeProcess::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--listen", "localhost:0"],
+    );
     let agent = http_agent();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
     let big = "main;a 1\n".repeat(200);
     assert_eq!(agent.post(&uri).send(big.as_str()).unwrap().status(), 413);
     assert_eq!(agent.post(&uri).send("main;a 1\n").unwrap().status(), 200);
-    let settings = agent.get(&format!("{}/api/v1/services/small/settings", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    let settings = agent
+        .get(&format!("{}/api/v1/services/small/settings", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(settings.contains("\"fleetHosts\":3"), "{settings}");
 }
 

@@ -21,7 +21,8 @@ const NOW: i64 = 1_795_700_220_000;
 /// A profile of `service` on `host` over `[start, start + len)` with samples drawn
 /// from a small pool of stacks; `seed` varies the counts.
 fn profile(service: &str, host: &str, version: &str, start: i64, len: i64, period_ns: u64, seed: u64) -> Profile {
-    let mut b = ProfileBuilder::new(service, start, start + len, period_ns).label("host", host).label("version", version);
+    let mut b =
+        ProfileBuilder::new(service, start, start + len, period_ns).label("host", host).label("version", version);
     let mut rng = fastrand::Rng::with_seed(seed);
     let leaves = ["parse", "encode", "hash", "lock_wait", "read_disk", "sleep"];
     for i in 0..20 {
@@ -140,7 +141,10 @@ fn write_then_aggregate_round_trip() {
     // A single profile reads back as written.
     let back = store.profile(ids[1]).unwrap().expect("profile 2 is stored");
     assert_eq!(folded(&back), folded(&a2));
-    assert_eq!((back.service.as_str(), &back.labels, back.start_ms, back.end_ms), ("checkout", &a2.labels, a2.start_ms, a2.end_ms));
+    assert_eq!(
+        (back.service.as_str(), &back.labels, back.start_ms, back.end_ms),
+        ("checkout", &a2.labels, a2.start_ms, a2.end_ms)
+    );
     assert!(store.profile(99_999).unwrap().is_none());
 
     // Services and stats.
@@ -190,7 +194,8 @@ fn write_days(store: &SqliteStore) -> Vec<Profile> {
         for (h, host) in ["a", "b", "c"].iter().enumerate() {
             seed += 1;
             let period = if h == 2 { 20_000_000 } else { 10_000_000 };
-            let p = profile("svc", host, if seed % 2 == 0 { "1" } else { "2" }, t + h as i64 * 1_000, 60_000, period, seed);
+            let p =
+                profile("svc", host, if seed % 2 == 0 { "1" } else { "2" }, t + h as i64 * 1_000, 60_000, period, seed);
             store.write(&p).unwrap();
             all.push(p);
         }
@@ -205,10 +210,10 @@ fn rollups_give_the_same_answers_as_raw_data() {
     let store = open(dir.path());
     let written = write_days(&store);
     let mut ranges = vec![
-        (NOW - 4 * DAY, NOW),                                  // everything
-        (NOW - 3 * DAY + 7 * 60_000, NOW - 2 * HOUR + 1),      // unaligned edges
+        (NOW - 4 * DAY, NOW),                                             // everything
+        (NOW - 3 * DAY + 7 * 60_000, NOW - 2 * HOUR + 1),                 // unaligned edges
         (NOW - NOW.rem_euclid(DAY) - 2 * DAY, NOW - NOW.rem_euclid(DAY)), // two whole days
-        (NOW - 5 * HOUR, NOW - 2 * HOUR),                      // hours of today
+        (NOW - 5 * HOUR, NOW - 2 * HOUR),                                 // hours of today
     ];
     ranges.push((ranges[2].0 + HOUR, ranges[2].1 - HOUR)); // whole hours only
     ranges.push((NOW - 3 * HOUR - 53 * 60_000, NOW - 3 * HOUR - 7 * 60_000)); // 10-minute buckets
@@ -329,7 +334,10 @@ fn reopening_keeps_everything() {
     assert_eq!(store.settings("svc").unwrap().as_deref(), Some(r#"{"instance_type":"m6i.large","fleet_hosts":40}"#));
     assert_eq!(store.settings("other").unwrap(), None);
     let again = store.stats().unwrap();
-    assert_eq!((again.profiles, again.samples, again.series, again.stacks), (stats.profiles, stats.samples, stats.series, stats.stacks));
+    assert_eq!(
+        (again.profiles, again.samples, again.series, again.stacks),
+        (stats.profiles, stats.samples, stats.series, stats.stacks)
+    );
     // Writing after reopening reuses interned stacks.
     store.write(&profile("svc", "a", "1", NOW - 60_000, 10_000, 10_000_000, 5)).unwrap();
     assert_eq!(store.stats().unwrap().stacks, stats.stacks);
@@ -348,7 +356,8 @@ fn settings_must_be_json() {
 #[test]
 fn series_limit_per_service() {
     let dir = crate::common::tempdir();
-    let store = SqliteStore::open(dir.path(), StoreConfig { max_series_per_service: 2, ..StoreConfig::default() }).unwrap();
+    let store =
+        SqliteStore::open(dir.path(), StoreConfig { max_series_per_service: 2, ..StoreConfig::default() }).unwrap();
     store.write(&profile("svc", "a", "1", NOW, 1_000, 1_000_000, 1)).unwrap();
     store.write(&profile("svc", "b", "1", NOW, 1_000, 1_000_000, 2)).unwrap();
     let err = store.write(&profile("svc", "c", "1", NOW, 1_000, 1_000_000, 3)).unwrap_err();

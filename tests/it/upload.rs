@@ -102,7 +102,8 @@ fn handle_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, respond
         all.len() - 1
     };
     let (status, extra) = respond(index);
-    let payload = if status < 300 { r#"{"profileId":1,"samples":1}"# } else { r#"{"error":"test says no","reason":"test"}"# };
+    let payload =
+        if status < 300 { r#"{"profileId":1,"samples":1}"# } else { r#"{"error":"test says no","reason":"test"}"# };
     let mut answer = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", payload.len());
     for (k, v) in extra {
         answer.push_str(&format!("{k}: {v}\r\n"));
@@ -120,7 +121,8 @@ fn free_addr() -> SocketAddr {
 
 fn profile(seq: usize) -> Profile {
     let start = 1_700_000_000_000 + seq as i64 * 10_000;
-    let mut b = ProfileBuilder::new("upload-test", start, start + 10_000, 10_101_010).label("seq", &format!("{seq:03}"));
+    let mut b =
+        ProfileBuilder::new("upload-test", start, start + 10_000, 10_101_010).label("seq", &format!("{seq:03}"));
     b.add(&["main", "handle", "parse_json"], ThreadState::Runnable, 7 + seq as u64);
     b.add(&["main", "idle"], ThreadState::Waiting, 3);
     b.finish()
@@ -217,9 +219,9 @@ fn the_spool_survives_a_restart_of_the_uploader() {
         }
         assert!(!uploader.flush(Duration::from_millis(1500)), "nothing can be delivered while down");
     }
-    let files = std::fs::read_dir(spool.path()).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".hfspool")
-    });
+    let files = std::fs::read_dir(spool.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".hfspool"));
     assert_eq!(files.count(), 5, "every profile is on disk after the first uploader stops");
     let server = TestServer::start(TcpListener::bind(addr).unwrap(), ok());
     let uploader = Uploader::start(opts).unwrap();
@@ -284,7 +286,13 @@ fn the_spool_bound_drops_the_oldest_and_counts_them() {
         uploader.submit(profile(seq));
     }
     assert!(
-        wait_for(|| { let s = uploader.stats(); s.queued == 0 && s.spooled + s.dropped == 10 }, Duration::from_secs(10)),
+        wait_for(
+            || {
+                let s = uploader.stats();
+                s.queued == 0 && s.spooled + s.dropped == 10
+            },
+            Duration::from_secs(10)
+        ),
         "{:?}",
         uploader.stats()
     );
@@ -329,7 +337,6 @@ fn a_503_with_retry_after_is_honoured_too() {
     assert!(got[1].at - got[0].at >= Duration::from_millis(950), "retried before Retry-After: 1");
     assert_eq!(received_seqs(&server), vec![3, 3], "the same profile, sent again");
 }
-
 
 #[test]
 fn the_memory_queue_is_bounded_in_bytes_too() {

@@ -148,12 +148,25 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
     std::fs::create_dir(&inbox).unwrap();
     let sink = SmtpSink::start(free_port(), &inbox);
     let config = write_config(dir.path());
-    let (server, t0) = seeded(&dir.path().join("data"), &config, &["--smtp-url", &sink.url(), "--mail-from", "hotframe <hotframe@example.com>"]);
+    let (server, t0) = seeded(
+        &dir.path().join("data"),
+        &config,
+        &["--smtp-url", &sink.url(), "--mail-from", "hotframe <hotframe@example.com>"],
+    );
 
     let out = Command::new(BIN)
         .args(["win", "--server", &server.url, "--service", "checkout", "--title", "Cache compiled regexes"])
         .args(["--before", &format!("{t0}..{}", t0 + 600), "--after", &format!("{}..{}", t0 + 3600, t0 + 4200)])
-        .args(["--frame", "regex::Regex::new", "--team", "payments", "--email", "ana@example.com", "--shipped-by", "ana"])
+        .args([
+            "--frame",
+            "regex::Regex::new",
+            "--team",
+            "payments",
+            "--email",
+            "ana@example.com",
+            "--shipped-by",
+            "ana",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -186,7 +199,10 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
     rcpt.sort();
     assert_eq!(rcpt, vec!["ana@example.com", "ops-wins@example.com", "payments-leads@example.com"]);
     let msg = parse(&got[0]);
-    assert_eq!(msg.subject(), Some(format!("Ops win: Cache compiled regexes in checkout — {}/year", format_usd_rounded(api_usd)).as_str()));
+    assert_eq!(
+        msg.subject(),
+        Some(format!("Ops win: Cache compiled regexes in checkout — {}/year", format_usd_rounded(api_usd)).as_str())
+    );
     let text = msg.body_text(0).unwrap();
     assert!(text.contains(&format!("Saving: {} per year", format_usd(api_usd))), "{text}");
     assert!(text.contains(&format!("http://hotframe.test/wins/{id}")), "{text}");
@@ -275,14 +291,30 @@ fn bad_input_gets_a_clear_4xx() {
     };
     expect(case(json!({"service": "nope"})), 404, "not_found", "unknown service");
     expect(case(json!({"before": {"from": t0, "until": t0}})), 400, "empty_range", "before range is empty");
-    expect(case(json!({"after": {"from": t0 + 300, "until": t0 + 900}})), 400, "after_not_later", "after range must start");
-    expect(case(json!({"before": {"from": t0 - 7200, "until": t0 - 3600}})), 400, "no_samples", "before selection has no profiles");
+    expect(
+        case(json!({"after": {"from": t0 + 300, "until": t0 + 900}})),
+        400,
+        "after_not_later",
+        "after range must start",
+    );
+    expect(
+        case(json!({"before": {"from": t0 - 7200, "until": t0 - 3600}})),
+        400,
+        "no_samples",
+        "before selection has no profiles",
+    );
     expect(case(json!({"title": "  "})), 400, "bad_title", "title is empty");
-    expect(case(json!({"emails": ["ops@example.com\r\nBcc: x@evil.example"]})), 400, "bad_email", "invalid email address");
+    expect(
+        case(json!({"emails": ["ops@example.com\r\nBcc: x@evil.example"]})),
+        400,
+        "bad_email",
+        "invalid email address",
+    );
     expect(case(json!({"frame": "/(unclosed/"})), 400, "bad_frame", "not a valid regular expression");
     expect(case(json!({"frame": "no_such_frame"})), 400, "bad_frame", "matches no frame");
     expect(case(json!({"before": {"label": "version"}})), 400, "bad_selection", "label and value");
-    let (status, body) = call(agent().post(&url).header("Content-Type", "application/json").send(&b"{\"service\": 3}"[..]));
+    let (status, body) =
+        call(agent().post(&url).header("Content-Type", "application/json").send(&b"{\"service\": 3}"[..]));
     assert_eq!((status, body["reason"].as_str()), (400, Some("bad_json")), "{body}");
     expect(case(json!({"states": ["WAITING"]})), 400, "bad_states", "include RUNNABLE");
     let (status, body) = get_json(&format!("{url}/999"));
@@ -318,8 +350,16 @@ fn bad_input_gets_a_clear_4xx() {
     assert_eq!(win["before"]["kind"], "label", "{win}");
     assert_eq!(win["figures"]["after"]["profiles"], 1, "{win}");
     assert!((win["figures"]["saving"]["usdPerYear"].as_f64().unwrap() - usd).abs() < 1e-6, "{win}");
-    expect(post_json(&url, &json!({"service": "checkout", "title": "x", "before": {"label": "version", "value": "1.4"},
-        "after": {"label": "version", "value": "1.4"}})), 400, "after_not_later", "same profiles");
+    expect(
+        post_json(
+            &url,
+            &json!({"service": "checkout", "title": "x", "before": {"label": "version", "value": "1.4"},
+        "after": {"label": "version", "value": "1.4"}}),
+        ),
+        400,
+        "after_not_later",
+        "same profiles",
+    );
 
     // Without an SMTP server the win is kept, and says why it was not sent.
     let (status, win) = post_json(&url, &new_win(t0, "Cache compiled regexes"));
@@ -424,7 +464,10 @@ fn the_wins_page_previews_records_and_lists_a_win() {
     browser.click("#win-preview");
     let preview = browser.wait_for("the preview", "document.querySelector('p.status').textContent.includes('/ year') && document.querySelector('p.status').textContent");
     assert!(preview.as_str().unwrap().starts_with(&format!("{} / year", harness::usd(usd))), "{preview}");
-    browser.wait_for("the report preview", "document.querySelector('iframe.win-report').srcdoc.includes('Cache compiled regexes')");
+    browser.wait_for(
+        "the report preview",
+        "document.querySelector('iframe.win-report').srcdoc.includes('Cache compiled regexes')",
+    );
     let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
     assert_eq!(list["wins"].as_array().unwrap().len(), 0, "a preview stores nothing");
 
@@ -443,10 +486,16 @@ fn the_wins_page_previews_records_and_lists_a_win() {
 
     // The ledger: the running total is the API's, and the win is listed.
     browser.goto(&format!("{}/wins", server.url));
-    let total = browser.wait_for("the total", "document.getElementById('wins-total') && document.getElementById('wins-total').textContent");
+    let total = browser.wait_for(
+        "the total",
+        "document.getElementById('wins-total') && document.getElementById('wins-total').textContent",
+    );
     assert!(total.as_str().unwrap().contains(&format!("{} / year", harness::usd(usd))), "{total}");
     let row = browser.wait_for("the win row", "document.querySelector('#wins-table tr.win-row') && document.querySelector('#wins-table tr.win-row').textContent");
-    assert!(row.as_str().unwrap().contains("Cache compiled regexes") && row.as_str().unwrap().contains("sent"), "{row}");
+    assert!(
+        row.as_str().unwrap().contains("Cache compiled regexes") && row.as_str().unwrap().contains("sent"),
+        "{row}"
+    );
 }
 
 #[test]
@@ -477,7 +526,19 @@ fn tokens_guard_the_ledger() {
     assert_eq!(post("admin-token-1").0, 404);
     // The CLI sends its --token.
     let out = Command::new(BIN)
-        .args(["win", "--server", &server.url, "--service", "checkout", "--title", "x", "--before", "now-2h..now-1h", "--after", "now-1h..now"])
+        .args([
+            "win",
+            "--server",
+            &server.url,
+            "--service",
+            "checkout",
+            "--title",
+            "x",
+            "--before",
+            "now-2h..now-1h",
+            "--after",
+            "now-1h..now",
+        ])
         .args(["--token", "reader-token-1"])
         .output()
         .unwrap();

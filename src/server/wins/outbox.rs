@@ -81,7 +81,11 @@ impl WinsConfig {
         if let Some(from) = mail_from {
             match self.smtp.as_mut() {
                 Some(smtp) => smtp.from = from.to_string(),
-                None => return Err("--mail-from needs an SMTP server: give --smtp-url too (or [smtp] in the config file)".into()),
+                None => {
+                    return Err(
+                        "--mail-from needs an SMTP server: give --smtp-url too (or [smtp] in the config file)".into()
+                    )
+                }
             }
         }
         if let Some(url) = public_url {
@@ -201,7 +205,9 @@ fn attempt(state: &AppState, id: i64) -> Result<Option<Duration>, ApiError> {
         (Err(e), Some(wait)) => {
             tracing::warn!(win = id, attempts = send.attempts, wait_ms = wait.as_millis() as u64, error = %e, "ops-win report not sent; retrying")
         }
-        (Err(e), None) => tracing::warn!(win = id, attempts = send.attempts, error = %e, "ops-win report not sent; giving up"),
+        (Err(e), None) => {
+            tracing::warn!(win = id, attempts = send.attempts, error = %e, "ops-win report not sent; giving up")
+        }
     }
     save(store, id, &record)?;
     Ok(wait)
@@ -261,15 +267,24 @@ mod tests {
             WinsSettings::default(),
         )
         .unwrap();
-        let c = file.clone().with_flags(Some("smtp://relay:2525"), Some("b@example.com"), Some("https://hf.example.com/")).unwrap();
+        let c = file
+            .clone()
+            .with_flags(Some("smtp://relay:2525"), Some("b@example.com"), Some("https://hf.example.com/"))
+            .unwrap();
         let smtp = c.smtp.as_ref().unwrap();
-        assert_eq!((smtp.url.as_str(), smtp.from.as_str(), smtp.username.as_deref()), ("smtp://relay:2525", "b@example.com", Some("u")));
+        assert_eq!(
+            (smtp.url.as_str(), smtp.from.as_str(), smtp.username.as_deref()),
+            ("smtp://relay:2525", "b@example.com", Some("u"))
+        );
         assert_eq!(c.viewer_url(4), "https://hf.example.com/wins/4");
         assert_eq!(c.team_list(Some("payments")), vec!["ops@example.com"]);
         assert!(c.team_list(Some("other")).is_empty() && c.team_list(None).is_empty());
         assert_eq!(WinsConfig::default().viewer_url(4), "/wins/4");
 
-        assert!(WinsConfig::default().with_flags(None, Some("x@example.com"), None).unwrap_err().contains("--smtp-url"));
+        assert!(WinsConfig::default()
+            .with_flags(None, Some("x@example.com"), None)
+            .unwrap_err()
+            .contains("--smtp-url"));
         assert!(file.clone().with_flags(Some("http://mail"), None, None).unwrap_err().contains("smtp://"));
         assert!(file.with_flags(None, None, Some("hf.example.com")).is_err());
         let bad_list = WinsConfig::new(

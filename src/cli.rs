@@ -1,8 +1,28 @@
-//! Command-line interface (clap derive). Each subcommand's flags live here; `main`
-//! turns them into the owning module's config and runs it.
+//! Command-line interface (clap derive). Each subcommand's flags live here, and here
+//! they become the owning module's config (`ServeConfig`, `AgentConfig`, ...), checked;
+//! `main` runs that module with it.
+//!
+//! In: argv. Out: one module's config, or that module's error naming the bad flag. Must
+//! not: run anything (beyond reading the files a flag names), or be imported by the
+//! modules it configures.
 
+use crate::agent::targets::TargetSpec;
+use crate::agent::{AgentConfig, AgentError};
+use crate::client::win::WinConfig;
+use crate::client::{ExportConfig, ImportConfig};
+use crate::demo::workload::{WorkloadConfig, WorkloadError};
+use crate::demo::{DemoConfig, DemoError};
+use crate::model::profile::{parse_label_flag, valid_service_name};
+use crate::model::time::parse_duration_ms;
+use crate::sampler::{SamplerOptions, UnwindMode};
+use crate::scrape::{ScrapeConfig, ScrapeError, Target};
+use crate::server::config::{ConfigError, ServerConfig};
+use crate::server::{ServeConfig, ServerError};
+use crate::upload::UploadOptions;
 use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// hotframe: continuous profiling with yearly CPU cost on every hot frame.
 #[derive(Debug, Parser)]
@@ -297,4 +317,240 @@ pub struct WinArgs {
     /// Bearer token (admin scope when the server has tokens).
     #[arg(long, env = "HOTFRAME_TOKEN")]
     pub token: Option<String>,
+}
+
+/// A positive duration flag (`10s`, `1m`, ...).
+fn positive_duration(flag: &'static str, text: &str) -> Result<Duration, AgentError> {
+    let ms = parse_duration_ms(text).map_err(|cause| AgentError::BadDuration { flag, cause })?;
+    if ms <= 0 {
+        return Err(AgentError::NonPositive { flag });
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+impl ServeArgs {
+    /// Loads the config and token files and applies the flags on top.
+    pub fn into_config(self) -> Result<ServeConfig, ServerError> {
+        let mut server = ServerConfig::load(self.config.as_deref(), self.token_file.as_deref())?;
+        server.wins = server
+            .wins
+            .with_flags(self.smtp_url.as_deref(), self.mail_from.as_deref(), self.public_url.as_deref())
+            .map_err(ConfigError::Wins)?;
+        Ok(ServeConfig { listen: self.listen, data: self.data, server })
+    }
+}
+
+impl AgentArgs {
+    /// Checks the flags and turns them into the agent's config.
+    pub fn into_config(self) -> Result<AgentConfig, AgentError> {
+        if !valid_service_name(&self.service) {
+            return Err(AgentError::BadService(self.service));
+        }
+        let server = self.server.trim();
+        let host = server.strip_prefix("http://").unwrap_or("");
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(AgentError::BadServer(self.server.clone()));
+        }
+        let chosen = [!self.pids.is_empty(), self.name.is_some(), !self.command.is_empty()];
+        let targets = match chosen.iter().filter(|c| **c).count() {
+            0 => return Err(AgentError::NoTarget),
+            1 => {
+                if let Some(pattern) = &self.name {
+                    let regex = regex::Regex::new(pattern)
+                        .map_err(|e| AgentError::BadRegex { pattern: pattern.clone(), reason: e.to_string() })?;
+                    TargetSpec::Name(regex)
+                } else if !self.pids.is_empty() {
+                    TargetSpec::Pids(self.pids.clone())
+                } else {
+                    TargetSpec::Command(self.command.clone())
+                }
+            }
+            _ => return Err(AgentError::ConflictingTargets),
+        };
+        let unwind = match self.unwind.as_str() {
+            "dwarf" => UnwindMode::Dwarf,
+            "fp" | "frame-pointer" => UnwindMode::FramePointer,
+            other => return Err(AgentError::BadUnwind(other.to_string())),
+        };
+        let mut config = AgentConfig::new(server, &self.service, targets);
+        config.sampler = SamplerOptions {
+            frequency_hz: self.frequency,
+            unwind,
+            kernel: self.kernel,
+            wall_clock: !self.cpu_only,
+            ..SamplerOptions::default()
+        };
+        for text in &self.labels {
+            let (k, v) = parse_label_flag(text).ok_or_else(|| AgentError::BadLabel(text.clone()))?;
+            config.labels.insert(k, v);
+        }
+        config.upload.token = self.token;
+        if let Some(dir) = self.spool_dir {
+            config.upload.spool_dir = Some(dir);
+        }
+        config.upload.spool_max_bytes = self.spool_max_mib.saturating_mul(1 << 20);
+        config.upload_interval = positive_duration("--upload-interval", &self.upload_interval)?;
+        config.duration = self.duration.as_deref().map(|d| positive_duration("--duration", d)).transpose()?;
+        config.flush_timeout = positive_duration("--flush-timeout", &self.flush_timeout)?;
+        config.metrics_listen = self.metrics_listen;
+        Ok(config)
+    }
+}
+
+impl ExportArgs {
+    /// The export's config (the client checks the values before any traffic).
+    pub fn into_config(self) -> ExportConfig {
+        ExportConfig {
+            server: self.server,
+            service: self.service,
+            from: self.from,
+            until: self.until,
+            states: self.states,
+            labels: self.labels,
+            format: self.format,
+            out: self.out,
+            token: self.token,
+        }
+    }
+}
+
+impl ImportArgs {
+    /// The import's config (the client checks the values before any traffic).
+    pub fn into_config(self) -> ImportConfig {
+        ImportConfig {
+            server: self.server,
+            service: self.service,
+            format: self.format,
+            labels: self.labels,
+            from: self.from,
+            duration: self.duration,
+            sample_rate: self.sample_rate,
+            token: self.token,
+            file: self.file,
+        }
+    }
+}
+
+impl ScrapeArgs {
+    /// Checks the flags; the config file's tables are read when scraping starts.
+    pub fn into_config(self) -> Result<ScrapeConfig, ScrapeError> {
+        let interval = crate::scrape::duration("--interval", &self.interval)?;
+        let target = match (&self.target, &self.service) {
+            (Some(url), Some(service)) => {
+                let labels = self
+                    .labels
+                    .iter()
+                    .map(|p| parse_label_flag(p).ok_or_else(|| ScrapeError::BadLabel(p.clone())))
+                    .collect::<Result<BTreeMap<_, _>, _>>()?;
+                Some(Target::new(url, service, interval, labels)?)
+            }
+            (None, None) => None,
+            _ => return Err(ScrapeError::HalfTarget),
+        };
+        let duration = self.duration.as_deref().map(|d| crate::scrape::duration("--duration", d)).transpose()?;
+        let mut upload = UploadOptions::new(&self.server);
+        upload.token = self.token;
+        upload.spool_dir = self.spool_dir;
+        Ok(ScrapeConfig { upload, target, config_file: self.config, default_interval: interval, duration })
+    }
+}
+
+impl DemoArgs {
+    /// Checks the flags and turns them into the demo's config.
+    pub fn into_config(self) -> Result<DemoConfig, DemoError> {
+        let duration = self.duration.as_deref().map(|d| positive_duration("--duration", d)).transpose()?;
+        Ok(DemoConfig { listen: self.listen, data: self.data, duration })
+    }
+}
+
+impl DemoWorkloadArgs {
+    /// Checks the flags and turns them into the workload's config.
+    pub fn into_config(self) -> Result<WorkloadConfig, WorkloadError> {
+        let duration = match &self.duration {
+            Some(text) => {
+                Some(Duration::from_millis(parse_duration_ms(text).map_err(WorkloadError::BadDuration)?.max(0) as u64))
+            }
+            None => None,
+        };
+        Ok(WorkloadConfig { mode: self.mode.parse()?, threads: self.threads, duration, report: self.report })
+    }
+}
+
+impl WinArgs {
+    /// The win's config (the client checks the selections before any traffic).
+    pub fn into_config(self) -> WinConfig {
+        WinConfig {
+            server: self.server,
+            service: self.service,
+            before: self.before,
+            after: self.after,
+            title: self.title,
+            description: self.description,
+            frame: self.frame,
+            labels: self.labels,
+            shipped_by: self.shipped_by,
+            team: self.team,
+            emails: self.emails,
+            dry_run: self.dry_run,
+            out: self.out,
+            token: self.token,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<AgentConfig, AgentError> {
+        let mut argv = vec!["hotframe", "agent"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("flags parse").command {
+            Command::Agent(agent) => agent.into_config(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_become_a_checked_config() {
+        let c = config(&[
+            "--server",
+            "http://h:1/",
+            "--service",
+            "svc",
+            "--pid",
+            "7",
+            "--label",
+            "region=eu",
+            "--unwind",
+            "fp",
+        ])
+        .unwrap();
+        assert!(matches!(c.targets, TargetSpec::Pids(ref p) if p == &[7]));
+        assert_eq!(c.labels["region"], "eu");
+        assert!(!c.labels["host"].is_empty());
+        assert_eq!(c.sampler.unwind, UnwindMode::FramePointer);
+        assert_eq!(c.upload.server, "http://h:1");
+        assert_eq!(c.upload_interval, Duration::from_secs(10));
+        assert!(c.upload.spool_dir.unwrap().ends_with("hotframe-spool/svc"));
+    }
+
+    #[test]
+    fn bad_flags_say_what_to_do() {
+        let base = ["--server", "http://h:1", "--service", "svc"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            config(&v).unwrap_err().to_string()
+        };
+        assert!(with(&[]).contains("--pid PID"));
+        assert!(with(&["--pid", "1", "--name", "x"]).contains("only one"));
+        assert!(with(&["--name", "("]).contains("invalid --name regex"));
+        assert!(with(&["--pid", "1", "--label", "no-equals"]).contains("key=value"));
+        assert!(with(&["--pid", "1", "--label", "1bad=x"]).contains("invalid label"));
+        assert!(with(&["--pid", "1", "--upload-interval", "0s"]).contains("must be positive"));
+        assert!(with(&["--pid", "1", "--unwind", "lbr"]).contains("dwarf or fp"));
+        let https = config(&["--server", "https://h", "--service", "svc", "--pid", "1"]).unwrap_err().to_string();
+        assert!(https.contains("no TLS"), "{https}");
+    }
 }

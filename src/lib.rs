@@ -11,12 +11,13 @@
 //! commands that talk to a server), `sampler` and `symbolize` (Linux agent), `demo`.
 
 pub mod cost;
+pub mod host;
 pub mod model;
 pub mod upload;
 
 #[cfg(feature = "agent")]
 pub mod agent;
-#[cfg(feature = "server")]
+#[cfg(all(feature = "server", feature = "agent"))]
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod client;
@@ -40,5 +41,7 @@ pub mod inproc;
 pub mod sampler;
 #[cfg(all(feature = "server", feature = "agent"))]
 pub mod scrape;
+#[cfg(any(feature = "server", feature = "agent"))]
+pub mod signals;
 #[cfg(feature = "agent")]
 pub mod symbolize;

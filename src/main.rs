@@ -1,5 +1,6 @@
-//! The `hotframe` binary: parse the CLI, set up logging, run the subcommand. Errors are
-//! printed as one readable chain, never as a debug dump.
+//! The `hotframe` binary: parse the CLI, set up logging, turn the subcommand's flags into
+//! its module's config (`cli`) and run it. Errors are printed as one readable chain,
+//! never as a debug dump.
 
 use anyhow::Result;
 use clap::Parser;
@@ -18,14 +19,14 @@ fn main() {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve(args) => hotframe::server::run_serve(args)?,
-        Command::Agent(args) => hotframe::agent::run(args)?,
-        Command::Export(args) => hotframe::client::export(args)?,
-        Command::Import(args) => hotframe::client::import(args)?,
-        Command::Scrape(args) => hotframe::scrape::run(args)?,
-        Command::Demo(args) => hotframe::demo::run(args)?,
-        Command::Win(args) => hotframe::client::win::run(args)?,
-        Command::DemoWorkload(args) => hotframe::demo::workload::run(args)?,
+        Command::Serve(args) => hotframe::server::run_serve(args.into_config()?)?,
+        Command::Agent(args) => hotframe::agent::run(args.into_config()?)?,
+        Command::Export(args) => hotframe::client::export(args.into_config())?,
+        Command::Import(args) => hotframe::client::import(args.into_config())?,
+        Command::Scrape(args) => hotframe::scrape::run(args.into_config()?)?,
+        Command::Demo(args) => hotframe::demo::run(args.into_config()?)?,
+        Command::Win(args) => hotframe::client::win::run(args.into_config())?,
+        Command::DemoWorkload(args) => hotframe::demo::workload::run(args.into_config()?)?,
     }
     Ok(())
 }

@@ -4,20 +4,20 @@
 //! and hands it to the resilient uploader. Logs its own health every interval and
 //! serves it at `--metrics-listen`.
 //!
-//! In: `AgentArgs`. Out: profiles to the server, health lines, an exit status. Must
-//! not: wait on the network in the sampling loop (`Uploader::submit` never blocks).
+//! In: an `AgentConfig` (`cli` builds it from the flags). Out: profiles to the server,
+//! health lines, an exit status. Must not: wait on the network in the sampling loop
+//! (`Uploader::submit` never blocks), or know about the CLI.
 
 pub mod metrics;
-pub mod signals;
 pub mod targets;
 
 /// The in-process agent for Rust services (`hotframe::agent::Agent::builder()`).
 #[cfg(feature = "inproc")]
 pub use crate::inproc::{Agent, AgentBuilder, InprocError};
 
-use crate::cli::AgentArgs;
-use crate::model::time::{now_ms, parse_duration_ms, BadTime};
-use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, UnwindMode};
+use crate::model::time::{now_ms, BadTime};
+use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions};
+use crate::signals;
 use crate::upload::{jittered, UploadError, UploadOptions, Uploader};
 use metrics::{AgentHealth, MetricsServer};
 use std::collections::{BTreeMap, HashSet};
@@ -96,17 +96,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<String>,
 }
 
-fn duration_flag(flag: &'static str, text: &str) -> Result<Duration, AgentError> {
-    let ms = parse_duration_ms(text).map_err(|cause| AgentError::BadDuration { flag, cause })?;
-    if ms <= 0 {
-        return Err(AgentError::NonPositive { flag });
-    }
-    Ok(Duration::from_millis(ms as u64))
-}
-
-/// Where the spool goes when `--spool-dir` is not given: per service, under /var/tmp
-/// (kept across reboots) or the temp dir.
-fn default_spool_dir(service: &str) -> PathBuf {
+/// Where the spool goes when none is given: per service, under /var/tmp (kept across
+/// reboots) or the temp dir.
+pub fn default_spool_dir(service: &str) -> PathBuf {
     let base = if std::path::Path::new("/var/tmp").is_dir() { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
     let safe: String =
         service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
@@ -114,73 +106,30 @@ fn default_spool_dir(service: &str) -> PathBuf {
 }
 
 impl AgentConfig {
-    /// Checks the flags and turns them into a config.
-    pub fn from_args(args: &AgentArgs) -> Result<AgentConfig, AgentError> {
-        if !crate::model::profile::valid_service_name(&args.service) {
-            return Err(AgentError::BadService(args.service.clone()));
-        }
-        let server = args.server.trim();
-        let host = server.strip_prefix("http://").unwrap_or("");
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(AgentError::BadServer(args.server.clone()));
-        }
-        let chosen = [!args.pids.is_empty(), args.name.is_some(), !args.command.is_empty()];
-        let targets = match chosen.iter().filter(|c| **c).count() {
-            0 => return Err(AgentError::NoTarget),
-            1 => {
-                if let Some(pattern) = &args.name {
-                    let regex = regex::Regex::new(pattern)
-                        .map_err(|e| AgentError::BadRegex { pattern: pattern.clone(), reason: e.to_string() })?;
-                    TargetSpec::Name(regex)
-                } else if !args.pids.is_empty() {
-                    TargetSpec::Pids(args.pids.clone())
-                } else {
-                    TargetSpec::Command(args.command.clone())
-                }
-            }
-            _ => return Err(AgentError::ConflictingTargets),
-        };
-        let unwind = match args.unwind.as_str() {
-            "dwarf" => UnwindMode::Dwarf,
-            "fp" | "frame-pointer" => UnwindMode::FramePointer,
-            other => return Err(AgentError::BadUnwind(other.to_string())),
-        };
-        let sampler = SamplerOptions {
-            frequency_hz: args.frequency,
-            unwind,
-            kernel: args.kernel,
-            wall_clock: !args.cpu_only,
-            ..SamplerOptions::default()
-        };
-        let mut labels = BTreeMap::new();
-        labels.insert("host".to_string(), targets::hostname());
-        for text in &args.labels {
-            let (k, v) =
-                crate::model::profile::parse_label_flag(text).ok_or_else(|| AgentError::BadLabel(text.clone()))?;
-            labels.insert(k, v);
-        }
+    /// Sends `service`'s profiles of `targets` to `server` with the defaults of `hotframe
+    /// agent`: 99 Hz DWARF wall-clock sampling, the `host` label, uploads every 10 s, a
+    /// 64 MiB spool in `default_spool_dir`, 10 s to flush at exit, no time limit.
+    pub fn new(server: &str, service: &str, targets: TargetSpec) -> AgentConfig {
         let mut upload = UploadOptions::new(server);
-        upload.token = args.token.clone();
-        upload.spool_dir = Some(args.spool_dir.clone().unwrap_or_else(|| default_spool_dir(&args.service)));
-        upload.spool_max_bytes = args.spool_max_mib.saturating_mul(1 << 20);
-        Ok(AgentConfig {
+        upload.spool_dir = Some(default_spool_dir(service));
+        upload.spool_max_bytes = 64 << 20;
+        AgentConfig {
             upload,
-            service: args.service.clone(),
+            service: service.to_string(),
             targets,
-            sampler,
-            labels,
-            upload_interval: duration_flag("--upload-interval", &args.upload_interval)?,
+            sampler: SamplerOptions::default(),
+            labels: BTreeMap::from([("host".to_string(), crate::host::hostname())]),
+            upload_interval: Duration::from_secs(10),
             rescan_interval: Duration::from_secs(2),
-            duration: args.duration.as_deref().map(|d| duration_flag("--duration", d)).transpose()?,
-            flush_timeout: duration_flag("--flush-timeout", &args.flush_timeout)?,
-            metrics_listen: args.metrics_listen.clone(),
-        })
+            duration: None,
+            flush_timeout: Duration::from_secs(10),
+            metrics_listen: None,
+        }
     }
 }
 
-/// Runs `hotframe agent` until the targets exit, `--duration` passes, or SIGINT/SIGTERM.
-pub fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let config = AgentConfig::from_args(&args)?;
+/// Runs `hotframe agent` until the targets exit, `config.duration` passes, or SIGINT/SIGTERM.
+pub fn run(config: AgentConfig) -> Result<(), AgentError> {
     signals::install();
     run_config(config, &AtomicBool::new(false))
 }
@@ -406,63 +355,5 @@ impl ExternalAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-#[cfg(all(test, feature = "server"))]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn config(args: &[&str]) -> Result<AgentConfig, AgentError> {
-        let mut argv = vec!["hotframe", "agent"];
-        argv.extend_from_slice(args);
-        match crate::cli::Cli::try_parse_from(argv).expect("flags parse").command {
-            crate::cli::Command::Agent(agent) => AgentConfig::from_args(&agent),
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn flags_become_a_checked_config() {
-        let c = config(&[
-            "--server",
-            "http://h:1/",
-            "--service",
-            "svc",
-            "--pid",
-            "7",
-            "--label",
-            "region=eu",
-            "--unwind",
-            "fp",
-        ])
-        .unwrap();
-        assert!(matches!(c.targets, TargetSpec::Pids(ref p) if p == &[7]));
-        assert_eq!(c.labels["region"], "eu");
-        assert!(!c.labels["host"].is_empty());
-        assert_eq!(c.sampler.unwind, UnwindMode::FramePointer);
-        assert_eq!(c.upload.server, "http://h:1");
-        assert_eq!(c.upload_interval, Duration::from_secs(10));
-        assert!(c.upload.spool_dir.unwrap().ends_with("hotframe-spool/svc"));
-    }
-
-    #[test]
-    fn bad_flags_say_what_to_do() {
-        let base = ["--server", "http://h:1", "--service", "svc"];
-        let with = |extra: &[&str]| {
-            let mut v = base.to_vec();
-            v.extend_from_slice(extra);
-            config(&v).unwrap_err().to_string()
-        };
-        assert!(with(&[]).contains("--pid PID"));
-        assert!(with(&["--pid", "1", "--name", "x"]).contains("only one"));
-        assert!(with(&["--name", "("]).contains("invalid --name regex"));
-        assert!(with(&["--pid", "1", "--label", "no-equals"]).contains("key=value"));
-        assert!(with(&["--pid", "1", "--label", "1bad=x"]).contains("invalid label"));
-        assert!(with(&["--pid", "1", "--upload-interval", "0s"]).contains("must be positive"));
-        assert!(with(&["--pid", "1", "--unwind", "lbr"]).contains("dwarf or fp"));
-        let https = config(&["--server", "https://h", "--service", "svc", "--pid", "1"]).unwrap_err().to_string();
-        assert!(https.contains("no TLS"), "{https}");
     }
 }

@@ -1,13 +1,12 @@
 //! CLI commands that talk to a running server over blocking HTTP (ureq): `export` prints
 //! a service's merged profile, `import` sends a folded or pprof file.
 //!
-//! In: `cli::ExportArgs` / `cli::ImportArgs`, files. Out: folded text, pprof or SVG on
+//! In: an `ExportConfig` / `ImportConfig` (`cli` builds them from the flags), files. Out: folded text, pprof or SVG on
 //! stdout (or a file), a one-line summary of what was sent. Must not: retry silently or
 //! hide the server's error message.
 
 pub mod win;
 
-use crate::cli::{ExportArgs, ImportArgs};
 use crate::model::folded::parse_folded_into;
 use crate::model::pprof::{encode, gzip, is_gzip};
 use crate::model::time::{now_ms, parse_duration_ms, parse_time, BadTime};
@@ -18,6 +17,87 @@ use std::time::Duration;
 
 /// Largest file `import` reads (the server refuses more than its body limit anyway).
 const MAX_IMPORT_BYTES: u64 = 256 << 20;
+
+/// The server `hotframe export`, `import` and `win` talk to unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:4040";
+
+/// What `hotframe export` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    /// Server base URL. Default `DEFAULT_SERVER`.
+    pub server: String,
+    /// Service to export. No default (empty).
+    pub service: String,
+    /// Range start (Unix s/ms, `now-5m`, ...). Default `now-1h`.
+    pub from: String,
+    /// Range end. Default `now`.
+    pub until: String,
+    /// States or view: `RUNNABLE,BLOCKED`, `cpu`, `latency`, `all`. Default `cpu`.
+    pub states: String,
+    /// Label filters `k=v`. Default none.
+    pub labels: Vec<String>,
+    /// `folded`, `pprof`, `svg` or `speedscope`. Default `folded`.
+    pub format: String,
+    /// Write here instead of stdout. Default stdout.
+    pub out: Option<PathBuf>,
+    /// Bearer token. Default none.
+    pub token: Option<String>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            server: DEFAULT_SERVER.to_string(),
+            service: String::new(),
+            from: "now-1h".to_string(),
+            until: "now".to_string(),
+            states: "cpu".to_string(),
+            labels: Vec::new(),
+            format: "folded".to_string(),
+            out: None,
+            token: None,
+        }
+    }
+}
+
+/// What `hotframe import` sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportConfig {
+    /// Server base URL. Default `DEFAULT_SERVER`.
+    pub server: String,
+    /// Service the profile belongs to. No default (empty).
+    pub service: String,
+    /// `folded`, `pprof`, `perf-script`, `speedscope`, or `auto` (by content). Default `auto`.
+    pub format: String,
+    /// Labels `k=v`. Default none.
+    pub labels: Vec<String>,
+    /// Window start for files that carry no time; None means now minus `duration`. Default none.
+    pub from: Option<String>,
+    /// Window length for files that carry no time. Default `10s`.
+    pub duration: String,
+    /// Sampling frequency of folded files, Hz. Default 99.
+    pub sample_rate: u32,
+    /// Bearer token. Default none.
+    pub token: Option<String>,
+    /// The file to send (`-` for stdin). Default `-`.
+    pub file: PathBuf,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            server: DEFAULT_SERVER.to_string(),
+            service: String::new(),
+            format: "auto".to_string(),
+            labels: Vec::new(),
+            from: None,
+            duration: "10s".to_string(),
+            sample_rate: 99,
+            token: None,
+            file: PathBuf::from("-"),
+        }
+    }
+}
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -96,28 +176,28 @@ fn authorized<B>(request: ureq::RequestBuilder<B>, token: &Option<String>) -> ur
 }
 
 /// Runs `hotframe export`: GET /api/v1/export and write the body to stdout or `--out`.
-pub fn export(args: ExportArgs) -> Result<(), ClientError> {
-    let format = args.format.to_ascii_lowercase();
+pub fn export(config: ExportConfig) -> Result<(), ClientError> {
+    let format = config.format.to_ascii_lowercase();
     if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
         return Err(ClientError::Args(format!("--format {format:?}: use folded, pprof, svg or speedscope")));
     }
-    ThreadState::parse_list(&args.states).map_err(|e| ClientError::Args(format!("--states: {e}")))?;
+    ThreadState::parse_list(&config.states).map_err(|e| ClientError::Args(format!("--states: {e}")))?;
     // Check the times here so a typo gets a message before any network traffic.
-    parse_time(&args.from)?;
-    parse_time(&args.until)?;
-    let url = endpoint(&args.server, "/api/v1/export");
+    parse_time(&config.from)?;
+    parse_time(&config.until)?;
+    let url = endpoint(&config.server, "/api/v1/export");
     let mut request = agent()
         .get(&url)
-        .query("service", &args.service)
-        .query("from", &args.from)
-        .query("until", &args.until)
-        .query("states", &args.states)
+        .query("service", &config.service)
+        .query("from", &config.from)
+        .query("until", &config.until)
+        .query("states", &config.states)
         .query("format", &format);
-    for (k, v) in label_pairs(&args.labels)? {
+    for (k, v) in label_pairs(&config.labels)? {
         request = request.query(format!("label.{k}"), v);
     }
-    let body = finish(&url, authorized(request, &args.token).call())?;
-    match &args.out {
+    let body = finish(&url, authorized(request, &config.token).call())?;
+    match &config.out {
         Some(path) => std::fs::write(path, &body)
             .map_err(|source| ClientError::Write { path: path.display().to_string(), source }),
         None => {
@@ -171,13 +251,13 @@ struct IngestAnswer {
 
 /// Runs `hotframe import`: folded files become a pprof with the given window and rate;
 /// pprof files are sent as they are. Prints what was sent and what the server stored.
-pub fn import(args: ImportArgs) -> Result<(), ClientError> {
-    let path: &PathBuf = &args.file;
+pub fn import(config: ImportConfig) -> Result<(), ClientError> {
+    let path: &PathBuf = &config.file;
     let bytes = read_input(path)?;
     if bytes.is_empty() {
         return Err(ClientError::Args(format!("{} is empty", path.display())));
     }
-    let format = match args.format.to_ascii_lowercase().as_str() {
+    let format = match config.format.to_ascii_lowercase().as_str() {
         "auto" => detect_format(&bytes),
         "pprof" => "pprof",
         "folded" => "folded",
@@ -189,24 +269,24 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
             )))
         }
     };
-    let duration_ms = parse_duration_ms(&args.duration)?;
+    let duration_ms = parse_duration_ms(&config.duration)?;
     if duration_ms <= 0 {
-        return Err(ClientError::Args(format!("--duration {:?} must be positive", args.duration)));
+        return Err(ClientError::Args(format!("--duration {:?} must be positive", config.duration)));
     }
-    let from_ms = match &args.from {
+    let from_ms = match &config.from {
         Some(t) => parse_time(t)?,
         None => now_ms() - duration_ms,
     };
     let until_ms = from_ms + duration_ms;
-    if args.sample_rate == 0 {
+    if config.sample_rate == 0 {
         return Err(ClientError::Args("--sample-rate must be at least 1 Hz".into()));
     }
 
     let (body, what) = if format != "pprof" {
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| ClientError::Args(format!("{}: not UTF-8 text: {e}", path.display())))?;
-        let period_ns = 1_000_000_000 / args.sample_rate as u64;
-        let mut builder = ProfileBuilder::new(&args.service, from_ms, until_ms, period_ns);
+        let period_ns = 1_000_000_000 / config.sample_rate as u64;
+        let mut builder = ProfileBuilder::new(&config.service, from_ms, until_ms, period_ns);
         let parse_error = |message: String| ClientError::Format { path: path.display().to_string(), format, message };
         let mut profile = match format {
             "perf-script" => {
@@ -215,7 +295,7 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
                 let mut profile = builder.finish();
                 // The recording's own length is the window (perf's clock is not Unix time).
                 let span_ms = (((summary.last_s - summary.first_s) * 1000.0).ceil() as i64).max(1000);
-                profile.start_ms = args.from.as_ref().map(|_| from_ms).unwrap_or_else(|| now_ms() - span_ms);
+                profile.start_ms = config.from.as_ref().map(|_| from_ms).unwrap_or_else(|| now_ms() - span_ms);
                 profile.end_ms = profile.start_ms + span_ms;
                 profile
             }
@@ -235,7 +315,7 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
             "{format}: {} stacks, {} samples at {} Hz",
             profile.stacks.len(),
             profile.total_samples(),
-            args.sample_rate
+            config.sample_rate
         );
         (gzip(&encode(&profile)), what)
     } else {
@@ -243,22 +323,22 @@ pub fn import(args: ImportArgs) -> Result<(), ClientError> {
         (bytes, what)
     };
 
-    let url = endpoint(&args.server, "/api/v1/profiles");
+    let url = endpoint(&config.server, "/api/v1/profiles");
     let mut request = agent()
         .post(&url)
-        .query("service", &args.service)
+        .query("service", &config.service)
         .query("from", from_ms.to_string())
         .query("until", until_ms.to_string());
-    for (k, v) in label_pairs(&args.labels)? {
+    for (k, v) in label_pairs(&config.labels)? {
         request = request.query(format!("label.{k}"), v);
     }
-    let request = authorized(request, &args.token).content_type("application/octet-stream");
+    let request = authorized(request, &config.token).content_type("application/octet-stream");
     let answer = finish(&url, request.send(&body[..]))?;
     let stored: IngestAnswer = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
     println!(
         "sent {} ({what}) to {url} for service {}: stored as profile {} with {} samples",
         path.display(),
-        args.service,
+        config.service,
         stored.profile_id,
         stored.samples
     );

@@ -2,16 +2,70 @@
 //! with `--dry-run`), prints the saving and the win's URL, and writes the report's HTML
 //! with `--out`.
 //!
-//! In: `cli::WinArgs`. Out: a few lines on stdout, the report file. Must not: compute
+//! In: a `WinConfig` (`cli` builds it from the flags). Out: a few lines on stdout, the report file. Must not: compute
 //! figures itself (the server owns the profiles and the cost settings) or hide the
 //! server's error message.
 
-use super::{agent, authorized, endpoint, finish, label_pairs, ClientError};
-use crate::cli::WinArgs;
+use super::{agent, authorized, endpoint, finish, label_pairs, ClientError, DEFAULT_SERVER};
 use crate::model::time::parse_time;
 use crate::report::format_usd;
 use serde_json::{json, Value};
 use std::io::Write;
+use std::path::PathBuf;
+
+/// What `hotframe win` records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WinConfig {
+    /// Server base URL. Default `DEFAULT_SERVER`.
+    pub server: String,
+    /// Service the win is about. No default (empty).
+    pub service: String,
+    /// Before: `FROM..UNTIL` (Unix s/ms, `now-2d`, ...) or `LABEL=VALUE`. No default (empty).
+    pub before: String,
+    /// After: `FROM..UNTIL` or `LABEL=VALUE`. No default (empty).
+    pub after: String,
+    /// One line: what was done. No default (empty).
+    pub title: String,
+    /// What changed and why. Default empty.
+    pub description: String,
+    /// Frames the win is about: a substring of the name, or `/regex/`. Default all.
+    pub frame: Option<String>,
+    /// Label filters `k=v` on both sides. Default none.
+    pub labels: Vec<String>,
+    /// Who shipped it. Default none.
+    pub shipped_by: Option<String>,
+    /// Team credited (its ops_win_list gets the report). Default none.
+    pub team: Option<String>,
+    /// Extra recipients. Default none.
+    pub emails: Vec<String>,
+    /// Compute and show the report without storing or sending it. Default false.
+    pub dry_run: bool,
+    /// Write the report's HTML here. Default none.
+    pub out: Option<PathBuf>,
+    /// Bearer token (admin scope when the server has tokens). Default none.
+    pub token: Option<String>,
+}
+
+impl Default for WinConfig {
+    fn default() -> Self {
+        WinConfig {
+            server: DEFAULT_SERVER.to_string(),
+            service: String::new(),
+            before: String::new(),
+            after: String::new(),
+            title: String::new(),
+            description: String::new(),
+            frame: None,
+            labels: Vec::new(),
+            shipped_by: None,
+            team: None,
+            emails: Vec::new(),
+            dry_run: false,
+            out: None,
+            token: None,
+        }
+    }
+}
 
 /// A `--before` / `--after` value as the API's selection object.
 fn selection(flag: &str, text: &str) -> Result<Value, ClientError> {
@@ -32,22 +86,22 @@ fn selection(flag: &str, text: &str) -> Result<Value, ClientError> {
     )))
 }
 
-/// The request body of `args`.
-fn body(args: &WinArgs) -> Result<Value, ClientError> {
+/// The request body of `config`.
+fn body(config: &WinConfig) -> Result<Value, ClientError> {
     let labels: serde_json::Map<String, Value> =
-        label_pairs(&args.labels)?.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        label_pairs(&config.labels)?.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     Ok(json!({
-        "service": args.service,
-        "title": args.title,
-        "description": args.description,
-        "before": selection("before", &args.before)?,
-        "after": selection("after", &args.after)?,
-        "frame": args.frame,
+        "service": config.service,
+        "title": config.title,
+        "description": config.description,
+        "before": selection("before", &config.before)?,
+        "after": selection("after", &config.after)?,
+        "frame": config.frame,
         "labels": labels,
-        "shippedBy": args.shipped_by,
-        "team": args.team,
-        "emails": args.emails,
-        "dryRun": args.dry_run,
+        "shippedBy": config.shipped_by,
+        "team": config.team,
+        "emails": config.emails,
+        "dryRun": config.dry_run,
     }))
 }
 
@@ -99,25 +153,25 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
 }
 
 /// Runs `hotframe win`.
-pub fn run(args: WinArgs) -> Result<(), ClientError> {
-    let body = body(&args)?;
-    let url = endpoint(&args.server, "/api/v1/wins");
-    let request = authorized(agent().post(&url).header("Content-Type", "application/json"), &args.token);
+pub fn run(config: WinConfig) -> Result<(), ClientError> {
+    let body = body(&config)?;
+    let url = endpoint(&config.server, "/api/v1/wins");
+    let request = authorized(agent().post(&url).header("Content-Type", "application/json"), &config.token);
     let answer = finish(&url, request.send(body.to_string().as_bytes()))?;
     let win: Value = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
-    if let Some(path) = &args.out {
+    if let Some(path) = &config.out {
         let html = match win["reportHtml"].as_str() {
             Some(html) => html.as_bytes().to_vec(),
             None => {
                 let id = win["id"].as_i64().ok_or_else(|| ClientError::Answer("the answer has no win id".into()))?;
-                let report = endpoint(&args.server, &format!("/api/v1/wins/{id}/report.html"));
-                finish(&report, authorized(agent().get(&report), &args.token).call())?
+                let report = endpoint(&config.server, &format!("/api/v1/wins/{id}/report.html"));
+                finish(&report, authorized(agent().get(&report), &config.token).call())?
             }
         };
         std::fs::write(path, html).map_err(|source| ClientError::Write { path: path.display().to_string(), source })?;
     }
     let mut out = std::io::stdout().lock();
-    out.write_all(summary(&args.server, &win, args.dry_run).as_bytes())
+    out.write_all(summary(&config.server, &win, config.dry_run).as_bytes())
         .and_then(|_| out.flush())
         .map_err(|source| ClientError::Write { path: "stdout".into(), source })
 }

@@ -4,19 +4,38 @@
 //! `parse_json`), attaches the agent to it, prints the URL to open, and runs until
 //! Ctrl-C or `--duration`.
 //!
-//! In: `DemoArgs`. Out: a running server with profiles in it; the URL on stdout. Must
-//! not: leave the workload running or a temporary store behind.
+//! In: a `DemoConfig` (`cli` builds it from the flags). Out: a running server with
+//! profiles in it; the URL on stdout. Must not: leave the workload running or a
+//! temporary store behind.
 
 pub mod workload;
 
+use crate::agent::targets::TargetSpec;
 use crate::agent::{AgentConfig, AgentError};
-use crate::cli::{AgentArgs, DemoArgs, ServeArgs};
+use crate::server::ServeConfig;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// The service name the demo's profiles are stored under.
 pub const DEMO_SERVICE: &str = "demo";
+
+/// What `hotframe demo` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoConfig {
+    /// Address of the demo server; port 0 picks a free port. Default `127.0.0.1:4040`.
+    pub listen: String,
+    /// Store directory; None uses a fresh temporary directory, removed at the end. Default none.
+    pub data: Option<PathBuf>,
+    /// Stop after this long; None runs until Ctrl-C. Default none.
+    pub duration: Option<Duration>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig { listen: "127.0.0.1:4040".to_string(), data: None, duration: None }
+    }
+}
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +76,10 @@ impl Drop for ChildGuard {
 }
 
 /// Runs `hotframe demo`.
-pub fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let (data, _temp) = match &args.data {
+pub fn run(config: DemoConfig) -> Result<(), DemoError> {
+    // Before the server starts, so that one Ctrl-C stops the server and the agent alike.
+    crate::signals::install();
+    let (data, _temp) = match &config.data {
         Some(dir) => (dir.clone(), TempDir(None)),
         None => {
             let dir = std::env::temp_dir().join(format!("hotframe-demo-{}", std::process::id()));
@@ -66,16 +87,8 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
         }
     };
     std::fs::create_dir_all(&data).map_err(|cause| DemoError::DataDir { dir: data.clone(), cause })?;
-    let listen = concrete_listen_addr(&args.listen);
-    let serve = ServeArgs {
-        listen: listen.clone(),
-        data: data.join("store"),
-        config: None,
-        token_file: None,
-        smtp_url: None,
-        mail_from: None,
-        public_url: None,
-    };
+    let listen = concrete_listen_addr(&config.listen);
+    let serve = ServeConfig { listen: listen.clone(), data: data.join("store"), ..ServeConfig::default() };
     let mut server = std::thread::Builder::new()
         .name("hotframe-demo-server".into())
         .spawn(move || crate::server::run_serve(serve).map_err(|e| e.to_string()))
@@ -99,26 +112,13 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     let child = command.spawn().map_err(DemoError::Workload)?;
     let workload = ChildGuard(child);
 
-    let agent_args = AgentArgs {
-        server: base.clone(),
-        service: DEMO_SERVICE.to_string(),
-        pids: vec![workload.0.id()],
-        name: None,
-        frequency: 99,
-        upload_interval: "5s".to_string(),
-        labels: vec!["env=demo".to_string()],
-        unwind: "dwarf".to_string(),
-        kernel: false,
-        cpu_only: false,
-        token: None,
-        spool_dir: Some(data.join("spool")),
-        spool_max_mib: 16,
-        metrics_listen: None,
-        duration: args.duration.clone(),
-        flush_timeout: "5s".to_string(),
-        command: Vec::new(),
-    };
-    let config = AgentConfig::from_args(&agent_args)?;
+    let mut agent = AgentConfig::new(&base, DEMO_SERVICE, TargetSpec::Pids(vec![workload.0.id()]));
+    agent.labels.insert("env".to_string(), "demo".to_string());
+    agent.upload.spool_dir = Some(data.join("spool"));
+    agent.upload.spool_max_bytes = 16 << 20;
+    agent.upload_interval = Duration::from_secs(5);
+    agent.flush_timeout = Duration::from_secs(5);
+    agent.duration = config.duration;
     println!();
     println!("hotframe demo is running:");
     println!("  server    {base}  (store in {})", data.display());
@@ -127,8 +127,7 @@ pub fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!();
     println!("Open {base}/service/{DEMO_SERVICE} (the first profile arrives within ~5 s).");
     println!("Press Ctrl-C to stop.");
-    crate::agent::signals::install();
-    crate::agent::run_config(config, &AtomicBool::new(false))?;
+    crate::agent::run_config(agent, &AtomicBool::new(false))?;
     drop(workload);
     println!("demo stopped");
     Ok(())

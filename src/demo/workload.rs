@@ -7,10 +7,9 @@
 //! CPU-bound workers and, with `--report`, prints the work done per second, which the
 //! overhead benchmark compares with and without profilers.
 //!
-//! In: `DemoWorkloadArgs`. Out: CPU load, and a JSON line on stdout with `--report`.
-//! Must not: touch the network or the disk.
+//! In: a `WorkloadConfig` (`cli` builds it from the flags). Out: CPU load, and a JSON
+//! line on stdout with `report`. Must not: touch the network or the disk.
 
-use crate::cli::DemoWorkloadArgs;
 use serde::Serialize;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +30,49 @@ pub enum WorkloadError {
     Thread(std::io::Error),
 }
 
-/// What `--report` prints.
+/// Which threads the workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkloadMode {
+    /// Request handlers dominated by `parse_json`, plus threads that sleep, wait and
+    /// contend for a lock; handlers pause briefly to leave the demo some CPU.
+    #[default]
+    Service,
+    /// Only CPU-bound workers, at full speed (for benchmarks).
+    Cpu,
+}
+
+impl std::str::FromStr for WorkloadMode {
+    type Err = WorkloadError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "service" => Ok(WorkloadMode::Service),
+            "cpu" => Ok(WorkloadMode::Cpu),
+            other => Err(WorkloadError::BadMode(other.to_string())),
+        }
+    }
+}
+
+/// What `hotframe demo-workload` runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadConfig {
+    /// Which threads run. Default `Service`.
+    pub mode: WorkloadMode,
+    /// CPU-bound worker threads (at least 1 runs). Default 2.
+    pub threads: usize,
+    /// Stop after this long; None runs until SIGINT/SIGTERM. Default none.
+    pub duration: Option<Duration>,
+    /// Print the work done per second as JSON on stdout at the end. Default false.
+    pub report: bool,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig { mode: WorkloadMode::Service, threads: 2, duration: None, report: false }
+    }
+}
+
+/// What `report` prints.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadReport {
@@ -42,6 +83,9 @@ pub struct WorkloadReport {
     /// Wall seconds measured.
     pub seconds: f64,
 }
+
+/// How often the main thread looks for a stop request while the workers run.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The request body every handler parses: big enough that parsing dominates.
 fn request_document(seed: u64) -> String {
@@ -170,19 +214,10 @@ fn update_cache(stop: &AtomicBool, cache: &Mutex<Vec<u64>>, hold: Duration, paus
     }
 }
 
-/// Runs the workload until `--duration` passes (or forever).
-pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
-    let service = match args.mode.as_str() {
-        "service" => true,
-        "cpu" => false,
-        other => return Err(WorkloadError::BadMode(other.to_string())),
-    };
-    let duration = match &args.duration {
-        Some(text) => Some(Duration::from_millis(
-            crate::model::time::parse_duration_ms(text).map_err(WorkloadError::BadDuration)?.max(0) as u64,
-        )),
-        None => None,
-    };
+/// Runs the workload until `config.duration` passes or SIGINT/SIGTERM arrives.
+pub fn run(config: WorkloadConfig) -> Result<(), WorkloadError> {
+    let service = config.mode == WorkloadMode::Service;
+    crate::signals::install();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let jobs = Arc::new((Mutex::new(0u64), Condvar::new()));
@@ -193,7 +228,7 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
         threads.push(handle);
         Ok(())
     };
-    for i in 0..args.threads.max(1) {
+    for i in 0..config.threads.max(1) {
         let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
         spawn(&format!("handler-{i}"), Box::new(move || request_loop(&stop, &done, service)))?;
     }
@@ -214,11 +249,15 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
         )?;
     }
     let started = Instant::now();
-    match duration {
-        Some(d) => std::thread::sleep(d),
-        None => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
+    let until = config.duration.map(|d| started + d);
+    while !crate::signals::stop_requested() {
+        let now = Instant::now();
+        let left = match until {
+            Some(until) if now >= until => break,
+            Some(until) => until - now,
+            None => STOP_POLL,
+        };
+        std::thread::sleep(left.min(STOP_POLL));
     }
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -231,9 +270,9 @@ pub fn run(args: DemoWorkloadArgs) -> Result<(), WorkloadError> {
         let _ = handle.join();
     }
     let ops = done.load(Ordering::Relaxed);
-    if args.report {
+    if config.report {
         let report =
-            WorkloadReport { ops_per_sec: ops as f64 / seconds.max(1e-9), threads: args.threads.max(1), seconds };
+            WorkloadReport { ops_per_sec: ops as f64 / seconds.max(1e-9), threads: config.threads.max(1), seconds };
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     }
     Ok(())

@@ -167,7 +167,7 @@ impl AgentBuilder {
         let uploader = Arc::new(Uploader::start(upload)?);
 
         let mut labels = BTreeMap::new();
-        labels.insert("host".to_string(), hostname());
+        labels.insert("host".to_string(), crate::host::hostname());
         labels.insert("pid".to_string(), std::process::id().to_string());
         labels.extend(self.labels.clone());
 
@@ -357,15 +357,6 @@ impl Window {
         tracing::debug!(samples = profile.total_samples(), stacks = profile.stacks.len(), "in-process profile cut");
         uploader.submit(profile);
     }
-}
-
-/// The machine's host name, for the `host` label.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 //! resilient `upload::Uploader` to a hotframe server (a separate process from `serve`,
 //! so one scraper can feed a remote server and keeps its spool while it is down).
 //!
-//! In: `ScrapeArgs` and/or the `[[scrape]]` tables of a TOML file. Out: profiles to the
+//! In: a `ScrapeConfig` (`cli` builds it from the flags) and the `[[scrape]]` tables of
+//! its TOML file. Out: profiles to the
 //! server, one warning per failed fetch. Must not: hammer a failing target (full-jitter
 //! backoff), scrape all targets in lock step, or block a fetch on the upload.
 
-use crate::cli::ScrapeArgs;
 use crate::model::pprof::{decode, DecodeOptions};
 use crate::model::profile::{valid_label_name, valid_service_name};
 use crate::model::time::{now_ms, parse_duration_ms, BadTime};
@@ -92,7 +92,8 @@ pub struct Target {
     pub interval: Duration,
 }
 
-fn duration(what: &str, text: &str) -> Result<Duration, ScrapeError> {
+/// A scrape duration (`--interval`, `--duration`, a table's `interval`): 1 s to 1 h.
+pub fn duration(what: &str, text: &str) -> Result<Duration, ScrapeError> {
     let ms = parse_duration_ms(text).map_err(|cause| ScrapeError::BadDuration { what: what.to_string(), cause })?;
     if !(1_000..=3_600_000).contains(&ms) {
         return Err(ScrapeError::DurationRange { what: what.to_string() });
@@ -140,13 +141,6 @@ impl Target {
     }
 }
 
-fn label_map(pairs: &[String]) -> Result<BTreeMap<String, String>, ScrapeError> {
-    pairs
-        .iter()
-        .map(|p| crate::model::profile::parse_label_flag(p).ok_or_else(|| ScrapeError::BadLabel(p.clone())))
-        .collect()
-}
-
 /// The targets of a config file's `[[scrape]]` tables; `default_interval` for those
 /// without one.
 pub fn targets_from_toml(text: &str, path: &Path, default_interval: Duration) -> Result<Vec<Target>, ScrapeError> {
@@ -164,23 +158,47 @@ pub fn targets_from_toml(text: &str, path: &Path, default_interval: Duration) ->
         .collect()
 }
 
-/// Every target the flags and the config file name.
-pub fn targets_from_args(args: &ScrapeArgs) -> Result<Vec<Target>, ScrapeError> {
-    let interval = duration("--interval", &args.interval)?;
-    let mut targets = Vec::new();
-    match (&args.target, &args.service) {
-        (Some(url), Some(service)) => targets.push(Target::new(url, service, interval, label_map(&args.labels)?)?),
-        (None, None) => {}
-        _ => return Err(ScrapeError::HalfTarget),
+/// What `hotframe scrape` runs with.
+#[derive(Debug, Clone)]
+pub struct ScrapeConfig {
+    /// Where the profiles go (server, token, spool). Default `http://127.0.0.1:4040`, no spool.
+    pub upload: UploadOptions,
+    /// The target given on the command line, if any. Default none.
+    pub target: Option<Target>,
+    /// TOML file with `[[scrape]]` tables, read when scraping starts. Default none.
+    pub config_file: Option<PathBuf>,
+    /// Time between fetches of tables that give none. Default 10 s.
+    pub default_interval: Duration,
+    /// Stop (and flush) after this long; None runs until SIGINT/SIGTERM. Default none.
+    pub duration: Option<Duration>,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            upload: UploadOptions::new("http://127.0.0.1:4040"),
+            target: None,
+            config_file: None,
+            default_interval: Duration::from_secs(10),
+            duration: None,
+        }
     }
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).map_err(|source| ScrapeError::Read { path: path.clone(), source })?;
-        targets.extend(targets_from_toml(&text, path, interval)?);
+}
+
+impl ScrapeConfig {
+    /// Every target: the command line's, then the config file's tables.
+    pub fn targets(&self) -> Result<Vec<Target>, ScrapeError> {
+        let mut targets: Vec<Target> = self.target.iter().cloned().collect();
+        if let Some(path) = &self.config_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ScrapeError::Read { path: path.clone(), source })?;
+            targets.extend(targets_from_toml(&text, path, self.default_interval)?);
+        }
+        if targets.is_empty() {
+            return Err(ScrapeError::NoTargets);
+        }
+        Ok(targets)
     }
-    if targets.is_empty() {
-        return Err(ScrapeError::NoTargets);
-    }
-    Ok(targets)
 }
 
 /// Fetches one profile from `target` (blocking for about `seconds`).
@@ -257,21 +275,16 @@ pub fn scrape_loop(target: &Target, uploader: &Uploader, stop: &dyn Fn() -> bool
     }
 }
 
-/// Runs `hotframe scrape` until SIGINT/SIGTERM or `--duration`, then flushes.
-pub fn run(args: ScrapeArgs) -> Result<(), ScrapeError> {
-    let targets = targets_from_args(&args)?;
-    let stop_after = match &args.duration {
-        Some(text) => Some(duration("--duration", text)?),
-        None => None,
-    };
-    let mut upload = UploadOptions::new(&args.server);
-    upload.token = args.token.clone();
-    upload.spool_dir = args.spool_dir.clone();
-    let uploader = Arc::new(Uploader::start(upload)?);
-    crate::agent::signals::install();
+/// Runs `hotframe scrape` until SIGINT/SIGTERM or `config.duration`, then flushes.
+pub fn run(config: ScrapeConfig) -> Result<(), ScrapeError> {
+    let targets = config.targets()?;
+    let stop_after = config.duration;
+    let server = config.upload.server.clone();
+    let uploader = Arc::new(Uploader::start(config.upload)?);
+    crate::signals::install();
     let started = Instant::now();
-    let stop = move || crate::agent::signals::stop_requested() || stop_after.is_some_and(|d| started.elapsed() >= d);
-    tracing::info!(targets = targets.len(), server = %args.server, "scraping");
+    let stop = move || crate::signals::stop_requested() || stop_after.is_some_and(|d| started.elapsed() >= d);
+    tracing::info!(targets = targets.len(), server = %server, "scraping");
     std::thread::scope(|s| {
         for target in &targets {
             let uploader = Arc::clone(&uploader);

@@ -1,8 +1,8 @@
 //! `hotframe serve`: the axum server. `app(state)` builds the router (ingest, queries,
-//! settings, metrics, health, viewer); `run_serve` opens the store, starts the jittered
-//! maintenance task and serves until SIGINT/SIGTERM.
+//! settings, metrics, health, viewer); `run_serve` takes a `ServeConfig`, opens the
+//! store, starts the jittered maintenance task and serves until SIGINT/SIGTERM.
 //!
-//! In: HTTP requests, the config file and token file. Out: JSON, folded, pprof, SVG,
+//! In: HTTP requests, a `ServeConfig` (`cli` merges flags, config and token files). Out: JSON, folded, pprof, SVG,
 //! Prometheus text; profiles written to the store. Must not: answer 2xx to an ingest
 //! before the store committed it, or run store calls on the async workers.
 
@@ -18,6 +18,7 @@ pub mod web;
 pub mod wins;
 
 use crate::store::ProfileStore;
+use crate::upload::jittered;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -28,6 +29,7 @@ use config::{Scope, ServerConfig};
 pub use error::ApiError;
 use metrics::Metrics;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -191,15 +193,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// A wait of `mean` +- 20%, so that servers started together do not work in lockstep.
-pub fn jittered(mean: Duration) -> Duration {
-    mean.mul_f64(0.8 + 0.4 * fastrand::f64())
-}
+/// How far each wait between maintenance passes is moved (±20%), so that servers
+/// started together do not work in lockstep.
+const MAINTENANCE_JITTER: f64 = 0.2;
 
 /// Builds rollups and applies retention every `interval` (jittered) until the runtime stops.
 async fn maintenance_loop(store: Arc<dyn ProfileStore>, interval: Duration) {
     loop {
-        tokio::time::sleep(jittered(interval)).await;
+        tokio::time::sleep(jittered(interval, MAINTENANCE_JITTER)).await;
         let store = store.clone();
         let started = Instant::now();
         match tokio::task::spawn_blocking(move || store.maintain(crate::model::time::now_ms())).await {
@@ -217,27 +218,7 @@ async fn maintenance_loop(store: Arc<dyn ProfileStore>, interval: Duration) {
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    crate::signals::stopped().await;
     tracing::info!("shutting down: finishing requests in flight");
 }
 
@@ -249,20 +230,42 @@ fn open_store(dir: &std::path::Path, config: &ServerConfig) -> Result<Arc<dyn Pr
     Ok(Arc::new(store))
 }
 
+/// What `hotframe serve` runs with: where to listen, where the store lives, and the
+/// server's settings (config file, token file and flags already merged by `cli`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// Address to listen on, `host:port`; port 0 picks a free port. Default `127.0.0.1:4040`.
+    pub listen: String,
+    /// Directory of the embedded store. Default `./hotframe-data`.
+    pub data: PathBuf,
+    /// Limits, tokens, per-service cost settings, ops-win mail. Default `ServerConfig::default()`.
+    pub server: ServerConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:4040".to_string(),
+            data: PathBuf::from("./hotframe-data"),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
 /// Runs `hotframe serve` until SIGINT/SIGTERM. Prints `listening on http://ADDR` on
-/// stdout once the socket is bound (with `--listen 127.0.0.1:0`, ADDR has the real port).
-pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
-    let config = ServerConfig::load(args.config.as_deref(), args.token_file.as_deref())?;
-    let config = wins::apply_flags(config, &args)?;
+/// stdout once the socket is bound (with `listen` 127.0.0.1:0, ADDR has the real port).
+pub fn run_serve(serve: ServeConfig) -> Result<(), ServerError> {
+    let ServeConfig { listen, data, server: config } = serve;
+    crate::signals::install();
     // Host names (`localhost:4040`) resolve here; the first address is used.
-    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(args.listen.as_str())
+    let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(listen.as_str())
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ServerError::Listen(args.listen.clone()))?;
+        .ok_or_else(|| ServerError::Listen(listen.clone()))?;
     if !addr.ip().is_loopback() && config.tokens.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback without tokens: anyone who can reach it can read and write profiles");
     }
-    let store = open_store(&args.data, &config)?;
+    let store = open_store(&data, &config)?;
     let interval = config.maintenance_interval;
     let state = AppState::new(store.clone(), config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -271,7 +274,7 @@ pub fn run_serve(args: crate::cli::ServeArgs) -> Result<(), ServerError> {
             .await
             .map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
         let local = listener.local_addr()?;
-        tracing::info!(addr = %local, data = %args.data.display(), "hotframe serving");
+        tracing::info!(addr = %local, data = %data.display(), "hotframe serving");
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -300,7 +303,7 @@ mod tests {
         assert_eq!(required_scope(&Method::GET, "/healthz"), None);
         assert_eq!(required_scope(&Method::GET, "/assets/abc/app.js"), None);
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
-        let d = jittered(Duration::from_secs(100));
+        let d = jittered(Duration::from_secs(100), MAINTENANCE_JITTER);
         assert!(d >= Duration::from_secs(80) && d <= Duration::from_secs(120));
     }
 }

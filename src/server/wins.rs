@@ -9,7 +9,6 @@
 
 pub mod outbox;
 
-use super::config::{ConfigError, ServerConfig};
 use super::error::ApiError;
 use super::query::{cost_context, ensure_known, resolved, with_store};
 use super::AppState;
@@ -34,15 +33,6 @@ const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
 /// Most extra email addresses per win.
 const MAX_EMAILS: usize = 50;
-
-/// Applies `hotframe serve --smtp-url / --mail-from / --public-url` to the loaded config.
-pub fn apply_flags(mut config: ServerConfig, args: &crate::cli::ServeArgs) -> Result<ServerConfig, ConfigError> {
-    config.wins = config
-        .wins
-        .with_flags(args.smtp_url.as_deref(), args.mail_from.as_deref(), args.public_url.as_deref())
-        .map_err(ConfigError::Wins)?;
-    Ok(config)
-}
 
 /// The routes of the ledger; merged into the API router (auth and metrics apply).
 pub fn routes() -> Router<AppState> {

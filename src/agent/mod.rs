@@ -98,7 +98,7 @@ pub struct AgentConfig {
 
 /// Where the spool goes when none is given: per service, under /var/tmp (kept across
 /// reboots) or the temp dir.
-pub fn default_spool_dir(service: &str) -> PathBuf {
+fn default_spool_dir(service: &str) -> PathBuf {
     let base = if std::path::Path::new("/var/tmp").is_dir() { PathBuf::from("/var/tmp") } else { std::env::temp_dir() };
     let safe: String =
         service.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();

@@ -2,9 +2,10 @@
 //! settings, metrics, health, viewer); `run_serve` takes a `ServeConfig`, opens the
 //! store, starts the jittered maintenance task and serves until SIGINT/SIGTERM.
 //!
-//! In: HTTP requests, a `ServeConfig` (`cli` merges flags, config and token files). Out: JSON, folded, pprof, SVG,
-//! Prometheus text; profiles written to the store. Must not: answer 2xx to an ingest
-//! before the store committed it, or run store calls on the async workers.
+//! In: HTTP requests, a `ServeConfig` (`cli` merges flags, config and token files).
+//! Out: JSON, folded, pprof, SVG, Prometheus text; profiles written to the store. Must
+//! not: answer 2xx to an ingest before the store committed it, or run store calls on the
+//! async workers.
 
 pub mod config;
 pub mod error;

@@ -8,11 +8,13 @@
 //! about the CLI.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "server")]
 use std::time::Duration;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// How often `stopped()` looks at the flag: the handler can only store, not wake a task.
+#[cfg(feature = "server")]
 const ASYNC_POLL: Duration = Duration::from_millis(100);
 
 extern "C" fn on_signal(_signal: libc::c_int) {
@@ -41,6 +43,7 @@ pub fn stop_requested() -> bool {
 
 /// Resolves once SIGINT or SIGTERM arrived (after `install`), for async code such as a
 /// server's graceful shutdown.
+#[cfg(feature = "server")]
 pub async fn stopped() {
     while !stop_requested() {
         tokio::time::sleep(ASYNC_POLL).await;

@@ -5,7 +5,7 @@
 import { api } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
-import { explainUsd, pct, usd, usdDelta } from './format.js';
+import { explainCost, pct, usd, usdDelta } from './format.js';
 import { navigate, selectedStates, update } from './state.js';
 import { diffTable } from './tables.js';
 import { diffRows, diffTrees, flatten } from './tree.js';
@@ -79,9 +79,9 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
   replace(summary,
     h('span', { class: 'swatch', style: { background: diffColor(1, 2) } }), ' grew (slower) ',
     h('span', { class: 'swatch', style: { background: diffColor(2, 1) } }), ' shrank (faster) · ',
-    'before ', h('span', { class: 'money', 'data-explain': explainUsd(`whole service before (${s.before.title})`, before.totals.usdPerYear, before.cost) },
+    'before ', h('span', { class: 'money', 'data-explain': explainCost(`whole service before (${s.before.title})`, onCpu(before), before.totals, before.cost) },
       `${s.before.title}: ${usd(before.totals.usdPerYear)}/yr`),
-    ' · after ', h('span', { class: 'money', 'data-explain': explainUsd(`whole service after (${s.after.title})`, after.totals.usdPerYear, after.cost) },
+    ' · after ', h('span', { class: 'money', 'data-explain': explainCost(`whole service after (${s.after.title})`, onCpu(after), after.totals, after.cost) },
       `${s.after.title}: ${usd(after.totals.usdPerYear)}/yr`), ' · ',
     h('strong', { class: change > 0 ? 'worse' : change < 0 ? 'better' : '' }, `change ${usdDelta(change)} / year`), ' ',
     h('button', {
@@ -90,10 +90,17 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
     }, 'Start an ops win'), ' ', winStatus);
   replace(table, diffTable(rows, {
     onPick: (r) => graph.zoom(r.heaviest),
-    explainBefore: (r) => explainUsd(`${r.name} before (${s.before.title})`, r.baseUsd, before.cost),
-    explainAfter: (r) => explainUsd(`${r.name} after (${s.after.title})`, r.compUsd, after.cost),
+    explainBefore: (r) => explainCost(`${r.name} before (${s.before.title})`, r.baseCpu,
+      { cores: r.baseCores, usdPerYear: r.baseUsd, kgCo2PerYear: r.baseKg }, before.cost),
+    explainAfter: (r) => explainCost(`${r.name} after (${s.after.title})`, r.compCpu,
+      { cores: r.compCores, usdPerYear: r.compUsd, kgCo2PerYear: r.compKg }, after.cost),
   }));
   return graph;
+}
+
+/** On-CPU (RUNNABLE) samples of a flame-graph answer: S of its totals. */
+function onCpu(flame) {
+  return (flame.root && flame.root.states && flame.root.states.RUNNABLE) || 0;
 }
 
 /**

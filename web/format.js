@@ -1,5 +1,6 @@
 // Number formats and the explanations every $ figure shows on hover. The cost formula
-// itself is the server's (product.md); here it is only written out with the numbers.
+// lives in src/cost (docs/cost.md): the server sends every figure with the terms it was
+// computed from, and here they are only written out, never computed again.
 
 const en = (digits) => new Intl.NumberFormat('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const int = en(0);
@@ -96,28 +97,13 @@ export function explainCost(label, cpuSamples, est, cost) {
   ].join('\n');
 }
 
-/** The explanation of a service's "now" figure, where only cores and $ are known. */
+/** The explanation of a service's "now" figure, with the terms the API sends beside it. */
 export function explainNow(now) {
-  const hours = 8760;
-  const price = now.cpuCores > 0 ? now.usdPerYear / (now.cpuCores * hours) : 0;
+  const hours = now.hoursPerYear || 8760;
   return [
     'Last 15 minutes, on-CPU time only',
-    `$/year = ${num(now.cpuCores)} cores × ${count(hours)} h × $${Number(price.toPrecision(4))}/core-hour = ${usd(now.usdPerYear)}`,
+    `$/year = ${num(now.cpuCores)} cores × ${count(hours)} h × $${Number((now.pricePerCoreHour || 0).toPrecision(4))}/core-hour = ${usd(now.usdPerYear)}`,
     `CO2/year = ${co2(now.kgCo2PerYear)}`,
     'Open the service for the full formula and its price source.',
   ].join('\n');
-}
-
-/**
- * The formula behind a $/year figure known only as a sum (a table row, a diff side):
- * cores and S are recovered from it with the same cost inputs, then written out.
- */
-export function explainUsd(label, usdPerYear, cost) {
-  if (!cost || !cost.pricePerCoreHour) return `${label}: ${usd(usdPerYear)} / year`;
-  const hours = cost.hoursPerYear || 8760;
-  const coresValue = usdPerYear / (hours * cost.pricePerCoreHour);
-  const ratio = cost.fleetHosts / Math.max(1, cost.profiledHosts);
-  const samples = ratio > 0 ? (coresValue / ratio) * cost.windowSeconds * cost.frequencyHz : 0;
-  const kg = coresValue * hours * (cost.wattsPerCore / 1000) * cost.pue * cost.kgCo2PerKwh;
-  return explainCost(label, Math.round(samples), { cores: coresValue, usdPerYear, kgCo2PerYear: kg }, cost);
 }

@@ -6,7 +6,7 @@ import { api } from './api.js';
 import { h, replace, showTip } from './dom.js';
 import { renderDiff } from './diff.js';
 import { costNote, FlameGraph, STATE_COLORS } from './flame.js';
-import { co2, count, cores, explainCost, explainUsd, pct, threadTime, time, usd } from './format.js';
+import { co2, count, cores, explainCost, pct, threadTime, time, usd } from './format.js';
 import { renderSettings } from './settings.js';
 import { selectedStates, STATES, update } from './state.js';
 import { hotTable, sandwichFrame } from './tables.js';
@@ -196,7 +196,8 @@ export class ServicePage {
   legend(flame) {
     const by = (flame.totals && flame.totals.byState) || {};
     const c = flame.cost;
-    const factor = c ? c.fleetHosts / Math.max(1, c.profiledHosts) / (c.frequencyHz || 100) : 0;
+    // Fleet thread seconds per sample, (1 / F) × (H / Hp), as the server computed it.
+    const factor = (c && c.perSample && c.perSample.threadSeconds) || 0;
     const chosen = selectedStates(this.state);
     // The API counts only the selected states; the others say so rather than "0 s".
     return h('div', { class: 'legend' }, STATES.map((s) => {
@@ -301,9 +302,7 @@ export class ServicePage {
       onHover: (i, e) => showTip(i >= 0 ? this.tip(tree, i) : null, e),
     });
     this.flameState = {};
-    const usdPerCpu = tree.cpu[0] > 0 ? (tree.node[0].usdPerYear || 0) / tree.cpu[0] : 0;
-    this.hot = hotFrames(tree, usdPerCpu);
-    this.usdPerCpu = usdPerCpu;
+    this.hot = hotFrames(tree, flame.cost && flame.cost.perCpuSample);
   }
 
   refreshFlame() {
@@ -353,9 +352,11 @@ export class ServicePage {
     const state = this.state;
     const tree = this.data.tree;
     const { flame } = this.data;
-    const explain = (r, which) =>
-      explainUsd(`${r.name}, ${which === 'self' ? 'self (its own code)' : 'total (with what it calls)'}`,
-        which === 'self' ? r.selfUsd : r.totalUsd, flame.cost);
+    const explain = (r, which) => (which === 'self'
+      ? explainCost(`${r.name}, self (its own code)`, r.selfCpu,
+        { cores: r.selfCores, usdPerYear: r.selfUsd, kgCo2PerYear: r.selfKg }, flame.cost)
+      : explainCost(`${r.name}, total (with what it calls)`, r.totalCpu,
+        { cores: r.totalCores, usdPerYear: r.totalUsd, kgCo2PerYear: r.totalKg }, flame.cost));
     replace(this.tableHolder, h('h3', {}, 'Hot frames'), hotTable(this.hot, {
       rootTotal: tree.total[0] || 1,
       sort: state.sort,
@@ -372,7 +373,7 @@ export class ServicePage {
     const tree = this.data.tree;
     let fn = state.fn;
     if (!fn) {
-      const top = hotFrames(tree, 0).sort((a, b) => b.self - a.self)[0];
+      const top = hotFrames(tree, null).sort((a, b) => b.self - a.self)[0];
       fn = top ? top.name : '';
     }
     if (!fn) { replace(this.tabBody, h('p', { class: 'muted' }, 'No frames in this range.')); return; }

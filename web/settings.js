@@ -1,6 +1,7 @@
 // Cost settings of a service: instance type from the built-in table or an explicit
 // $/core-hour, and the fleet size; the formula is shown with the numbers, and a change
-// is stored (PUT) and applied at once.
+// is stored (PUT) and applied at once: the figures are the server's, computed again by
+// it with the new settings (the formula lives in src/cost, docs/cost.md).
 
 import { api, ApiError, clearCache } from './api.js';
 import { h, replace } from './dom.js';
@@ -85,11 +86,10 @@ export async function renderSettings(el, service, cost, onApplied, note = '') {
 /** The formula with the numbers the page used. */
 export function formula(cost) {
   if (!cost) return h('p', { class: 'muted' }, 'No data in this range: the formula appears with the first profile.');
-  const ratio = cost.fleetHosts / Math.max(1, cost.profiledHosts);
   return h('div', { class: 'formula' },
     h('pre', {}, [
       'cores(frame)     = (S / F) / W × (H / Hp)',
-      `                 = (S / ${num(cost.frequencyHz)} Hz) / ${num(cost.windowSeconds)} s × (${cost.fleetHosts} / ${cost.profiledHosts} = ×${num(ratio)})`,
+      `                 = (S / ${num(cost.frequencyHz)} Hz) / ${num(cost.windowSeconds)} s × (${cost.fleetHosts} / ${cost.profiledHosts} = ×${num(cost.hostRatio)})`,
       `cost(frame)/year = cores × ${cost.hoursPerYear || 8760} h × $${cost.pricePerCoreHour}/core-hour`,
       `co2(frame)/year  = cores × ${cost.hoursPerYear || 8760} h × ${cost.wattsPerCore} W / 1000 × PUE ${cost.pue} × ${cost.kgCo2PerKwh} kg CO2/kWh`,
       '',

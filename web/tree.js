@@ -1,6 +1,9 @@
 // Trees as the flame graph and the tables use them: the API's nested nodes flattened in
 // preorder into typed arrays (50,000 nodes without 50,000 small objects to walk), plus
 // the per-function aggregations (hot frames, sandwich) and the diff of two trees.
+// Costs are the server's: node figures are summed, and sample counts are multiplied by
+// the per-sample factors of the API's `cost` block; the formula itself lives in
+// src/cost (docs/cost.md) and is not computed here.
 
 /**
  * A tree in preorder. For node i: `name[i]`, `parent[i]`, `depth[i]`, `start[i]`
@@ -146,27 +149,53 @@ export function selfCpu(t, i) {
 }
 
 /**
- * Hot frames: per function name, self and total samples and $/year (total counts each
- * stack once however deep the recursion). `usdPerCpuSample` turns self samples into $.
+ * `count` samples priced with a per-sample factor of the API (`cost.perCpuSample`):
+ * {cores, usdPerYear, kgCo2PerYear}, each the factor's figure times `count`.
  */
-export function hotFrames(t, usdPerCpuSample) {
+function priced(count, perSample) {
+  const f = perSample || {};
+  return { cores: count * (f.cores || 0), usdPerYear: count * (f.usdPerYear || 0), kgCo2PerYear: count * (f.kgCo2PerYear || 0) };
+}
+
+/**
+ * Hot frames: per function name, self and total samples and $/year (total counts each
+ * stack once however deep the recursion). Self figures are the self on-CPU samples
+ * (`selfCpu`) priced with `perCpuSample` (the API's `cost.perCpuSample`); total
+ * figures sum the nodes' own (`totalCpu` their on-CPU samples). Each row has `selfUsd`,
+ * `selfCores`, `selfKg`, `totalUsd`, `totalCores`, `totalKg`.
+ */
+export function hotFrames(t, perCpuSample) {
   const byName = new Map();
   walkOutermost(t, (i, outermost) => {
     if (i === 0) return;
     let row = byName.get(t.name[i]);
     if (!row) {
-      row = { name: t.name[i], self: 0, total: 0, selfUsd: 0, totalUsd: 0, heaviest: i };
+      row = {
+        name: t.name[i], self: 0, total: 0, selfCpu: 0, totalCpu: 0,
+        selfUsd: 0, selfCores: 0, selfKg: 0, totalUsd: 0, totalCores: 0, totalKg: 0, heaviest: i,
+      };
       byName.set(t.name[i], row);
     }
     row.self += t.self[i];
-    row.selfUsd += selfCpu(t, i) * usdPerCpuSample;
+    row.selfCpu += selfCpu(t, i);
     if (outermost) {
+      const n = t.node[i];
       row.total += t.total[i];
-      row.totalUsd += t.node[i].usdPerYear || 0;
+      row.totalCpu += t.cpu[i];
+      row.totalUsd += n.usdPerYear || 0;
+      row.totalCores += n.cores || 0;
+      row.totalKg += n.kgCo2PerYear || 0;
     }
     if (t.total[i] > t.total[row.heaviest]) row.heaviest = i;
   });
-  return [...byName.values()];
+  const rows = [...byName.values()];
+  for (const r of rows) {
+    const own = priced(r.selfCpu, perCpuSample);
+    r.selfUsd = own.usdPerYear;
+    r.selfCores = own.cores;
+    r.selfKg = own.kgCo2PerYear;
+  }
+  return rows;
 }
 
 function blank(name) {
@@ -227,18 +256,17 @@ export function sandwich(t, fn) {
 
 /**
  * Merges a baseline and a comparison tree by call path. Each node gets `base` and `comp`
- * ({total, rate, usdPerYear, ...}) where rate = samples / F / W × (H / Hp), so windows
- * of different lengths compare as thread counts.
+ * ({total, cpu, rate, usdPerYear, ...}) where rate = samples × the side's
+ * `cost.perSample.cores` (the server's (1 / F) / W × (H / Hp)), so windows of
+ * different lengths compare as thread counts.
  */
 export function diffTrees(baseRoot, baseCost, compRoot, compCost) {
-  const rate = (cost) => {
-    if (!cost || !cost.frequencyHz || !cost.windowSeconds) return 0;
-    return (cost.fleetHosts / Math.max(1, cost.profiledHosts)) / cost.frequencyHz / cost.windowSeconds;
-  };
+  const rate = (cost) => (cost && cost.perSample && cost.perSample.cores) || 0;
   const rb = rate(baseCost);
   const rc = rate(compCost);
   const side = (n, r) => ({
     total: n ? n.total : 0,
+    cpu: n ? runnable(n) : 0,
     rate: n ? n.total * r : 0,
     usdPerYear: n ? n.usdPerYear || 0 : 0,
     cores: n ? n.cores || 0 : 0,
@@ -265,7 +293,10 @@ export function diffTrees(baseRoot, baseCost, compRoot, compCost) {
   return merge(baseRoot, compRoot, (compRoot || baseRoot).name);
 }
 
-/** Per function: $/year before, after and the change (outermost calls only). */
+/**
+ * Per function: $/year before, after and the change (outermost calls only), with each
+ * side's on-CPU samples, cores and CO2 (`baseCpu`, `baseCores`, `baseKg`, `comp...`).
+ */
 export function diffRows(t) {
   const byName = new Map();
   walkOutermost(t, (i, outermost) => {
@@ -273,13 +304,22 @@ export function diffRows(t) {
     const n = t.node[i];
     let row = byName.get(n.name);
     if (!row) {
-      row = { name: n.name, baseUsd: 0, compUsd: 0, baseRate: 0, compRate: 0, heaviest: i };
+      row = {
+        name: n.name, baseUsd: 0, compUsd: 0, baseRate: 0, compRate: 0,
+        baseCpu: 0, compCpu: 0, baseCores: 0, compCores: 0, baseKg: 0, compKg: 0, heaviest: i,
+      };
       byName.set(n.name, row);
     }
     row.baseUsd += n.base.usdPerYear;
     row.compUsd += n.comp.usdPerYear;
     row.baseRate += n.base.rate;
     row.compRate += n.comp.rate;
+    row.baseCpu += n.base.cpu;
+    row.compCpu += n.comp.cpu;
+    row.baseCores += n.base.cores;
+    row.compCores += n.comp.cores;
+    row.baseKg += n.base.kgCo2PerYear;
+    row.compKg += n.comp.kgCo2PerYear;
     if (t.weight[i] > t.weight[row.heaviest]) row.heaviest = i;
   });
   const rows = [...byName.values()];

@@ -1,12 +1,16 @@
-//! Pure cost model (product.md): CPU seconds of a frame over a window -> average
-//! cores -> $ and kg CO2 per year, with every input reported so the UI can show how a
-//! figure was computed.
+//! Pure cost model, the one place its formula lives (docs/cost.md): CPU seconds of a
+//! frame over a window -> average cores -> $ and kg CO2 per year, with every input
+//! reported so the viewer and the reports can show how a figure was computed without
+//! computing it again.
 //!
-//! In: values (CPU seconds, window, host counts, `CostSettings`). Out: `Estimate`s and
-//! the resolved `CostInputs`. Must not: read a store, a clock or the network.
+//! In: values (CPU seconds, window, host counts, `CostSettings`, a `model::Aggregate`).
+//! Out: `Estimate`s, the resolved `CostInputs`, and `CostTerms` (the terms and
+//! per-sample factors sent with every figure). Must not: read a store, a clock or the
+//! network.
 
 pub mod instances;
 
+use crate::model::Aggregate;
 use serde::{Deserialize, Serialize};
 
 pub use instances::{InstanceType, INSTANCE_TYPES};
@@ -167,18 +171,139 @@ impl CostContext {
         CostContext { inputs, window_seconds, profiled_hosts: hp, fleet_hosts: fleet }
     }
 
+    /// The context of an aggregate: W = the merged profiles' window lengths / Hp, and
+    /// Hp = its distinct hosts (docs/cost.md: W is wall time per host).
+    pub fn of_aggregate(inputs: CostInputs, agg: &Aggregate) -> CostContext {
+        let hosts = agg.hosts.max(1);
+        CostContext::new(inputs, agg.profile_seconds / hosts as f64, hosts)
+    }
+
     /// cores = (S / F) / W * (H / Hp), with `cpu_seconds` = S / F.
     pub fn cores(&self, cpu_seconds: f64) -> f64 {
-        if self.window_seconds <= 0.0 {
-            return 0.0;
-        }
-        cpu_seconds / self.window_seconds * (self.fleet_hosts as f64 / self.profiled_hosts as f64)
+        cores(cpu_seconds, self.window_seconds, self.fleet_hosts, self.profiled_hosts)
+    }
+
+    /// H / Hp: what the profiled hosts are scaled by to stand for the fleet.
+    pub fn host_ratio(&self) -> f64 {
+        self.fleet_hosts as f64 / self.profiled_hosts as f64
+    }
+
+    /// W * Hp: the host-seconds the window covers.
+    pub fn host_seconds(&self) -> f64 {
+        self.window_seconds * self.profiled_hosts as f64
     }
 
     /// Cores, $ and CO2 per year for `cpu_seconds` of on-CPU time in the window.
     pub fn estimate(&self, cpu_seconds: f64) -> Estimate {
         estimate_cores(self.cores(cpu_seconds), &self.inputs)
     }
+
+    /// What one sample worth `seconds_per_sample` (1 / F) of thread time stands for.
+    pub fn per_sample(&self, seconds_per_sample: f64) -> PerSample {
+        let e = self.estimate(seconds_per_sample);
+        PerSample {
+            thread_seconds: seconds_per_sample * self.host_ratio(),
+            cores: e.cores,
+            usd_per_year: e.usd_per_year,
+            kg_co2_per_year: e.kg_co2_per_year,
+        }
+    }
+
+    /// The terms of the figures computed over `agg` (its selected states), with the
+    /// per-sample factors a client multiplies sample counts by.
+    pub fn terms(&self, agg: &Aggregate) -> CostTerms {
+        let seconds_per =
+            |samples: u64, nanos: u64| if samples > 0 { nanos as f64 / 1e9 / samples as f64 } else { 0.0 };
+        let (samples, nanos) = agg.samples.iter().fold((0u64, 0u64), |(c, n), s| (c + s.samples, n + s.nanos));
+        let (cpu_samples, cpu_nanos) = agg
+            .samples
+            .iter()
+            .filter(|s| s.state.is_cpu())
+            .fold((0u64, 0u64), |(c, n), s| (c + s.samples, n + s.nanos));
+        let i = &self.inputs;
+        CostTerms {
+            price_per_core_hour: i.price_per_core_hour,
+            price_source: i.price_source.clone(),
+            instance_type: i.instance_type.clone(),
+            fleet_hosts: self.fleet_hosts,
+            fleet_hosts_configured: i.fleet_hosts.is_some(),
+            profiled_hosts: self.profiled_hosts,
+            host_ratio: self.host_ratio(),
+            window_seconds: self.window_seconds,
+            watts_per_core: i.watts_per_core,
+            pue: i.pue,
+            kg_co2_per_kwh: i.kg_co2_per_kwh,
+            hours_per_year: i.hours_per_year,
+            frequency_hz: if nanos > 0 { samples as f64 * 1e9 / nanos as f64 } else { 0.0 },
+            formula: i.formula.clone(),
+            per_sample: self.per_sample(seconds_per(samples, nanos)),
+            per_cpu_sample: self.per_sample(seconds_per(cpu_samples, cpu_nanos)),
+        }
+    }
+}
+
+/// cores = (S / F) / W * (H / Hp), with `cpu_seconds` = S / F, `window_seconds` = W,
+/// `fleet_hosts` = H and `profiled_hosts` = Hp; 0 for an empty window.
+pub fn cores(cpu_seconds: f64, window_seconds: f64, fleet_hosts: u32, profiled_hosts: u32) -> f64 {
+    if window_seconds <= 0.0 || profiled_hosts == 0 {
+        return 0.0;
+    }
+    cpu_seconds / window_seconds * (fleet_hosts as f64 / profiled_hosts as f64)
+}
+
+/// What one sample stands for in a window: the factor a client multiplies a sample
+/// count by (the formula stays here; see docs/cost.md).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerSample {
+    /// Fleet thread seconds: (1 / F) * (H / Hp).
+    pub thread_seconds: f64,
+    /// Average cores: (1 / F) / W * (H / Hp).
+    pub cores: f64,
+    /// $ per year: cores * 8760 h * price per core-hour.
+    pub usd_per_year: f64,
+    /// kg CO2 per year: cores * 8760 h * watts / 1000 * PUE * kg CO2 per kWh.
+    pub kg_co2_per_year: f64,
+}
+
+/// The terms of a set of figures, as sent with them (docs/api.md, `cost` of a flame
+/// graph), so that every figure can show how it was computed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostTerms {
+    /// $ per core-hour used.
+    pub price_per_core_hour: f64,
+    /// Where the price comes from.
+    pub price_source: String,
+    /// Instance type, when the price comes from the table.
+    pub instance_type: Option<String>,
+    /// H: fleet hosts used.
+    pub fleet_hosts: u32,
+    /// True when H is the service's setting, false when it is Hp.
+    pub fleet_hosts_configured: bool,
+    /// Hp: hosts that sent profiles in the window.
+    pub profiled_hosts: u32,
+    /// H / Hp.
+    pub host_ratio: f64,
+    /// W: wall seconds covered per profiled host.
+    pub window_seconds: f64,
+    /// Watts per core used for CO2.
+    pub watts_per_core: f64,
+    /// PUE used for CO2.
+    pub pue: f64,
+    /// kg CO2 per kWh used.
+    pub kg_co2_per_kwh: f64,
+    /// Hours per year (8760).
+    pub hours_per_year: f64,
+    /// F: mean sampling rate of the samples, Hz.
+    pub frequency_hz: f64,
+    /// The formula in words.
+    pub formula: String,
+    /// One sample of the selected states at their mean period (1 / F).
+    pub per_sample: PerSample,
+    /// One on-CPU (RUNNABLE) sample at the mean period of the on-CPU samples: what
+    /// prices a frame's self time from its sample count.
+    pub per_cpu_sample: PerSample,
 }
 
 /// $ and CO2 per year of `cores` average cores.
@@ -208,6 +333,35 @@ mod tests {
         assert!((e.usd_per_year - 2190.0).abs() < 1e-6);
         // CO2 = 5 * 8760 * 7 / 1000 * 1.7 * 0.379 = 197.55...
         assert!((e.kg_co2_per_year - 5.0 * 8760.0 * 7.0 / 1000.0 * 1.7 * 0.379).abs() < 1e-6);
+    }
+
+    #[test]
+    fn per_sample_factors_price_a_count_like_the_formula() {
+        use crate::model::{AggregateSample, ThreadState};
+        // 2 profiled hosts, 60 s each, fleet of 10; 100 Hz on CPU, 50 Hz waiting.
+        let settings = CostSettings { price_per_core_hour: Some(0.05), fleet_hosts: Some(10), ..Default::default() };
+        let agg = Aggregate {
+            samples: vec![
+                AggregateSample { stack: 0, state: ThreadState::Runnable, samples: 300, nanos: 3_000_000_000 },
+                AggregateSample { stack: 0, state: ThreadState::Waiting, samples: 100, nanos: 2_000_000_000 },
+            ],
+            hosts: 2,
+            profile_seconds: 120.0,
+            ..Default::default()
+        };
+        let ctx = CostContext::of_aggregate(settings.resolve().unwrap(), &agg);
+        assert_eq!((ctx.window_seconds, ctx.profiled_hosts, ctx.fleet_hosts), (60.0, 2, 10));
+        let t = ctx.terms(&agg);
+        assert_eq!(t.host_ratio, 5.0);
+        assert!((t.frequency_hz - 80.0).abs() < 1e-9);
+        // 300 on-CPU samples priced by the factor = the estimate of their 3 CPU seconds.
+        let whole = ctx.estimate(agg.cpu_seconds());
+        assert!((t.per_cpu_sample.usd_per_year * 300.0 - whole.usd_per_year).abs() < 1e-9);
+        assert!((t.per_cpu_sample.cores * 300.0 - whole.cores).abs() < 1e-12);
+        assert!((t.per_cpu_sample.kg_co2_per_year * 300.0 - whole.kg_co2_per_year).abs() < 1e-9);
+        // One sample of any selected state: 1 / 80 Hz = 12.5 ms, x H / Hp = 62.5 fleet ms.
+        assert!((t.per_sample.thread_seconds - 0.0625).abs() < 1e-12);
+        assert!((t.per_sample.cores - 0.0125 / 60.0 * 5.0).abs() < 1e-12);
     }
 
     #[test]

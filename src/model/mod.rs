@@ -1,10 +1,13 @@
 //! Shared vocabulary of hotframe, with no I/O: thread states, frames and stacks,
-//! samples, and `Profile` (a batch of samples with labels and a time window).
+//! samples, `Profile` (a batch of samples with labels and a time window), `Aggregate`
+//! (profiles merged by a query) and the flame-graph tree built from it.
 //!
 //! In: nothing of the crate. Out: the types every other module speaks, plus the
 //! folded-text and pprof codecs. Must not: touch files, sockets, clocks (except
 //! `time::now_ms`) or any other module of the crate.
 
+pub mod aggregate;
+pub mod flame;
 pub mod folded;
 pub mod perf_script;
 pub mod pprof;
@@ -13,5 +16,6 @@ pub mod speedscope;
 pub mod state;
 pub mod time;
 
+pub use aggregate::{Aggregate, AggregateSample};
 pub use profile::{Limits, ModelError, Profile, ProfileBuilder, Sample};
 pub use state::{StateCounts, ThreadState};

@@ -152,7 +152,7 @@ impl Profile {
 
     /// Total samples per state.
     pub fn state_totals(&self) -> StateCounts {
-        let mut out = [0u64; 5];
+        let mut out = StateCounts::default();
         for s in &self.samples {
             out[s.state.index()] += s.count;
         }

@@ -1,4 +1,4 @@
-//! Thread states (see product.md): what a thread was doing when it was sampled.
+//! Thread states (see docs/thread-states.md): what a thread was doing when it was sampled.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

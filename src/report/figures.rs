@@ -7,8 +7,7 @@
 
 use super::ReportError;
 use crate::cost::{estimate_cores, CostContext, CostInputs};
-use crate::model::ThreadState;
-use crate::store::{Aggregate, AggregateSample};
+use crate::model::{Aggregate, AggregateSample, ThreadState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -292,7 +291,7 @@ fn tally(aggregate: &Aggregate, pattern: Option<&FramePattern>) -> Tally {
 
 /// Host-seconds a side covers (W * Hp), checked.
 fn exposure(side: &Side<'_>, name: &'static str) -> Result<f64, ReportError> {
-    let e = side.context.window_seconds * side.context.profiled_hosts as f64;
+    let e = side.context.host_seconds();
     if e.is_finite() && e > 0.0 {
         Ok(e)
     } else {
@@ -331,7 +330,6 @@ impl Difference {
 }
 
 fn side_figures(side: &Side<'_>, tally: &Tally, e: f64) -> SideFigures {
-    let h = side.context.fleet_hosts as f64;
     let cores_per_host = tally.all.seconds / e;
     let scope_cores_per_host = tally.scope.seconds / e;
     let requests = side.requests.filter(|r| *r > 0);
@@ -344,11 +342,11 @@ fn side_figures(side: &Side<'_>, tally: &Tally, e: f64) -> SideFigures {
         window_seconds: side.context.window_seconds,
         cpu_samples: tally.all.samples,
         cpu_seconds: tally.all.seconds,
-        cores: cores_per_host * h,
+        cores: side.context.cores(tally.all.seconds),
         cores_per_host,
         scope_samples: tally.scope.samples,
         scope_cores_per_host,
-        scope_cores: scope_cores_per_host * h,
+        scope_cores: side.context.cores(tally.scope.seconds),
         requests,
         cpu_ms_per_request: requests.map(|r| tally.scope.seconds * 1000.0 / r as f64),
     }
@@ -562,7 +560,6 @@ pub fn aggregate_of(stacks: &[(&[&str], u64)], state: ThreadState, period_ns: u6
 mod tests {
     use super::*;
     use crate::cost::CostSettings;
-    use crate::store::AggregateSample;
 
     fn aggregate(stacks: &[(&[&str], u64)], period_ns: u64) -> Aggregate {
         aggregate_of(stacks, ThreadState::Runnable, period_ns)

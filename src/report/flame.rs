@@ -10,8 +10,7 @@
 //! where it spends more. A frame that the fix removed is still visible, in blue.
 
 use super::ReportError;
-use crate::model::{folded, Profile, Sample, ThreadState};
-use crate::store::Aggregate;
+use crate::model::{folded, Aggregate, ThreadState};
 use resvg::{tiny_skia, usvg};
 use std::sync::{Arc, OnceLock};
 
@@ -38,17 +37,14 @@ pub struct Png {
 /// host-second (so both sides share one unit whatever their window lengths).
 fn folded_rate(aggregate: &Aggregate, host_seconds: f64) -> String {
     let scale = if host_seconds > 0.0 { 1.0 / (host_seconds * 1000.0) } else { 0.0 };
-    let stacks: Vec<Vec<u32>> =
-        aggregate.stacks.iter().map(|s| s.iter().copied().take(MAX_DRAWN_DEPTH).collect()).collect();
-    let samples = aggregate
-        .samples
-        .iter()
-        .filter(|s| s.state.is_cpu())
-        .map(|s| Sample { stack: s.stack, state: s.state, count: (s.nanos as f64 * scale).round() as u64 })
-        .collect();
-    // The model's folded writer does the sanitising and merging; period is unused here.
-    let profile = Profile { frames: aggregate.frames.clone(), stacks, samples, ..Profile::empty("report", 0, 1, 1) };
-    folded::to_folded(&profile, &[ThreadState::Runnable])
+    let on_cpu = [ThreadState::Runnable];
+    let mut profile =
+        aggregate.to_profile_counting("report", &on_cpu, 0, 1, |s| (s.nanos as f64 * scale).round() as u64);
+    for stack in &mut profile.stacks {
+        stack.truncate(MAX_DRAWN_DEPTH);
+    }
+    // The model's folded writer does the sanitising and merging.
+    folded::to_folded(&profile, &on_cpu)
 }
 
 /// The differential flame graph as SVG text. `before_host_seconds` and

@@ -1,7 +1,7 @@
 //! Ops wins: a deployed optimisation measured from the profiles, written up as an
 //! email report and sent over SMTP.
 //!
-//! In: two `store::Aggregate`s (before, after) with their `cost::CostContext`s, the
+//! In: two `model::Aggregate`s (before, after) with their `cost::CostContext`s, the
 //! win's own text (title, description, who shipped it), and an `SmtpConfig`.
 //! Out: `WinFigures` (cores before/after, per-frame change, $ and CO2 saved per year
 //! with a confidence range), a rendered report (subject, HTML, plain text, the

@@ -1,282 +1,33 @@
-//! Flame-graph trees: an `Aggregate` of merged stacks becomes a call tree with self and
-//! total samples and per-state totals on every node, pruned to a node budget, each node
-//! priced with the cost model (only RUNNABLE time costs CPU).
+//! Priced flame graphs: the model's call tree of an `Aggregate` with each node's
+//! RUNNABLE time priced by the cost model (only on-CPU time costs CPU).
 //!
-//! In: `store::Aggregate`, the selected states, a node budget, a `cost::CostContext`.
-//! Out: `FlameTree` (serializable). Must not: touch the store or the clock.
+//! In: `model::Aggregate`, the selected states, a node budget, a `cost::CostContext`.
+//! Out: `FlameTree` (serializable: the API's flame-graph nodes). Must not: touch the
+//! store or the clock, or price anything itself (the formula lives in src/cost).
 
-use crate::cost::CostContext;
-use crate::model::{Profile, Sample, ThreadState};
-use crate::store::Aggregate;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use crate::cost::{CostContext, Estimate};
+use crate::model::{flame, Aggregate, ThreadState};
 
-/// Name of the node that stands for children pruned away.
-pub const OTHER: &str = "[other]";
-
-/// One node of the flame graph as sent to the viewer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FlameNode {
-    /// Frame name (`all` for the root, `[other]` for pruned children).
-    pub name: String,
-    /// Samples (selected states) whose leaf is this frame.
-    #[serde(rename = "self")]
-    pub self_samples: u64,
-    /// Samples (selected states) of this frame and its callees.
-    pub total: u64,
-    /// Non-zero per-state totals.
-    pub states: BTreeMap<&'static str, u64>,
-    /// Average CPU cores of this frame's RUNNABLE time, fleet-wide.
-    pub cores: f64,
-    /// Estimated $ per year of those cores.
-    pub usd_per_year: f64,
-    /// Estimated kg CO2 per year of those cores.
-    pub kg_co2_per_year: f64,
-    /// Callees, largest first.
-    pub children: Vec<FlameNode>,
-}
-
-/// A built tree and what pruning did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlameTree {
-    /// The root (`all`).
-    pub root: FlameNode,
-    /// Nodes in the tree, root and `[other]` nodes included.
-    pub nodes: usize,
-    /// Nodes of the full tree merged into `[other]` nodes.
-    pub pruned_nodes: usize,
-    /// Samples per state over the whole selection.
-    pub by_state: [u64; 5],
-    /// RUNNABLE thread seconds over the whole selection.
-    pub cpu_seconds: f64,
-}
-
-#[derive(Debug, Default, Clone)]
-struct ArenaNode {
-    frame: u32,
-    parent: usize,
-    self_samples: u64,
-    states: [u64; 5],
-    cpu_nanos: u64,
-    children: Vec<usize>,
-}
-
-impl ArenaNode {
-    fn total(&self) -> u64 {
-        self.states.iter().sum()
-    }
-}
+/// One node of the flame graph as sent to the viewer, with cores, $ and CO2 per year.
+pub type FlameNode = flame::FlameNode<Estimate>;
+/// A priced tree and what pruning did.
+pub type FlameTree = flame::FlameTree<Estimate>;
 
 /// Builds the call tree of `agg` restricted to `states` (all when empty), keeping at
 /// most `max_nodes` nodes (at least the root) and pricing each with `cost`.
 pub fn build(agg: &Aggregate, states: &[ThreadState], max_nodes: usize, cost: &CostContext) -> FlameTree {
-    let mut arena = vec![ArenaNode { frame: u32::MAX, ..Default::default() }];
-    let mut child_of: HashMap<(usize, u32), usize> = HashMap::new();
-    let mut leaf_of_stack: HashMap<u32, usize> = HashMap::new();
-    for sample in &agg.samples {
-        if sample.samples == 0 || !(states.is_empty() || states.contains(&sample.state)) {
-            continue;
-        }
-        let leaf = *leaf_of_stack.entry(sample.stack).or_insert_with(|| {
-            let mut node = 0;
-            for &frame in agg.stacks.get(sample.stack as usize).map(Vec::as_slice).unwrap_or(&[]) {
-                node = *child_of.entry((node, frame)).or_insert_with(|| {
-                    arena.push(ArenaNode { frame, parent: node, ..Default::default() });
-                    let id = arena.len() - 1;
-                    arena[node].children.push(id);
-                    id
-                });
-            }
-            node
-        });
-        let n = &mut arena[leaf];
-        n.self_samples += sample.samples;
-        n.states[sample.state.index()] += sample.samples;
-        if sample.state.is_cpu() {
-            n.cpu_nanos += sample.nanos;
-        }
-    }
-    // Children are created after their parents, so one reverse pass sums subtrees.
-    for id in (1..arena.len()).rev() {
-        let (states, nanos, parent) = (arena[id].states, arena[id].cpu_nanos, arena[id].parent);
-        for (acc, v) in arena[parent].states.iter_mut().zip(states) {
-            *acc += v;
-        }
-        arena[parent].cpu_nanos += nanos;
-    }
-
-    let keep = choose_kept(&arena, max_nodes.max(1));
-    let mut nodes = 0;
-    let root = emit(&arena, 0, &keep, &agg.frames, cost, &mut nodes);
-    let kept = keep.iter().filter(|k| **k).count();
-    FlameTree {
-        by_state: arena[0].states,
-        cpu_seconds: arena[0].cpu_nanos as f64 / 1e9,
-        root,
-        nodes,
-        pruned_nodes: arena.len() - kept,
-    }
-}
-
-/// Marks the nodes to keep: the largest by total (a parent is never smaller than its
-/// child and is created first, so the kept set is a connected tree), shrunk until the
-/// kept nodes plus one `[other]` per parent with dropped children fit `max_nodes`.
-fn choose_kept(arena: &[ArenaNode], max_nodes: usize) -> Vec<bool> {
-    let mut keep = vec![true; arena.len()];
-    if arena.len() <= max_nodes {
-        return keep;
-    }
-    let mut order: Vec<usize> = (0..arena.len()).collect();
-    order.sort_by(|a, b| arena[*b].total().cmp(&arena[*a].total()).then(a.cmp(b)));
-    for &id in &order[max_nodes..] {
-        keep[id] = false;
-    }
-    let mut kept = max_nodes;
-    let mut dropped_children = vec![0usize; arena.len()];
-    for &id in &order[max_nodes..] {
-        let parent = arena[id].parent;
-        if keep[parent] {
-            dropped_children[parent] += 1;
-        }
-    }
-    let mut others = dropped_children.iter().filter(|n| **n > 0).count();
-    // Drop the smallest kept node (always a leaf of the kept tree) until it fits.
-    let mut next = max_nodes;
-    while kept + others > max_nodes && next > 1 {
-        next -= 1;
-        let id = order[next];
-        keep[id] = false;
-        kept -= 1;
-        if dropped_children[id] > 0 {
-            others -= 1;
-        }
-        let parent = arena[id].parent;
-        dropped_children[parent] += 1;
-        if dropped_children[parent] == 1 {
-            others += 1;
-        }
-    }
-    keep
-}
-
-fn states_map(states: &[u64; 5]) -> BTreeMap<&'static str, u64> {
-    ThreadState::ALL.iter().filter(|s| states[s.index()] > 0).map(|s| (s.as_str(), states[s.index()])).collect()
-}
-
-fn priced(name: String, self_samples: u64, states: &[u64; 5], cpu_nanos: u64, cost: &CostContext) -> FlameNode {
-    let e = cost.estimate(cpu_nanos as f64 / 1e9);
-    FlameNode {
-        name,
-        self_samples,
-        total: states.iter().sum(),
-        states: states_map(states),
-        cores: e.cores,
-        usd_per_year: e.usd_per_year,
-        kg_co2_per_year: e.kg_co2_per_year,
-        children: Vec::new(),
-    }
-}
-
-fn emit(
-    arena: &[ArenaNode],
-    id: usize,
-    keep: &[bool],
-    frames: &[String],
-    cost: &CostContext,
-    count: &mut usize,
-) -> FlameNode {
-    let node = &arena[id];
-    let name = if id == 0 {
-        "all".to_string()
-    } else {
-        frames.get(node.frame as usize).cloned().unwrap_or_else(|| "[unknown]".to_string())
-    };
-    *count += 1;
-    let mut out = priced(name, node.self_samples, &node.states, node.cpu_nanos, cost);
-    let (mut other_states, mut other_nanos, mut any_other) = ([0u64; 5], 0u64, false);
-    for &child in &node.children {
-        if keep[child] {
-            out.children.push(emit(arena, child, keep, frames, cost, count));
-        } else {
-            any_other = true;
-            for (acc, v) in other_states.iter_mut().zip(arena[child].states) {
-                *acc += v;
-            }
-            other_nanos += arena[child].cpu_nanos;
-        }
-    }
-    if any_other {
-        *count += 1;
-        let total = other_states.iter().sum();
-        out.children.push(priced(OTHER.to_string(), total, &other_states, other_nanos, cost));
-    }
-    out.children.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));
-    out
-}
-
-/// The aggregate as one `Profile` over `[from_ms, until_ms)`, restricted to `states`
-/// (all when empty), for folded/pprof/svg export. The sampling period is the mean
-/// period of the merged samples.
-pub fn aggregate_to_profile(
-    agg: &Aggregate,
-    service: &str,
-    states: &[ThreadState],
-    from_ms: i64,
-    until_ms: i64,
-) -> Profile {
-    let selected = agg.samples.iter().filter(|s| states.is_empty() || states.contains(&s.state));
-    let (samples, nanos) = selected.clone().fold((0u64, 0u128), |(c, n), s| (c + s.samples, n + s.nanos as u128));
-    let period_ns = if samples > 0 && nanos > 0 {
-        ((nanos + samples as u128 / 2) / samples as u128).max(1) as u64
-    } else {
-        crate::model::pprof::DEFAULT_PERIOD_NS
-    };
-    let mut profile = Profile::empty(service, from_ms, until_ms.max(from_ms + 1), period_ns);
-    profile.frames = agg.frames.clone();
-    profile.stacks = agg.stacks.clone();
-    profile.samples = selected
-        .filter(|s| s.samples > 0)
-        .map(|s| Sample { stack: s.stack, state: s.state, count: s.samples })
-        .collect();
-    profile
+    flame::build(agg, states, max_nodes, |cpu_seconds| cost.estimate(cpu_seconds))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cost::CostSettings;
-    use crate::store::AggregateSample;
-
-    fn agg(stacks: &[(&[&str], ThreadState, u64)]) -> Aggregate {
-        let mut frames: Vec<String> = Vec::new();
-        let mut out = Aggregate { hosts: 1, profiles: 1, profile_seconds: 10.0, ..Default::default() };
-        for (names, state, count) in stacks {
-            let ids = names
-                .iter()
-                .map(|n| match frames.iter().position(|f| f == n) {
-                    Some(i) => i as u32,
-                    None => {
-                        frames.push(n.to_string());
-                        frames.len() as u32 - 1
-                    }
-                })
-                .collect();
-            out.stacks.push(ids);
-            let stack = out.stacks.len() as u32 - 1;
-            out.samples.push(AggregateSample { stack, state: *state, samples: *count, nanos: count * 10_000_000 });
-        }
-        out.frames = frames;
-        out
-    }
+    use crate::model::flame::tests::{agg, find};
 
     fn ctx() -> CostContext {
         let inputs = CostSettings { price_per_core_hour: Some(0.1), ..Default::default() }.resolve().unwrap();
         CostContext::new(inputs, 10.0, 1)
-    }
-
-    fn find<'a>(node: &'a FlameNode, path: &[&str]) -> &'a FlameNode {
-        path.iter().fold(node, |n, name| n.children.iter().find(|c| c.name == *name).expect(name))
     }
 
     #[test]
@@ -296,46 +47,20 @@ mod tests {
         assert_eq!(work.states.get("BLOCKED"), Some(&5));
         let hot = find(&t.root, &["main", "work", "hot"]);
         // 60 RUNNABLE samples at 100 Hz = 0.6 s over 10 s = 0.06 cores; BLOCKED costs nothing.
-        assert!((hot.cores - 0.06).abs() < 1e-12);
-        assert!((hot.usd_per_year - 0.06 * 8760.0 * 0.1).abs() < 1e-9);
+        assert!((hot.on_cpu.cores - 0.06).abs() < 1e-12);
+        assert!((hot.on_cpu.usd_per_year - 0.06 * 8760.0 * 0.1).abs() < 1e-9);
         assert_eq!(t.by_state, [70, 0, 0, 5, 0]);
     }
 
     #[test]
-    fn pruning_respects_the_budget_and_keeps_totals() {
-        use ThreadState::*;
-        let mut stacks: Vec<(Vec<String>, u64)> = Vec::new();
-        for i in 0..50u64 {
-            stacks.push((vec!["main".into(), format!("f{i}"), format!("g{i}")], i + 1));
+    fn nodes_serialize_with_their_cost_fields() {
+        let a = agg(&[(&["main"], ThreadState::Runnable, 100)]);
+        let t = build(&a, &[], 100, &ctx());
+        let json = serde_json::to_value(&t.root).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        for key in ["name", "self", "total", "states", "cores", "usdPerYear", "kgCo2PerYear", "children"] {
+            assert!(keys.contains(&key), "{key} missing from {json}");
         }
-        let refs: Vec<(Vec<&str>, ThreadState, u64)> =
-            stacks.iter().map(|(s, c)| (s.iter().map(String::as_str).collect(), Runnable, *c)).collect();
-        let owned: Vec<(&[&str], ThreadState, u64)> = refs.iter().map(|(s, st, c)| (s.as_slice(), *st, *c)).collect();
-        let a = agg(&owned);
-        for budget in [1, 2, 3, 10, 40, 101, 102] {
-            let t = build(&a, &[], budget, &ctx());
-            assert!(t.nodes <= budget.max(2), "budget {budget}: {} nodes", t.nodes);
-            assert_eq!(t.root.total, (1..=50).sum::<u64>());
-            let child_sum: u64 = t.root.children.iter().map(|c| c.total).sum();
-            assert_eq!(child_sum, t.root.total, "budget {budget}");
-            if budget >= 102 {
-                assert_eq!(t.pruned_nodes, 0);
-            }
-        }
-        let t = build(&a, &[], 10, &ctx());
-        let main = find(&t.root, &["main"]);
-        let largest_kept = main.children.iter().find(|c| c.name != OTHER).unwrap();
-        assert_eq!(largest_kept.name, "f49");
-        assert!(main.children.iter().any(|c| c.name == OTHER));
-    }
-
-    #[test]
-    fn export_profile_keeps_selected_states() {
-        use ThreadState::*;
-        let a = agg(&[(&["a", "b"], Runnable, 3), (&["a", "c"], Waiting, 4)]);
-        let p = aggregate_to_profile(&a, "svc", &[Runnable], 0, 1000);
-        assert_eq!(p.total_samples(), 3);
-        assert_eq!(p.period_ns, 10_000_000);
-        assert_eq!(crate::model::folded::to_folded(&p, &[]), "a;b 3\n");
+        assert!((json["cores"].as_f64().unwrap() - 0.1).abs() < 1e-12);
     }
 }

@@ -9,10 +9,11 @@ use super::error::ApiError;
 use super::flame::{self, FlameNode};
 use super::params::Params;
 use super::AppState;
-use crate::cost::{CostContext, CostInputs, CostSettings, INSTANCE_TYPES};
+use crate::cost::{self, CostContext, CostInputs, CostSettings, CostTerms, INSTANCE_TYPES};
 use crate::model::time::{now_ms, parse_duration_ms};
+use crate::model::Aggregate;
 use crate::model::ThreadState;
-use crate::store::{Aggregate, ProfileStore, Query as StoreQuery, TimelinePoint};
+use crate::store::{ProfileStore, Query as StoreQuery, TimelinePoint};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
@@ -110,53 +111,7 @@ fn aggregate_known(store: &dyn ProfileStore, query: &StoreQuery) -> Result<Aggre
 
 /// W and Hp of an aggregate: wall seconds per profiled host, and the hosts.
 pub(crate) fn cost_context(inputs: CostInputs, agg: &Aggregate) -> CostContext {
-    let hosts = agg.hosts.max(1);
-    CostContext::new(inputs, agg.profile_seconds / hosts as f64, hosts)
-}
-
-fn cpu_seconds(agg: &Aggregate) -> f64 {
-    agg.samples.iter().filter(|s| s.state.is_cpu()).map(|s| s.nanos as f64).sum::<f64>() / 1e9
-}
-
-/// `cost` of a flamegraph answer: the formula inputs and the window they were applied to.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CostAnswer {
-    price_per_core_hour: f64,
-    price_source: String,
-    instance_type: Option<String>,
-    fleet_hosts: u32,
-    fleet_hosts_configured: bool,
-    profiled_hosts: u32,
-    window_seconds: f64,
-    watts_per_core: f64,
-    pue: f64,
-    kg_co2_per_kwh: f64,
-    hours_per_year: f64,
-    frequency_hz: f64,
-    formula: String,
-}
-
-impl CostAnswer {
-    fn new(ctx: &CostContext, agg: &Aggregate) -> CostAnswer {
-        let (samples, nanos) = agg.samples.iter().fold((0u64, 0u64), |(c, n), s| (c + s.samples, n + s.nanos));
-        let i = &ctx.inputs;
-        CostAnswer {
-            price_per_core_hour: i.price_per_core_hour,
-            price_source: i.price_source.clone(),
-            instance_type: i.instance_type.clone(),
-            fleet_hosts: ctx.fleet_hosts,
-            fleet_hosts_configured: i.fleet_hosts.is_some(),
-            profiled_hosts: ctx.profiled_hosts,
-            window_seconds: ctx.window_seconds,
-            watts_per_core: i.watts_per_core,
-            pue: i.pue,
-            kg_co2_per_kwh: i.kg_co2_per_kwh,
-            hours_per_year: i.hours_per_year,
-            frequency_hz: if nanos > 0 { samples as f64 * 1e9 / nanos as f64 } else { 0.0 },
-            formula: i.formula.clone(),
-        }
-    }
+    CostContext::of_aggregate(inputs, agg)
 }
 
 #[derive(Debug, Serialize)]
@@ -181,7 +136,7 @@ struct FlamegraphAnswer {
     states: Vec<ThreadState>,
     labels: BTreeMap<String, String>,
     totals: Totals,
-    cost: CostAnswer,
+    cost: CostTerms,
     nodes: usize,
     pruned_nodes: usize,
     root: FlameNode,
@@ -208,7 +163,7 @@ pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result
                 by_state: ThreadState::ALL.iter().map(|s| (s.as_str(), tree.by_state[s.index()])).collect(),
                 profiles: agg.profiles,
             },
-            cost: CostAnswer::new(&ctx, &agg),
+            cost: ctx.terms(&agg),
             service: q.service,
             profile_type: q.profile_type,
             from: q.from_ms,
@@ -241,15 +196,16 @@ struct TimelineAnswer {
     points: Vec<TimelinePointAnswer>,
 }
 
-/// Cores per state of one bucket: thread seconds / bucket seconds * H / Hp.
+/// Cores per state of one bucket: the cost model's cores with W = the bucket's seconds
+/// and Hp = the hosts that sent profiles in it.
 fn bucket_cores(point: &TimelinePoint, step_ms: i64, fleet: Option<u32>) -> [f64; 5] {
     let mut out = [0.0; 5];
     if point.hosts == 0 || step_ms <= 0 {
         return out;
     }
-    let scale = fleet.unwrap_or(point.hosts) as f64 / point.hosts as f64;
+    let fleet = fleet.unwrap_or(point.hosts);
     for (o, n) in out.iter_mut().zip(point.nanos) {
-        *o = n as f64 / 1e9 / (step_ms as f64 / 1000.0) * scale;
+        *o = cost::cores(n as f64 / 1e9, step_ms as f64 / 1000.0, fleet, point.hosts);
     }
     out
 }
@@ -328,7 +284,7 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
     let profile = with_store(&state, move |store| {
         let agg = aggregate_known(store, &sel.query)?;
         let q = &sel.query;
-        Ok(flame::aggregate_to_profile(&agg, &q.service, &sel.states, q.from_ms, q.until_ms))
+        Ok(agg.to_profile(&q.service, &sel.states, q.from_ms, q.until_ms))
     })
     .await?;
     let folded = || crate::model::folded::to_folded(&profile, &[]);
@@ -381,6 +337,9 @@ struct NowCost {
     cpu_cores: f64,
     usd_per_year: f64,
     kg_co2_per_year: f64,
+    /// The terms the viewer writes out beside the figure (it does not recompute it).
+    price_per_core_hour: f64,
+    hours_per_year: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -425,7 +384,9 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
                 states: vec![ThreadState::Runnable],
             };
             let agg = store.aggregate(&query)?;
-            let estimate = cost_context(inputs, &agg).estimate(cpu_seconds(&agg));
+            let price_per_core_hour = inputs.price_per_core_hour;
+            let hours_per_year = inputs.hours_per_year;
+            let estimate = cost_context(inputs, &agg).estimate(agg.cpu_seconds());
             let step = 24 * 3_600_000 / SPARKLINE_BUCKETS;
             query.from_ms = now - SPARKLINE_BUCKETS * step;
             let points = store.timeline(&query, step)?;
@@ -444,6 +405,8 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
                     cpu_cores: estimate.cores,
                     usd_per_year: estimate.usd_per_year,
                     kg_co2_per_year: estimate.kg_co2_per_year,
+                    price_per_core_hour,
+                    hours_per_year,
                 },
                 sparkline,
             });

@@ -18,6 +18,7 @@ use super::codec::{self, IntMap};
 use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
 use super::sqlite::{bucket_of, lock, SqliteStore, DAY_MS, HOUR_MS, LEVELS, ROLLUP_BLOB_LEVEL};
 use super::{MaintenanceReport, StoreError};
+use crate::model::StateCounts;
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::BTreeMap;
 
@@ -36,7 +37,7 @@ struct Acc {
     profile_ms: i64,
     first_ms: i64,
     last_ms: i64,
-    totals: [u64; 5],
+    totals: StateCounts,
     entries: IntMap<u64, u64>,
 }
 

@@ -6,7 +6,7 @@
 //! timelines, service lists. Must not: speak HTTP or know prices (cost settings are
 //! kept as opaque JSON).
 
-use crate::model::{Profile, ThreadState};
+use crate::model::{Profile, StateCounts, ThreadState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,6 +18,9 @@ mod schema;
 pub mod sqlite;
 mod wins;
 
+// What `aggregate` returns is a model type (pure, shared with `cost`, `report` and the
+// flame-graph builder); the store re-exports it for its callers.
+pub use crate::model::{Aggregate, AggregateSample};
 pub use sqlite::SqliteStore;
 
 /// Store failures. User-facing variants say what to do.
@@ -69,50 +72,15 @@ impl Query {
     }
 }
 
-/// One merged (stack, state) of an aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AggregateSample {
-    /// Index into `Aggregate::stacks`.
-    pub stack: u32,
-    /// Thread state.
-    pub state: ThreadState,
-    /// Number of samples.
-    pub samples: u64,
-    /// Thread time they stand for: sum of samples x sampling period, in ns.
-    pub nanos: u64,
-}
-
-/// Profiles of a query merged into one set of stacks.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Aggregate {
-    /// Frame names.
-    pub frames: Vec<String>,
-    /// Stacks as frame indices, root first.
-    pub stacks: Vec<Vec<u32>>,
-    /// At most one entry per (stack, state).
-    pub samples: Vec<AggregateSample>,
-    /// Profiles merged (raw profiles, or the profiles a rollup stands for).
-    pub profiles: u64,
-    /// Sum over merged profiles of their window length, in seconds.
-    pub profile_seconds: f64,
-    /// Distinct `host` label values among merged profiles (profiles without `host`
-    /// count as one host; at least 1, so it can divide).
-    pub hosts: u32,
-    /// Start of the earliest merged profile, Unix ms (0 when empty).
-    pub first_ms: i64,
-    /// End of the latest merged profile, Unix ms (0 when empty).
-    pub last_ms: i64,
-}
-
 /// One bucket of a timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// Bucket start, Unix ms.
     pub t_ms: i64,
     /// Samples per state in the bucket (index = `ThreadState::index()`).
-    pub samples: [u64; 5],
+    pub samples: StateCounts,
     /// Thread nanoseconds per state in the bucket.
-    pub nanos: [u64; 5],
+    pub nanos: StateCounts,
     /// Distinct hosts that sent profiles in the bucket.
     pub hosts: u32,
     /// Sum of profile window lengths in the bucket, seconds.

@@ -14,7 +14,8 @@
 
 use super::codec::{self, IntMap};
 use super::sqlite::{bucket_of, ReadCache, DAY_MS, LEVELS};
-use super::{Aggregate, AggregateSample, Query, ServiceInfo, StoreError, TimelinePoint};
+use super::{Query, ServiceInfo, StoreError, TimelinePoint};
+use crate::model::{Aggregate, AggregateSample, StateCounts};
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -51,7 +52,7 @@ pub(super) struct Piece<'a> {
     /// See `first_ms`.
     pub last_ms: i64,
     /// Samples per state.
-    pub totals: [u64; 5],
+    pub totals: StateCounts,
     /// The sample blob, when asked for.
     pub blob: Option<&'a [u8]>,
 }
@@ -415,8 +416,8 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
     let mut points: Vec<TimelinePoint> = (0..n)
         .map(|i| TimelinePoint {
             t_ms: from + i * step_ms,
-            samples: [0; 5],
-            nanos: [0; 5],
+            samples: StateCounts::default(),
+            nanos: StateCounts::default(),
             hosts: 0,
             profile_seconds: 0.0,
         })

@@ -28,10 +28,10 @@
 use super::cache::GenCache;
 use super::codec;
 use super::{
-    maintain, query, schema, Aggregate, Durability, MaintenanceReport, ProfileStore, Query, ServiceInfo, StoreConfig,
-    StoreError, StoreStats, TimelinePoint, WriteReceipt,
+    maintain, query, schema, Durability, MaintenanceReport, ProfileStore, Query, ServiceInfo, StoreConfig, StoreError,
+    StoreStats, TimelinePoint, WriteReceipt,
 };
-use crate::model::{Profile, ProfileBuilder};
+use crate::model::{Aggregate, Profile, ProfileBuilder, StateCounts};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -431,7 +431,7 @@ impl Writer {
         let mut stack_ids = vec![0i64; p.stacks.len()];
         let mut global = Vec::new();
         let mut entries: Vec<(u64, u64)> = Vec::with_capacity(p.samples.len());
-        let mut totals = [0u64; 5];
+        let mut totals = StateCounts::default();
         for s in p.samples.iter().filter(|s| s.count > 0) {
             let si = s.stack as usize;
             if stack_ids[si] == 0 {

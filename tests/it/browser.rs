@@ -311,6 +311,17 @@ fn viewer_in_chromium_against_the_real_server() {
         browser.eval("return document.querySelector('tr.hot-row.selected').dataset.name;", json!([]))
             == json!("postgres::Client::query")
     );
+    // Its $ cells explain themselves with the frame's own on-CPU samples and the API's figures.
+    let explain = |col: u32| {
+        let cell = format!("tr.hot-row[data-name='parse_json'] td:nth-child({col}) .money");
+        let js = format!("return document.querySelector(\"{cell}\").dataset.explain;");
+        browser.eval(&js, json!([])).as_str().unwrap_or_default().to_string()
+    };
+    let (self_why, total_why) = (explain(4), explain(5));
+    let runnable = parse["states"]["RUNNABLE"].as_u64().unwrap_or(0);
+    let on_cpu = format!("({} on-CPU samples /", harness::thousands(runnable));
+    assert!(total_why.contains(&on_cpu) && total_why.contains(&usd(parse_usd)), "total $ explanation: {total_why}");
+    assert!(self_why.contains("self (its own code)") && self_why.contains("cores = (S / F)"), "self $: {self_why}");
 
     // Sandwich of parse_json: its callers inverted, its callees below.
     browser.click("tr.hot-row[data-name='parse_json'] .sandwich-btn");
@@ -458,6 +469,14 @@ fn viewer_diff_views_settings_and_outage() {
         - node_at(&before, &PARSE_PATH)["usdPerYear"].as_f64().unwrap();
     let cell = text(&browser, "tr.diff-row[data-name=\"parse_json\"] td:last-child");
     assert_eq!(cell, format!("+{}", usd(change)), "diff table change for parse_json");
+    let why = browser.eval(
+        "return document.querySelector('tr.diff-row[data-name=\"parse_json\"] td:nth-child(2) .money').dataset.explain;",
+        json!([]),
+    );
+    let why = why.as_str().unwrap_or_default();
+    let b = node_at(&before, &PARSE_PATH);
+    let on_cpu = format!("({} on-CPU samples /", harness::thousands(b["states"]["RUNNABLE"].as_u64().unwrap_or(0)));
+    assert!(why.contains(&on_cpu) && why.contains(&usd(b["usdPerYear"].as_f64().unwrap())), "before $: {why}");
     // "Start an ops win" opens the win form with this diff's sides and the frame that got cheaper.
     browser.click("#start-ops-win");
     browser.wait_for("the win form", "location.pathname === '/wins/new'");
@@ -674,10 +693,11 @@ fn tree_aggregates_match_hand_computation() {
            // all -> a(10) -> b(6) -> a(4) -> c(4); a -> c(3): a is recursive, c has two callers.
            const root = node('all', 10, 100, [node('a', 10, 100, [node('b', 6, 60, [node('a', 4, 40, [node('c', 4, 40)])]), node('c', 3, 30)])]);
            const t = m.flatten(root);
-           const hot = Object.fromEntries(m.hotFrames(t, 10).map((r) => [r.name, r]));
+           const hot = Object.fromEntries(m.hotFrames(t, { usdPerYear: 10 }).map((r) => [r.name, r]));
            const sw = m.sandwich(t, 'c');
            const shape = (n) => [n.name, n.total, n.children.map(shape)];
-           const cost = (w) => ({ frequencyHz: 100, windowSeconds: w, fleetHosts: 1, profiledHosts: 1 });
+           // The API's per-sample factor: (1 / F) / W × (H / Hp) at 100 Hz on one host.
+           const cost = (w) => ({ perSample: { cores: 1 / 100 / w } });
            const before = node('all', 1000, 0, [node('f', 500, 0)]);
            const after = node('all', 4000, 0, [node('f', 3000, 0), node('g', 1000, 0)]);
            const d = m.flatten(m.diffTrees(before, cost(10), after, cost(20)));

@@ -214,12 +214,13 @@ impl CostContext {
     pub fn terms(&self, agg: &Aggregate) -> CostTerms {
         let seconds_per =
             |samples: u64, nanos: u64| if samples > 0 { nanos as f64 / 1e9 / samples as f64 } else { 0.0 };
-        let (samples, nanos) = agg.samples.iter().fold((0u64, 0u64), |(c, n), s| (c + s.samples, n + s.nanos));
+        let (samples, nanos) =
+            agg.samples.iter().fold((0u64, 0u64), |(c, n), s| (c.saturating_add(s.samples), n.saturating_add(s.nanos)));
         let (cpu_samples, cpu_nanos) = agg
             .samples
             .iter()
             .filter(|s| s.state.is_cpu())
-            .fold((0u64, 0u64), |(c, n), s| (c + s.samples, n + s.nanos));
+            .fold((0u64, 0u64), |(c, n), s| (c.saturating_add(s.samples), n.saturating_add(s.nanos)));
         let i = &self.inputs;
         CostTerms {
             price_per_core_hour: i.price_per_core_hour,

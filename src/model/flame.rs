@@ -63,7 +63,19 @@ struct ArenaNode {
 
 impl ArenaNode {
     fn total(&self) -> u64 {
-        self.states.iter().sum()
+        saturating_sum(&self.states)
+    }
+}
+
+/// Counts are added saturating everywhere here: a store may hold absurd counts
+/// (i64::MAX samples from before ingest refused them) and must still answer.
+fn saturating_sum(states: &StateCounts) -> u64 {
+    states.iter().fold(0u64, |a, b| a.saturating_add(*b))
+}
+
+fn add_states(acc: &mut StateCounts, add: &StateCounts) {
+    for (a, v) in acc.iter_mut().zip(add) {
+        *a = a.saturating_add(*v);
     }
 }
 
@@ -91,19 +103,18 @@ pub fn build<T>(agg: &Aggregate, states: &[ThreadState], max_nodes: usize, on_cp
             node
         });
         let n = &mut arena[leaf];
-        n.self_samples += sample.samples;
-        n.states[sample.state.index()] += sample.samples;
+        n.self_samples = n.self_samples.saturating_add(sample.samples);
+        let state = &mut n.states[sample.state.index()];
+        *state = state.saturating_add(sample.samples);
         if sample.state.is_cpu() {
-            n.cpu_nanos += sample.nanos;
+            n.cpu_nanos = n.cpu_nanos.saturating_add(sample.nanos);
         }
     }
     // Children are created after their parents, so one reverse pass sums subtrees.
     for id in (1..arena.len()).rev() {
         let (states, nanos, parent) = (arena[id].states, arena[id].cpu_nanos, arena[id].parent);
-        for (acc, v) in arena[parent].states.iter_mut().zip(states) {
-            *acc += v;
-        }
-        arena[parent].cpu_nanos += nanos;
+        add_states(&mut arena[parent].states, &states);
+        arena[parent].cpu_nanos = arena[parent].cpu_nanos.saturating_add(nanos);
     }
 
     let keep = choose_kept(&arena, max_nodes.max(1));
@@ -181,7 +192,7 @@ impl<F> Emitter<'_, F> {
         FlameNode {
             name,
             self_samples,
-            total: states.iter().sum(),
+            total: saturating_sum(states),
             states: states_map(states),
             on_cpu: (self.on_cpu)(cpu_nanos as f64 / 1e9),
             children: Vec::new(),
@@ -206,15 +217,13 @@ impl<F> Emitter<'_, F> {
                 out.children.push(self.emit(child, count));
             } else {
                 any_other = true;
-                for (acc, v) in other_states.iter_mut().zip(self.arena[child].states) {
-                    *acc += v;
-                }
-                other_nanos += self.arena[child].cpu_nanos;
+                add_states(&mut other_states, &self.arena[child].states);
+                other_nanos = other_nanos.saturating_add(self.arena[child].cpu_nanos);
             }
         }
         if any_other {
             *count += 1;
-            let total = other_states.iter().sum();
+            let total = saturating_sum(&other_states);
             out.children.push(self.node(OTHER.to_string(), total, &other_states, other_nanos));
         }
         out.children.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.name.cmp(&b.name)));

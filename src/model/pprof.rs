@@ -222,9 +222,11 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
     entries.sort_unstable_by_key(|((stack, state), _)| (*stack, *state));
     for ((stack, state), value) in entries {
         let count = match scale {
-            Scale::Count => value as u64,
-            Scale::Nanos => ((value + period_ns as u128 / 2) / period_ns as u128) as u64,
+            Scale::Count => value,
+            Scale::Nanos => (value + period_ns as u128 / 2) / period_ns as u128,
         };
+        // Saturate: `Profile::check_plausible` refuses such a count with its reason.
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
         builder.add_stack(stack, state, count);
     }
     Ok(builder.finish())

@@ -73,7 +73,31 @@ pub enum ModelError {
     BadPprof(String),
     #[error("decompressed body is over the limit of {max} bytes")]
     TooLarge { max: usize },
+    #[error(transparent)]
+    TimeOutOfRange(#[from] super::time::OutOfRange),
+    #[error(
+        "sampling rate {:.3} Hz (period {period_ns} ns) is outside {MIN_RATE_HZ} Hz to {MAX_RATE_HZ} Hz: \
+         check sampleRate, or the pprof period and period_type",
+        1e9 / *period_ns as f64
+    )]
+    RateOutOfRange { period_ns: u64 },
+    #[error(
+        "{got} samples cannot be true for a window of {window_ms} ms at {:.3} Hz: that is more than \
+         {max_threads} threads sampled all the time (limits.max_threads); check the counts",
+        1e9 / *period_ns as f64
+    )]
+    ImplausibleCount { got: u64, window_ms: i64, period_ns: u64, max_threads: u64 },
+    #[error("{got} {profile_type} is over {max}, which no profile can hold; check the values")]
+    ImplausibleValue { got: u64, profile_type: String, max: u64 },
 }
+
+/// Lowest sampling rate accepted, Hz: below it one sample stands for minutes of CPU.
+pub const MIN_RATE_HZ: f64 = 0.1;
+/// Highest sampling rate accepted, Hz (perf and pprof-rs stay far below it).
+pub const MAX_RATE_HZ: f64 = 100_000.0;
+/// Largest total a non-CPU profile (bytes, objects...) may hold: 2^53, the largest
+/// integer a double and the viewer represent exactly.
+pub const MAX_VALUE_TOTAL: u64 = 1 << 53;
 
 /// What a single profile may hold. Defaults are the server's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,11 +111,14 @@ pub struct Limits {
     pub max_label_value: usize,
     /// Distinct stacks per profile. Default 200,000.
     pub max_stacks: usize,
+    /// Threads a profile may cover: bounds its sample count to window x rate x this.
+    /// Default 65,536.
+    pub max_threads: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_stack_depth: 1024, max_labels: 32, max_label_value: 256, max_stacks: 200_000 }
+        Limits { max_stack_depth: 1024, max_labels: 32, max_label_value: 256, max_stacks: 200_000, max_threads: 65_536 }
     }
 }
 
@@ -145,18 +172,57 @@ impl Profile {
         }
     }
 
-    /// Total samples, all states.
+    /// Total samples, all states (saturating).
     pub fn total_samples(&self) -> u64 {
-        self.samples.iter().map(|s| s.count).sum()
+        self.samples.iter().fold(0u64, |a, s| a.saturating_add(s.count))
     }
 
-    /// Total samples per state.
+    /// Total samples per state (saturating).
     pub fn state_totals(&self) -> StateCounts {
         let mut out = StateCounts::default();
         for s in &self.samples {
-            out[s.state.index()] += s.count;
+            let t = &mut out[s.state.index()];
+            *t = t.saturating_add(s.count);
         }
         out
+    }
+
+    /// Checks what `validate` cannot know without the clock, and what a sane client
+    /// never sends: the window within [2000-01-01, now + 1 day], the sampling rate
+    /// within [`MIN_RATE_HZ`, `MAX_RATE_HZ`], and a sample count that the window, rate
+    /// and `limits.max_threads` allow (so that sums over the store cannot overflow and
+    /// one request cannot make a service cost millions).
+    pub fn check_plausible(&self, limits: &Limits, now_ms: i64) -> Result<(), ModelError> {
+        super::time::check_range("window start", self.start_ms, now_ms)?;
+        super::time::check_range("window end", self.end_ms, now_ms)?;
+        let min_period = (1e9 / MAX_RATE_HZ) as u64;
+        let max_period = (1e9 / MIN_RATE_HZ) as u64;
+        if self.period_ns < min_period || self.period_ns > max_period {
+            return Err(ModelError::RateOutOfRange { period_ns: self.period_ns });
+        }
+        let got = self.total_samples();
+        if self.profile_type != "cpu" {
+            if got > MAX_VALUE_TOTAL {
+                return Err(ModelError::ImplausibleValue {
+                    got,
+                    profile_type: self.profile_type.clone(),
+                    max: MAX_VALUE_TOTAL,
+                });
+            }
+            return Ok(());
+        }
+        let window_ms = self.end_ms.saturating_sub(self.start_ms).max(0);
+        // One sample per thread per period, plus one for a period cut by the window's edges.
+        let per_thread = (window_ms as u128 * 1_000_000).div_ceil(self.period_ns as u128) + 1;
+        if u128::from(got) > per_thread * u128::from(limits.max_threads) {
+            return Err(ModelError::ImplausibleCount {
+                got,
+                window_ms,
+                period_ns: self.period_ns,
+                max_threads: limits.max_threads,
+            });
+        }
+        Ok(())
     }
 
     /// The frame names of stack `index`, root first.
@@ -291,7 +357,10 @@ impl ProfileBuilder {
             return;
         }
         match self.sample_ids.get(&(stack, state)) {
-            Some(&i) => self.profile.samples[i].count += count,
+            Some(&i) => {
+                let c = &mut self.profile.samples[i].count;
+                *c = c.saturating_add(count);
+            }
             None => {
                 self.sample_ids.insert((stack, state), self.profile.samples.len());
                 self.profile.samples.push(Sample { stack, state, count });
@@ -377,5 +446,36 @@ mod tests {
         assert!(matches!(q.validate(&Limits::default()), Err(ModelError::DanglingStack { .. })));
         let q = Profile { service: "a b".into(), ..p };
         assert!(matches!(q.validate(&Limits::default()), Err(ModelError::BadServiceName(_))));
+    }
+
+    #[test]
+    fn implausible_profiles_are_refused() {
+        let now = 1_700_000_000_000;
+        let limits = Limits { max_threads: 4, ..Limits::default() };
+        let profile = |start_ms: i64, period_ns: u64, count: u64| {
+            let mut b = ProfileBuilder::new("svc", start_ms, start_ms + 10_000, period_ns);
+            b.add(&["main"], ThreadState::Runnable, count);
+            b.add(&["main"], ThreadState::Runnable, count);
+            b.finish()
+        };
+        // 10 s at 100 Hz on 4 threads: at most 4 x 1001 samples.
+        assert_eq!(profile(now - 10_000, 10_000_000, 2002).check_plausible(&limits, now), Ok(()));
+        assert!(matches!(
+            profile(now - 10_000, 10_000_000, 2003).check_plausible(&limits, now),
+            Err(ModelError::ImplausibleCount { got: 4006, .. })
+        ));
+        let max = profile(now - 10_000, 10_000_000, u64::MAX);
+        assert_eq!(max.total_samples(), u64::MAX, "sums saturate");
+        assert!(max.check_plausible(&limits, now).is_err());
+        let slow = profile(now - 10_000, 1_000_000_000_000_000_000, 1).check_plausible(&limits, now).unwrap_err();
+        assert_eq!(slow, ModelError::RateOutOfRange { period_ns: 1_000_000_000_000_000_000 });
+        assert!(slow.to_string().starts_with("sampling rate 0.000 Hz"), "{slow}");
+        assert!(profile(now - 10_000, 1_000, 1).check_plausible(&limits, now).is_err(), "1 MHz");
+        assert!(matches!(profile(0, 10_000_000, 1).check_plausible(&limits, now), Err(ModelError::TimeOutOfRange(_))));
+        let mut bytes = profile(now - 10_000, 10_000_000, 1 << 40);
+        bytes.profile_type = "alloc_space".into();
+        assert_eq!(bytes.check_plausible(&limits, now), Ok(()), "bytes are not samples");
+        bytes.samples[0].count = u64::MAX;
+        assert!(matches!(bytes.check_plausible(&limits, now), Err(ModelError::ImplausibleValue { .. })));
     }
 }

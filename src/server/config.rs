@@ -91,6 +91,9 @@ pub struct ServerLimits {
     pub max_label_value: usize,
     /// Distinct stacks per profile. Default 200,000.
     pub max_stacks: usize,
+    /// Threads one profile may cover: more samples than window x rate x this are
+    /// refused as impossible. Default 65,536.
+    pub max_threads: u64,
     /// Ingest requests processed at once; more get 429 with Retry-After. Default 16.
     pub max_inflight_writes: usize,
     /// Seconds a client is told to wait (`Retry-After`) when the write queue is full. Default 1.
@@ -109,6 +112,7 @@ impl Default for ServerLimits {
             max_labels: model.max_labels,
             max_label_value: model.max_label_value,
             max_stacks: model.max_stacks,
+            max_threads: model.max_threads,
             max_inflight_writes: 16,
             retry_after_secs: 1,
             body_timeout_secs: 60,
@@ -123,11 +127,12 @@ pub const MAX_STACK_DEPTH_CEILING: usize = 4096;
 impl ServerLimits {
     /// Refuses limits that would break the server (zero sizes, absurd depths).
     fn check(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64, u64, &'static str); 7] = [
+        let checks: [(&'static str, u64, u64, u64, &'static str); 8] = [
             ("max_body_bytes", self.max_body_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_decompressed_bytes", self.max_decompressed_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_stack_depth", self.max_stack_depth as u64, 1, MAX_STACK_DEPTH_CEILING as u64, "1 to 4096"),
             ("max_stacks", self.max_stacks as u64, 1, u64::MAX, "at least 1"),
+            ("max_threads", self.max_threads, 1, 1 << 24, "1 to 16777216"),
             ("max_inflight_writes", self.max_inflight_writes as u64, 1, 4096, "1 to 4096"),
             ("retry_after_secs", self.retry_after_secs as u64, 1, 3600, "1 to 3600"),
             ("body_timeout_secs", self.body_timeout_secs, 1, 3600, "1 to 3600"),
@@ -147,6 +152,7 @@ impl ServerLimits {
             max_labels: self.max_labels,
             max_label_value: self.max_label_value,
             max_stacks: self.max_stacks,
+            max_threads: self.max_threads,
         }
     }
 }

@@ -120,8 +120,9 @@ impl From<ModelError> for ApiError {
             }
             ModelError::StackTooDeep { .. } => "stack_too_deep",
             ModelError::TooManyStacks { .. } => "too_many_stacks",
-            ModelError::BadWindow { .. } => "bad_time",
-            ModelError::BadPeriod => "bad_sample_rate",
+            ModelError::BadWindow { .. } | ModelError::TimeOutOfRange(_) => "bad_time",
+            ModelError::BadPeriod | ModelError::RateOutOfRange { .. } => "bad_sample_rate",
+            ModelError::ImplausibleCount { .. } | ModelError::ImplausibleValue { .. } => "implausible_count",
             ModelError::BadFolded { .. } => "bad_folded",
             ModelError::BadPprof(_) | ModelError::DanglingStack { .. } | ModelError::DanglingFrame { .. } => {
                 "bad_pprof"
@@ -147,6 +148,12 @@ impl From<StoreError> for ApiError {
 impl From<CostError> for ApiError {
     fn from(e: CostError) -> Self {
         ApiError::bad("bad_settings", e.to_string())
+    }
+}
+
+impl From<crate::model::time::OutOfRange> for ApiError {
+    fn from(e: crate::model::time::OutOfRange) -> Self {
+        ApiError::bad("bad_time", e.to_string())
     }
 }
 

@@ -12,6 +12,7 @@ use super::push::PushRequest;
 use super::AppState;
 use crate::model::folded::{parse_folded_into, parse_lines_into};
 use crate::model::pprof::{decode, decompress_bounded, is_gzip, DecodeOptions};
+use crate::model::profile::{MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::model::time::now_ms;
 use crate::model::{ModelError, Profile, ProfileBuilder, ThreadState};
 use axum::body::{Body, Bytes};
@@ -122,8 +123,10 @@ where
     let metrics = state.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let profiles = decode()?;
+        let now = now_ms();
         for (p, _) in &profiles {
             p.validate(&limits)?;
+            p.check_plausible(&limits, now)?;
         }
         let mut out = Vec::with_capacity(profiles.len());
         for (p, bytes) in &profiles {
@@ -149,9 +152,9 @@ where
 /// `from`/`until` of an ingest: `until` defaults to now, `from` to `until` - 10 s.
 fn ingest_window(params: &Params) -> Result<(i64, i64), ApiError> {
     let now = now_ms();
-    let until = params.time("until", "now", now)?;
+    let until = params.time_in_range("until", "now", now)?;
     let from = match params.get("from") {
-        Some(_) => params.time("from", "now", now)?,
+        Some(_) => params.time_in_range("from", "now", now)?,
         None => until - DEFAULT_WINDOW_MS,
     };
     Ok((from, until))
@@ -270,6 +273,14 @@ pub async fn pyroscope_ingest(
         parse_app_name(params.require("name", "bad_service")?)?;
     let (from, until) = ingest_window(&params)?;
     let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate) {
+        return Err(ApiError::bad(
+            "bad_sample_rate",
+            format!(
+                "sampleRate={rate} Hz is outside {MIN_RATE_HZ} Hz to {MAX_RATE_HZ} Hz; send the profiler's real rate"
+            ),
+        ));
+    }
     let period_ns = (1e9 / rate).round().max(1.0) as u64;
     let format = match params.get("format").map(str::to_ascii_lowercase).as_deref() {
         None => None,

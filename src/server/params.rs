@@ -47,6 +47,12 @@ impl Params {
         parse_time_at(text, now_ms).map_err(|BadTime(t)| ApiError::bad("bad_time", format!("{name}: {}", BadTime(t))))
     }
 
+    /// A time parameter as `time`, refused unless it lies between 2000-01-01 and one
+    /// day after `now_ms` (`until=0`, `until=9223372036854775807`, a `from` in 1970).
+    pub fn time_in_range(&self, name: &str, default: &str, now_ms: i64) -> Result<i64, ApiError> {
+        Ok(crate::model::time::check_range(name, self.time(name, default, now_ms)?, now_ms)?)
+    }
+
     /// A positive number parameter, or `default` when absent.
     pub fn positive(&self, name: &str, default: f64, reason: &'static str) -> Result<f64, ApiError> {
         match self.get(name) {
@@ -78,5 +84,10 @@ mod tests {
         assert_eq!(p.time("until", "now", 5).unwrap(), 5);
         assert!(p.positive("maxNodes", 1.0, "bad_max_nodes").is_err());
         assert!(p.require("nope", "x").unwrap_err().to_string().contains("`nope`"));
+        let now = 1_700_000_000_000;
+        assert_eq!(p.time_in_range("from", "now", now).unwrap(), now - 3_600_000);
+        let zero = Params(vec![("until".into(), "0".into())]).time_in_range("until", "now", now).unwrap_err();
+        assert_eq!(zero.reason(), "bad_time");
+        assert!(zero.to_string().contains("until = 0 ms is before 2000-01-01"), "{zero}");
     }
 }

@@ -68,8 +68,8 @@ struct Selection {
 
 fn selection(params: &Params, now: i64) -> Result<Selection, ApiError> {
     let service = params.require("service", "bad_service")?.to_string();
-    let from_ms = params.time("from", "now-1h", now)?;
-    let until_ms = params.time("until", "now", now)?;
+    let from_ms = params.time_in_range("from", "now-1h", now)?;
+    let until_ms = params.time_in_range("until", "now", now)?;
     if from_ms >= until_ms {
         return Err(ApiError::bad("bad_time", format!("from ({from_ms} ms) must be before until ({until_ms} ms)")));
     }

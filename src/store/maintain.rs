@@ -94,12 +94,20 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
     for _ in 0..MAX_BATCHES {
         let w = lock(store.writer());
         let tx = w.conn.unchecked_transaction()?;
-        let doomed: Vec<(i64, i64)> = {
+        // The per-state totals are added here, saturating: in SQL a sum over i64 turns
+        // into a REAL (or an "integer overflow" error) for rows with absurd counts.
+        let doomed: Vec<(i64, u64)> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, s_runnable + s_waiting + s_timed + s_blocked + s_io FROM profiles
+                "SELECT id, s_runnable, s_waiting, s_timed, s_blocked, s_io FROM profiles
                  WHERE start_ms < ?1 ORDER BY start_ms LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![raw_cutoff, DELETE_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map(params![raw_cutoff, DELETE_BATCH as i64], |r| {
+                let mut samples = 0u64;
+                for i in 1..=5 {
+                    samples = samples.saturating_add(r.get::<_, i64>(i)?.max(0) as u64);
+                }
+                Ok((r.get(0)?, samples))
+            })?;
             rows.collect::<Result<_, _>>()?
         };
         if doomed.is_empty() {
@@ -108,7 +116,7 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
         let ids = doomed.iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join(",");
         tx.execute(&format!("DELETE FROM profiles WHERE id IN ({ids})"), [])?;
         tx.commit()?;
-        let samples = doomed.iter().map(|d| d.1.max(0) as u64).sum();
+        let samples = doomed.iter().fold(0u64, |a, d| a.saturating_add(d.1));
         store.forget_counts(doomed.len() as u64, samples);
         report.raw_deleted += doomed.len() as u64;
         if doomed.len() < DELETE_BATCH {
@@ -168,8 +176,8 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
                 last_ms: i64::MIN,
                 ..Acc::default()
             });
-            acc.profiles += p.profiles as i64;
-            acc.profile_ms += p.profile_ms;
+            acc.profiles = acc.profiles.saturating_add(p.profiles.min(i64::MAX as u64) as i64);
+            acc.profile_ms = acc.profile_ms.saturating_add(p.profile_ms);
             acc.first_ms = acc.first_ms.min(p.first_ms);
             acc.last_ms = acc.last_ms.max(p.last_ms);
             for (t, v) in acc.totals.iter_mut().zip(p.totals) {

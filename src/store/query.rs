@@ -243,8 +243,8 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     let mut scratch = Vec::new();
     scan(conn, &series, q.from_ms, q.until_ms, true, &|_, _| true, &mut |p| {
         used[p.series] = true;
-        profiles += p.profiles;
-        profile_ms += p.profile_ms;
+        profiles = profiles.saturating_add(p.profiles);
+        profile_ms = profile_ms.saturating_add(p.profile_ms);
         first = first.min(p.first_ms);
         last = last.max(p.last_ms);
         let period = p.period_ns;
@@ -435,7 +435,7 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
                 point.nanos[state] = point.nanos[state].saturating_add(count.saturating_mul(p.period_ns));
             }
         }
-        profile_ms[i] += p.profile_ms;
+        profile_ms[i] = profile_ms[i].saturating_add(p.profile_ms);
         used[i].insert(p.series);
         Ok(())
     })?;

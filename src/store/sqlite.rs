@@ -151,8 +151,11 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         let version = schema::migrate(&mut conn)?;
-        let (profiles, samples): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(s_runnable + s_waiting + s_timed + s_blocked + s_io), 0) FROM profiles",
+        // TOTAL() is a float sum, which cannot overflow as SUM() does on absurd counts
+        // (such a store must open); the counter is exact up to 2^53.
+        let (profiles, samples): (i64, f64) = conn.query_row(
+            "SELECT COUNT(*), TOTAL(s_runnable) + TOTAL(s_waiting) + TOTAL(s_timed) + TOTAL(s_blocked) + TOTAL(s_io)
+             FROM profiles",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -171,7 +174,8 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             read_cache: Mutex::new(ReadCache { stacks: GenCache::new(entries), frames: GenCache::new(entries) }),
             profiles: AtomicU64::new(profiles as u64),
-            samples: AtomicU64::new(samples as u64),
+            // `as` saturates a float.
+            samples: AtomicU64::new(samples.max(0.0) as u64),
             db_path,
             config,
         })

@@ -5,6 +5,7 @@ mod agent;
 mod browser;
 mod cli;
 mod common;
+mod hardening;
 mod import;
 mod inproc;
 mod report;

@@ -18,41 +18,41 @@ use tower::ServiceExt;
 
 /// A whole minute an hour ago, in Unix seconds: recent enough for retention (which is
 /// relative to now), and old enough that relative defaults do not matter.
-fn base_s() -> i64 {
+pub(crate) fn base_s() -> i64 {
     (hotframe::model::time::now_ms() / 1000 - 3600) / 60 * 60
 }
 
-struct Server {
-    app: Router,
-    store: Arc<SqliteStore>,
+pub(crate) struct Server {
+    pub(crate) app: Router,
+    pub(crate) store: Arc<SqliteStore>,
 }
 
-fn open(dir: &Path, config: ServerConfig) -> Server {
+pub(crate) fn open(dir: &Path, config: ServerConfig) -> Server {
     let store = Arc::new(SqliteStore::open(dir, config.store.clone()).expect("open store"));
     let state = AppState::new(store.clone(), config);
     Server { app: app(state), store }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         self.json()["reason"].as_str().unwrap_or("").to_string()
     }
 }
 
-async fn send(app: &Router, request: Request<Body>) -> Answer {
+pub(crate) async fn send(app: &Router, request: Request<Body>) -> Answer {
     let response = app.clone().oneshot(request).await.expect("router answers");
     let status = response.status();
     let headers = response.headers().clone();
@@ -60,11 +60,11 @@ async fn send(app: &Router, request: Request<Body>) -> Answer {
     Answer { status, headers, body }
 }
 
-async fn get(app: &Router, uri: &str) -> Answer {
+pub(crate) async fn get(app: &Router, uri: &str) -> Answer {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
-async fn post(app: &Router, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
+pub(crate) async fn post(app: &Router, uri: &str, content_type: &str, body: Vec<u8>) -> Answer {
     send(app, Request::post(uri).header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()).await
 }
 
@@ -75,7 +75,7 @@ fn stats(store: &SqliteStore) -> StoreStats {
     s
 }
 
-fn sample_profile(service: &str, start_ms: i64, host: &str) -> Profile {
+pub(crate) fn sample_profile(service: &str, start_ms: i64, host: &str) -> Profile {
     let mut b = ProfileBuilder::new(service, start_ms, start_ms + 10_000, 10_000_000).label("host", host);
     b.add(&["main", "work", "hot"], ThreadState::Runnable, 70);
     b.add(&["main", "work", "warm"], ThreadState::Runnable, 30);
@@ -92,7 +92,7 @@ fn child<'a>(node: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no child {name:?} in {}", node["name"]))
 }
 
-fn range(from_s: i64, until_s: i64) -> String {
+pub(crate) fn range(from_s: i64, until_s: i64) -> String {
     format!("from={from_s}&until={until_s}")
 }
 
@@ -229,7 +229,7 @@ async fn pyroscope_multipart_pprof() {
     assert_eq!((a.status, a.reason().as_str()), (StatusCode::BAD_REQUEST, "bad_multipart"));
 }
 
-fn push_request(service: &str, raw: Vec<u8>) -> PushRequest {
+pub(crate) fn push_request(service: &str, raw: Vec<u8>) -> PushRequest {
     let pair = |n: &str, v: &str| LabelPair { name: n.into(), value: v.into() };
     PushRequest {
         series: vec![RawProfileSeries {
@@ -905,7 +905,7 @@ async fn instance_types_and_health() {
     assert_eq!(get(&s.app, "/api/v1/nothing").await.status, StatusCode::NOT_FOUND);
 }
 
-fn common_dir() -> tempfile::TempDir {
+pub(crate) fn common_dir() -> tempfile::TempDir {
     crate::common::tempdir()
 }
 
@@ -956,7 +956,7 @@ impl Drop for ServeProcess {
 }
 
 /// A blocking HTTP client that returns 4xx/5xx answers instead of errors.
-fn http_agent() -> ureq::Agent {
+pub(crate) fn http_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(10)))

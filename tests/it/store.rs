@@ -411,6 +411,46 @@ fn corrupt_data_is_an_error_not_a_panic() {
     assert!(matches!(fresh.services(), Err(StoreError::Corrupt(_))));
 }
 
+/// Issue 13 point 1: rows with absurd counts (i64::MAX samples, from a server that did
+/// not refuse them yet, or written by hand) must not stop the store from opening,
+/// maintaining (rollups and retention) or answering: every sum saturates.
+#[test]
+fn absurd_counts_in_the_file_still_open_maintain_and_query() {
+    let dir = crate::common::tempdir();
+    let huge = i64::MAX as u64;
+    {
+        let store = open(dir.path());
+        for (i, start) in [NOW - 2 * HOUR, NOW - 2 * HOUR + 20_000, NOW - HOUR].into_iter().enumerate() {
+            let mut b = ProfileBuilder::new("evil", start, start + 10_000, 10_000_000).label("host", "a");
+            b.add(&["main", "a"], ThreadState::Runnable, huge);
+            b.add(&["main", "b"], ThreadState::Blocked, 1 + i as u64);
+            store.write(&b.finish()).unwrap();
+        }
+        store.write(&profile("evil", "a", "1", NOW - HOUR, 10_000, 10_000_000, 3)).unwrap();
+    }
+    // What the issue's pprof left behind: RUNNABLE = i64::MAX and BLOCKED = 1 in the columns.
+    let conn = rusqlite::Connection::open(dir.path().join("hotframe.db")).unwrap();
+    conn.execute("UPDATE profiles SET s_runnable = ?1, s_blocked = 1", [i64::MAX]).unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).expect("a store with absurd counts opens");
+    assert_eq!(store.stats().unwrap().samples, u64::MAX, "the counter saturates");
+    let q = query("evil", NOW - DAY, NOW);
+    let raw = store.aggregate(&q).expect("aggregate over absurd counts");
+    let raw_a = folded_agg(&raw)[&("main;a".to_string(), ThreadState::Runnable)];
+    assert_eq!(raw_a.0, u64::MAX, "samples saturate");
+    assert_eq!(raw_a.1, u64::MAX, "nanos saturate");
+    store.timeline(&q, HOUR).expect("timeline over absurd counts");
+    let report = store.maintain(NOW).expect("maintenance over absurd counts");
+    assert!(report.rollups_written > 0, "{report:?}");
+    assert_eq!(store.aggregate(&q).expect("aggregate from rollups").samples, raw.samples);
+    let later = store.maintain(NOW + 40 * DAY).expect("retention over absurd counts");
+    assert_eq!(later.raw_deleted, 4, "{later:?}");
+    assert_eq!(store.stats().unwrap().profiles, 0);
+    drop(store);
+    SqliteStore::open(dir.path(), StoreConfig::default()).expect("and it opens again");
+}
+
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = crate::common::tempdir();

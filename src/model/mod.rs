@@ -15,6 +15,7 @@ pub mod profile;
 pub mod speedscope;
 pub mod state;
 pub mod time;
+pub mod wire;
 
 pub use aggregate::{Aggregate, AggregateSample};
 pub use profile::{Limits, ModelError, Profile, ProfileBuilder, Sample};

@@ -5,6 +5,7 @@
 
 use super::profile::{ModelError, Profile, ProfileBuilder};
 use super::state::ThreadState;
+use super::wire::{self, WireError};
 use pprof::protos::{self, Message};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
@@ -30,7 +31,11 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<std::borrow::Cow<'
         }
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(max));
+    // The gzip trailer says the size (mod 2^32) of the last member: allocate it once, so
+    // that growth does not double the memory of a body near the limit.
+    let trailer = bytes.len().checked_sub(4).and_then(|i| bytes.get(i..)).and_then(|t| <[u8; 4]>::try_from(t).ok());
+    let hint = trailer.map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut out = Vec::with_capacity(hint.max(bytes.len().saturating_mul(4)).min(max) + 1);
     let mut decoder = flate2::read::MultiGzDecoder::new(bytes).take(max as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|e| ModelError::BadPprof(format!("gzip: {e}")))?;
     if out.len() > max {
@@ -64,18 +69,122 @@ pub struct DecodeOptions {
     pub max_bytes: usize,
 }
 
-/// Decodes pprof bytes (plain or gzip) into a `Profile`. Labels are left empty.
-pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Profile, ModelError> {
-    let plain = decompress_bounded(bytes, opts.max_bytes)?;
-    let msg = protos::Profile::decode(plain.as_ref()).map_err(|e| ModelError::BadPprof(e.to_string()))?;
-    from_proto(&msg, opts)
+/// What the decoder enforces while it decodes, before it allocates: a small request
+/// (one Location with thousands of inlined lines referenced thousands of times, or
+/// megabytes of empty Sample messages) must not make it build gigabytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Frames in one stack, inlined lines included. Default 1024 (`Limits::max_stack_depth`).
+    pub max_stack_depth: usize,
+    /// Distinct stacks. Default 200,000 (`Limits::max_stacks`).
+    pub max_stacks: usize,
+    /// Sample messages. Default 2,000,000.
+    pub max_samples: u64,
+    /// Frames expanded over all samples (what the decoding costs in CPU). Default 50,000,000.
+    pub max_total_frames: u64,
 }
 
-fn string_at(table: &[String], index: i64) -> Result<&str, ModelError> {
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits::of(&super::profile::Limits::default())
+    }
+}
+
+impl DecodeLimits {
+    /// The decode limits that go with the profile limits `limits`.
+    pub fn of(limits: &super::profile::Limits) -> DecodeLimits {
+        DecodeLimits {
+            max_stack_depth: limits.max_stack_depth,
+            max_stacks: limits.max_stacks,
+            max_samples: 2_000_000,
+            max_total_frames: 50_000_000,
+        }
+    }
+}
+
+/// Memory one request may spend on decoding: string, function and location tables
+/// while a profile decodes, and the profiles it keeps. Charges are estimates that err
+/// high (heap bytes plus container overhead); a request over its budget is refused.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    used: usize,
+    max: usize,
+}
+
+/// Budget of `decode` and `from_proto`, for callers without a budget of their own.
+pub const DEFAULT_DECODE_BUDGET: usize = 256 << 20;
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Budget {
+        Budget { used: 0, max }
+    }
+
+    /// Takes `bytes` from the budget, or refuses.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), ModelError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(ModelError::OverBudget { max: self.max });
+        }
+        Ok(())
+    }
+
+    /// Gives back `bytes` (tables dropped after a profile decoded).
+    pub fn release(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
+    }
+
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.max.saturating_sub(self.used)
+    }
+
+    /// Bytes charged so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// Decodes pprof bytes (plain or gzip) into a `Profile` with the default limits and
+/// budget. Labels are left empty.
+pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Profile, ModelError> {
+    decode_with(bytes, opts, &DecodeLimits::default(), &mut Budget::new(DEFAULT_DECODE_BUDGET))
+}
+
+/// Decodes pprof bytes (plain or gzip) into a `Profile`, enforcing `limits` and
+/// charging `budget` as it goes. Labels are left empty.
+pub fn decode_with(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    limits: &DecodeLimits,
+    budget: &mut Budget,
+) -> Result<Profile, ModelError> {
+    let plain = decompress_bounded(bytes, opts.max_bytes)?;
+    // An inflated copy counts while it lives; plain input is the caller's to count.
+    let inflated = if is_gzip(bytes) { plain.len() } else { 0 };
+    budget.charge(inflated)?;
+    let decoded = decode_message(&plain, opts, limits, budget);
+    budget.release(inflated);
+    decoded
+}
+
+/// Converts a decoded pprof message into a `Profile` (through its encoding, so that
+/// one decoder with one set of limits serves every caller).
+pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile, ModelError> {
+    decode_message(&msg.encode_to_vec(), opts, &DecodeLimits::default(), &mut Budget::new(DEFAULT_DECODE_BUDGET))
+}
+
+impl From<WireError> for ModelError {
+    fn from(e: WireError) -> Self {
+        ModelError::BadPprof(e.to_string())
+    }
+}
+
+fn string_at<'a>(table: &[&'a str], index: i64) -> Result<&'a str, ModelError> {
     usize::try_from(index)
         .ok()
         .and_then(|i| table.get(i))
-        .map(String::as_str)
+        .copied()
         .ok_or_else(|| ModelError::BadPprof(format!("string index {index} out of range")))
 }
 
@@ -88,6 +197,9 @@ struct IdTable<T: Copy> {
 }
 
 impl<T: Copy> IdTable<T> {
+    /// Bytes an entry may cost: up to four dense slots, or a hash map entry.
+    const COST: usize = 4 * std::mem::size_of::<Option<T>>() + 32;
+
     fn with_capacity(n: usize) -> IdTable<T> {
         IdTable { dense: Vec::with_capacity(n + 1), sparse: FxHashMap::default(), limit: 4 * n as u64 + 16 }
     }
@@ -119,27 +231,171 @@ enum Scale {
     Nanos,
 }
 
-/// Converts a decoded pprof message into a `Profile`.
-pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile, ModelError> {
-    let st = &msg.string_table;
-    if msg.sample_type.is_empty() && !msg.sample.is_empty() {
+// Field numbers of perftools.profiles.Profile and its messages.
+const P_SAMPLE_TYPE: u32 = 1;
+const P_SAMPLE: u32 = 2;
+const P_MAPPING: u32 = 3;
+const P_LOCATION: u32 = 4;
+const P_FUNCTION: u32 = 5;
+const P_STRING: u32 = 6;
+const P_TIME_NANOS: u32 = 9;
+const P_DURATION_NANOS: u32 = 10;
+const P_PERIOD_TYPE: u32 = 11;
+const P_PERIOD: u32 = 12;
+
+/// Estimated bytes of one entry of the string table (a borrowed `&str`).
+const STRING_COST: usize = 16;
+/// Estimated bytes of a mapping id -> file name entry.
+const MAPPING_COST: usize = 48;
+/// Estimated bytes of a new interned frame beyond its name (twice: list and index).
+const FRAME_COST: usize = 96;
+/// Estimated bytes of a new interned stack beyond its frames (twice: list and index).
+const STACK_COST: usize = 96;
+/// Estimated bytes of a new (stack, state) total and the sample it becomes.
+const TOTAL_COST: usize = 128;
+
+/// `(type, unit)` string indices of a ValueType message.
+fn value_type(bytes: &[u8]) -> Result<(i64, i64), ModelError> {
+    let (mut ty, mut unit) = (0, 0);
+    for field in wire::fields(bytes) {
+        match field? {
+            (1, v) => ty = v.int("ValueType.type")? as i64,
+            (2, v) => unit = v.int("ValueType.unit")? as i64,
+            _ => {}
+        }
+    }
+    Ok((ty, unit))
+}
+
+/// What the first passes over a profile message collect: everything but samples,
+/// locations, functions and mappings, which later passes stream, and their counts.
+struct Header<'a> {
+    strings: Vec<&'a str>,
+    sample_types: Vec<(i64, i64)>,
+    period_type: Option<(i64, i64)>,
+    period: i64,
+    time_nanos: i64,
+    duration_nanos: i64,
+    samples: u64,
+    functions: usize,
+    locations: usize,
+    mappings: usize,
+    /// Bytes charged for the tables, given back when the profile is decoded.
+    tables: usize,
+}
+
+/// Counts the repeated fields first (no allocation), charges the budget for the tables
+/// they make, then reads the string table and the scalars into tables of exact size.
+fn header<'a>(plain: &'a [u8], limits: &DecodeLimits, budget: &mut Budget) -> Result<Header<'a>, ModelError> {
+    let (mut strings, mut sample_types, mut samples, mut functions, mut locations, mut mappings) =
+        (0usize, 0usize, 0u64, 0usize, 0usize, 0usize);
+    // Refused as soon as the counts alone are over a limit, without reading further.
+    let (mut tables, room) = (0usize, budget.remaining());
+    for field in wire::fields(plain) {
+        tables = tables.saturating_add(match field?.0 {
+            P_STRING => {
+                strings += 1;
+                STRING_COST
+            }
+            P_SAMPLE_TYPE => {
+                sample_types += 1;
+                16
+            }
+            P_SAMPLE => {
+                samples += 1;
+                if samples > limits.max_samples {
+                    return Err(ModelError::TooManySamples { max: limits.max_samples });
+                }
+                0
+            }
+            P_FUNCTION => {
+                functions += 1;
+                IdTable::<u32>::COST
+            }
+            P_LOCATION => {
+                locations += 1;
+                IdTable::<(u32, u32)>::COST
+            }
+            P_MAPPING => {
+                mappings += 1;
+                MAPPING_COST
+            }
+            _ => 0,
+        });
+        if tables > room {
+            return Err(ModelError::OverBudget { max: budget.max });
+        }
+    }
+    budget.charge(tables)?;
+    let mut h = Header {
+        strings: Vec::with_capacity(strings),
+        sample_types: Vec::with_capacity(sample_types),
+        period_type: None,
+        period: 0,
+        time_nanos: 0,
+        duration_nanos: 0,
+        samples,
+        functions,
+        locations,
+        mappings,
+        tables,
+    };
+    for field in wire::fields(plain) {
+        match field? {
+            (P_STRING, v) => {
+                let s = std::str::from_utf8(v.bytes("string_table")?)
+                    .map_err(|_| ModelError::BadPprof("string table entry is not UTF-8".into()))?;
+                h.strings.push(s);
+            }
+            (P_SAMPLE_TYPE, v) => h.sample_types.push(value_type(v.bytes("sample_type")?)?),
+            (P_TIME_NANOS, v) => h.time_nanos = v.int("time_nanos")? as i64,
+            (P_DURATION_NANOS, v) => h.duration_nanos = v.int("duration_nanos")? as i64,
+            (P_PERIOD_TYPE, v) => h.period_type = Some(value_type(v.bytes("period_type")?)?),
+            (P_PERIOD, v) => h.period = v.int("period")? as i64,
+            _ => {}
+        }
+    }
+    Ok(h)
+}
+
+/// Interns a frame name, charging the budget when it is new.
+fn intern_charged(builder: &mut ProfileBuilder, name: &str, budget: &mut Budget) -> Result<u32, ModelError> {
+    let before = builder.frame_count();
+    let id = builder.intern_frame(name);
+    if builder.frame_count() > before {
+        budget.charge(FRAME_COST + 2 * name.len())?;
+    }
+    Ok(id)
+}
+
+/// Decodes one plain (not gzip) pprof message.
+fn decode_message(
+    plain: &[u8],
+    opts: &DecodeOptions,
+    limits: &DecodeLimits,
+    budget: &mut Budget,
+) -> Result<Profile, ModelError> {
+    let start_budget = budget.used();
+    let h = header(plain, limits, budget)?;
+    let st = &h.strings;
+    if h.sample_types.is_empty() && h.samples > 0 {
         return Err(ModelError::BadPprof("no sample_type".into()));
     }
-    let mut types = Vec::with_capacity(msg.sample_type.len());
-    for vt in &msg.sample_type {
-        types.push((string_at(st, vt.ty)?, string_at(st, vt.unit)?));
+    let mut types = Vec::with_capacity(h.sample_types.len());
+    for &(ty, unit) in &h.sample_types {
+        types.push((string_at(st, ty)?, string_at(st, unit)?));
     }
     let (value_index, scale, profile_type) = pick_sample_type(&types, opts.sample_type.as_deref())?;
 
-    let period_ns = match &msg.period_type {
-        Some(pt) if msg.period > 0 && string_at(st, pt.unit)? == "nanoseconds" => msg.period as u64,
+    let period_ns = match h.period_type {
+        Some((_, unit)) if h.period > 0 && string_at(st, unit)? == "nanoseconds" => h.period as u64,
         _ => DEFAULT_PERIOD_NS,
     };
-    let (start_ms, end_ms) = if msg.time_nanos > 0 && msg.duration_nanos > 0 {
-        let start = msg.time_nanos / 1_000_000;
-        (start, start + (msg.duration_nanos / 1_000_000).max(1))
-    } else if msg.time_nanos > 0 {
-        let start = msg.time_nanos / 1_000_000;
+    let (start_ms, end_ms) = if h.time_nanos > 0 && h.duration_nanos > 0 {
+        let start = h.time_nanos / 1_000_000;
+        (start, start + (h.duration_nanos / 1_000_000).max(1))
+    } else if h.time_nanos > 0 {
+        let start = h.time_nanos / 1_000_000;
         (start, start + (opts.end_ms - opts.start_ms).max(1))
     } else {
         (opts.start_ms, opts.end_ms)
@@ -147,77 +403,188 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
 
     let mut builder = ProfileBuilder::new(&opts.service, start_ms, end_ms, period_ns).profile_type(profile_type);
 
-    // Function id -> frame id, each name interned once.
-    let mut function_frames = IdTable::with_capacity(msg.function.len());
-    for f in &msg.function {
-        let name = string_at(st, f.name)?;
-        let name = if name.is_empty() { string_at(st, f.system_name)? } else { name };
-        let frame = builder.intern_frame(if name.is_empty() { "[unknown]" } else { name });
-        function_frames.insert(f.id, frame);
+    // Function id -> frame id, each name interned once; mapping id -> file name.
+    let mut function_frames = IdTable::with_capacity(h.functions);
+    let mut mappings: FxHashMap<u64, i64> = FxHashMap::with_capacity_and_hasher(h.mappings, Default::default());
+    for field in wire::fields(plain) {
+        match field? {
+            (P_FUNCTION, v) => {
+                let (mut id, mut name, mut system_name) = (0, 0, 0);
+                for f in wire::fields(v.bytes("function")?) {
+                    match f? {
+                        (1, v) => id = v.int("Function.id")?,
+                        (2, v) => name = v.int("Function.name")? as i64,
+                        (3, v) => system_name = v.int("Function.system_name")? as i64,
+                        _ => {}
+                    }
+                }
+                let name = string_at(st, name)?;
+                let name = if name.is_empty() { string_at(st, system_name)? } else { name };
+                let frame = intern_charged(&mut builder, if name.is_empty() { "[unknown]" } else { name }, budget)?;
+                function_frames.insert(id, frame);
+            }
+            (P_MAPPING, v) => {
+                let (mut id, mut filename) = (0, 0);
+                for f in wire::fields(v.bytes("mapping")?) {
+                    match f? {
+                        (1, v) => id = v.int("Mapping.id")?,
+                        (5, v) => filename = v.int("Mapping.filename")? as i64,
+                        _ => {}
+                    }
+                }
+                mappings.insert(id, filename);
+            }
+            _ => {}
+        }
     }
-    let mappings: FxHashMap<u64, &protos::Mapping> = msg.mapping.iter().map(|m| (m.id, m)).collect();
 
     // Location id -> a range of `location_buf` holding its frames, outermost inlined
     // function first (pprof lists them leaf first).
-    let mut location_buf: Vec<u32> = Vec::with_capacity(msg.location.len() * 2);
-    let mut location_ranges = IdTable::with_capacity(msg.location.len());
-    for loc in &msg.location {
-        let start = location_buf.len() as u32;
-        for line in loc.line.iter().rev() {
-            let frame = function_frames
-                .get(line.function_id)
-                .ok_or_else(|| ModelError::BadPprof(format!("unknown function id {}", line.function_id)))?;
-            location_buf.push(frame);
+    let mut location_buf: Vec<u32> = Vec::new();
+    let mut location_ranges = IdTable::with_capacity(h.locations);
+    for field in wire::fields(plain) {
+        let (P_LOCATION, v) = field? else { continue };
+        let start = location_buf.len();
+        let (mut id, mut mapping_id, mut address) = (0, 0, 0);
+        for f in wire::fields(v.bytes("location")?) {
+            match f? {
+                (1, v) => id = v.int("Location.id")?,
+                (2, v) => mapping_id = v.int("Location.mapping_id")?,
+                (3, v) => address = v.int("Location.address")?,
+                (4, v) => {
+                    let mut function_id = 0;
+                    for l in wire::fields(v.bytes("Location.line")?) {
+                        if let (1, v) = l? {
+                            function_id = v.int("Line.function_id")?;
+                        }
+                    }
+                    let frame = function_frames
+                        .get(function_id)
+                        .ok_or_else(|| ModelError::BadPprof(format!("unknown function id {function_id}")))?;
+                    budget.charge(4)?;
+                    location_buf.push(frame);
+                }
+                _ => {}
+            }
         }
-        if loc.line.is_empty() {
+        location_buf[start..].reverse();
+        if location_buf.len() == start {
             let module = mappings
-                .get(&loc.mapping_id)
-                .and_then(|m| string_at(st, m.filename).ok())
+                .get(&mapping_id)
+                .and_then(|f| string_at(st, *f).ok())
                 .map(|f| f.rsplit('/').next().unwrap_or(f))
                 .filter(|f| !f.is_empty());
             let name = match module {
-                Some(m) => format!("[unknown] {m}+{:#x}", loc.address),
-                None => format!("[unknown] {:#x}", loc.address),
+                Some(m) => format!("[unknown] {m}+{address:#x}"),
+                None => format!("[unknown] {address:#x}"),
             };
-            location_buf.push(builder.intern_frame(&name));
+            budget.charge(4)?;
+            location_buf.push(intern_charged(&mut builder, &name, budget)?);
         }
-        location_ranges.insert(loc.id, (start, location_buf.len() as u32));
+        let range = u32::try_from(start)
+            .ok()
+            .zip(u32::try_from(location_buf.len()).ok())
+            .ok_or_else(|| ModelError::BadPprof("too many location lines".into()))?;
+        location_ranges.insert(id, range);
     }
 
-    let state_key = st.iter().position(|s| s == THREAD_STATE_LABEL).map(|i| i as i64);
+    let state_key = st.iter().position(|s| *s == THREAD_STATE_LABEL).map(|i| i as i64);
     let mut totals: FxHashMap<(u32, ThreadState), u128> = FxHashMap::default();
     let mut state_names: FxHashMap<i64, ThreadState> = FxHashMap::default();
-    let mut stack = Vec::new();
-    for sample in &msg.sample {
-        let value = *sample.value.get(value_index).ok_or_else(|| {
-            ModelError::BadPprof(format!("sample has {} values, expected {}", sample.value.len(), types.len()))
-        })?;
+    let mut ids: Vec<u64> = Vec::new();
+    let mut stack: Vec<u32> = Vec::new();
+    let mut total_frames = 0u64;
+    for field in wire::fields(plain) {
+        let (P_SAMPLE, v) = field? else { continue };
+        ids.clear();
+        let (mut frames, mut values, mut value, mut state_str) = (0usize, 0usize, 0i64, None);
+        for f in wire::fields(v.bytes("sample")?) {
+            match f? {
+                (1, v) => v.each_int::<ModelError>(|id| {
+                    let (start, end) = location_ranges
+                        .get(id)
+                        .ok_or_else(|| ModelError::BadPprof(format!("unknown location id {id}")))?;
+                    frames = frames.saturating_add((end - start) as usize);
+                    // Past the limit only the count goes on, for the message.
+                    if frames <= limits.max_stack_depth {
+                        ids.push(id);
+                    }
+                    Ok(())
+                })?,
+                (2, v) => v.each_int::<ModelError>(|x| {
+                    if values == value_index {
+                        value = x as i64;
+                    }
+                    values += 1;
+                    Ok(())
+                })?,
+                (3, v) => {
+                    let (mut key, mut str) = (0, 0);
+                    for l in wire::fields(v.bytes("Sample.label")?) {
+                        match l? {
+                            (1, v) => key = v.int("Label.key")? as i64,
+                            (2, v) => str = v.int("Label.str")? as i64,
+                            _ => {}
+                        }
+                    }
+                    if Some(key) == state_key && state_str.is_none() {
+                        state_str = Some(str);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if values <= value_index {
+            return Err(ModelError::BadPprof(format!("sample has {values} values, expected {}", types.len())));
+        }
         if value <= 0 {
             continue;
         }
-        stack.clear();
-        for id in sample.location_id.iter().rev() {
-            let (start, end) =
-                location_ranges.get(*id).ok_or_else(|| ModelError::BadPprof(format!("unknown location id {id}")))?;
-            stack.extend_from_slice(&location_buf[start as usize..end as usize]);
+        if frames > limits.max_stack_depth {
+            return Err(ModelError::StackTooDeep { got: frames, max: limits.max_stack_depth });
         }
-        let mut state = ThreadState::Runnable;
-        if let Some(key) = state_key {
-            if let Some(label) = sample.label.iter().find(|l| l.key == key) {
-                state = match state_names.get(&label.str) {
-                    Some(s) => *s,
-                    None => {
-                        let s: ThreadState =
-                            string_at(st, label.str)?.parse().map_err(|e| ModelError::BadPprof(format!("{e}")))?;
-                        state_names.insert(label.str, s);
-                        s
-                    }
-                };
+        total_frames = total_frames.saturating_add(frames as u64);
+        if total_frames > limits.max_total_frames {
+            return Err(ModelError::TooManyFrames { max: limits.max_total_frames });
+        }
+        stack.clear();
+        for id in ids.iter().rev() {
+            if let Some((start, end)) = location_ranges.get(*id) {
+                stack.extend_from_slice(&location_buf[start as usize..end as usize]);
             }
         }
+        let state = match state_str {
+            None => ThreadState::Runnable,
+            Some(index) => match state_names.get(&index) {
+                Some(s) => *s,
+                None => {
+                    let s: ThreadState =
+                        string_at(st, index)?.parse().map_err(|e| ModelError::BadPprof(format!("{e}")))?;
+                    state_names.insert(index, s);
+                    s
+                }
+            },
+        };
+        let before = builder.stack_count();
         let id = builder.intern_stack(&stack);
-        *totals.entry((id, state)).or_default() += value as u128;
+        if builder.stack_count() > before {
+            if builder.stack_count() > limits.max_stacks {
+                return Err(ModelError::TooManyStacks { got: builder.stack_count(), max: limits.max_stacks });
+            }
+            budget.charge(STACK_COST + 8 * stack.len())?;
+        }
+        match totals.entry((id, state)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += value as u128,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                budget.charge(TOTAL_COST)?;
+                e.insert(value as u128);
+            }
+        }
     }
+    // The tables go; what the profile keeps (frames, stacks, totals) stays charged.
+    let tables = h.tables + location_buf.len() * 4;
+    budget.release(tables.min(budget.used().saturating_sub(start_budget)));
+
     let mut entries: Vec<_> = totals.into_iter().collect();
     entries.sort_unstable_by_key(|((stack, state), _)| (*stack, *state));
     for ((stack, state), value) in entries {
@@ -376,6 +743,31 @@ mod tests {
         }
         let back = from_proto(&msg, &opts()).unwrap();
         assert_eq!(back.total_samples(), 7);
+    }
+
+    #[test]
+    fn limits_hold_while_decoding() {
+        let mut b = ProfileBuilder::new("svc", 0, 10_000, 10_000_000);
+        b.add(&["main", "work"], ThreadState::Runnable, 3);
+        let mut msg = to_proto(&b.finish());
+        // One location of 2,000 inlined lines, referenced 2,000 times: 4 M frames.
+        msg.location[0].line = vec![msg.location[0].line[0].clone(); 2_000];
+        msg.sample[0].location_id = vec![1; 2_000];
+        let bomb = msg.encode_to_vec();
+        let err = decode(&bomb, &opts()).unwrap_err();
+        assert_eq!(err, ModelError::StackTooDeep { got: 4_000_000, max: 1024 });
+        let empty_samples = [0x12, 0x00].repeat(3_000_000);
+        let big = DecodeOptions { max_bytes: 16 << 20, ..opts() };
+        assert_eq!(decode(&empty_samples, &big), Err(ModelError::TooManySamples { max: 2_000_000 }));
+        let empty_strings = [0x32, 0x00].repeat(100_000);
+        let mut budget = Budget::new(1 << 20);
+        let err = decode_with(&empty_strings, &opts(), &DecodeLimits::default(), &mut budget).unwrap_err();
+        assert_eq!(err, ModelError::OverBudget { max: 1 << 20 });
+        // What a decoded profile keeps stays charged; its tables are given back.
+        let mut budget = Budget::new(1 << 20);
+        let fine = encode(&ProfileBuilder::new("svc", 0, 10_000, 10_000_000).finish());
+        decode_with(&gzip(&fine), &opts(), &DecodeLimits::default(), &mut budget).unwrap();
+        assert!(budget.used() < 1024, "{budget:?}");
     }
 
     #[test]

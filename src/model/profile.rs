@@ -73,6 +73,14 @@ pub enum ModelError {
     BadPprof(String),
     #[error("decompressed body is over the limit of {max} bytes")]
     TooLarge { max: usize },
+    #[error(
+        "decoding the profile needs more than {max} bytes of memory (limits.max_decode_bytes); send smaller profiles"
+    )]
+    OverBudget { max: usize },
+    #[error("the profile has more than {max} samples; send smaller profiles")]
+    TooManySamples { max: u64 },
+    #[error("the profile's stacks hold more than {max} frames in all; send smaller profiles")]
+    TooManyFrames { max: u64 },
     #[error(transparent)]
     TimeOutOfRange(#[from] super::time::OutOfRange),
     #[error(
@@ -384,6 +392,11 @@ impl ProfileBuilder {
                 self.add_stack(stack, s.state, s.count);
             }
         }
+    }
+
+    /// Number of distinct frames so far.
+    pub fn frame_count(&self) -> usize {
+        self.profile.frames.len()
     }
 
     /// Number of distinct stacks so far.

@@ -94,6 +94,9 @@ pub struct ServerLimits {
     /// Threads one profile may cover: more samples than window x rate x this are
     /// refused as impossible. Default 65,536.
     pub max_threads: u64,
+    /// Memory one ingest request may spend decoding (tables and profiles, beyond its
+    /// body): with 16 writes in flight, 16 x this bounds the decoders. Default 32 MiB.
+    pub max_decode_bytes: usize,
     /// Ingest requests processed at once; more get 429 with Retry-After. Default 16.
     pub max_inflight_writes: usize,
     /// Seconds a client is told to wait (`Retry-After`) when the write queue is full. Default 1.
@@ -113,6 +116,7 @@ impl Default for ServerLimits {
             max_label_value: model.max_label_value,
             max_stacks: model.max_stacks,
             max_threads: model.max_threads,
+            max_decode_bytes: 32 << 20,
             max_inflight_writes: 16,
             retry_after_secs: 1,
             body_timeout_secs: 60,
@@ -127,12 +131,13 @@ pub const MAX_STACK_DEPTH_CEILING: usize = 4096;
 impl ServerLimits {
     /// Refuses limits that would break the server (zero sizes, absurd depths).
     fn check(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64, u64, &'static str); 8] = [
+        let checks: [(&'static str, u64, u64, u64, &'static str); 9] = [
             ("max_body_bytes", self.max_body_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_decompressed_bytes", self.max_decompressed_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_stack_depth", self.max_stack_depth as u64, 1, MAX_STACK_DEPTH_CEILING as u64, "1 to 4096"),
             ("max_stacks", self.max_stacks as u64, 1, u64::MAX, "at least 1"),
             ("max_threads", self.max_threads, 1, 1 << 24, "1 to 16777216"),
+            ("max_decode_bytes", self.max_decode_bytes as u64, 1 << 20, 1 << 32, "1048576 to 4294967296"),
             ("max_inflight_writes", self.max_inflight_writes as u64, 1, 4096, "1 to 4096"),
             ("retry_after_secs", self.retry_after_secs as u64, 1, 3600, "1 to 3600"),
             ("body_timeout_secs", self.body_timeout_secs, 1, 3600, "1 to 3600"),

@@ -113,7 +113,10 @@ impl IntoResponse for ApiError {
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
         let reason = match &e {
-            ModelError::TooLarge { .. } => return ApiError::TooLarge(e.to_string()),
+            ModelError::TooLarge { .. }
+            | ModelError::OverBudget { .. }
+            | ModelError::TooManySamples { .. }
+            | ModelError::TooManyFrames { .. } => return ApiError::TooLarge(e.to_string()),
             ModelError::EmptyService | ModelError::BadServiceName(_) => "bad_service",
             ModelError::BadLabelName(_) | ModelError::LabelValueTooLong { .. } | ModelError::TooManyLabels { .. } => {
                 "bad_labels"

@@ -8,13 +8,13 @@
 
 use super::error::ApiError;
 use super::params::Params;
-use super::push::PushRequest;
+use super::push::{read_series, PushError, Series};
 use super::AppState;
 use crate::model::folded::{parse_folded_into, parse_lines_into};
-use crate::model::pprof::{decode, decompress_bounded, is_gzip, DecodeOptions};
+use crate::model::pprof::{decode_with, decompress_bounded, is_gzip, Budget, DecodeLimits, DecodeOptions};
 use crate::model::profile::{MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::model::time::now_ms;
-use crate::model::{ModelError, Profile, ProfileBuilder, ThreadState};
+use crate::model::{Limits, ModelError, Profile, ProfileBuilder, ThreadState};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -111,23 +111,65 @@ fn write_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Api
 /// Profiles decoded from one request, each with the bytes it arrived in.
 type Decoded = Vec<(Profile, u64)>;
 
+/// What the profiles of one request are decoded under and checked against, each as
+/// soon as it is decoded: the profile limits, the decoder's limits and the request's
+/// memory budget (`limits.max_decode_bytes`).
+pub(crate) struct Admission {
+    limits: Limits,
+    decode: DecodeLimits,
+    /// The request's decode memory budget.
+    pub(crate) budget: Budget,
+    now: i64,
+}
+
+impl Admission {
+    fn new(state: &AppState) -> Admission {
+        let limits = state.config.limits.profile_limits();
+        Admission {
+            decode: DecodeLimits::of(&limits),
+            limits,
+            budget: Budget::new(state.config.limits.max_decode_bytes),
+            now: now_ms(),
+        }
+    }
+
+    /// Decodes one pprof under the limits and the budget.
+    fn pprof(&mut self, bytes: &[u8], opts: &DecodeOptions) -> Result<Profile, ModelError> {
+        decode_with(bytes, opts, &self.decode, &mut self.budget)
+    }
+
+    /// The request body inflated (the compressed copy dropped), charged to the budget.
+    fn body(&mut self, max: usize, gzipped: bool, raw: Bytes) -> Result<Bytes, ApiError> {
+        let inflated = match gunzip(max, gzipped, &raw)? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(plain) => Some(Bytes::from(plain)),
+        };
+        let plain = inflated.unwrap_or(raw);
+        self.budget.charge(plain.len())?;
+        Ok(plain)
+    }
+
+    /// Refuses a profile that is malformed, over the limits or implausible.
+    fn admit(&self, p: &Profile) -> Result<(), ApiError> {
+        p.validate(&self.limits)?;
+        p.check_plausible(&self.limits, self.now)?;
+        Ok(())
+    }
+}
+
 /// Runs `decode` on the blocking pool (decoding a large pprof takes milliseconds of
-/// CPU), validates every profile, then writes them in order; returns after the last
-/// commit. Nothing is written unless every profile decoded and validated.
+/// CPU), then writes the profiles in order; returns after the last commit. `decode`
+/// admits each profile as it decodes it, so nothing is written unless every profile
+/// decoded and was admitted.
 async fn decode_and_store<F>(state: &AppState, decode: F) -> Result<Vec<crate::store::WriteReceipt>, ApiError>
 where
-    F: FnOnce() -> Result<Decoded, ApiError> + Send + 'static,
+    F: FnOnce(&mut Admission) -> Result<Decoded, ApiError> + Send + 'static,
 {
-    let limits = state.config.limits.profile_limits();
+    let mut admission = Admission::new(state);
     let store = state.store.clone();
     let metrics = state.metrics.clone();
     tokio::task::spawn_blocking(move || {
-        let profiles = decode()?;
-        let now = now_ms();
-        for (p, _) in &profiles {
-            p.validate(&limits)?;
-            p.check_plausible(&limits, now)?;
-        }
+        let profiles = decode(&mut admission)?;
         let mut out = Vec::with_capacity(profiles.len());
         for (p, bytes) in &profiles {
             let receipt = store.write(p)?;
@@ -142,9 +184,14 @@ where
 /// Decodes and stores one profile and answers with its id.
 async fn store_one<F>(state: &AppState, received: u64, decode: F) -> Result<Json<IngestAnswer>, ApiError>
 where
-    F: FnOnce() -> Result<Profile, ApiError> + Send + 'static,
+    F: FnOnce(&mut Admission) -> Result<Profile, ApiError> + Send + 'static,
 {
-    let receipts = decode_and_store(state, move || Ok(vec![(decode()?, received)])).await?;
+    let receipts = decode_and_store(state, move |admission| {
+        let profile = decode(admission)?;
+        admission.admit(&profile)?;
+        Ok(vec![(profile, received)])
+    })
+    .await?;
     let r = receipts.first().ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
     Ok(Json(IngestAnswer { profile_id: r.profile_id, samples: r.samples }))
 }
@@ -311,15 +358,15 @@ pub async fn pyroscope_ingest(
         (raw, gzip_declared, format.unwrap_or(BodyFormat::Guess))
     };
     let opts = decode_options(&state, &service, from, until, sample_type);
-    store_one(&state, received, move || {
-        let plain = gunzip(max, gzipped, &payload)?;
+    store_one(&state, received, move |admission| {
+        let plain = admission.body(max, gzipped, payload)?;
         let format = match format {
             BodyFormat::Guess if std::str::from_utf8(&plain).is_ok() && !plain.contains(&0) => BodyFormat::Folded,
             BodyFormat::Guess => BodyFormat::Pprof,
             known => known,
         };
         let mut profile = match format {
-            BodyFormat::Pprof => decode(&plain, &opts)?,
+            BodyFormat::Pprof => admission.pprof(&plain, &opts)?,
             _ => {
                 let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
                 if format == BodyFormat::Lines {
@@ -384,35 +431,37 @@ pub async fn native_ingest(
     let raw = read_body(&state, &parts.headers, body).await?;
     let max = state.config.limits.max_decompressed_bytes;
     let opts = decode_options(&state, &service, from, until, None);
-    store_one(&state, raw.len() as u64, move || {
-        let mut profile = decode(&gunzip(max, gzipped, &raw)?, &opts)?;
+    store_one(&state, raw.len() as u64, move |admission| {
+        let plain = admission.body(max, gzipped, raw)?;
+        let mut profile = admission.pprof(&plain, &opts)?;
         profile.labels = labels;
         Ok(profile)
     })
     .await
 }
 
-/// Turns a Push request into profiles; refuses the whole request on the first error.
-fn push_profiles(max_bytes: usize, request: PushRequest) -> Result<Decoded, ApiError> {
+/// Turns the series of a Push request into profiles, decoding and admitting each raw
+/// profile before the next; refuses the whole request on the first error.
+fn push_profiles(max_bytes: usize, admission: &mut Admission, request: Vec<Series>) -> Result<Decoded, ApiError> {
     let now = now_ms();
     let mut out = Vec::new();
-    for (i, series) in request.series.into_iter().enumerate() {
+    for (i, series) in request.into_iter().enumerate() {
         let mut service = None;
         let mut labels = BTreeMap::new();
-        for pair in series.labels {
-            match pair.name.as_str() {
-                "service_name" => service = Some(pair.value),
+        for (name, value) in series.labels {
+            match name.as_str() {
+                "service_name" => service = Some(value),
                 // Reserved labels (`__name__`, `__delta__`, ...) describe the profile, not the series.
                 n if n.starts_with("__") => {}
                 n => {
-                    labels.insert(sdk_label_name(n), pair.value);
+                    labels.insert(sdk_label_name(n), value);
                 }
             }
         }
         let service = service
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1)))?;
-        for sample in series.samples {
+        for raw in series.raw_profiles {
             let opts = DecodeOptions {
                 service: service.clone(),
                 start_ms: now - DEFAULT_WINDOW_MS,
@@ -420,9 +469,10 @@ fn push_profiles(max_bytes: usize, request: PushRequest) -> Result<Decoded, ApiE
                 sample_type: None,
                 max_bytes,
             };
-            let mut profile = decode(&sample.raw_profile, &opts)?;
+            let mut profile = admission.pprof(&raw, &opts)?;
             profile.labels = labels.clone();
-            out.push((profile, sample.raw_profile.len() as u64));
+            admission.admit(&profile)?;
+            out.push((profile, raw.len() as u64));
         }
     }
     if out.is_empty() {
@@ -450,15 +500,13 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
     let gzipped = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
     let max = state.config.limits.max_decompressed_bytes;
-    decode_and_store(&state, move || {
-        let plain = gunzip(max, gzipped, &raw)?;
-        let request: PushRequest = if json {
-            serde_json::from_slice(&plain).map_err(|e| ApiError::bad("bad_push", format!("push request JSON: {e}")))?
-        } else {
-            prost::Message::decode(plain.as_ref())
-                .map_err(|e| ApiError::bad("bad_push", format!("push request protobuf: {e}")))?
-        };
-        push_profiles(max, request)
+    decode_and_store(&state, move |admission| {
+        let plain = admission.body(max, gzipped, raw)?;
+        let series = read_series(&plain, json, &mut admission.budget).map_err(|e| match e {
+            PushError::Budget(e) => ApiError::from(e),
+            malformed => ApiError::bad("bad_push", malformed.to_string()),
+        })?;
+        push_profiles(max, admission, series)
     })
     .await?;
     // PushResponse is an empty message.

@@ -114,3 +114,126 @@ async fn a_store_with_absurd_counts_still_serves() {
         assert_eq!(a.status, StatusCode::OK, "{uri}: {}", a.text());
     }
 }
+
+/// The issue's first pprof attack: one Location holding `lines` inlined Lines,
+/// referenced `refs` times by one Sample (a stack of lines x refs frames).
+fn inlined_lines_bomb(lines: usize, refs: usize) -> Vec<u8> {
+    use pprof::protos;
+    let strings = ["", "samples", "count", "f"].map(String::from).to_vec();
+    let profile = protos::Profile {
+        sample_type: vec![protos::ValueType { ty: 1, unit: 2 }],
+        sample: vec![protos::Sample { location_id: vec![1; refs], value: vec![1], label: vec![] }],
+        location: vec![protos::Location {
+            id: 1,
+            line: vec![protos::Line { function_id: 1, line: 0 }; lines],
+            ..Default::default()
+        }],
+        function: vec![protos::Function { id: 1, name: 3, ..Default::default() }],
+        string_table: strings,
+        ..Default::default()
+    };
+    prost::Message::encode_to_vec(&profile)
+}
+
+/// Peak resident memory of process `pid` (VmHWM), in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Issue 13.2: the pprof attacks of the adversarial run, 16 at a time (one per write
+/// slot) against the real server, are refused (400 or 413) while decoding, and the
+/// server's peak RSS stays under 512 MiB in all.
+#[test]
+fn pprof_amplification_attacks_are_refused_within_a_memory_bound() {
+    use hotframe::model::pprof::gzip;
+    use hotframe::server::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
+    let dir = common_dir();
+    let server = crate::server::ServeProcess::start(dir.path(), &[]);
+    let pid = server.child.id();
+    // Inflating 16 x 16 MiB in a debug build on a busy machine takes a while.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .build()
+        .into();
+    let t = base_s();
+    assert_eq!(
+        agent
+            .post(&format!("{}/ingest?name=warm&from={t}&until={}", server.url, t + 10))
+            .send("main;a 1\n")
+            .unwrap()
+            .status(),
+        200
+    );
+    let baseline = peak_rss_kib(pid);
+
+    let lines_bomb = inlined_lines_bomb(20_000, 20_000);
+    // 16 MiB of empty Sample messages (field 2, length 0), gzip'd.
+    let empty_samples = gzip(&[0x12, 0x00].repeat(8 << 20));
+    // 16 MiB of empty strings (field 6, length 0): 8 M string table entries.
+    let empty_strings = gzip(&[0x32, 0x00].repeat(8 << 20));
+    // A Push of 64 raw profiles, each a lines bomb: refused at the first.
+    let push = prost::Message::encode_to_vec(&PushRequest {
+        series: vec![RawProfileSeries {
+            labels: vec![LabelPair { name: "service_name".into(), value: "evil".into() }],
+            samples: (0..64).map(|_| RawSample { raw_profile: lines_bomb.clone(), id: String::new() }).collect(),
+        }],
+    });
+    // 16 MiB of empty Push series.
+    let empty_series = gzip(&[0x0a, 0x00].repeat(8 << 20));
+    let native = format!("{}/api/v1/profiles?service=evil", server.url);
+    let push_url = format!("{}/push.v1.PusherService/Push", server.url);
+    let attacks: Vec<(&str, String, Vec<u8>, &str, u16)> = vec![
+        ("inlined lines x references", native.clone(), lines_bomb.clone(), "application/octet-stream", 400),
+        ("gzip'd empty samples", native.clone(), empty_samples.clone(), "application/octet-stream", 413),
+        ("gzip'd empty strings", native.clone(), empty_strings.clone(), "application/octet-stream", 413),
+        ("push of lines bombs", push_url.clone(), push.clone(), "application/proto", 400),
+        ("gzip'd empty push series", push_url.clone(), empty_series.clone(), "application/proto", 413),
+    ];
+    eprintln!(
+        "attack bodies: lines bomb {} B, empty samples {} B gzip, empty strings {} B gzip, push {} B, empty series {} B gzip",
+        lines_bomb.len(),
+        empty_samples.len(),
+        empty_strings.len(),
+        push.len(),
+        empty_series.len()
+    );
+    let mut overall = baseline;
+    for (what, url, body, content_type, status) in attacks {
+        // Writing 5 to clear_refs resets the peak (VmHWM) to the current RSS.
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        let before = peak_rss_kib(pid);
+        let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (agent, url, body) = (agent.clone(), url.clone(), body.clone());
+                    scope.spawn(move || {
+                        let mut r = agent.post(&url).content_type(content_type).send(&body[..]).expect("an answer");
+                        (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (got, text) in &answers {
+            // 429 is fair too: all 16 slots may still be busy with the others.
+            assert!(*got == status || *got == 429, "{what}: {got} {text}");
+        }
+        assert!(answers.iter().any(|(s, _)| *s == status), "{what}: {answers:?}");
+        let after = peak_rss_kib(pid);
+        eprintln!("{what}: 16 concurrent -> {status}; RSS {} MiB before, peak {} MiB", before / 1024, after / 1024);
+        overall = overall.max(after);
+    }
+    let peak = overall;
+    eprintln!("peak RSS: baseline {} MiB, after every attack {} MiB", baseline / 1024, peak / 1024);
+    // The stated bound: 16 write slots x limits.max_decode_bytes (32 MiB) = 512 MiB over
+    // what the server held before (the compressed bodies of these attacks are small).
+    assert!(peak - baseline < 512 * 1024, "peak RSS grew by {} MiB, over 512 MiB", (peak - baseline) / 1024);
+    let health = agent.get(&format!("{}/healthz", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert_eq!(health, "ok");
+}

@@ -51,6 +51,8 @@ pub enum ModelError {
     BadServiceName(String),
     #[error("invalid label name {0:?}: use letters, digits and _ (at most 64, not starting with a digit)")]
     BadLabelName(String),
+    #[error("label {name:?} value holds NUL, CR or LF, which no label value may")]
+    BadLabelValue { name: String },
     #[error("label {name:?} value is over {max} bytes")]
     LabelValueTooLong { name: String, max: usize },
     #[error("too many labels: {got}, the limit is {max}")]
@@ -128,6 +130,26 @@ impl Default for Limits {
     fn default() -> Self {
         Limits { max_stack_depth: 1024, max_labels: 32, max_label_value: 256, max_stacks: 200_000, max_threads: 65_536 }
     }
+}
+
+/// Longest frame name kept, in bytes. A longer one (a 10 MB "symbol") is cut at a
+/// character boundary and ends with `FRAME_CUT_MARKER`, as pprof viewers shorten long
+/// C++ names: the profile stays usable and the store and exports stay small.
+pub const MAX_FRAME_NAME: usize = 4096;
+
+/// What ends a frame name cut at `MAX_FRAME_NAME`.
+pub const FRAME_CUT_MARKER: &str = "…[cut]";
+
+/// `name`, cut to `MAX_FRAME_NAME` bytes (marker included) when longer.
+pub fn capped_frame_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= MAX_FRAME_NAME {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut end = MAX_FRAME_NAME - FRAME_CUT_MARKER.len();
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{FRAME_CUT_MARKER}", &name[..end]))
 }
 
 /// True if `name` is a valid service name.
@@ -260,6 +282,9 @@ impl Profile {
             if v.len() > limits.max_label_value {
                 return Err(ModelError::LabelValueTooLong { name: k.clone(), max: limits.max_label_value });
             }
+            if v.contains(['\0', '\r', '\n']) {
+                return Err(ModelError::BadLabelValue { name: k.clone() });
+            }
         }
         if self.start_ms >= self.end_ms {
             return Err(ModelError::BadWindow { start_ms: self.start_ms, end_ms: self.end_ms });
@@ -325,8 +350,9 @@ impl ProfileBuilder {
         &mut self.profile.labels
     }
 
-    /// Interns a frame name and returns its index.
+    /// Interns a frame name (cut to `MAX_FRAME_NAME`) and returns its index.
     pub fn intern_frame(&mut self, name: &str) -> u32 {
+        let name = &*capped_frame_name(name);
         if let Some(&id) = self.frame_ids.get(name) {
             return id;
         }
@@ -459,6 +485,28 @@ mod tests {
         assert!(matches!(q.validate(&Limits::default()), Err(ModelError::DanglingStack { .. })));
         let q = Profile { service: "a b".into(), ..p };
         assert!(matches!(q.validate(&Limits::default()), Err(ModelError::BadServiceName(_))));
+    }
+
+    #[test]
+    fn label_values_and_frame_names() {
+        let mut b = ProfileBuilder::new("svc", 0, 10, 1);
+        for bad in ["a\nb", "a\rb", "a\0b"] {
+            let mut p = ProfileBuilder::new("svc", 0, 10, 1).label("host", bad).finish();
+            assert_eq!(p.validate(&Limits::default()), Err(ModelError::BadLabelValue { name: "host".into() }));
+            p.labels.insert("host".into(), "a\tb é".into());
+            assert_eq!(p.validate(&Limits::default()), Ok(()));
+        }
+        let long = "é".repeat(10_000);
+        b.add(&[format!("{long}x")], ThreadState::Runnable, 1);
+        b.add(&[format!("{long}y")], ThreadState::Runnable, 1);
+        let p = b.finish();
+        assert_eq!(p.frames.len(), 1, "names equal up to the cut are one frame");
+        assert!(
+            p.frames[0].len() <= MAX_FRAME_NAME && p.frames[0].ends_with(FRAME_CUT_MARKER),
+            "{}",
+            p.frames[0].len()
+        );
+        assert_eq!(capped_frame_name("short"), "short");
     }
 
     #[test]

@@ -103,6 +103,49 @@ impl lettre::message::header::Header for AutoSubmitted {
     }
 }
 
+/// The Subject, shown literally by mail clients: lettre encodes only non-ASCII text, so
+/// an ASCII title that looks like an RFC 2047 encoded word (`=?utf-8?b?...?=`) would
+/// reach clients as is, and they would decode it. Such a subject is sent as base64
+/// encoded words itself.
+#[derive(Clone)]
+struct LiteralSubject(String);
+
+impl lettre::message::header::Header for LiteralSubject {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Subject")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(LiteralSubject(s.to_string()))
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        use lettre::message::header::HeaderValue;
+        if !self.0.contains("=?") {
+            return HeaderValue::new(Self::name(), self.0.clone());
+        }
+        HeaderValue::dangerous_new_pre_encoded(Self::name(), self.0.clone(), encoded_words(&self.0))
+    }
+}
+
+/// `text` as RFC 2047 base64 encoded words of at most 75 characters, folded.
+fn encoded_words(text: &str) -> String {
+    use base64::Engine;
+    // 45 bytes of text make 60 of base64: `=?utf-8?b?` + 60 + `?=` stays under 75.
+    let mut words = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(45);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        words.push(format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(chunk)));
+        rest = tail;
+    }
+    words.join("\r\n ")
+}
+
 /// Builds the email: `multipart/alternative` of the plain text and a
 /// `multipart/related` HTML part whose `cid:` image is the flame graph PNG.
 /// Recipients are de-duplicated; at least one is needed.
@@ -122,7 +165,8 @@ pub fn build_message(
     if recipients.is_empty() {
         return Err(ReportError::NoRecipients);
     }
-    let mut builder = Message::builder().from(from.clone()).subject(one_line(&report.subject)).header(AutoSubmitted);
+    let mut builder =
+        Message::builder().from(from.clone()).header(LiteralSubject(one_line(&report.subject))).header(AutoSubmitted);
     for mailbox in recipients {
         builder = builder.to(mailbox);
     }
@@ -381,6 +425,21 @@ pub fn send_with_retries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subject_that_looks_encoded_arrives_literally() {
+        let from = parse_mailbox("hotframe@example.com").unwrap();
+        for subject in [
+            "Ops win: =?utf-8?b?SGFja2VkIQ==?= in checkout",
+            "=?iso-8859-1?q?caf=E9?= é and a title long enough to need more than one encoded word here",
+            "Ops win: plain title — $1,200/year",
+        ] {
+            let report = RenderedReport { subject: subject.to_string(), html: "<p>x</p>".into(), text: "x".into() };
+            let raw = build_message(&from, &["ops@example.com".to_string()], &report, None).unwrap().formatted();
+            let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+            assert_eq!(parsed.subject(), Some(subject), "{}", String::from_utf8_lossy(&raw[..300.min(raw.len())]));
+        }
+    }
 
     #[test]
     fn urls_are_redacted() {

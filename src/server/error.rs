@@ -118,9 +118,10 @@ impl From<ModelError> for ApiError {
             | ModelError::TooManySamples { .. }
             | ModelError::TooManyFrames { .. } => return ApiError::TooLarge(e.to_string()),
             ModelError::EmptyService | ModelError::BadServiceName(_) => "bad_service",
-            ModelError::BadLabelName(_) | ModelError::LabelValueTooLong { .. } | ModelError::TooManyLabels { .. } => {
-                "bad_labels"
-            }
+            ModelError::BadLabelName(_)
+            | ModelError::BadLabelValue { .. }
+            | ModelError::LabelValueTooLong { .. }
+            | ModelError::TooManyLabels { .. } => "bad_labels",
             ModelError::StackTooDeep { .. } => "stack_too_deep",
             ModelError::TooManyStacks { .. } => "too_many_stacks",
             ModelError::BadWindow { .. } | ModelError::TimeOutOfRange(_) => "bad_time",

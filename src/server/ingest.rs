@@ -145,6 +145,9 @@ impl Admission {
             Cow::Owned(plain) => Some(Bytes::from(plain)),
         };
         let plain = inflated.unwrap_or(raw);
+        if plain.is_empty() {
+            return Err(ApiError::bad("empty_body", "the request body is empty: send a profile"));
+        }
         self.budget.charge(plain.len())?;
         Ok(plain)
     }
@@ -171,7 +174,9 @@ where
     tokio::task::spawn_blocking(move || {
         let profiles = decode(&mut admission)?;
         let mut out = Vec::with_capacity(profiles.len());
-        for (p, bytes) in &profiles {
+        // A profile without samples says nothing (and would count as observed time): it is
+        // not stored, and the answer says so (204, or a Push answered as usual).
+        for (p, bytes) in profiles.iter().filter(|(p, _)| p.total_samples() > 0) {
             let receipt = store.write(p)?;
             metrics.ingested(*bytes, receipt.samples);
             out.push(receipt);
@@ -181,8 +186,9 @@ where
     .await?
 }
 
-/// Decodes and stores one profile and answers with its id.
-async fn store_one<F>(state: &AppState, received: u64, decode: F) -> Result<Json<IngestAnswer>, ApiError>
+/// Decodes and stores one profile and answers with its id, or 204 No Content when it
+/// holds no samples (nothing is stored).
+async fn store_one<F>(state: &AppState, received: u64, decode: F) -> Result<Response, ApiError>
 where
     F: FnOnce(&mut Admission) -> Result<Profile, ApiError> + Send + 'static,
 {
@@ -192,8 +198,10 @@ where
         Ok(vec![(profile, received)])
     })
     .await?;
-    let r = receipts.first().ok_or_else(|| ApiError::Internal("the store returned no receipt".into()))?;
-    Ok(Json(IngestAnswer { profile_id: r.profile_id, samples: r.samples }))
+    Ok(match receipts.first() {
+        Some(r) => Json(IngestAnswer { profile_id: r.profile_id, samples: r.samples }).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// `from`/`until` of an ingest: `until` defaults to now, `from` to `until` - 10 s.
@@ -314,7 +322,7 @@ pub async fn pyroscope_ingest(
     State(state): State<AppState>,
     params: Params,
     request: Request,
-) -> Result<Json<IngestAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let _slot = write_slot(&state)?;
     let AppName { service, profile_type, sample_type, labels } =
         parse_app_name(params.require("name", "bad_service")?)?;
@@ -421,7 +429,7 @@ pub async fn native_ingest(
     State(state): State<AppState>,
     params: Params,
     request: Request,
-) -> Result<Json<IngestAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let _slot = write_slot(&state)?;
     let service = params.require("service", "bad_service")?.to_string();
     let labels = params.labels();

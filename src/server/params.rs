@@ -19,10 +19,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The form decoder turns invalid UTF-8 into U+FFFD silently; a label value must
+        // arrive as sent or be refused.
+        if let Some(name) = parts.uri.query().and_then(first_non_utf8) {
+            return Err(ApiError::bad(
+                "bad_query",
+                format!("query parameter {name:?}: percent-encoded bytes are not valid UTF-8"),
+            ));
+        }
         Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
             .map(|Query(pairs)| Params(pairs))
             .map_err(|e| ApiError::bad("bad_query", format!("query string: {}", e.body_text())))
     }
+}
+
+/// The (lossy) name of the first query parameter whose name or value does not
+/// percent-decode to UTF-8.
+fn first_non_utf8(query: &str) -> Option<String> {
+    let decode = |text: &str| -> Vec<u8> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let escaped = match bytes.get(i..i + 3) {
+                Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| (h * 16 + l) as u8),
+                _ => None,
+            };
+            match (escaped, bytes[i]) {
+                (Some(byte), _) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                (None, b'+') => out.push(b' '),
+                (None, b) => out.push(b),
+            }
+            i += 1;
+        }
+        out
+    };
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (decode(name), decode(value));
+        (std::str::from_utf8(&name).is_err() || std::str::from_utf8(&value).is_err())
+            .then(|| String::from_utf8_lossy(&name).into_owned())
+    })
 }
 
 impl Params {
@@ -89,5 +130,8 @@ mod tests {
         let zero = Params(vec![("until".into(), "0".into())]).time_in_range("until", "now", now).unwrap_err();
         assert_eq!(zero.reason(), "bad_time");
         assert!(zero.to_string().contains("until = 0 ms is before 2000-01-01"), "{zero}");
+        assert_eq!(first_non_utf8("service=a&label.host=%C3%A9+x&q=%zz"), None);
+        assert_eq!(first_non_utf8("service=a&label.host=%FF"), Some("label.host".into()));
+        assert_eq!(first_non_utf8("name=app.cpu%7Bhost%3D%C3%28%7D"), Some("name".into()));
     }
 }

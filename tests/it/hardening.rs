@@ -237,3 +237,146 @@ fn pprof_amplification_attacks_are_refused_within_a_memory_bound() {
     let health = agent.get(&format!("{}/healthz", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
     assert_eq!(health, "ok");
 }
+
+/// Issue 13.6: label values with NUL/CR/LF or invalid UTF-8 are refused (not turned into
+/// U+FFFD), frame names are cut at 4 KiB, empty bodies are refused and profiles without
+/// samples are not stored (204).
+#[tokio::test]
+async fn data_quality_inputs_are_refused_or_cut() {
+    use crate::server::{push_request, send};
+    use axum::body::Body;
+    use axum::http::Request;
+    let dir = common_dir();
+    let s = open(dir.path(), ServerConfig::default());
+    let t = base_s();
+    let window = format!("from={t}&until={}", t + 10);
+    let folded = "main;a 5\n".as_bytes().to_vec();
+    let pprof = encode(&{
+        let mut b = ProfileBuilder::new("q", t * 1000, t * 1000 + 10_000, 10_000_000);
+        b.add(&["main"], ThreadState::Runnable, 1);
+        b.finish()
+    });
+    let json_push = |value: &str| {
+        format!(
+            r#"{{"series":[{{"labels":[{{"name":"service_name","value":"q"}},{{"name":"host","value":{}}}],"samples":[{{"rawProfile":"{}"}}]}}]}}"#,
+            serde_json::to_string(value).unwrap(),
+            hotframe::server::push::base64_encode(&pprof)
+        )
+        .into_bytes()
+    };
+    // (what, uri, content type, body, status, reason)
+    type Case<'a> = (&'a str, String, &'a str, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "LF in a label",
+            format!("/ingest?name=q.cpu%7Bhost%3Da%0Ab%7D&{window}"),
+            "text/plain",
+            folded.clone(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "CR in a label",
+            format!("/api/v1/profiles?service=q&label.host=a%0Db&{window}"),
+            "application/octet-stream",
+            pprof.clone(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "NUL in a label",
+            format!("/api/v1/profiles?service=q&label.host=a%00b&{window}"),
+            "application/octet-stream",
+            pprof.clone(),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "LF in a Push label",
+            "/push.v1.PusherService/Push".into(),
+            "application/json",
+            json_push("a\nb"),
+            StatusCode::BAD_REQUEST,
+            "bad_labels",
+        ),
+        (
+            "invalid UTF-8 label",
+            format!("/api/v1/profiles?service=q&label.host=%FF&{window}"),
+            "application/octet-stream",
+            pprof.clone(),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "invalid UTF-8 in name",
+            format!("/ingest?name=q.cpu%7Bhost%3D%C3%28%7D&{window}"),
+            "text/plain",
+            folded.clone(),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            "empty folded body",
+            format!("/ingest?name=q&{window}"),
+            "text/plain",
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+        ),
+        (
+            "empty pprof body",
+            "/api/v1/profiles?service=q".into(),
+            "application/octet-stream",
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+        ),
+        (
+            "empty push body",
+            "/push.v1.PusherService/Push".into(),
+            "application/proto",
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+        ),
+    ];
+    for (what, uri, content_type, body, status, reason) in cases {
+        let a = post(&s.app, &uri, content_type, body).await;
+        assert_eq!((a.status, a.reason().as_str()), (status, reason), "{what}: {}", a.text());
+    }
+    // Invalid UTF-8 inside a Push protobuf label.
+    let mut bad_utf8 = push_request("q", pprof.clone());
+    bad_utf8.series[0].labels[2].value = "x".into();
+    let mut bytes = prost::Message::encode_to_vec(&bad_utf8);
+    let at = bytes.windows(1).rposition(|w| w == b"x").unwrap();
+    bytes[at] = 0xff;
+    let a = post(&s.app, "/push.v1.PusherService/Push", "application/proto", bytes).await;
+    assert_eq!((a.status, a.reason().as_str()), (StatusCode::BAD_REQUEST, "bad_push"), "{}", a.text());
+    assert_eq!(s.store.stats().unwrap().profiles, 0, "nothing refused was stored");
+
+    // Profiles without samples: 204, nothing stored.
+    for (uri, content_type, body) in [
+        (format!("/ingest?name=q&{window}"), "text/plain", b"# only a comment\n".to_vec()),
+        (
+            format!("/api/v1/profiles?service=q&{window}"),
+            "application/octet-stream",
+            encode(&ProfileBuilder::new("q", t * 1000, t * 1000 + 10_000, 10_000_000).finish()),
+        ),
+    ] {
+        let a = post(&s.app, &uri, content_type, body).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{uri}: {}", a.text());
+    }
+    assert_eq!(s.store.stats().unwrap().profiles, 0, "empty profiles were stored");
+
+    // A 10 MB frame name is cut to 4 KiB (with a marker); the export stays small.
+    let huge = format!("main;{} 3\n", "x".repeat(10 << 20));
+    let req = Request::post(format!("/ingest?name=big&{window}")).body(Body::from(huge)).unwrap();
+    let a = send(&s.app, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let ex = get(&s.app, &format!("/api/v1/export?service=big&format=folded&{}", range(t - 60, t + 60))).await;
+    assert!(ex.body.len() < 4200, "export of {} bytes", ex.body.len());
+    let line = ex.text();
+    let frame = line.trim_end().rsplit_once(' ').unwrap().0.split(';').nth(1).unwrap().to_string();
+    assert!(frame.len() <= hotframe::model::profile::MAX_FRAME_NAME, "{}", frame.len());
+    assert!(frame.ends_with(hotframe::model::profile::FRAME_CUT_MARKER));
+}

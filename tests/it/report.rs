@@ -173,10 +173,12 @@ fn aggregate(stacks: &[(&[&str], u64)], hosts: u32, seconds_per_host: f64) -> Ag
         .collect();
     agg.samples.extend(waiting);
     agg.profiles = hosts as u64;
-    agg.profile_seconds = seconds_per_host * hosts as f64;
-    agg.hosts = hosts;
     agg.first_ms = 1_700_000_000_000;
     agg.last_ms = 1_700_000_600_000;
+    for host in 0..hosts {
+        let end = agg.first_ms + (seconds_per_host * 1000.0) as i64;
+        agg.coverage.add(Some(&format!("host{host}")), agg.first_ms, end);
+    }
     agg
 }
 

@@ -405,6 +405,48 @@ async fn flamegraph_cost_matches_a_hand_computation() {
 }
 
 #[tokio::test]
+async fn many_processes_on_a_host_share_one_window() {
+    let dir = common_dir();
+    let s = open(dir.path(), ServerConfig::default());
+    let t = base_s() * 1000;
+    // Host db1: 14 processes (one series each) over the same 30 s, 300 samples at 100 Hz
+    // each (0.1 core). Host db2: 2 processes over the same 30 s, 600 samples each (0.2
+    // core). W = 30 s on each host, not 420 s: 42 + 12 CPU s over 2 x 30 host-s = 0.9
+    // cores per host; x H = 2 hosts: 1.8 cores.
+    for (host, processes, samples) in [("db1", 14, 300u64), ("db2", 2, 600)] {
+        for pid in 0..processes {
+            let mut b = ProfileBuilder::new("pg", t, t + 30_000, 10_000_000).label("host", host);
+            b.add(&["postgres", "exec"], ThreadState::Runnable, samples);
+            let uri = format!("/api/v1/profiles?service=pg&label.host={host}&label.pid={pid}");
+            let a = post(&s.app, &uri, "application/octet-stream", encode(&b.finish())).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        }
+    }
+    let r = range(t / 1000 - 60, t / 1000 + 120);
+    let fg = get(&s.app, &format!("/api/v1/flamegraph?service=pg&{r}")).await.json();
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9 * want.max(1.0);
+    assert!(close(&fg["cost"]["windowSeconds"], 30.0), "{}", fg["cost"]);
+    assert_eq!(fg["cost"]["profiledHosts"], 2);
+    assert!(close(&fg["totals"]["cores"], 1.8), "{}", fg["totals"]);
+    // The timeline agrees, however its points are cut.
+    for step in ["180s", "60s", "10s"] {
+        let tl = get(&s.app, &format!("/api/v1/timeline?service=pg&step={step}&{r}")).await.json();
+        let points: Vec<f64> = tl["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["cores"]["RUNNABLE"].as_f64().unwrap())
+            .filter(|c| *c > 0.0)
+            .collect();
+        assert_eq!(points.len(), 1, "{step}: {tl}");
+        assert!((points[0] - 1.8).abs() < 1e-9, "{step}: {points:?}");
+    }
+    // One host alone: its own W and Hp.
+    let one = get(&s.app, &format!("/api/v1/flamegraph?service=pg&label.host=db1&{r}")).await.json();
+    assert!(close(&one["cost"]["windowSeconds"], 30.0) && close(&one["totals"]["cores"], 1.4), "{}", one["totals"]);
+}
+
+#[tokio::test]
 async fn max_nodes_prunes_into_other() {
     let dir = common_dir();
     let s = open(dir.path(), ServerConfig::default());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
 
 /// A child process killed when the test ends, however it ends.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -21,12 +21,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 
     /// Waits up to `limit` for the process to exit; returns its status and stderr.
-    fn wait_output(&mut self, limit: Duration) -> (ExitStatus, String) {
+    pub(crate) fn wait_output(&mut self, limit: Duration) -> (ExitStatus, String) {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
@@ -43,7 +43,7 @@ impl Running {
 }
 
 /// `hotframe serve` on `listen` with its store in `data`; returns it and its base URL.
-fn serve(listen: &str, data: &Path) -> (Running, String) {
+pub(crate) fn serve(listen: &str, data: &Path) -> (Running, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", listen, "--data"])
         .arg(data)
@@ -69,7 +69,7 @@ fn workload(duration: &str) -> Running {
     )
 }
 
-fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
+pub(crate) fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
     Running(
         Command::new(BIN)
             .args(["agent", "--server", server, "--service", "agent-test"])
@@ -86,7 +86,7 @@ fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
     )
 }
 
-fn get_json(url: &str) -> serde_json::Value {
+pub(crate) fn get_json(url: &str) -> serde_json::Value {
     let body = ureq::get(url).call().unwrap().body_mut().read_to_string().unwrap();
     serde_json::from_str(&body).unwrap()
 }
@@ -268,7 +268,7 @@ fn agent_by_name_picks_up_a_process_started_later() {
     );
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a child this test started.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
 }

@@ -5,6 +5,7 @@ mod agent;
 mod browser;
 mod cli;
 mod common;
+mod cost_window;
 mod import;
 mod inproc;
 mod report;

@@ -29,6 +29,8 @@ pub mod report;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod wins;
 /// With only the `inproc` feature, `hotframe::agent::Agent` is the in-process agent
 /// (with `agent` on too, src/agent re-exports it).
 #[cfg(all(feature = "inproc", not(feature = "agent")))]

@@ -135,6 +135,14 @@ export const api = {
   putSettings: (name, settings) =>
     request(`/api/v1/services/${encodeURIComponent(name)}/settings`, { method: 'PUT', body: settings }),
   exportBlob: (f, format) => request(`/api/v1/export?${filterQuery(f, { format })}`, { as: 'blob' }),
+  /** The ops-wins ledger: every win (newest first) and the running totals. */
+  wins: () => request('/api/v1/wins', { cached: false }),
+  /** One win with its figures and send state. */
+  win: (id) => request(`/api/v1/wins/${id}`, { cached: false }),
+  /** Win `id`'s report as emailed, HTML with the flame graph inline. */
+  winReport: (id) => request(`/api/v1/wins/${id}/report.html`, { as: 'text', cached: false }),
+  /** Queues win `id`'s report to be sent again. */
+  resendWin: (id) => request(`/api/v1/wins/${id}/send`, { method: 'POST', body: {} }),
   /** The ops-win hook (the ops-wins issue): a before/after pair for the report. */
   startOpsWin: (win) => request('/api/v1/wins', { method: 'POST', body: win }),
 };

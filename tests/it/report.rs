@@ -2,6 +2,7 @@
 //! .ci/run) listening on loopback, writing every message it accepts to a directory.
 //! The tests parse the MIME message and check what a reader would see.
 
+use crate::common::free_port;
 use hotframe::cost::{CostContext, CostSettings};
 use hotframe::model::ThreadState;
 use hotframe::report::{
@@ -155,11 +156,6 @@ impl Drop for SmtpSink {
     }
 }
 
-/// A loopback port nobody listens on (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 const PERIOD_NS: u64 = 10_000_000; // 100 Hz
 
 /// An aggregate of on-CPU stacks (root first) with sample counts at 100 Hz, plus five
@@ -182,13 +178,13 @@ fn aggregate(stacks: &[(&[&str], u64)], hosts: u32, seconds_per_host: f64) -> Ag
 
 /// The synthetic pair: 2 hosts profiled 600 s each, fleet of 10, $0.05 per core-hour.
 /// Before: regex compile 24,000 samples + work 36,000; after: regex 1,200 + work 36,000.
-struct Pair {
+pub(crate) struct Pair {
     before: Aggregate,
     after: Aggregate,
     ctx: CostContext,
 }
 
-fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     let before = aggregate(
         &[(&["main", "handle", "regex::Regex::new"], 24_000), (&["main", "handle", "checkout::work"], 36_000)],
         2,
@@ -215,7 +211,7 @@ fn figures(p: &Pair, pattern: Option<&str>) -> report::WinFigures {
     .unwrap()
 }
 
-fn win(p: &Pair, title: &str) -> Win {
+pub(crate) fn win(p: &Pair, title: &str) -> Win {
     let f = figures(p, Some("regex::Regex::new"));
     Win {
         id: Some(7),

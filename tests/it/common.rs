@@ -299,18 +299,28 @@ pub fn http() -> ureq::Agent {
 }
 
 /// The status and body of an answer (up to 256 MiB); a transport error is status 0.
-fn status_and_body(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+fn status_and_bytes(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Vec<u8>) {
     match answer {
         Ok(mut response) => {
             let status = response.status().as_u16();
-            let body = response.body_mut().with_config().limit(256 << 20).read_to_string().unwrap_or_default();
+            let body = response.body_mut().with_config().limit(256 << 20).read_to_vec().unwrap_or_default();
             (status, body)
         }
-        Err(e) => (0, e.to_string()),
+        Err(e) => (0, e.to_string().into_bytes()),
     }
 }
 
-/// GET `url`: (status, body); status 0 when nothing answered.
+fn status_and_body(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, String) {
+    let (status, bytes) = status_and_bytes(answer);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// GET `url`: (status, body as bytes); status 0 when nothing answered.
+pub fn get_bytes(url: &str) -> (u16, Vec<u8>) {
+    status_and_bytes(http().get(url).call())
+}
+
+/// GET `url`: (status, body as text); status 0 when nothing answered.
 pub fn get(url: &str) -> (u16, String) {
     status_and_body(http().get(url).call())
 }

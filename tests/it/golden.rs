@@ -7,7 +7,7 @@
 //! pprof exports. Must not: pin anything that depends on the clock: the API answers are
 //! taken over a window relative to now, so its bounds are replaced by names.
 
-use crate::common::{assert_golden, get, get_json, tempdir, Server};
+use crate::common::{assert_golden, get, get_bytes, get_json, post, tempdir, Server};
 use hotframe::report::{self, FLAME_CONTENT_ID};
 use pprof::protos::Message;
 use serde_json::Value;
@@ -34,7 +34,7 @@ fn busy_server(dir: &Path) -> (Server, String) {
     let folded = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/perf-busy.folded"))
         .expect("perf-busy.folded");
     let ingest = format!("/ingest?name=busy.cpu%7Bhost%3Dh1%7D&from={t}&until={}&sampleRate=999&format=folded", t + 10);
-    let (status, body) = crate::common::post(&server.api(&ingest), "text/plain", folded);
+    let (status, body) = post(&server.api(&ingest), "text/plain", folded);
     assert_eq!(status, 200, "{body}");
     let range = format!("from={}&until={}", t - 60, t + 60);
     (server, range)
@@ -63,12 +63,8 @@ fn folded_and_pprof_exports_of_an_imported_folded_profile() {
     assert_eq!(status, 200, "{folded}");
     assert_golden("perf-busy.export.folded", test, &folded);
 
-    let mut response = crate::common::http()
-        .get(server.api(&format!("/api/v1/export?service=busy&format=pprof&{range}")))
-        .call()
-        .expect("GET the pprof export");
-    assert_eq!(response.status().as_u16(), 200);
-    let bytes = response.body_mut().read_to_vec().expect("pprof body");
+    let (status, bytes) = get_bytes(&server.api(&format!("/api/v1/export?service=busy&format=pprof&{range}")));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     assert_golden("perf-busy.export.pprof.txt", test, &pprof_text(&bytes));
 }
 

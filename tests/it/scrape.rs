@@ -15,7 +15,7 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
     let (_service, service_url) = checkout_service(None);
     // pprof-rs resolves its first backtrace of this large debug binary before profiling
     // (seconds): warm it so the scraped windows overlap the load below.
-    let (status, warm) = crate::common::get(&format!("{service_url}/debug/pprof/profile?seconds=1"));
+    let (status, warm) = crate::common::get_bytes(&format!("{service_url}/debug/pprof/profile?seconds=1"));
     assert!(status == 200 && !warm.is_empty(), "{status}");
     let config = data.path().join("hotframe.toml");
     std::fs::write(

@@ -1,6 +1,7 @@
 //! `hotframe agent` end to end: the real binary's `serve`, `agent` and `demo-workload`
-//! as separate processes, talking HTTP on loopback, sampling with perf_event_open (the
-//! tests run as root, as in CI).
+//! as separate processes, talking HTTP on loopback, sampling with perf_event_open. They
+//! need root: as a normal user they say so and skip (`common::require_root`); under CI
+//! they fail instead.
 
 use crate::common::{
     eventually, frame_names, free_addr, get, get_json, parse_deep_json, poll, require_root, tempdir, ChildGuard,
@@ -109,6 +110,10 @@ fn agent_by_pid_finds_the_hot_function_then_exits_cleanly_when_the_target_does()
 
 #[test]
 fn a_pid_that_does_not_exist_is_a_one_line_error() {
+    // Without privileges the agent stops earlier, saying it needs them.
+    if !require_root(PERF) {
+        return;
+    }
     let spool = tempdir();
     // Pids above pid_max cannot exist.
     let mut agent = agent("http://127.0.0.1:9", &["--pid", "4194399"], spool.path());

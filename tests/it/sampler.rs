@@ -1,7 +1,8 @@
 //! The sampler against real processes: a C workload without frame pointers whose
 //! threads compute, sleep, wait on a condition variable and contend for a mutex (it
 //! measures itself), a Rust release binary without frame pointers, a pid that does not
-//! exist and a target that exits. They need root (CI runs them as root).
+//! exist and a target that exits. They need root (CI runs them as root); as a normal
+//! user they say so and skip (`common::require_root`).
 
 use crate::common::{eventually, require_root, ChildGuard};
 use hotframe::model::{Profile, ThreadState};

@@ -2,6 +2,9 @@
 //! parts: a real SQLite file, the real router over HTTP, real processes. `common` is the
 //! shared harness (processes, server, HTTP, `eventually`, golden files, the root check).
 
+// A test's helpers may unwrap like its #[test] functions: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod agent;
 mod browser;
 mod cli;

@@ -6,7 +6,7 @@ import { api, relativeTime } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
 import { explainCost, pct, usd, usdDelta } from './format.js';
-import { navigate, selectedStates, update } from './state.js';
+import { navigate, newWinUrl, selectedStates, update } from './state.js';
 import { diffTable } from './tables.js';
 import { diffRows, diffTrees, flatten } from './tree.js';
 
@@ -174,7 +174,5 @@ async function startOpsWin(state, s, before, after, best, status) {
     }
     return;
   }
-  const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(win)) if (v) params.set(k, v);
-  navigate(`/wins/new?${params}`);
+  navigate(newWinUrl(win));
 }

@@ -2,9 +2,11 @@
 //! `duty` workload, which prints the CPU the kernel accounted to it) profiled by the real
 //! `hotframe agent --name` into a real `hotframe serve`; the flame graph's cores must be
 //! the processes' CPU over wall time within 10%, and the timeline must agree. Run alone:
-//! `cargo test --test it cost_window:: -- --nocapture` (prints both figures).
+//! `cargo test --test it cost_window:: -- --nocapture` (prints both figures). They need
+//! root for perf_event_open (`common::require_root`).
 
-use crate::agent::{agent, get_json, serve, signal, Running};
+use crate::agent::agent;
+use crate::common::{get_json, require_root, tempdir, ChildGuard, Server};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,20 +35,16 @@ fn build_duty(dir: &Path) -> PathBuf {
 }
 
 /// `duty DUTY SECONDS TAG`, its report on stdout.
-fn start_duty(exe: &Path, duty: f64, tag: &str) -> Running {
-    Running(
-        Command::new(exe)
-            .args([duty.to_string(), SECONDS.to_string(), tag.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+fn start_duty(exe: &Path, duty: f64, tag: &str) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(exe).args([duty.to_string(), SECONDS.to_string(), tag.to_string()]).stdout(Stdio::piped()),
     )
 }
 
 /// Waits for every workload; the kernel's figure: the sum of each process's CPU seconds
 /// over its wall seconds (its average cores; the workload keeps its rate steady, so this
 /// holds over any part of its life the agent observed).
-fn kernel_cores(workloads: Vec<Running>) -> f64 {
+fn kernel_cores(workloads: Vec<ChildGuard>) -> f64 {
     workloads
         .into_iter()
         .map(|mut w| {
@@ -123,8 +121,8 @@ fn cpu_at(series: &[(i64, f64)], t_ms: i64) -> f64 {
 }
 
 /// Stops an agent the way an operator does (SIGTERM: it flushes) and checks it exited well.
-fn stop(mut agent: Running) {
-    signal(agent.pid(), libc::SIGTERM);
+fn stop(mut agent: ChildGuard) {
+    agent.signal(libc::SIGTERM);
     let (status, stderr) = agent.wait_output(Duration::from_secs(60));
     assert!(status.success(), "agent: {status}\n{stderr}");
 }
@@ -180,13 +178,17 @@ fn check_against_kernel(url: &str, from_s: i64, until_s: i64, kernel: f64, serie
 
 #[test]
 fn three_processes_on_one_host_cost_what_the_kernel_counted() {
-    let data = crate::common::tempdir();
+    if !require_root("perf_event_open") {
+        return;
+    }
+    let data = tempdir();
     let duty = build_duty(data.path());
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let tag = format!("hfwin-{}-one", std::process::id());
     let from_s = unix_s() - 60;
-    let workloads: Vec<Running> = (0..3).map(|_| start_duty(&duty, 0.2, &tag)).collect();
-    let clock = KernelClock::start(workloads.iter().map(Running::pid).collect());
+    let workloads: Vec<ChildGuard> = (0..3).map(|_| start_duty(&duty, 0.2, &tag)).collect();
+    let clock = KernelClock::start(workloads.iter().map(ChildGuard::pid).collect());
     let agent = agent(&url, &["--name", &format!("{tag}$")], &data.path().join("spool"));
     let kernel = kernel_cores(workloads);
     let series = clock.finish();
@@ -198,9 +200,13 @@ fn three_processes_on_one_host_cost_what_the_kernel_counted() {
 
 #[test]
 fn a_service_on_two_hosts_costs_what_the_kernel_counted() {
-    let data = crate::common::tempdir();
+    if !require_root("perf_event_open") {
+        return;
+    }
+    let data = tempdir();
     let duty = build_duty(data.path());
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let from_s = unix_s() - 60;
     let mut workloads = Vec::new();
     let mut agents = Vec::new();
@@ -210,7 +216,7 @@ fn a_service_on_two_hosts_costs_what_the_kernel_counted() {
         let spool = data.path().join(host);
         agents.push(agent(&url, &["--name", &format!("{tag}$"), "--label", &format!("host={host}")], &spool));
     }
-    let clock = KernelClock::start(workloads.iter().map(Running::pid).collect());
+    let clock = KernelClock::start(workloads.iter().map(ChildGuard::pid).collect());
     let kernel = kernel_cores(workloads);
     let series = clock.finish();
     std::thread::sleep(Duration::from_secs(3));

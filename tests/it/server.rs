@@ -1,6 +1,7 @@
 //! The HTTP API through the real router (`tower::ServiceExt::oneshot`) over a real
 //! SQLite store in a temporary directory, and the real binary for `kill -9`.
 
+use crate::common::{self, eventually, http, ChildGuard, BIN};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
@@ -14,6 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 /// A whole minute an hour ago, in Unix seconds: recent enough for retention (which is
@@ -953,64 +955,11 @@ fn common_dir() -> tempfile::TempDir {
 
 // ---- the real binary -------------------------------------------------------------
 
-/// A `hotframe serve` child process on a free loopback port.
-pub struct ServeProcess {
-    /// The child.
-    pub child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-}
-
-impl ServeProcess {
-    /// Starts the binary on `data` with extra flags (`--listen 127.0.0.1:0` unless they
-    /// name one) and waits for its `listening on` line.
-    pub fn start(data: &Path, extra: &[&str]) -> ServeProcess {
-        use std::io::BufRead;
-        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
-            .arg("serve")
-            .args(listen)
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .env("HOTFRAME_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start hotframe serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        ServeProcess { child, url }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking HTTP client that returns 4xx/5xx answers instead of errors.
-fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 #[test]
 fn kill_9_loses_no_acknowledged_profile() {
     let dir = common_dir();
-    let server = ServeProcess::start(dir.path(), &[]);
-    let agent = http_agent();
+    let mut server = common::Server::start(dir.path(), &[]);
+    let agent = http();
     let t = base_s();
     let url = server.url.clone();
     let writer = std::thread::spawn({
@@ -1030,30 +979,25 @@ fn kill_9_loses_no_acknowledged_profile() {
         }
     });
     // Let a stream of ingests run, then kill -9 in the middle of it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut server = server;
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let stored = agent
-            .get(&format!("{}/metrics", server.url))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|m| {
-                m.lines().find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total ").map(str::to_string))
-            })
+    let metrics = server.api("/metrics");
+    eventually("40 profiles stored before the kill", Duration::from_secs(30), || {
+        let (_, page) = common::get(&metrics);
+        let stored = page
+            .lines()
+            .find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total "))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        if stored >= 40 || std::time::Instant::now() > deadline {
-            break;
+        if stored >= 40 {
+            Ok(())
+        } else {
+            Err(format!("{stored} stored"))
         }
-    }
-    server.child.kill().expect("kill -9");
-    server.child.wait().unwrap();
+    });
+    server.kill();
     let acknowledged = writer.join().unwrap();
     assert!(acknowledged.len() >= 40, "only {} ingests were acknowledged before the kill", acknowledged.len());
 
-    let restarted = ServeProcess::start(dir.path(), &[]);
+    let restarted = common::Server::start(dir.path(), &[]);
     let uri = format!("{}/api/v1/export?service=crash&from={}&until={}", restarted.url, t - 60, t + 60);
     let folded = agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap();
     let stored: std::collections::HashMap<String, u64> =
@@ -1066,27 +1010,19 @@ fn kill_9_loses_no_acknowledged_profile() {
 #[test]
 fn sigterm_stops_cleanly_and_keeps_data() {
     let dir = common_dir();
-    let mut server = ServeProcess::start(dir.path(), &[]);
-    let agent = http_agent();
+    let mut server = common::Server::start(dir.path(), &[]);
+    let agent = http();
     let t = base_s();
     let uri = format!("{}/ingest?name=term&from={t}&until={}", server.url, t + 10);
     assert_eq!(agent.post(&uri).send("main;a 7\n").unwrap().status(), 200);
     let index = agent.get(&format!("{}/", server.url)).call().unwrap();
     assert!(index.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "the viewer is served at /");
 
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    // Within 20 s of SIGTERM.
+    let status = server.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    let restarted = ServeProcess::start(dir.path(), &[]);
+    let restarted = common::Server::start(dir.path(), &[]);
     let uri = format!("{}/api/v1/export?service=term&from={}&until={}", restarted.url, t - 60, t + 60);
     assert_eq!(agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap(), "main;a 7\n");
 }
@@ -1096,7 +1032,7 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let dir = common_dir();
     let config = dir.path().join("hotframe.toml");
     std::fs::write(&config, "[limits]\nmax_body = 10\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path().join("data"))
         .arg("--config")
@@ -1107,7 +1043,7 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hotframe.toml") && stderr.contains("max_body"), "{stderr}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "no-port-here", "--data"])
         .arg(dir.path().join("data"))
         .output()
@@ -1117,11 +1053,11 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
 
     // A valid file with a small body limit is applied; host names resolve.
     std::fs::write(&config, "[limits]\nmax_body_bytes = 1024\n[services.small]\nfleetHosts = 3\n").unwrap();
-    let server = ServeProcess::start(
+    let server = common::Server::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap(), "--listen", "localhost:0"],
     );
-    let agent = http_agent();
+    let agent = http();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
     let big = "main;a 1\n".repeat(200);
@@ -1143,24 +1079,23 @@ fn maintenance_runs_on_its_jittered_timer() {
     let dir = common_dir();
     let config = dir.path().join("hotframe.toml");
     std::fs::write(&config, "maintenance_interval = \"300ms\"\n").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("HOTFRAME_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = ChildGuard::spawn(
+        std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .env("HOTFRAME_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let passes = stderr.lines().map_while(Result::ok).filter(|l| l.contains("maintenance done")).take(2).count();
         let _ = tx.send(passes);
     });
-    let passes = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    let passes = rx.recv_timeout(Duration::from_secs(20)).unwrap_or(0);
+    child.kill();
     assert_eq!(passes, 2, "two maintenance passes within 20 s at a 300 ms interval");
 }

@@ -267,13 +267,12 @@ impl Sides {
             pattern.as_ref(),
             &WinOptions::default(),
         )?;
-        let exposure = |c: &CostContext| c.window_seconds * c.profiled_hosts as f64;
         let title = format!("{}: {} → {}", new.service, before.describe(), after.describe());
         let (png, flame_error) = match report::differential_png(
             &agg_before,
-            exposure(ctx_before),
+            ctx_before.host_seconds(),
             &agg_after,
-            exposure(ctx_after),
+            ctx_after.host_seconds(),
             &title,
         ) {
             Ok(png) => (Some(png), None),

@@ -176,50 +176,43 @@ fn check_against_kernel(url: &str, from_s: i64, until_s: i64, kernel: f64, serie
     assert!(compared >= 1, "no timeline point to compare: {points:?}");
 }
 
-#[test]
-fn three_processes_on_one_host_cost_what_the_kernel_counted() {
+/// Per host (`None`: the agent's own host label), `processes` duty workloads at `duty`
+/// of a core each under one `agent --name`, into one server; then the checks above.
+fn profile_and_check(hosts: &[(Option<&str>, usize, f64)]) {
     if !require_root("perf_event_open") {
         return;
     }
     let data = tempdir();
-    let duty = build_duty(data.path());
+    let duty_exe = build_duty(data.path());
     let server = Server::start(&data.path().join("store"), &[]);
-    let url = server.url.clone();
-    let tag = format!("hfwin-{}-one", std::process::id());
     let from_s = unix_s() - 60;
-    let workloads: Vec<ChildGuard> = (0..3).map(|_| start_duty(&duty, 0.2, &tag)).collect();
+    let mut workloads = Vec::new();
+    let mut agents = Vec::new();
+    for (i, &(host, processes, duty)) in hosts.iter().enumerate() {
+        let tag = format!("hfwin-{}-{}", std::process::id(), host.unwrap_or("own"));
+        workloads.extend((0..processes).map(|_| start_duty(&duty_exe, duty, &tag)));
+        let mut extra = vec!["--name".to_string(), format!("{tag}$")];
+        if let Some(host) = host {
+            extra.extend(["--label".to_string(), format!("host={host}")]);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        agents.push(agent(&server.url, &extra, &data.path().join(format!("spool{i}"))));
+    }
     let clock = KernelClock::start(workloads.iter().map(ChildGuard::pid).collect());
-    let agent = agent(&url, &["--name", &format!("{tag}$")], &data.path().join("spool"));
     let kernel = kernel_cores(workloads);
     let series = clock.finish();
     // The last profiles leave at the next upload after the exits.
     std::thread::sleep(Duration::from_secs(3));
-    stop(agent);
-    check_against_kernel(&url, from_s, unix_s() + 60, kernel, &series, 1);
+    agents.into_iter().for_each(stop);
+    check_against_kernel(&server.url, from_s, unix_s() + 60, kernel, &series, hosts.len() as u64);
+}
+
+#[test]
+fn three_processes_on_one_host_cost_what_the_kernel_counted() {
+    profile_and_check(&[(None, 3, 0.2)]);
 }
 
 #[test]
 fn a_service_on_two_hosts_costs_what_the_kernel_counted() {
-    if !require_root("perf_event_open") {
-        return;
-    }
-    let data = tempdir();
-    let duty = build_duty(data.path());
-    let server = Server::start(&data.path().join("store"), &[]);
-    let url = server.url.clone();
-    let from_s = unix_s() - 60;
-    let mut workloads = Vec::new();
-    let mut agents = Vec::new();
-    for (host, processes) in [("hf-a", 3), ("hf-b", 2)] {
-        let tag = format!("hfwin-{}-{host}", std::process::id());
-        workloads.extend((0..processes).map(|_| start_duty(&duty, 0.15, &tag)));
-        let spool = data.path().join(host);
-        agents.push(agent(&url, &["--name", &format!("{tag}$"), "--label", &format!("host={host}")], &spool));
-    }
-    let clock = KernelClock::start(workloads.iter().map(ChildGuard::pid).collect());
-    let kernel = kernel_cores(workloads);
-    let series = clock.finish();
-    std::thread::sleep(Duration::from_secs(3));
-    agents.into_iter().for_each(stop);
-    check_against_kernel(&url, from_s, unix_s() + 60, kernel, &series, 2);
+    profile_and_check(&[(Some("hf-a"), 3, 0.15), (Some("hf-b"), 2, 0.15)]);
 }

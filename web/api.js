@@ -106,11 +106,20 @@ export function filterQuery(f, extra = {}) {
 
 const UNIT_S = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 
+/**
+ * A relative time such as `now-90m` as `{ count, unit, seconds }`, else null. The viewer's
+ * one reader of the form; the server's (src/model/time.rs) is the one that counts.
+ */
+export function relativeTime(text) {
+  const rel = /^now-(\d+)([smhdw])$/.exec(text);
+  return rel ? { count: Number(rel[1]), unit: rel[2], seconds: Number(rel[1]) * UNIT_S[rel[2]] } : null;
+}
+
 /** Seconds of a time as the URL holds it (`now`, `now-1h`, Unix ms or s), or NaN. */
 function seconds(text) {
   if (text === 'now') return Date.now() / 1000;
-  const rel = /^now-(\d+)([smhdw])$/.exec(text);
-  if (rel) return Date.now() / 1000 - Number(rel[1]) * UNIT_S[rel[2]];
+  const rel = relativeTime(text);
+  if (rel) return Date.now() / 1000 - rel.seconds;
   const n = Number(text);
   if (!Number.isFinite(n)) return NaN;
   return n > 1e11 ? n / 1000 : n;
@@ -135,6 +144,14 @@ export const api = {
   putSettings: (name, settings) =>
     request(`/api/v1/services/${encodeURIComponent(name)}/settings`, { method: 'PUT', body: settings }),
   exportBlob: (f, format) => request(`/api/v1/export?${filterQuery(f, { format })}`, { as: 'blob' }),
+  /** The ops-wins ledger: every win (newest first) and the running totals. */
+  wins: () => request('/api/v1/wins', { cached: false }),
+  /** One win with its figures and send state. */
+  win: (id) => request(`/api/v1/wins/${id}`, { cached: false }),
+  /** Win `id`'s report as emailed, HTML with the flame graph inline. */
+  winReport: (id) => request(`/api/v1/wins/${id}/report.html`, { as: 'text', cached: false }),
+  /** Queues win `id`'s report to be sent again. */
+  resendWin: (id) => request(`/api/v1/wins/${id}/send`, { method: 'POST', body: {} }),
   /** The ops-win hook (the ops-wins issue): a before/after pair for the report. */
   startOpsWin: (win) => request('/api/v1/wins', { method: 'POST', body: win }),
 };

@@ -70,6 +70,32 @@ export function startUrl(q) {
   return q ? `/?q=${encodeURIComponent(q)}` : '/';
 }
 
+/** Where a /wins URL points: {view: 'list'} | {view: 'new', params} | {view: 'win', id}. */
+export function winsRoute(pathname, search) {
+  const m = pathname.match(/^\/wins\/(\d+)\/?$/);
+  if (m) return { view: 'win', id: Number(m[1]) };
+  if (/^\/wins\/new\/?$/.test(pathname)) return { view: 'new', params: new URLSearchParams(search) };
+  return { view: 'list' };
+}
+
+/** The ops-wins ledger's URL. */
+export function winsUrl() {
+  return '/wins';
+}
+
+/** The URL of win `id`'s page. */
+export function winUrl(id) {
+  return `/wins/${id}`;
+}
+
+/** The URL of the form that records a win, prefilled with the non-empty `fields`. */
+export function newWinUrl(fields = {}) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(fields)) if (v) params.set(k, v);
+  const qs = params.toString();
+  return `/wins/new${qs ? `?${qs}` : ''}`;
+}
+
 const listeners = [];
 
 /** Calls `fn` on every navigation (link, back/forward, `navigate`). */

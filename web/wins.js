@@ -1,13 +1,16 @@
 // The Wins page: the ledger of ops wins with the running total saved (the ripple
 // effect), per team and per service; one win with its report and send state; and the
 // form that records a new win (prefilled from the diff view's query parameters).
+// It talks to the server only through api.js, and reads and makes URLs only through
+// state.js, like the other pages.
 
-import { api, request } from './api.js';
+import { api } from './api.js';
 import { h, replace } from './dom.js';
 import { co2, cores, time, usd } from './format.js';
-import { navigate } from './state.js';
+import { navigate, newWinUrl, winsUrl, winUrl } from './state.js';
 
-const get = (path, cached = false) => request(path, { cached });
+// The router (app.js) asks this page where a /wins URL points; state.js knows.
+export { winsRoute } from './state.js';
 
 // This page's few styles, kept with it (the report itself carries inline styles).
 document.head.append(h('style', {}, `
@@ -26,14 +29,6 @@ document.head.append(h('style', {}, `
 .win-form label { display: flex; flex-direction: column; gap: 2px; font-size: 13px; color: var(--muted); }
 .win-ranges { display: flex; gap: 12px; flex-wrap: wrap; }
 `));
-
-/** Where a /wins URL points: {view: 'list'} | {view: 'new', params} | {view: 'win', id}. */
-export function winsRoute(pathname, search) {
-  const m = pathname.match(/^\/wins\/(\d+)\/?$/);
-  if (m) return { view: 'win', id: Number(m[1]) };
-  if (/^\/wins\/new\/?$/.test(pathname)) return { view: 'new', params: new URLSearchParams(search) };
-  return { view: 'list' };
-}
 
 /** Renders the page for `route` into `main`. */
 export async function renderWins(main, route) {
@@ -68,10 +63,10 @@ function totalsTable(title, groups) {
 
 async function renderList(main) {
   document.title = 'Ops wins · hotframe';
-  const ledger = await get('/api/v1/wins');
+  const ledger = await api.wins();
   const t = ledger.total;
   const rows = ledger.wins.map((w) => h('tr', { class: 'win-row' },
-    h('td', {}, h('a', { href: `/wins/${w.id}`, 'data-link': true }, w.title)),
+    h('td', {}, h('a', { href: winUrl(w.id), 'data-link': true }, w.title)),
     h('td', {}, w.service), h('td', {}, w.team || ''), h('td', {}, w.shippedBy || ''),
     h('td', {}, time(w.createdMs)),
     h('td', { class: 'num' }, usd(w.figures.saving.usdPerYear)),
@@ -79,7 +74,7 @@ async function renderList(main) {
   replace(main,
     h('div', { class: 'wins-head' },
       h('h1', {}, 'Ops wins'),
-      h('a', { href: '/wins/new', 'data-link': true, class: 'button', id: 'new-win' }, 'Record a win')),
+      h('a', { href: newWinUrl(), 'data-link': true, class: 'button', id: 'new-win' }, 'Record a win')),
     h('section', { class: 'wins-total', id: 'wins-total' },
       h('div', { class: 'big' }, `${usd(t.usdPerYear)} / year`),
       h('div', {}, `${co2(t.kgCo2PerYear)} / year · ${cores(t.cores)} · ${t.wins} ${t.wins === 1 ? 'win' : 'wins'}`),
@@ -94,13 +89,13 @@ async function renderList(main) {
 }
 
 async function renderWin(main, id) {
-  const w = await get(`/api/v1/wins/${id}`);
+  const w = await api.win(id);
   document.title = `${w.title} · hotframe`;
   const s = w.figures.saving;
   const status = h('span', { class: 'status', role: 'status' });
   const frame = h('iframe', { class: 'win-report', title: 'the emailed report', sandbox: 'allow-same-origin' });
   replace(main,
-    h('p', {}, h('a', { href: '/wins', 'data-link': true }, '← all wins')),
+    h('p', {}, h('a', { href: winsUrl(), 'data-link': true }, '← all wins')),
     h('h1', {}, w.title),
     h('p', { class: 'muted' }, `${w.service}${w.team ? ` · team ${w.team}` : ''}${w.shippedBy ? ` · shipped by ${w.shippedBy}` : ''} · ${time(w.createdMs)}`),
     h('p', { class: 'win-figure' }, h('strong', {}, `${usd(s.usdPerYear)} / year`), ` · ${co2(s.kgCo2PerYear)} / year · ${cores(s.cores)} · 95% range ${usd(s.usdLow)} to ${usd(s.usdHigh)} · `, verdict(s)),
@@ -109,7 +104,7 @@ async function renderWin(main, id) {
     w.send && w.send.lastError && w.send.status !== 'sent' ? h('p', { class: 'muted small' }, `Last error: ${w.send.lastError}`) : null,
     frame);
   // The report is static HTML; the sandbox (no scripts) keeps its styles to itself.
-  frame.srcdoc = await request(w.reportUrl, { as: 'text', cached: false });
+  frame.srcdoc = await api.winReport(id);
   frame.addEventListener('load', () => {
     const doc = frame.contentDocument;
     if (doc && doc.body) frame.style.height = `${doc.documentElement.scrollHeight + 20}px`;
@@ -119,7 +114,7 @@ async function renderWin(main, id) {
 async function resend(id, status) {
   status.textContent = 'Queued…';
   try {
-    await request(`/api/v1/wins/${id}/send`, { method: 'POST', body: {} });
+    await api.resendWin(id);
     status.textContent = 'Queued; the server sends it and retries on failure.';
   } catch (err) {
     status.textContent = `Could not queue it: ${err.message}`;
@@ -186,14 +181,14 @@ async function renderForm(main, params) {
         preview.hidden = false;
         preview.srcdoc = answer.reportHtml;
       } else {
-        navigate(`/wins/${answer.id}`);
+        navigate(winUrl(answer.id));
       }
     } catch (err) {
       status.textContent = err.message;
     }
   };
   replace(main,
-    h('p', {}, h('a', { href: '/wins', 'data-link': true }, '← all wins')),
+    h('p', {}, h('a', { href: winsUrl(), 'data-link': true }, '← all wins')),
     h('h1', {}, 'Record an ops win'),
     h('form', { class: 'win-form', id: 'win-form', onsubmit: (e) => { e.preventDefault(); submit(false); } },
       h('label', { for: 'win-service' }, 'Service', service), titleRow,

@@ -537,7 +537,7 @@ fn frame_changes(
 /// An aggregate of stacks given by frame names (root first) with their sample counts,
 /// all in `state` at `period_ns`: for tests, benchmarks and examples of this module.
 pub fn aggregate_of(stacks: &[(&[&str], u64)], state: ThreadState, period_ns: u64) -> Aggregate {
-    let mut agg = Aggregate { profiles: 1, hosts: 1, ..Default::default() };
+    let mut agg = Aggregate { profiles: 1, ..Default::default() };
     let mut ids: HashMap<&str, u32> = HashMap::new();
     for (names, count) in stacks {
         let stack = names

@@ -7,6 +7,7 @@
 use crate::cost::CostSettings;
 use crate::model::Limits;
 use crate::store::StoreConfig;
+use crate::wins::{TeamConfig, WinsConfig, WinsSettings};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -172,8 +173,8 @@ struct FileConfig {
     services: BTreeMap<String, CostSettings>,
     maintenance_interval: Option<String>,
     smtp: Option<crate::report::SmtpConfig>,
-    teams: BTreeMap<String, crate::server::wins::TeamConfig>,
-    wins: crate::server::wins::WinsSettings,
+    teams: BTreeMap<String, TeamConfig>,
+    wins: WinsSettings,
     /// `[[scrape]]` tables belong to `hotframe scrape`, which may read this same file.
     #[allow(dead_code)]
     scrape: Vec<toml::Value>,
@@ -193,7 +194,7 @@ pub struct ServerConfig {
     /// Mean time between maintenance passes (rollups, retention); each wait is jittered by +-20%.
     pub maintenance_interval: std::time::Duration,
     /// SMTP, teams and retry settings of the ops-wins ledger.
-    pub wins: crate::server::wins::WinsConfig,
+    pub wins: WinsConfig,
 }
 
 impl Default for ServerConfig {
@@ -239,7 +240,7 @@ impl ServerConfig {
             tokens: file.tokens,
             services: file.services,
             maintenance_interval,
-            wins: crate::server::wins::WinsConfig::new(file.smtp, file.teams, file.wins).map_err(ConfigError::Wins)?,
+            wins: WinsConfig::new(file.smtp, file.teams, file.wins).map_err(ConfigError::Wins)?,
         })
     }
 

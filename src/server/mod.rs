@@ -59,6 +59,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// The server's own counters.
     pub metrics: Arc<Metrics>,
+    /// Sends ops-win reports in the background, one task per win.
+    pub outbox: crate::wins::Outbox,
     /// Ingest requests in flight (`limits.max_inflight_writes` permits).
     writes: Arc<Semaphore>,
     /// Store queries in flight (`store.reader_connections` permits).
@@ -72,6 +74,7 @@ impl AppState {
             writes: Arc::new(Semaphore::new(config.limits.max_inflight_writes)),
             // One query per reader connection of the store; more wait their turn (bounds memory).
             reads: Arc::new(Semaphore::new(config.store.reader_connections.max(1))),
+            outbox: crate::wins::Outbox::new(store.clone(), config.wins.clone()),
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),

@@ -1,6 +1,7 @@
-//! The ops-wins ledger in the SQLite store: one row per win, its JSON kept opaque (the
-//! server owns its shape), written through the store's one writer connection and read
-//! through the reader pool like every other query.
+//! The ops-wins ledger in the SQLite store: one row per win, its JSON kept opaque
+//! (`wins::ledger` owns its shape; the store depends on no wins type), written through
+//! the store's one writer connection and read through the reader pool like every other
+//! query.
 //!
 //! In: win JSON text and ids. Out: ids and JSON text. Must not: interpret the JSON
 //! beyond checking that it parses, or touch profile tables.

@@ -2,7 +2,8 @@
 //! that make the cost absurd): each defect found by the adversarial run, as a
 //! regression test through the real router or the real binary over HTTP.
 
-use crate::server::{base_s, common_dir, get, open, post, range};
+use crate::common::tempdir as common_dir;
+use crate::server::{base_s, get, open, post, range};
 use axum::http::StatusCode;
 use hotframe::model::pprof::{encode, to_proto};
 use hotframe::model::{ProfileBuilder, ThreadState};
@@ -153,8 +154,8 @@ fn pprof_amplification_attacks_are_refused_within_a_memory_bound() {
     use hotframe::model::pprof::gzip;
     use hotframe::server::push::{LabelPair, PushRequest, RawProfileSeries, RawSample};
     let dir = common_dir();
-    let server = crate::server::ServeProcess::start(dir.path(), &[]);
-    let pid = server.child.id();
+    let server = crate::common::Server::start(dir.path(), &[]);
+    let pid = server.pid();
     // Inflating 16 x 16 MiB in a debug build on a busy machine takes a while.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -186,8 +187,8 @@ fn pprof_amplification_attacks_are_refused_within_a_memory_bound() {
     });
     // 16 MiB of empty Push series.
     let empty_series = gzip(&[0x0a, 0x00].repeat(8 << 20));
-    let native = format!("{}/api/v1/profiles?service=evil", server.url);
-    let push_url = format!("{}/push.v1.PusherService/Push", server.url);
+    let native = server.api("/api/v1/profiles?service=evil");
+    let push_url = server.api("/push.v1.PusherService/Push");
     let attacks: Vec<(&str, String, Vec<u8>, &str, u16)> = vec![
         ("inlined lines x references", native.clone(), lines_bomb.clone(), "application/octet-stream", 400),
         ("gzip'd empty samples", native.clone(), empty_samples.clone(), "application/octet-stream", 413),
@@ -234,8 +235,7 @@ fn pprof_amplification_attacks_are_refused_within_a_memory_bound() {
     // The stated bound: 16 write slots x limits.max_decode_bytes (32 MiB) = 512 MiB over
     // what the server held before (the compressed bodies of these attacks are small).
     assert!(peak - baseline < 512 * 1024, "peak RSS grew by {} MiB, over 512 MiB", (peak - baseline) / 1024);
-    let health = agent.get(&format!("{}/healthz", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
-    assert_eq!(health, "ok");
+    assert_eq!(crate::common::get(&server.api("/healthz")), (200, "ok".to_string()));
 }
 
 /// Issue 13.6: label values with NUL/CR/LF or invalid UTF-8 are refused (not turned into

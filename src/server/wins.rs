@@ -162,7 +162,20 @@ async fn flamegraph_png(State(state): State<AppState>, Path(id): Path<i64>) -> R
 }
 
 /// `POST /api/v1/wins/{id}/send`: sends the report again (to the same recipients).
+/// While a send of the win is still pending (a task tries, or waits to retry), a second
+/// one (a double click on "Send again") answers at once, 202 with `alreadySending`, and
+/// changes nothing: the retries go on where they were.
 async fn resend(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    if state.outbox.is_sending(id) {
+        let record = load(&state, id).await?;
+        if record.send.as_ref().is_some_and(|s| s.status == crate::report::SendStatus::Pending) {
+            let mut answer = answer(&record, &state.config.wins);
+            if let Some(map) = answer.as_object_mut() {
+                map.insert("alreadySending".into(), true.into());
+            }
+            return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
+        }
+    }
     let record = with_store(&state, move |store| Ok(ledger::requeue(store, id, now_ms())?)).await?;
     state.outbox.send(id);
     Ok((StatusCode::ACCEPTED, Json(answer(&record, &state.config.wins))).into_response())

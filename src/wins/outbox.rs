@@ -14,7 +14,7 @@ use crate::model::time::now_ms;
 use crate::report::{self, Mailer, RetryPolicy, SendStatus, SmtpConfig};
 use crate::store::ProfileStore;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,31 +126,62 @@ impl WinsConfig {
     }
 }
 
-/// Win ids with a send task running, shared by the clones of one `Outbox`.
-type RunningSet = Arc<Mutex<BTreeSet<i64>>>;
+/// Win ids with a send task running, shared by the clones of one `Outbox`, each with
+/// whether a send was asked for again while the task ran.
+type RunningSet = Arc<Mutex<BTreeMap<i64, bool>>>;
+
+fn lock_set(set: &RunningSet) -> std::sync::MutexGuard<'_, BTreeMap<i64, bool>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Holds a win's place in the running set while its send task lives.
 struct Running {
     set: RunningSet,
     id: i64,
+    /// Given up by `again` already: the drop must not free a place a new task may hold.
+    released: bool,
 }
 
 impl Running {
-    /// The place of win `id`, or None when a task already holds it. The lock is
-    /// released before a guard exists, so no guard is ever dropped under it.
+    /// The place of win `id`, or None when a task already holds it (that task is then
+    /// told to look at the win again before it ends). The lock is released before a
+    /// guard exists, so no guard is ever dropped under it.
     fn claim(set: &RunningSet, id: i64) -> Option<Running> {
-        let inserted = set.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        if inserted {
-            Some(Running { set: set.clone(), id })
-        } else {
-            None
+        {
+            let mut running = lock_set(set);
+            if let Some(again) = running.get_mut(&id) {
+                *again = true;
+                return None;
+            }
+            running.insert(id, false);
+        }
+        Some(Running { set: set.clone(), id, released: false })
+    }
+
+    /// Called by the task when it has nothing more to do: true (the place kept) when a
+    /// send was asked for while it ran, else the place is given up, under one lock so
+    /// that no request falls between the two.
+    fn again(&mut self) -> bool {
+        let mut running = lock_set(&self.set);
+        match running.get_mut(&self.id) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                running.remove(&self.id);
+                self.released = true;
+                false
+            }
         }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        if !self.released {
+            lock_set(&self.set).remove(&self.id);
+        }
     }
 }
 
@@ -172,17 +203,23 @@ impl Outbox {
         Outbox { store, config: Arc::new(config), running: RunningSet::default() }
     }
 
-    /// Starts sending win `id` in the background, unless a task already does. Needs a
-    /// tokio runtime.
+    /// True while a task sends (or waits to retry) win `id`'s report.
+    pub fn is_sending(&self, id: i64) -> bool {
+        lock_set(&self.running).contains_key(&id)
+    }
+
+    /// Starts sending win `id` in the background, unless a task already does (it then
+    /// looks at the win again before it ends, so a send asked for as it finishes is not
+    /// lost). Returns at once either way. Needs a tokio runtime.
     pub fn send(&self, id: i64) {
-        let Some(running) = Running::claim(&self.running, id) else { return };
+        let Some(mut running) = Running::claim(&self.running, id) else { return };
         let outbox = self.clone();
         tokio::spawn(async move {
-            let _running = running;
             loop {
                 let this = outbox.clone();
                 match tokio::task::spawn_blocking(move || this.attempt(id)).await {
                     Ok(Ok(Some(wait))) => tokio::time::sleep(wait).await,
+                    Ok(Ok(None)) if running.again() => {}
                     Ok(Ok(None)) => return,
                     Ok(Err(e)) => {
                         tracing::warn!(win = id, error = %e, "cannot update the win's send state; it is retried at the next start");
@@ -289,12 +326,29 @@ mod tests {
         // A second claim of a held win gets nothing and must leave the first one's place
         // alone (an eagerly built guard dropped under the lock would deadlock or free it).
         assert!(Running::claim(&set, 7).is_none());
-        assert!(set.lock().unwrap().contains(&7));
+        assert!(set.lock().unwrap().contains_key(&7));
         assert!(Running::claim(&set, 8).is_some(), "another win is free");
-        assert_eq!(*set.lock().unwrap(), BTreeSet::from([7]), "a dropped guard frees its win");
+        assert_eq!(set.lock().unwrap().keys().copied().collect::<Vec<_>>(), [7], "a dropped guard frees its win");
         drop(first);
         assert!(set.lock().unwrap().is_empty());
         assert!(Running::claim(&set, 7).is_some(), "a freed win can be claimed again");
+    }
+
+    #[test]
+    fn a_send_asked_for_while_the_task_runs_is_not_lost() {
+        let set = RunningSet::default();
+        let mut task = Running::claim(&set, 7).expect("nobody holds win 7");
+        assert!(!task.again(), "nothing asked: the task ends and frees its place");
+        assert!(set.lock().unwrap().is_empty());
+        let newer = Running::claim(&set, 7).expect("free again");
+        drop(task);
+        assert!(set.lock().unwrap().contains_key(&7), "the old guard leaves the new task's place alone");
+        let mut task = newer;
+        assert!(Running::claim(&set, 7).is_none(), "a second send while it runs");
+        assert!(task.again(), "the task looks at the win again");
+        assert!(!task.again());
+        drop(task);
+        assert!(set.lock().unwrap().is_empty());
     }
 
     #[test]

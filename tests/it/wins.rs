@@ -533,3 +533,43 @@ fn tokens_guard_the_ledger() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 13.3: with the SMTP relay down, "Send again" on a win whose report is still
+/// being retried answered never and hung the whole server (a guard dropped under the
+/// lock its drop takes). Now both sends answer at once, the second says it is already
+/// sending, /healthz answers and SIGTERM stops the server.
+#[test]
+fn send_again_while_sending_answers_at_once_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let flags = ["--smtp-url", "smtp://127.0.0.1:1", "--mail-from", "hotframe@example.com"];
+    let (mut server, t0) = seeded(&dir.path().join("data"), &config, &flags);
+    let url = format!("{}/api/v1/wins", server.url);
+    let (status, win) = post_json(&url, &new_win(t0, "Double click"));
+    assert_eq!(status, 201, "{win}");
+    let id = win["id"].as_i64().unwrap();
+    eventually("a failed attempt", Duration::from_secs(20), || {
+        let (_, w) = get_json(&format!("{url}/{id}"));
+        w["send"]["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    let quick = |what: &str, started: std::time::Instant| {
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} took {:?}", started.elapsed());
+    };
+    for round in 0..2 {
+        let started = std::time::Instant::now();
+        let (status, again) = post_json(&format!("{url}/{id}/send"), &json!({}));
+        quick("send again", started);
+        assert_eq!(status, 202, "{again}");
+        assert_eq!(again["send"]["status"], "pending", "{again}");
+        assert_eq!(again["alreadySending"], true, "round {round}: the first task still retries: {again}");
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(crate::common::get(&server.api("/healthz")), (200, "ok".to_string()));
+    let (status, _) = get_json(&url);
+    assert_eq!(status, 200);
+    quick("/healthz and the list", started);
+    let (_, w) = get_json(&format!("{url}/{id}"));
+    assert!(w["send"]["attempts"].as_u64().unwrap() >= 1, "the retries went on: {w}");
+    let exit = server.terminate(Duration::from_secs(20));
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+}

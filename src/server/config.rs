@@ -104,6 +104,9 @@ pub struct ServerLimits {
     pub retry_after_secs: u32,
     /// Seconds an ingest body may take to arrive, so slow clients cannot hold write slots. Default 60.
     pub body_timeout_secs: u64,
+    /// Bytes per second an ingest body must average after its first 5 s (else 408), so
+    /// that trickling clients are let go early; 0 turns the check off. Default 1024.
+    pub min_body_rate: u64,
 }
 
 impl Default for ServerLimits {
@@ -121,6 +124,7 @@ impl Default for ServerLimits {
             max_inflight_writes: 16,
             retry_after_secs: 1,
             body_timeout_secs: 60,
+            min_body_rate: 1024,
         }
     }
 }
@@ -132,7 +136,7 @@ pub const MAX_STACK_DEPTH_CEILING: usize = 4096;
 impl ServerLimits {
     /// Refuses limits that would break the server (zero sizes, absurd depths).
     fn check(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, u64, u64, u64, &'static str); 9] = [
+        let checks: [(&'static str, u64, u64, u64, &'static str); 10] = [
             ("max_body_bytes", self.max_body_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_decompressed_bytes", self.max_decompressed_bytes as u64, 1024, 1 << 30, "1024 to 1073741824"),
             ("max_stack_depth", self.max_stack_depth as u64, 1, MAX_STACK_DEPTH_CEILING as u64, "1 to 4096"),
@@ -142,6 +146,7 @@ impl ServerLimits {
             ("max_inflight_writes", self.max_inflight_writes as u64, 1, 4096, "1 to 4096"),
             ("retry_after_secs", self.retry_after_secs as u64, 1, 3600, "1 to 3600"),
             ("body_timeout_secs", self.body_timeout_secs, 1, 3600, "1 to 3600"),
+            ("min_body_rate", self.min_body_rate, 0, 1 << 30, "0 to 1073741824"),
         ];
         for (name, value, lo, hi, range) in checks {
             if value < lo || value > hi {

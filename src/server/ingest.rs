@@ -38,9 +38,19 @@ pub struct IngestAnswer {
     pub samples: u64,
 }
 
-/// Reads the whole body, refusing more than `limits.max_body_bytes` without buffering it.
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let max = state.config.limits.max_body_bytes;
+/// How long a body may take before its average rate must reach `limits.min_body_rate`.
+const BODY_RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a body that sends nothing is looked at.
+const BODY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reads the whole body before the request takes a write slot, so that clients that
+/// trickle their bodies hold no slot: at most `4 x max_inflight_writes` bodies are read
+/// at once (more: 429), each under `limits.body_timeout_secs` in all and, after the
+/// first 5 s, at an average of at least `limits.min_body_rate` bytes per second (else
+/// 408); more than `limits.max_body_bytes` is refused without buffering it.
+async fn read_body(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    let limits = &state.config.limits;
+    let max = limits.max_body_bytes;
     let too_large = |size: String| {
         ApiError::TooLarge(format!(
             "request body {size}is over the limit of {max} bytes (limits.max_body_bytes); send smaller profiles"
@@ -51,18 +61,42 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if let Some(len) = declared.filter(|len| *len > max as u64) {
         return Err(too_large(format!("of {len} bytes ")));
     }
-    let timeout = std::time::Duration::from_secs(state.config.limits.body_timeout_secs);
-    let collected =
-        tokio::time::timeout(timeout, http_body_util::Limited::new(body, max).collect()).await.map_err(|_| {
-            ApiError::Timeout(format!(
+    let _reading = state
+        .body_reads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy { retry_after_secs: limits.retry_after_secs })?;
+    let timeout = std::time::Duration::from_secs(limits.body_timeout_secs);
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(1 << 20));
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Err(ApiError::Timeout(format!(
                 "the request body did not arrive within {} s (limits.body_timeout_secs)",
                 timeout.as_secs()
-            ))
-        })?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(String::new())),
-        Err(e) => Err(ApiError::bad("bad_body", format!("could not read the request body: {e}"))),
+            )));
+        }
+        let rate = out.len() as f64 / elapsed.as_secs_f64();
+        if elapsed >= BODY_RATE_GRACE && rate < limits.min_body_rate as f64 {
+            return Err(ApiError::Timeout(format!(
+                "the request body arrived at {rate:.0} bytes/s, under the minimum of {} bytes/s (limits.min_body_rate)",
+                limits.min_body_rate
+            )));
+        }
+        match tokio::time::timeout(BODY_TICK.min(timeout - elapsed), body.frame()).await {
+            Err(_) => continue,
+            Ok(None) => return Ok(Bytes::from(out)),
+            Ok(Some(Err(e))) => return Err(ApiError::bad("bad_body", format!("could not read the request body: {e}"))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > max {
+                        return Err(too_large(String::new()));
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
     }
 }
 
@@ -323,7 +357,6 @@ pub async fn pyroscope_ingest(
     params: Params,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let _slot = write_slot(&state)?;
     let AppName { service, profile_type, sample_type, labels } =
         parse_app_name(params.require("name", "bad_service")?)?;
     let (from, until) = ingest_window(&params)?;
@@ -353,6 +386,7 @@ pub async fn pyroscope_ingest(
     let (mut parts, body) = request.into_parts();
     let gzip_declared = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
+    let _slot = write_slot(&state)?;
     let received = raw.len() as u64;
     let max = state.config.limits.max_decompressed_bytes;
     let (payload, gzipped, format) = if content_type(&parts.headers).starts_with("multipart/form-data") {
@@ -430,13 +464,13 @@ pub async fn native_ingest(
     params: Params,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let _slot = write_slot(&state)?;
     let service = params.require("service", "bad_service")?.to_string();
     let labels = params.labels();
     let (from, until) = ingest_window(&params)?;
     let (parts, body) = request.into_parts();
     let gzipped = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
+    let _slot = write_slot(&state)?;
     let max = state.config.limits.max_decompressed_bytes;
     let opts = decode_options(&state, &service, from, until, None);
     store_one(&state, raw.len() as u64, move |admission| {
@@ -491,7 +525,6 @@ fn push_profiles(max_bytes: usize, admission: &mut Admission, request: Vec<Serie
 
 /// `POST /push.v1.PusherService/Push`, Pyroscope's Connect API (protobuf or JSON).
 pub async fn connect_push(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let _slot = write_slot(&state)?;
     let (parts, body) = request.into_parts();
     let kind = content_type(&parts.headers);
     let json = kind.starts_with("application/json");
@@ -507,6 +540,7 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
     }
     let gzipped = declared_gzip(&parts.headers)?;
     let raw = read_body(&state, &parts.headers, body).await?;
+    let _slot = write_slot(&state)?;
     let max = state.config.limits.max_decompressed_bytes;
     decode_and_store(&state, move |admission| {
         let plain = admission.body(max, gzipped, raw)?;

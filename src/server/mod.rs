@@ -63,6 +63,8 @@ pub struct AppState {
     pub outbox: crate::wins::Outbox,
     /// Ingest requests in flight (`limits.max_inflight_writes` permits).
     writes: Arc<Semaphore>,
+    /// Ingest bodies being read, before they take a write slot (4 x `max_inflight_writes`).
+    body_reads: Arc<Semaphore>,
     /// Store queries in flight (`store.reader_connections` permits).
     reads: Arc<Semaphore>,
 }
@@ -72,6 +74,7 @@ impl AppState {
     pub fn new(store: Arc<dyn ProfileStore>, config: ServerConfig) -> AppState {
         AppState {
             writes: Arc::new(Semaphore::new(config.limits.max_inflight_writes)),
+            body_reads: Arc::new(Semaphore::new(config.limits.max_inflight_writes.saturating_mul(4))),
             // One query per reader connection of the store; more wait their turn (bounds memory).
             reads: Arc::new(Semaphore::new(config.store.reader_connections.max(1))),
             outbox: crate::wins::Outbox::new(store.clone(), config.wins.clone()),

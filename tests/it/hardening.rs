@@ -380,3 +380,58 @@ async fn data_quality_inputs_are_refused_or_cut() {
     assert!(frame.len() <= hotframe::model::profile::MAX_FRAME_NAME, "{}", frame.len());
     assert!(frame.ends_with(hotframe::model::profile::FRAME_CUT_MARKER));
 }
+
+/// Issue 13.4: 16 connections that trickle their bodies (one byte every 300 ms) held
+/// every write slot, and all other ingest answered 429 for 60 s. Bodies are now read
+/// before a write slot is taken, and a body under 1 KiB/s after 5 s is let go (408).
+#[test]
+fn trickling_bodies_hold_no_write_slot() {
+    use std::io::{Read, Write};
+    let dir = common_dir();
+    let server = crate::common::Server::start(dir.path(), &[]);
+    let t = base_s();
+    let path = format!("/ingest?name=slow&from={t}&until={}", t + 10);
+    let mut slow: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nm"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = std::thread::spawn({
+        let mut streams: Vec<_> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        let stop = stop.clone();
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &mut streams {
+                    let _ = s.write_all(b"a");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for i in 0..3 {
+        let (status, body) = crate::common::post(&server.api(&path), "text/plain", format!("main;fast{i} 1\n"));
+        assert_eq!(status, 200, "ingest beside 16 trickling bodies: {body}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "answered while they trickle");
+    // The trickling requests are let go after the grace period, well before 60 s.
+    for s in &mut slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut answer = [0u8; 64];
+        let n = s.read(&mut answer).expect("an answer to the trickling request");
+        let head = String::from_utf8_lossy(&answer[..n]);
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+    let waited = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+    assert!(waited < std::time::Duration::from_secs(20), "let go after {waited:?}");
+    eprintln!("16 trickling bodies: other ingest 200; trickling ones 408 after {waited:?}");
+}

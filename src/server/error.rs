@@ -40,10 +40,16 @@ pub enum ApiError {
     /// Too many writes in flight (429 with `Retry-After`).
     #[error("the server is busy writing other profiles; retry after {retry_after_secs} s")]
     Busy { retry_after_secs: u32 },
+    /// The store's disk is full (507 with `Retry-After`): the write can be sent again later.
+    #[error("{message}")]
+    DiskFull { message: String, retry_after_secs: u32 },
     /// A failure of the server itself (500).
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What a client is told to wait (`Retry-After`) when the store's disk is full.
+pub const DISK_FULL_RETRY_AFTER_SECS: u32 = 30;
 
 /// Marks a response with the reason of its failure, for the rejects metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +88,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Busy { .. } => "busy",
+            ApiError::DiskFull { .. } => "disk_full",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -98,7 +106,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(RejectReason(self.reason()));
         match &self {
-            ApiError::Busy { retry_after_secs } => {
+            ApiError::Busy { retry_after_secs } | ApiError::DiskFull { retry_after_secs, .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::Unauthorized(_) => {
@@ -144,6 +152,9 @@ impl From<StoreError> for ApiError {
                 "unknown service {name:?}: no profiles were received for it; GET /api/v1/services lists the known ones"
             )),
             StoreError::Invalid(message) => ApiError::bad("invalid", message),
+            StoreError::DiskFull(_) => {
+                ApiError::DiskFull { message: e.to_string(), retry_after_secs: DISK_FULL_RETRY_AFTER_SECS }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -211,7 +211,14 @@ where
         // A profile without samples says nothing (and would count as observed time): it is
         // not stored, and the answer says so (204, or a Push answered as usual).
         for (p, bytes) in profiles.iter().filter(|(p, _)| p.total_samples() > 0) {
-            let receipt = store.write(p)?;
+            let receipt = match store.write(p) {
+                Err(e @ crate::store::StoreError::DiskFull(_)) => {
+                    metrics.disk_full(true);
+                    return Err(e.into());
+                }
+                other => other?,
+            };
+            metrics.disk_full(false);
             metrics.ingested(*bytes, receipt.samples);
             out.push(receipt);
         }

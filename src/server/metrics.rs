@@ -28,6 +28,8 @@ pub struct Metrics {
     bytes: AtomicU64,
     samples: AtomicU64,
     rejects: Mutex<BTreeMap<&'static str, u64>>,
+    /// 1 while the last write found the store's disk full.
+    disk_full: std::sync::atomic::AtomicBool,
     latency: Mutex<BTreeMap<(String, u16), Histogram>>,
 }
 
@@ -59,6 +61,16 @@ impl Metrics {
         }
     }
 
+    /// Records whether the last write found the disk full; logs the changes.
+    pub fn disk_full(&self, full: bool) {
+        let was = self.disk_full.swap(full, Ordering::Relaxed);
+        match (was, full) {
+            (false, true) => tracing::error!("the store's disk is full: ingest answers 507 until space is freed"),
+            (true, false) => tracing::warn!("the store's disk has space again: ingest resumed"),
+            _ => {}
+        }
+    }
+
     /// Profiles stored since start.
     pub fn profiles_ingested(&self) -> u64 {
         self.profiles.load(Ordering::Relaxed)
@@ -83,6 +95,12 @@ impl Metrics {
             self.bytes.load(Ordering::Relaxed),
         );
         counter(&mut out, "hotframe_ingested_samples_total", "Samples stored.", self.samples.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP hotframe_store_disk_full 1 while the store's disk is full (the last write found no space).\n\
+             # TYPE hotframe_store_disk_full gauge\nhotframe_store_disk_full {}",
+            u8::from(self.disk_full.load(Ordering::Relaxed))
+        );
 
         let _ = writeln!(out, "# HELP hotframe_ingest_rejects_total Ingest requests refused, by reason.");
         let _ = writeln!(out, "# TYPE hotframe_ingest_rejects_total counter");

@@ -34,6 +34,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the disk holding the store is full ({0}); free space or move --data: reads go on, writes resume by themselves"
+    )]
+    DiskFull(String),
     #[error("database: {0}")]
     Sql(String),
     #[error("refused by the store: {0}")]

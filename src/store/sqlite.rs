@@ -53,7 +53,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sql(e.to_string())
+        match &e {
+            // SQLITE_FULL: a write found no space (ENOSPC, or the quota of the file system).
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::DiskFull(e.to_string())
+            }
+            _ => StoreError::Sql(e.to_string()),
+        }
     }
 }
 

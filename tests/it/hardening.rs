@@ -435,3 +435,87 @@ fn trickling_bodies_hold_no_write_slot() {
     assert!(waited < std::time::Duration::from_secs(20), "let go after {waited:?}");
     eprintln!("16 trickling bodies: other ingest 200; trickling ones 408 after {waited:?}");
 }
+
+/// A tmpfs of `size` mounted for a test, unmounted (lazily) on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs failed: {status}");
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Issue 13.5: a full disk answered 500 `internal`. Now ingest answers 507 with
+/// Retry-After, /metrics says `hotframe_store_disk_full 1`, reads go on, and writes
+/// resume when space comes back.
+#[test]
+fn a_full_disk_answers_507_keeps_reads_and_recovers() {
+    use std::io::Write;
+    if !crate::common::require_root("mounting a small tmpfs to fill") {
+        return;
+    }
+    let dir = common_dir();
+    let mnt = Tmpfs::mount(&dir.path().join("mnt"), "4m");
+    let server = crate::common::Server::start(&mnt.0.join("data"), &[]);
+    let t = base_s();
+    let ingest = |i: usize| {
+        // Distinct long frames, so that each profile adds pages to the database.
+        let body: String = (0..40).map(|j| format!("main;f{i}_{j}_{} 1\n", "x".repeat(2000))).collect();
+        crate::common::post(&server.api(&format!("/ingest?name=disk&from={t}&until={}", t + 10)), "text/plain", body)
+    };
+    assert_eq!(ingest(0).0, 200);
+    // Fill what is left.
+    let filler = mnt.0.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    for i in 1..200 {
+        let (status, body) = ingest(i);
+        if status != 200 {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("ingest never failed on a full disk");
+    assert_eq!(status, 507, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["reason"], "disk_full", "{body}");
+    assert!(answer["error"].as_str().unwrap().contains("full"), "{body}");
+    let retry = crate::common::http()
+        .post(server.api(&format!("/ingest?name=disk&from={t}&until={}", t + 10)))
+        .send("main;again 1\n")
+        .unwrap();
+    assert_eq!(retry.status().as_u16(), 507);
+    assert_eq!(retry.headers()["retry-after"], "30");
+    let (_, metrics) = crate::common::get(&server.api("/metrics"));
+    assert!(metrics.contains("hotframe_store_disk_full 1\n"), "{metrics}");
+    assert!(metrics.contains("hotframe_ingest_rejects_total{reason=\"disk_full\"}"), "{metrics}");
+    // Reads go on.
+    let r = range(t - 60, t + 60);
+    let (status, body) = crate::common::get(&server.api(&format!("/api/v1/flamegraph?service=disk&{r}")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(crate::common::get(&server.api("/healthz")), (200, "ok".to_string()));
+    // Space comes back: writes resume without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(ingest(1000).0, 200);
+    let (_, metrics) = crate::common::get(&server.api("/metrics"));
+    assert!(metrics.contains("hotframe_store_disk_full 0\n"), "{metrics}");
+    drop(server);
+}

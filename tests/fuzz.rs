@@ -8,7 +8,7 @@
 //! `HOTFRAME_FUZZ_SECS` sets the seconds per decoder (default 2; `.ci/run` gives more),
 //! `HOTFRAME_FUZZ_SEED` the first seed (default: from the clock, printed on failure).
 
-use hotframe::model::folded::parse_folded_into;
+use hotframe::model::folded::{parse_text_bounded, TextFormat};
 use hotframe::model::pprof::{decode_with, encode, gzip, to_proto, Budget, DecodeLimits, DecodeOptions};
 use hotframe::model::{ProfileBuilder, ThreadState};
 use hotframe::server::push::{base64_encode, read_series, LabelPair, PushRequest, RawProfileSeries, RawSample};
@@ -225,17 +225,20 @@ fn main() {
     fuzz("pprof", secs, seed, &pprof_seeds(), pprof_bound, |input| {
         let _ = decode_with(input, &opts(), &limits, &mut Budget::new(BUDGET));
     });
-    // Folded text is parsed as it is sent (the server bounds it by its body limit).
+    // Folded and lines text as the server parses it: depth 1024, under the budget.
     fuzz(
         "folded",
         secs,
         seed.wrapping_add(1),
         &folded_seeds(),
-        |n| 64 * n + (1 << 20),
+        |n| 2 * n + BUDGET + (1 << 20),
         |input| {
             if let Ok(text) = std::str::from_utf8(input) {
-                let mut b = ProfileBuilder::new("fuzz", 0, 10_000, 10_000_000);
-                let _ = parse_folded_into(text, ThreadState::Runnable, &mut b);
+                for format in [TextFormat::Folded, TextFormat::Lines] {
+                    let mut b = ProfileBuilder::new("fuzz", 0, 10_000, 10_000_000);
+                    let mut budget = Budget::new(BUDGET);
+                    let _ = parse_text_bounded(text, format, ThreadState::Runnable, &mut b, 1024, &mut budget);
+                }
             }
         },
     );

@@ -3,6 +3,7 @@
 //! samples without it are RUNNABLE. Also: bounded gzip decompression, shared by every
 //! decoder so that a compressed bomb is refused rather than inflated.
 
+pub use super::profile::Budget;
 use super::profile::{ModelError, Profile, ProfileBuilder};
 use super::state::ThreadState;
 use super::wire::{self, WireError};
@@ -102,48 +103,8 @@ impl DecodeLimits {
     }
 }
 
-/// Memory one request may spend on decoding: string, function and location tables
-/// while a profile decodes, and the profiles it keeps. Charges are estimates that err
-/// high (heap bytes plus container overhead); a request over its budget is refused.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    used: usize,
-    max: usize,
-}
-
 /// Budget of `decode` and `from_proto`, for callers without a budget of their own.
 pub const DEFAULT_DECODE_BUDGET: usize = 256 << 20;
-
-impl Budget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Budget {
-        Budget { used: 0, max }
-    }
-
-    /// Takes `bytes` from the budget, or refuses.
-    pub fn charge(&mut self, bytes: usize) -> Result<(), ModelError> {
-        self.used = self.used.saturating_add(bytes);
-        if self.used > self.max {
-            return Err(ModelError::OverBudget { max: self.max });
-        }
-        Ok(())
-    }
-
-    /// Gives back `bytes` (tables dropped after a profile decoded).
-    pub fn release(&mut self, bytes: usize) {
-        self.used = self.used.saturating_sub(bytes);
-    }
-
-    /// Bytes left.
-    pub fn remaining(&self) -> usize {
-        self.max.saturating_sub(self.used)
-    }
-
-    /// Bytes charged so far.
-    pub fn used(&self) -> usize {
-        self.used
-    }
-}
 
 /// Decodes pprof bytes (plain or gzip) into a `Profile` with the default limits and
 /// budget. Labels are left empty.
@@ -247,12 +208,8 @@ const P_PERIOD: u32 = 12;
 const STRING_COST: usize = 16;
 /// Estimated bytes of a mapping id -> file name entry.
 const MAPPING_COST: usize = 48;
-/// Estimated bytes of a new interned frame beyond its name (twice: list and index).
-const FRAME_COST: usize = 96;
-/// Estimated bytes of a new interned stack beyond its frames (twice: list and index).
-const STACK_COST: usize = 96;
-/// Estimated bytes of a new (stack, state) total and the sample it becomes.
-const TOTAL_COST: usize = 128;
+/// Estimated bytes of a (stack, state) total while decoding.
+const TOTAL_COST: usize = 48;
 
 /// `(type, unit)` string indices of a ValueType message.
 fn value_type(bytes: &[u8]) -> Result<(i64, i64), ModelError> {
@@ -323,7 +280,7 @@ fn header<'a>(plain: &'a [u8], limits: &DecodeLimits, budget: &mut Budget) -> Re
             _ => 0,
         });
         if tables > room {
-            return Err(ModelError::OverBudget { max: budget.max });
+            return Err(ModelError::OverBudget { max: budget.max() });
         }
     }
     budget.charge(tables)?;
@@ -356,16 +313,6 @@ fn header<'a>(plain: &'a [u8], limits: &DecodeLimits, budget: &mut Budget) -> Re
         }
     }
     Ok(h)
-}
-
-/// Interns a frame name, charging the budget when it is new.
-fn intern_charged(builder: &mut ProfileBuilder, name: &str, budget: &mut Budget) -> Result<u32, ModelError> {
-    let before = builder.frame_count();
-    let id = builder.intern_frame(name);
-    if builder.frame_count() > before {
-        budget.charge(FRAME_COST + 2 * name.len())?;
-    }
-    Ok(id)
 }
 
 /// Decodes one plain (not gzip) pprof message.
@@ -402,6 +349,7 @@ fn decode_message(
     };
 
     let mut builder = ProfileBuilder::new(&opts.service, start_ms, end_ms, period_ns).profile_type(profile_type);
+    budget.start_builder();
 
     // Function id -> frame id, each name interned once; mapping id -> file name.
     let mut function_frames = IdTable::with_capacity(h.functions);
@@ -420,7 +368,8 @@ fn decode_message(
                 }
                 let name = string_at(st, name)?;
                 let name = if name.is_empty() { string_at(st, system_name)? } else { name };
-                let frame = intern_charged(&mut builder, if name.is_empty() { "[unknown]" } else { name }, budget)?;
+                let frame = builder.intern_frame(if name.is_empty() { "[unknown]" } else { name });
+                budget.charge_growth(&builder)?;
                 function_frames.insert(id, frame);
             }
             (P_MAPPING, v) => {
@@ -479,7 +428,8 @@ fn decode_message(
                 None => format!("[unknown] {address:#x}"),
             };
             budget.charge(4)?;
-            location_buf.push(intern_charged(&mut builder, &name, budget)?);
+            location_buf.push(builder.intern_frame(&name));
+            budget.charge_growth(&builder)?;
         }
         let range = u32::try_from(start)
             .ok()
@@ -565,14 +515,11 @@ fn decode_message(
                 }
             },
         };
-        let before = builder.stack_count();
         let id = builder.intern_stack(&stack);
-        if builder.stack_count() > before {
-            if builder.stack_count() > limits.max_stacks {
-                return Err(ModelError::TooManyStacks { got: builder.stack_count(), max: limits.max_stacks });
-            }
-            budget.charge(STACK_COST + 8 * stack.len())?;
+        if builder.stack_count() > limits.max_stacks {
+            return Err(ModelError::TooManyStacks { got: builder.stack_count(), max: limits.max_stacks });
         }
+        budget.charge_growth(&builder)?;
         match totals.entry((id, state)) {
             std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += value as u128,
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -596,6 +543,7 @@ fn decode_message(
         let count = u64::try_from(count).unwrap_or(u64::MAX);
         builder.add_stack(stack, state, count);
     }
+    budget.charge_growth(&builder)?;
     Ok(builder.finish())
 }
 

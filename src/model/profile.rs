@@ -310,6 +310,66 @@ impl Profile {
     }
 }
 
+/// Memory one request may spend on decoding: string, function and location tables
+/// while a profile decodes, and the profiles it keeps. Charges are estimates that err
+/// high (heap bytes plus container overhead); a request over its budget is refused.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    used: usize,
+    max: usize,
+    /// `ProfileBuilder::held_bytes` of the builder being charged, when last charged.
+    builder_seen: usize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Budget {
+        Budget { used: 0, max, builder_seen: 0 }
+    }
+
+    /// Takes `bytes` from the budget, or refuses.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), ModelError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(ModelError::OverBudget { max: self.max });
+        }
+        Ok(())
+    }
+
+    /// Gives back `bytes` (tables dropped after a profile decoded).
+    pub fn release(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
+    }
+
+    /// Starts charging a new builder with `charge_growth`.
+    pub fn start_builder(&mut self) {
+        self.builder_seen = 0;
+    }
+
+    /// Charges what `builder` took since the last call (or `start_builder`).
+    pub fn charge_growth(&mut self, builder: &ProfileBuilder) -> Result<(), ModelError> {
+        let held = builder.held_bytes();
+        let grown = held.saturating_sub(self.builder_seen);
+        self.builder_seen = held;
+        self.charge(grown)
+    }
+
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.max.saturating_sub(self.used)
+    }
+
+    /// The budget's size.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Bytes charged so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
 /// Builds a `Profile` from stacks of frame names, interning as it goes and merging
 /// samples of the same (stack, state).
 #[derive(Debug)]
@@ -319,7 +379,16 @@ pub struct ProfileBuilder {
     stack_ids: HashMap<Vec<u32>, u32>,
     sample_ids: HashMap<(u32, ThreadState), usize>,
     scratch: Vec<u32>,
+    /// Estimated heap bytes held (see `held_bytes`).
+    held: usize,
 }
+
+/// Estimated bytes of a new interned frame beyond its name (kept twice: list and index).
+const FRAME_COST: usize = 96;
+/// Estimated bytes of a new interned stack beyond its frame ids (kept twice).
+const STACK_COST: usize = 96;
+/// Estimated bytes of a new (stack, state) sample and its index entry.
+const SAMPLE_COST: usize = 64;
 
 impl ProfileBuilder {
     /// Starts a profile for `service` over `[start_ms, end_ms)` sampled every `period_ns`.
@@ -330,6 +399,7 @@ impl ProfileBuilder {
             stack_ids: HashMap::default(),
             sample_ids: HashMap::default(),
             scratch: Vec::new(),
+            held: 0,
         }
     }
 
@@ -357,6 +427,7 @@ impl ProfileBuilder {
             return id;
         }
         let id = self.profile.frames.len() as u32;
+        self.held = self.held.saturating_add(FRAME_COST + 2 * name.len());
         self.profile.frames.push(name.to_string());
         self.frame_ids.insert(name.to_string(), id);
         id
@@ -368,6 +439,7 @@ impl ProfileBuilder {
             return id;
         }
         let id = self.profile.stacks.len() as u32;
+        self.held = self.held.saturating_add(STACK_COST + 8 * frames.len());
         self.profile.stacks.push(frames.to_vec());
         self.stack_ids.insert(frames.to_vec(), id);
         id
@@ -396,6 +468,7 @@ impl ProfileBuilder {
                 *c = c.saturating_add(count);
             }
             None => {
+                self.held = self.held.saturating_add(SAMPLE_COST);
                 self.sample_ids.insert((stack, state), self.profile.samples.len());
                 self.profile.samples.push(Sample { stack, state, count });
             }
@@ -418,6 +491,12 @@ impl ProfileBuilder {
                 self.add_stack(stack, s.state, s.count);
             }
         }
+    }
+
+    /// Estimated heap bytes the builder holds (frames, stacks, samples and their
+    /// indexes), for decoders that charge a `Budget` as they build.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Number of distinct frames so far.

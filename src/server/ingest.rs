@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::params::Params;
 use super::push::{read_series, PushError, Series};
 use super::AppState;
-use crate::model::folded::{parse_folded_into, parse_lines_into};
+use crate::model::folded::{parse_text_bounded, TextFormat};
 use crate::model::pprof::{decode_with, decompress_bounded, is_gzip, Budget, DecodeLimits, DecodeOptions};
 use crate::model::profile::{MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::model::time::now_ms;
@@ -418,11 +418,13 @@ pub async fn pyroscope_ingest(
             BodyFormat::Pprof => admission.pprof(&plain, &opts)?,
             _ => {
                 let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
-                if format == BodyFormat::Lines {
-                    parse_lines_into(text(&plain, "bad_lines")?, ThreadState::Runnable, &mut b)?;
+                let (body, kind) = if format == BodyFormat::Lines {
+                    (text(&plain, "bad_lines")?, TextFormat::Lines)
                 } else {
-                    parse_folded_into(text(&plain, "bad_folded")?, ThreadState::Runnable, &mut b)?;
-                }
+                    (text(&plain, "bad_folded")?, TextFormat::Folded)
+                };
+                let (depth, budget) = (admission.limits.max_stack_depth, &mut admission.budget);
+                parse_text_bounded(body, kind, ThreadState::Runnable, &mut b, depth, budget)?;
                 b.finish()
             }
         };

@@ -98,6 +98,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: the ops-wins ledger.
     super::wins::MIGRATION,
+    // 3: the work counter of profiles (requests per window).
+    super::work::MIGRATION,
 ];
 
 /// The schema version this build writes.

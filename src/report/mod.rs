@@ -37,7 +37,8 @@ pub mod mail;
 pub mod render;
 
 pub use figures::{
-    aggregate_of, compute, FrameChange, FramePattern, Normalisation, Saving, Side, SideFigures, WinFigures, WinOptions,
+    aggregate_of, compute, FrameChange, FramePattern, Interval, Matching, Normalization, Saving, Side, SideFigures,
+    WinFigures, WinOptions, WorkSource,
 };
 pub use flame::{differential_png, differential_svg, svg_to_png, Png};
 pub use mail::{

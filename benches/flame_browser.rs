@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench flame_browser` (needs Debian's chromium and chromium-driver).
 //! Goal: under 100 ms per frame of interaction (render, zoom, click -> next frame).
 
+#[path = "../tests/it/common.rs"]
+mod common;
 #[path = "../tests/browser/harness.rs"]
 mod harness;
 
@@ -69,18 +71,18 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(env!("CARGO_BIN_EXE_hotframe"), &dir.path().join("data"), harness::free_port(), &[]);
+    let server = Server::start(&dir.path().join("data"), &[]);
     let folded = big_profile(NODES);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     server.ingest_folded("big.cpu{host=a}", &folded, now - 600, now - 590, None);
     let (from, until) = ((now - 900) * 1000, (now + 60) * 1000);
-    let url = format!("{}/service/big?from={from}&until={until}&maxNodes=60000", server.base);
+    let url = format!("{}/service/big?from={from}&until={until}&maxNodes=60000", server.url);
     let browser = Browser::start(1600, 1000);
 
     // Page load to a drawn graph: fetch, JSON parse, flatten, first render.
     let mut loads = Vec::new();
     for _ in 0..5 {
-        browser.goto(&format!("{}/", server.base));
+        browser.goto(&format!("{}/", server.url));
         browser.wait_idle();
         let t0 = Instant::now();
         browser.goto(&url);

@@ -25,12 +25,13 @@ fn aggregate(stacks: usize, seed: u64, cut_hot: bool) -> Aggregate {
     let mut agg = Aggregate {
         frames,
         profiles: 2,
-        profile_seconds: 1200.0,
-        hosts: 2,
         first_ms: 1_795_700_000_000,
         last_ms: 1_795_700_600_000,
         ..Default::default()
     };
+    for host in ["a", "b"] {
+        agg.coverage.add(Some(host), agg.first_ms, agg.last_ms);
+    }
     let mut stack_rng = fastrand::Rng::with_seed(42);
     for i in 0..stacks {
         // A parent prefix from an earlier stack keeps the tree shape of a real service.

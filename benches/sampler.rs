@@ -72,8 +72,11 @@ fn record(pid: u32, secs: f64) -> Vec<Recorded> {
         callchain: false,
         kernel: false,
     };
-    let mut events: Vec<PerfEvent> =
-        procfs::thread_ids(pid).unwrap().into_iter().filter_map(|tid| PerfEvent::open(tid, &config).ok()).collect();
+    let mut events: Vec<PerfEvent> = procfs::thread_ids(pid)
+        .expect("the workload's threads")
+        .into_iter()
+        .filter_map(|tid| PerfEvent::open(tid, &config).ok())
+        .collect();
     let mut out = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed().as_secs_f64() < secs {

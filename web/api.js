@@ -106,11 +106,20 @@ export function filterQuery(f, extra = {}) {
 
 const UNIT_S = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
 
+/**
+ * A relative time such as `now-90m` as `{ count, unit, seconds }`, else null. The viewer's
+ * one reader of the form; the server's (src/model/time.rs) is the one that counts.
+ */
+export function relativeTime(text) {
+  const rel = /^now-(\d+)([smhdw])$/.exec(text);
+  return rel ? { count: Number(rel[1]), unit: rel[2], seconds: Number(rel[1]) * UNIT_S[rel[2]] } : null;
+}
+
 /** Seconds of a time as the URL holds it (`now`, `now-1h`, Unix ms or s), or NaN. */
 function seconds(text) {
   if (text === 'now') return Date.now() / 1000;
-  const rel = /^now-(\d+)([smhdw])$/.exec(text);
-  if (rel) return Date.now() / 1000 - Number(rel[1]) * UNIT_S[rel[2]];
+  const rel = relativeTime(text);
+  if (rel) return Date.now() / 1000 - rel.seconds;
   const n = Number(text);
   if (!Number.isFinite(n)) return NaN;
   return n > 1e11 ? n / 1000 : n;

@@ -2,30 +2,22 @@
 // merged by call path into a differential flame graph (red: grew, slower; blue: shrank,
 // faster) and a table of the $/year change per function; and the ops-win hook.
 
-import { api } from './api.js';
+import { api, relativeTime } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
 import { explainCost, pct, usd, usdDelta } from './format.js';
-import { navigate, selectedStates, update } from './state.js';
+import { navigate, newWinUrl, selectedStates, update } from './state.js';
 import { diffTable } from './tables.js';
 import { diffRows, diffTrees, flatten } from './tree.js';
 
-const UNIT_MS = { s: 1000, m: 60000, h: 3600000, d: 86400000, w: 604800000 };
-
 /** The same-length range just before [from, until], in the URL's own forms. */
 export function previousRange(from, until) {
-  const rel = from.match(/^now-(\d+)([smhdw])$/);
-  if (rel && until === 'now') return { from: `now-${Number(rel[1]) * 2}${rel[2]}`, until: from };
+  const rel = relativeTime(from);
+  if (rel && until === 'now') return { from: `now-${rel.count * 2}${rel.unit}`, until: from };
   const a = Number(from);
   const b = until === 'now' ? Date.now() : Number(until);
   if (Number.isFinite(a) && Number.isFinite(b) && b > a) return { from: String(a - (b - a)), until: String(a) };
   return { from: 'now-2h', until: 'now-1h' };
-}
-
-/** Milliseconds of a relative time such as `now-90m` (for labels only). */
-export function relativeMs(text) {
-  const m = text.match(/^now-(\d+)([smhdw])$/);
-  return m ? Number(m[1]) * UNIT_MS[m[2]] : 0;
 }
 
 /** The two sides of the diff as API filters, with a human name each. */
@@ -182,7 +174,5 @@ async function startOpsWin(state, s, before, after, best, status) {
     }
     return;
   }
-  const params = new URLSearchParams();
-  for (const [k, v] of Object.entries(win)) if (v) params.set(k, v);
-  navigate(`/wins/new?${params}`);
+  navigate(newWinUrl(win));
 }

@@ -21,6 +21,23 @@ function filters(state) {
   return { service: state.service, from: state.from, until: state.until, states: selectedStates(state).join(','), type: state.type, labels: state.labels };
 }
 
+let escapeListening = false;
+
+/**
+ * One document listener for Escape, installed with the first service page and sent to
+ * whichever page is current (a listener per page would pile up, one per visit).
+ */
+function listenForEscape() {
+  if (escapeListening) return;
+  escapeListening = true;
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape') return;
+    if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+    const page = window.hotframe && window.hotframe.page;
+    if (page instanceof ServicePage) page.zoomOut();
+  });
+}
+
 /** One service's page; `show(state)` is called on every navigation within it. */
 export class ServicePage {
   constructor(main) {
@@ -28,13 +45,14 @@ export class ServicePage {
     this.dataKey = null;
     this.data = null;
     this.flame = null;
-    // Escape zooms out one level, as the breadcrumb does (not while typing).
-    document.addEventListener('keydown', (e) => {
-      if (e.key !== 'Escape' || window.hotframe.page !== this || !this.flame || !this.state || !this.state.focus) return;
-      if (e.target && /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
-      const tree = this.data.tree;
-      update({ focus: tree.path(tree.parent[tree.find(this.state.focus)] || 0) });
-    });
+    listenForEscape();
+  }
+
+  /** Escape zooms out one level, as the breadcrumb does. */
+  zoomOut() {
+    if (!this.flame || !this.state || !this.state.focus) return;
+    const tree = this.data.tree;
+    update({ focus: tree.path(tree.parent[tree.find(this.state.focus)] || 0) });
   }
 
   async show(state) {

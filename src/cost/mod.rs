@@ -3,14 +3,15 @@
 //! reported so the viewer and the reports can show how a figure was computed without
 //! computing it again.
 //!
-//! In: values (CPU seconds, window, host counts, `CostSettings`, a `model::Aggregate`).
-//! Out: `Estimate`s, the resolved `CostInputs`, and `CostTerms` (the terms and
-//! per-sample factors sent with every figure). Must not: read a store, a clock or the
-//! network.
+//! In: values (CPU seconds, the wall time observed per host as a `model::Coverage`,
+//! `CostSettings`, a `model::Aggregate`). Out: `Estimate`s, the window `W` and hosts
+//! `Hp` (`observed_window`, the one place they are computed), the resolved
+//! `CostInputs`, and `CostTerms` (the terms and per-sample factors sent with every
+//! figure). Must not: read a store, a clock or the network.
 
 pub mod instances;
 
-use crate::model::Aggregate;
+use crate::model::{Aggregate, Coverage};
 use serde::{Deserialize, Serialize};
 
 pub use instances::{InstanceType, INSTANCE_TYPES};
@@ -171,11 +172,11 @@ impl CostContext {
         CostContext { inputs, window_seconds, profiled_hosts: hp, fleet_hosts: fleet }
     }
 
-    /// The context of an aggregate: W = the merged profiles' window lengths / Hp, and
-    /// Hp = its distinct hosts (docs/cost.md: W is wall time per host).
+    /// The context of an aggregate: W and Hp of the wall time it covers
+    /// (`observed_window`).
     pub fn of_aggregate(inputs: CostInputs, agg: &Aggregate) -> CostContext {
-        let hosts = agg.hosts.max(1);
-        CostContext::new(inputs, agg.profile_seconds / hosts as f64, hosts)
+        let w = observed_window(&agg.coverage);
+        CostContext::new(inputs, w.window_seconds, w.profiled_hosts)
     }
 
     /// cores = (S / F) / W * (H / Hp), with `cpu_seconds` = S / F.
@@ -240,6 +241,30 @@ impl CostContext {
             per_cpu_sample: self.per_sample(seconds_per(cpu_samples, cpu_nanos)),
         }
     }
+}
+
+/// W and Hp of what was observed (docs/cost.md).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ObservedWindow {
+    /// W: wall seconds per profiled host, the mean over hosts of each host's union of
+    /// profile windows (= the sum of the per-host unions / Hp).
+    pub window_seconds: f64,
+    /// Hp: hosts with any observed time (0 when nothing was observed).
+    pub profiled_hosts: u32,
+}
+
+/// W and Hp of `coverage`: per host (its `host` label; profiles without one are one
+/// host), the union of its profiles' `[start, end)` windows, however many processes,
+/// threads, series or agents sent them; W = the sum of those unions / Hp. So
+/// (S / F) / (W * Hp) is the service's average cores per observed host, and
+/// `cores` = that x H. Every figure's W and Hp come from here.
+pub fn observed_window(coverage: &Coverage) -> ObservedWindow {
+    let hosts = coverage.hosts();
+    if hosts == 0 {
+        return ObservedWindow::default();
+    }
+    let host_seconds: f64 = coverage.per_host().iter().map(|h| h.seconds()).sum();
+    ObservedWindow { window_seconds: host_seconds / hosts as f64, profiled_hosts: hosts }
 }
 
 /// cores = (S / F) / W * (H / Hp), with `cpu_seconds` = S / F, `window_seconds` = W,
@@ -340,15 +365,15 @@ mod tests {
         use crate::model::{AggregateSample, ThreadState};
         // 2 profiled hosts, 60 s each, fleet of 10; 100 Hz on CPU, 50 Hz waiting.
         let settings = CostSettings { price_per_core_hour: Some(0.05), fleet_hosts: Some(10), ..Default::default() };
-        let agg = Aggregate {
+        let mut agg = Aggregate {
             samples: vec![
                 AggregateSample { stack: 0, state: ThreadState::Runnable, samples: 300, nanos: 3_000_000_000 },
                 AggregateSample { stack: 0, state: ThreadState::Waiting, samples: 100, nanos: 2_000_000_000 },
             ],
-            hosts: 2,
-            profile_seconds: 120.0,
             ..Default::default()
         };
+        agg.coverage.add(Some("a"), 0, 60_000);
+        agg.coverage.add(Some("b"), 0, 60_000);
         let ctx = CostContext::of_aggregate(settings.resolve().unwrap(), &agg);
         assert_eq!((ctx.window_seconds, ctx.profiled_hosts, ctx.fleet_hosts), (60.0, 2, 10));
         let t = ctx.terms(&agg);
@@ -362,6 +387,37 @@ mod tests {
         // One sample of any selected state: 1 / 80 Hz = 12.5 ms, x H / Hp = 62.5 fleet ms.
         assert!((t.per_sample.thread_seconds - 0.0625).abs() < 1e-12);
         assert!((t.per_sample.cores - 0.0125 / 60.0 * 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn window_is_the_union_per_host_not_the_sum_of_profiles() {
+        // 14 processes observed for the same 30 s on one host: W = 30 s, not 420 s.
+        let mut one = Coverage::default();
+        for _ in 0..14 {
+            one.add(Some("db1"), 1_000, 31_000);
+        }
+        assert_eq!(observed_window(&one), ObservedWindow { window_seconds: 30.0, profiled_hosts: 1 });
+        // Two hosts: db1 over [0, 30 s) by two processes overlapping, db2 over two
+        // 10 s stretches with a gap; W = (30 + 20) / 2 = 25 s.
+        let mut two = Coverage::default();
+        two.add(Some("db1"), 0, 20_000);
+        two.add(Some("db1"), 10_000, 30_000);
+        two.add(Some("db2"), 0, 10_000);
+        two.add(Some("db2"), 40_000, 50_000);
+        assert_eq!(observed_window(&two), ObservedWindow { window_seconds: 25.0, profiled_hosts: 2 });
+        // Profiles without a host label are one host, apart from the named ones.
+        two.add(None, 0, 10_000);
+        two.add(None, 0, 10_000);
+        assert_eq!(observed_window(&two).profiled_hosts, 3);
+        assert!((observed_window(&two).window_seconds - 20.0).abs() < 1e-12);
+        // Nothing observed: W = 0, and the formula gives 0 cores.
+        assert_eq!(observed_window(&Coverage::default()), ObservedWindow::default());
+        // The formula on the first case: 14 processes of 0.1 core each = 1.4 cores.
+        let ctx = CostContext::of_aggregate(
+            CostSettings::default().resolve().unwrap(),
+            &Aggregate { coverage: one, ..Default::default() },
+        );
+        assert!((ctx.cores(42.0) - 1.4).abs() < 1e-12);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `Aggregate`: the profiles of a query merged into one set of stacks, with the window
-//! and hosts they cover; and its conversion back to one `Profile` for export and for
+//! `Aggregate`: the profiles of a query merged into one set of stacks, with the wall time
+//! they cover per host; and its conversion back to one `Profile` for export and for
 //! drawing (folded, pprof, SVG).
 //!
 //! In: what a store's query merged (frames, stacks, per (stack, state) samples and
-//! thread time). Out: `Aggregate` and `Profile`. Must not: do I/O or know prices (the
-//! cost formula lives in src/cost, see docs/cost.md).
+//! thread time, the profiles' windows per host). Out: `Aggregate` and `Profile`. Must
+//! not: do I/O or know prices (the cost formula and its window `W` live in src/cost,
+//! see docs/cost.md).
 
+use super::coverage::Coverage;
 use super::pprof::DEFAULT_PERIOD_NS;
 use super::profile::{Profile, Sample};
 use super::state::ThreadState;
@@ -35,11 +37,9 @@ pub struct Aggregate {
     pub samples: Vec<AggregateSample>,
     /// Profiles merged (raw profiles, or the profiles a rollup stands for).
     pub profiles: u64,
-    /// Sum over merged profiles of their window length, in seconds.
-    pub profile_seconds: f64,
-    /// Distinct `host` label values among merged profiles (profiles without `host`
-    /// count as one host; at least 1, so it can divide).
-    pub hosts: u32,
+    /// Wall time the merged profiles cover, per `host` label (profiles without one
+    /// count as one host): the union of their windows, not the sum.
+    pub coverage: Coverage,
     /// Start of the earliest merged profile, Unix ms (0 when empty).
     pub first_ms: i64,
     /// End of the latest merged profile, Unix ms (0 when empty).

@@ -230,7 +230,8 @@ pub(crate) mod tests {
     /// An aggregate of stacks given by frame names, 10 ms per sample, over 10 s on one host.
     pub(crate) fn agg(stacks: &[(&[&str], ThreadState, u64)]) -> Aggregate {
         let mut frames: Vec<String> = Vec::new();
-        let mut out = Aggregate { hosts: 1, profiles: 1, profile_seconds: 10.0, ..Default::default() };
+        let mut out = Aggregate { profiles: 1, ..Default::default() };
+        out.coverage.add(None, 0, 10_000);
         for (names, state, count) in stacks {
             let ids = names
                 .iter()

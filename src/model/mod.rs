@@ -1,12 +1,14 @@
 //! Shared vocabulary of hotframe, with no I/O: thread states, frames and stacks,
 //! samples, `Profile` (a batch of samples with labels and a time window), `Aggregate`
-//! (profiles merged by a query) and the flame-graph tree built from it.
+//! (profiles merged by a query, with the wall time they cover per host: `Coverage`) and
+//! the flame-graph tree built from it.
 //!
 //! In: nothing of the crate. Out: the types every other module speaks, plus the
 //! folded-text and pprof codecs. Must not: touch files, sockets, clocks (except
 //! `time::now_ms`) or any other module of the crate.
 
 pub mod aggregate;
+pub mod coverage;
 pub mod flame;
 pub mod folded;
 pub mod perf_script;
@@ -17,5 +19,6 @@ pub mod state;
 pub mod time;
 
 pub use aggregate::{Aggregate, AggregateSample};
+pub use coverage::{Coverage, HostCoverage};
 pub use profile::{Limits, ModelError, Profile, ProfileBuilder, Sample};
 pub use state::{StateCounts, ThreadState};

@@ -536,7 +536,11 @@ impl Counted {
 
 /// The per-interval pairs `(y_i, x_i)` of a side for one way of normalising.
 fn points(side: &Side<'_>, pattern: Option<&FramePattern>, mode: Normalization, e: f64, rest: bool) -> Vec<(f64, f64)> {
-    let profile_seconds: f64 = side.intervals.iter().map(|i| i.aggregate.profile_seconds).sum();
+    let covered = |a: &Aggregate| {
+        let w = crate::cost::observed_window(&a.coverage);
+        w.window_seconds * w.profiled_hosts as f64
+    };
+    let profile_seconds: f64 = side.intervals.iter().map(|i| covered(&i.aggregate)).sum();
     let mut out = Vec::with_capacity(side.intervals.len());
     for interval in side.intervals {
         let (scope, all) = split(&interval.aggregate, pattern);
@@ -548,7 +552,7 @@ fn points(side: &Side<'_>, pattern: Option<&FramePattern>, mode: Normalization, 
                 None => return Vec::new(),
             },
             Normalization::Control => all.minus(&scope).seconds,
-            Normalization::None if profile_seconds > 0.0 => e * interval.aggregate.profile_seconds / profile_seconds,
+            Normalization::None if profile_seconds > 0.0 => e * covered(&interval.aggregate) / profile_seconds,
             Normalization::None => return Vec::new(),
         };
         out.push((y, x));
@@ -866,7 +870,7 @@ fn frame_changes(
 /// An aggregate of stacks given by frame names (root first) with their sample counts,
 /// all in `state` at `period_ns`: for tests, benchmarks and examples of this module.
 pub fn aggregate_of(stacks: &[(&[&str], u64)], state: ThreadState, period_ns: u64) -> Aggregate {
-    let mut agg = Aggregate { profiles: 1, hosts: 1, ..Default::default() };
+    let mut agg = Aggregate { profiles: 1, ..Default::default() };
     let mut ids: HashMap<&str, u32> = HashMap::new();
     for (names, count) in stacks {
         let stack = names
@@ -981,11 +985,11 @@ mod tests {
             cold_total += c;
             work += w;
             let mut aggregate = aggregate(&[(&["main", "hot"], h), (&["main", "cold"], c)], 10_000_000);
-            aggregate.profile_seconds = 60.0;
+            aggregate.coverage.add(None, 0, 60_000);
             intervals.push(Interval { aggregate, work: Some(w) });
         }
         let mut aggregate = aggregate(&[(&["main", "hot"], hot_total), (&["main", "cold"], cold_total)], 10_000_000);
-        aggregate.profile_seconds = 60.0 * k as f64;
+        aggregate.coverage.add(None, 0, 60_000 * k as i64);
         Drawn { aggregate, intervals, work }
     }
 

@@ -196,16 +196,17 @@ struct TimelineAnswer {
     points: Vec<TimelinePointAnswer>,
 }
 
-/// Cores per state of one bucket: the cost model's cores with W = the bucket's seconds
-/// and Hp = the hosts that sent profiles in it.
-fn bucket_cores(point: &TimelinePoint, step_ms: i64, fleet: Option<u32>) -> [f64; 5] {
+/// Cores per state of one bucket: the cost model's cores with the W and Hp of the
+/// profiles in it (`cost::observed_window`, as for the flame graph of the same profiles).
+fn bucket_cores(point: &TimelinePoint, fleet: Option<u32>) -> [f64; 5] {
     let mut out = [0.0; 5];
-    if point.hosts == 0 || step_ms <= 0 {
+    let window = cost::observed_window(&point.coverage);
+    if window.profiled_hosts == 0 {
         return out;
     }
-    let fleet = fleet.unwrap_or(point.hosts);
+    let fleet = fleet.unwrap_or(window.profiled_hosts);
     for (o, n) in out.iter_mut().zip(point.nanos) {
-        *o = cost::cores(n as f64 / 1e9, step_ms as f64 / 1000.0, fleet, point.hosts);
+        *o = cost::cores(n as f64 / 1e9, window.window_seconds, fleet, window.profiled_hosts);
     }
     out
 }
@@ -216,7 +217,7 @@ fn bucketed(points: &[TimelinePoint], from_ms: i64, step_ms: i64, count: i64, fl
     for p in points {
         let i = (p.t_ms - from_ms).div_euclid(step_ms.max(1));
         if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
-            for (acc, v) in slot.iter_mut().zip(bucket_cores(p, step_ms, fleet)) {
+            for (acc, v) in slot.iter_mut().zip(bucket_cores(p, fleet)) {
                 *acc += v;
             }
         }
@@ -484,18 +485,30 @@ mod tests {
 
     #[test]
     fn buckets_scale_by_fleet() {
-        let p = TimelinePoint {
+        let mut p = TimelinePoint {
             t_ms: 60_000,
             samples: [100, 0, 0, 0, 0],
             nanos: [30_000_000_000, 0, 0, 0, 0],
-            hosts: 2,
-            profile_seconds: 60.0,
+            coverage: Default::default(),
         };
-        let rows = bucketed(&[p], 0, 60_000, 3, Some(10));
+        p.coverage.add(Some("a"), 60_000, 120_000);
+        p.coverage.add(Some("b"), 60_000, 120_000);
+        let rows = bucketed(&[p.clone()], 0, 60_000, 3, Some(10));
         // 30 thread seconds over a 60 s bucket = 0.5 cores on 2 hosts; x 10/2 for the fleet.
         assert_eq!(rows[0], [0.0; 5]);
         assert!((rows[1][0] - 2.5).abs() < 1e-12);
         assert_eq!(rows.len(), 3);
+        // Three processes per host over the same minute: still 60 s of wall time per host.
+        for host in ["a", "b"] {
+            p.coverage.add(Some(host), 60_000, 120_000);
+            p.coverage.add(Some(host), 60_000, 120_000);
+        }
+        assert!((bucketed(&[p.clone()], 0, 60_000, 3, Some(10))[1][0] - 2.5).abs() < 1e-12);
+        // Observed for 30 s of the bucket only: the cores while observed, as in the flame graph.
+        p.coverage = Default::default();
+        p.coverage.add(Some("a"), 60_000, 90_000);
+        p.coverage.add(Some("b"), 60_000, 90_000);
+        assert!((bucketed(&[p], 0, 60_000, 3, Some(10))[1][0] - 5.0).abs() < 1e-12);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Byte formats of the store: varints, the sample blob of a profile or rollup, the
-//! frame-id list of an interned stack, and the stable 64-bit hashes used to look up
-//! frames and stacks.
+//! frame-id list of an interned stack, a rollup's coverage intervals, and the stable
+//! 64-bit hashes used to look up frames and stacks.
 //!
-//! In: (stack id, state, count) entries or frame ids. Out: bytes, and back. Must not:
+//! In: (stack id, state, count) entries, frame ids or `[start, end)` intervals. Out:
+//! bytes, and back. Must not:
 //! touch the database; decoding must never panic or allocate without bound on
 //! corrupt input (it returns `StoreError::Corrupt`).
 //!
@@ -149,6 +150,42 @@ pub fn decode_frame_ids(bytes: &[u8], out: &mut Vec<i64>) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Encodes sorted disjoint `[start, end)` intervals (ms): `varint(n)`, then per interval
+/// `varint(zigzag(start - previous end))` (the first from 0) and `varint(end - start)`.
+pub fn encode_intervals(intervals: &[[i64; 2]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + intervals.len() * 4);
+    put_varint(&mut out, intervals.len() as u64);
+    let mut prev = 0i64;
+    for &[start, end] in intervals {
+        let gap = start.wrapping_sub(prev);
+        put_varint(&mut out, ((gap << 1) ^ (gap >> 63)) as u64);
+        put_varint(&mut out, end.wrapping_sub(start) as u64);
+        prev = end;
+    }
+    out
+}
+
+/// Calls `visit(start, end)` for every interval of `encode_intervals`' bytes, in order.
+pub fn decode_intervals(bytes: &[u8], mut visit: impl FnMut(i64, i64)) -> Result<(), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("coverage intervals are {what}"));
+    let mut pos = 0;
+    let n = get_varint(bytes, &mut pos).ok_or_else(|| corrupt("truncated"))?;
+    let mut prev = 0i64;
+    for _ in 0..n {
+        let zigzag = get_varint(bytes, &mut pos).ok_or_else(|| corrupt("truncated"))?;
+        let len = get_varint(bytes, &mut pos).ok_or_else(|| corrupt("truncated"))?;
+        let gap = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        let start = prev.checked_add(gap).ok_or_else(|| corrupt("out of range"))?;
+        let end = i64::try_from(len).ok().and_then(|l| start.checked_add(l)).ok_or_else(|| corrupt("out of range"))?;
+        visit(start, end);
+        prev = end;
+    }
+    if pos != bytes.len() {
+        return Err(corrupt("followed by trailing bytes"));
+    }
+    Ok(())
+}
+
 /// A stable 64-bit hash (the values are stored in the database, so it must never
 /// change between builds; `std`'s hasher makes no such promise). Word-at-a-time
 /// multiply-xorshift with a splitmix64 finish; `seed` gives independent hashes.
@@ -279,6 +316,24 @@ mod tests {
             repeated,
         ] {
             assert!(matches!(decode_entries(&bad, &mut scratch, |_, _| {}), Err(StoreError::Corrupt(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn intervals_round_trip_and_refuse_garbage() {
+        let intervals = vec![[-5_000, -1_000], [1_700_000_000_000, 1_700_000_010_000], [1_700_000_020_000, i64::MAX]];
+        let bytes = encode_intervals(&intervals);
+        let mut got = Vec::new();
+        decode_intervals(&bytes, |s, e| got.push([s, e])).unwrap();
+        assert_eq!(got, intervals);
+        decode_intervals(&encode_intervals(&[]), |_, _| panic!("no interval")).unwrap();
+        // Two intervals whose second start overflows i64.
+        let mut overflow = vec![2u8];
+        for v in [0u64, i64::MAX as u64, 2, 1] {
+            put_varint(&mut overflow, v);
+        }
+        for bad in [vec![], vec![1u8], vec![1u8, 2], [&bytes[..], &[0]].concat(), overflow] {
+            assert!(matches!(decode_intervals(&bad, |_, _| {}), Err(StoreError::Corrupt(_))), "{bad:?}");
         }
     }
 

@@ -8,7 +8,9 @@
 //! A write marks its (series, 10-minute bucket) dirty. `maintain` rebuilds every dirty
 //! 10-minute bucket that has closed (from raw profiles, per sampling period), unmarks it
 //! and marks its hour; then the same for hours (from 10-minute rollups), 6-hour
-//! buckets (from hours) and days (from 6-hour buckets). A rebuild
+//! buckets (from hours) and days (from 6-hour buckets). Each rollup row keeps the
+//! wall time its profiles covered as merged `[start, end)` intervals, not only their
+//! summed lengths, so that a query can still take the union per host. A rebuild
 //! replaces the bucket's rows, so running it twice changes nothing. Late data simply
 //! marks the bucket again. Retention deletes raw data by whole hours; a 10-minute
 //! bucket past it that already has a rollup is not rebuilt (the rollup knows more than the late rows
@@ -18,6 +20,7 @@ use super::codec::{self, IntMap};
 use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
 use super::sqlite::{bucket_of, lock, SqliteStore, DAY_MS, HOUR_MS, LEVELS, ROLLUP_BLOB_LEVEL};
 use super::{MaintenanceReport, StoreError};
+use crate::model::coverage::add_interval;
 use crate::model::StateCounts;
 use rusqlite::{params, Connection, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -37,6 +40,8 @@ struct Acc {
     profile_ms: i64,
     first_ms: i64,
     last_ms: i64,
+    /// Merged `[start, end)` wall time of its profiles.
+    coverage: Vec<[i64; 2]>,
     totals: StateCounts,
     entries: IntMap<u64, u64>,
 }
@@ -173,6 +178,8 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
             acc.profile_ms += p.profile_ms;
             acc.first_ms = acc.first_ms.min(p.first_ms);
             acc.last_ms = acc.last_ms.max(p.last_ms);
+            let coverage = &mut acc.coverage;
+            p.windows(|start, end| add_interval(coverage, start, end))?;
             for (t, v) in acc.totals.iter_mut().zip(p.totals) {
                 *t = t.saturating_add(v);
             }
@@ -189,8 +196,8 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
     )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO rollups (series_id, resolution_ms, bucket_ms, period_ns, profiles, profile_ms, first_ms, last_ms,
-                              s_runnable, s_waiting, s_timed, s_blocked, s_io, entries, samples_blob)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                              s_runnable, s_waiting, s_timed, s_blocked, s_io, entries, samples_blob, coverage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     let mut written = 0;
     for (period, acc) in by_period {
@@ -213,7 +220,8 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
             t[3],
             t[4],
             entries.len() as i64,
-            blob
+            blob,
+            codec::encode_intervals(&acc.coverage)
         ])?;
         written += 1;
     }

@@ -6,7 +6,7 @@
 //! timelines, service lists. Must not: speak HTTP or know prices (cost settings are
 //! kept as opaque JSON).
 
-use crate::model::{Profile, StateCounts, ThreadState};
+use crate::model::{Coverage, Profile, StateCounts, ThreadState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -82,10 +82,8 @@ pub struct TimelinePoint {
     pub samples: StateCounts,
     /// Thread nanoseconds per state in the bucket.
     pub nanos: StateCounts,
-    /// Distinct hosts that sent profiles in the bucket.
-    pub hosts: u32,
-    /// Sum of profile window lengths in the bucket, seconds.
-    pub profile_seconds: f64,
+    /// Wall time the bucket's profiles cover, per host (the union of their windows).
+    pub coverage: Coverage,
 }
 
 /// A service as listed by `services()`.

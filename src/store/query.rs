@@ -15,7 +15,7 @@
 use super::codec::{self, IntMap};
 use super::sqlite::{bucket_of, ReadCache, DAY_MS, LEVELS};
 use super::{Query, ServiceInfo, StoreError, TimelinePoint};
-use crate::model::{Aggregate, AggregateSample, StateCounts};
+use crate::model::{Aggregate, AggregateSample, Coverage, StateCounts};
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,16 +53,38 @@ pub(super) struct Piece<'a> {
     pub last_ms: i64,
     /// Samples per state.
     pub totals: StateCounts,
+    /// A rollup's coverage intervals (`codec::encode_intervals`); `None` for a raw
+    /// profile (its window is `[first_ms, last_ms)`) and for rollups built before they
+    /// were kept.
+    pub coverage: Option<&'a [u8]>,
     /// The sample blob, when asked for.
     pub blob: Option<&'a [u8]>,
 }
 
+impl Piece<'_> {
+    /// Calls `visit(start, end)` for the wall time its profiles cover: a raw profile's
+    /// window, a rollup's merged intervals. A rollup without them (built by an older
+    /// hotframe) is taken as one stretch from its first start, as long as the shorter
+    /// of its profiles' summed lengths and its extent: exact for one process observed
+    /// without gaps, and never longer than what it spans.
+    pub fn windows(&self, mut visit: impl FnMut(i64, i64)) -> Result<(), StoreError> {
+        match self.coverage {
+            Some(bytes) => codec::decode_intervals(bytes, visit),
+            None => {
+                let span = self.last_ms.saturating_sub(self.first_ms);
+                visit(self.first_ms, self.first_ms.saturating_add(self.profile_ms.min(span)));
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Columns every piece query selects, in this order, after `series_id, t`.
 pub(super) const RAW_COLUMNS: &str =
-    "period_ns, 1, end_ms - start_ms, start_ms, end_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
+    "period_ns, 1, end_ms - start_ms, start_ms, end_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io, NULL";
 /// Same for rollup rows.
 pub(super) const ROLLUP_COLUMNS: &str =
-    "period_ns, profiles, profile_ms, first_ms, last_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io";
+    "period_ns, profiles, profile_ms, first_ms, last_ms, s_runnable, s_waiting, s_timed, s_blocked, s_io, coverage";
 
 /// Reads a piece from a row `series_id, t, <COLUMNS>[, samples_blob]`.
 pub(super) fn piece_from_row<'r>(row: &'r Row<'_>, series: usize, with_blob: bool) -> Result<Piece<'r>, StoreError> {
@@ -79,8 +101,12 @@ pub(super) fn piece_from_row<'r>(row: &'r Row<'_>, series: usize, with_blob: boo
         first_ms: row.get(5)?,
         last_ms: row.get(6)?,
         totals: [nonneg(7)?, nonneg(8)?, nonneg(9)?, nonneg(10)?, nonneg(11)?],
+        coverage: row
+            .get_ref(12)?
+            .as_blob_or_null()
+            .map_err(|_| StoreError::Corrupt("rollup coverage is not a blob".into()))?,
         blob: if with_blob {
-            Some(row.get_ref(12)?.as_blob().map_err(|_| StoreError::Corrupt("sample blob is not a blob".into()))?)
+            Some(row.get_ref(13)?.as_blob().map_err(|_| StoreError::Corrupt("sample blob is not a blob".into()))?)
         } else {
             None
         },
@@ -222,13 +248,6 @@ pub(super) fn scan(
     Ok(())
 }
 
-/// Distinct hosts among the series indices in `used` (series without `host` count as
-/// one), at least 1.
-fn host_count(series: &[SeriesRef], used: impl Iterator<Item = usize>) -> u32 {
-    let hosts: HashSet<Option<&str>> = used.map(|i| series[i].host.as_deref()).collect();
-    hosts.len().max(1) as u32
-}
-
 /// Merges the profiles matching `q`.
 pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, StoreError> {
     let series = matching_series(conn, q)?;
@@ -238,13 +257,13 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     }
     // Sized for a typical service, so that it rarely rehashes while merging.
     let mut merged: IntMap<u64, (u64, u64)> = IntMap::with_capacity_and_hasher(1 << 14, Default::default());
-    let mut used = vec![false; series.len()];
-    let (mut profiles, mut profile_ms, mut first, mut last) = (0u64, 0i64, i64::MAX, i64::MIN);
+    let mut coverage = Coverage::default();
+    let (mut profiles, mut first, mut last) = (0u64, i64::MAX, i64::MIN);
     let mut scratch = Vec::new();
     scan(conn, &series, q.from_ms, q.until_ms, true, &|_, _| true, &mut |p| {
-        used[p.series] = true;
+        let host = series[p.series].host.as_deref();
+        p.windows(|start, end| coverage.add(host, start, end))?;
         profiles += p.profiles;
-        profile_ms += p.profile_ms;
         first = first.min(p.first_ms);
         last = last.max(p.last_ms);
         let period = p.period_ns;
@@ -294,8 +313,7 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
         stacks,
         samples,
         profiles,
-        profile_seconds: profile_ms as f64 / 1000.0,
-        hosts: host_count(&series, used.iter().enumerate().filter(|u| *u.1).map(|u| u.0)),
+        coverage,
         first_ms: if any { first } else { 0 },
         last_ms: if any { last } else { 0 },
     })
@@ -418,12 +436,9 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
             t_ms: from + i * step_ms,
             samples: StateCounts::default(),
             nanos: StateCounts::default(),
-            hosts: 0,
-            profile_seconds: 0.0,
+            coverage: Coverage::default(),
         })
         .collect();
-    let mut profile_ms = vec![0i64; n as usize];
-    let mut used: Vec<HashSet<usize>> = vec![HashSet::new(); n as usize];
     // A rollup bucket is usable only if it falls inside one point.
     let usable = |res: i64, bucket: i64| (bucket - from) / step_ms == (bucket + res - 1 - from) / step_ms;
     scan(conn, &series, from, q.until_ms, false, &usable, &mut |p| {
@@ -435,14 +450,9 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
                 point.nanos[state] = point.nanos[state].saturating_add(count.saturating_mul(p.period_ns));
             }
         }
-        profile_ms[i] += p.profile_ms;
-        used[i].insert(p.series);
-        Ok(())
+        let host = series[p.series].host.as_deref();
+        p.windows(|start, end| point.coverage.add(host, start, end))
     })?;
-    for ((point, ms), used) in points.iter_mut().zip(profile_ms).zip(used) {
-        point.profile_seconds = ms as f64 / 1000.0;
-        point.hosts = if used.is_empty() { 0 } else { host_count(&series, used.into_iter()) };
-    }
     Ok(points)
 }
 

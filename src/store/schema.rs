@@ -98,7 +98,11 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: the ops-wins ledger.
     super::wins::MIGRATION,
-    // 3: the work counter of profiles (requests per window).
+    // 3: rollups keep the wall time their profiles covered, as merged [start, end)
+    // intervals (`codec::encode_intervals`), so that the cost window is a union per host
+    // and not a sum of profile lengths. NULL in rollups built before: see `query::Piece`.
+    "ALTER TABLE rollups ADD COLUMN coverage BLOB;",
+    // 4: the work counter of profiles (requests per window).
     super::work::MIGRATION,
 ];
 

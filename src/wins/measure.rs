@@ -31,8 +31,8 @@ const MAX_INTERVAL_MS: i64 = 10 * 60 * 1000;
 const MIN_INTERVALS: i64 = 8;
 /// See `MIN_INTERVALS`.
 const MAX_INTERVALS: i64 = 48;
-/// Most hosts (and versions) whose coverage is checked one by one.
-const MAX_HOSTS_CHECKED: usize = 64;
+/// Most version label values checked one by one.
+const MAX_VERSIONS_CHECKED: usize = 64;
 
 /// A point in time as sent: Unix seconds or ms as a number, or text (`now-2h`).
 #[derive(Debug, Clone, Deserialize)]
@@ -258,12 +258,14 @@ fn extent_range(sel: &Selection, agg: &Aggregate) -> (i64, i64) {
     }
 }
 
-/// Mean profile length of an aggregate, ms (at least 1).
+/// Mean profile length of an aggregate, ms (at least 1): the wall time its profiles
+/// cover per profile.
 fn mean_profile_ms(agg: &Aggregate) -> i64 {
     if agg.profiles == 0 {
         return 1;
     }
-    ((agg.profile_seconds * 1000.0 / agg.profiles as f64) as i64).max(1)
+    let covered: f64 = agg.coverage.per_host().iter().map(|h| h.seconds()).sum();
+    ((covered * 1000.0 / agg.profiles as f64) as i64).max(1)
 }
 
 /// The interval length for a side of `length_ms` whose profiles last `profile_ms`: 10
@@ -404,7 +406,7 @@ impl Sides {
             confounders: Vec::new(),
             notes,
         };
-        sides.match_hosts(store, new, &info)?;
+        sides.match_hosts();
         sides.versions(store, new, &info)?;
         Ok(sides)
     }
@@ -419,71 +421,48 @@ impl Sides {
         q
     }
 
-    /// Which hosts each side has, and whether each covers its side's whole range: the
-    /// range is cut into points two profiles long; a host whose first point is late
-    /// (start-up, an agent attached late), whose last is early, or that misses over a
-    /// fifth of the points between them is incomplete.
-    fn match_hosts(&mut self, store: &dyn ProfileStore, new: &NewWin, info: &ServiceInfo) -> Result<(), WinsError> {
-        let hosts: Vec<Option<&str>> = match info.labels.get("host") {
-            Some(h) if !new.labels.contains_key("host") => h.iter().map(|h| Some(h.as_str())).collect(),
-            _ => vec![None],
-        };
-        if hosts.len() > MAX_HOSTS_CHECKED {
-            self.notes.push(format!(
-                "The service has {} hosts: coverage was not checked host by host (at most {MAX_HOSTS_CHECKED}).",
-                hosts.len()
-            ));
-            return Ok(());
-        }
+    /// Which hosts each side has (from the wall time its profiles cover, per host), and
+    /// whether each covers its side's whole range: a host whose profiles start late
+    /// (start-up, an agent attached late), stop early, or leave over a fifth of their
+    /// span uncovered, by more than two profile lengths, is incomplete.
+    fn match_hosts(&mut self) {
         let mut present: [Vec<String>; 2] = [Vec::new(), Vec::new()];
         let mut incomplete = Vec::new();
         let mut cut_ms = 0;
-        for (i, (name, sel, ext, agg)) in [
-            ("before", &self.before, &self.ext_before, &self.agg_before),
-            ("after", &self.after, &self.ext_after, &self.agg_after),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (name, ext, agg)) in
+            [("before", &self.ext_before, &self.agg_before), ("after", &self.ext_after, &self.agg_after)]
+                .into_iter()
+                .enumerate()
         {
             let length = ext.until_ms - ext.from_ms;
-            let step = (2 * mean_profile_ms(agg)).max(length / 1000).max(1);
+            let profile = mean_profile_ms(agg);
             if !ext.intervals.is_empty() {
-                cut_ms = cut_ms.max(interval_ms(length, mean_profile_ms(agg)));
+                cut_ms = cut_ms.max(interval_ms(length, profile));
             }
-            for host in &hosts {
-                let q = Sides::side_query(new, sel, ext, host.map(|h| ("host", h)));
-                let points = store.timeline(&q, step)?;
-                let covered: Vec<usize> =
-                    points.iter().enumerate().filter(|(_, p)| p.profile_seconds > 0.0).map(|(i, _)| i).collect();
-                let (Some(&first), Some(&last)) = (covered.first(), covered.last()) else { continue };
-                let who = host.unwrap_or("the service");
+            let slack = 2 * profile;
+            for host in agg.coverage.per_host() {
+                let (Some(first), Some(last)) = (host.intervals.first(), host.intervals.last()) else { continue };
+                let who = host.host.as_deref().unwrap_or("the service");
                 present[i].push(who.to_string());
-                if points.len() < 3 {
-                    continue;
-                }
-                let mut missing = Vec::new();
-                if first > 0 {
-                    missing.push(format!(
+                let late = first[0] - ext.from_ms;
+                if late > slack {
+                    incomplete.push(format!(
                         "{who} starts {} s after the {name} range starts (start-up or an agent attached late)",
-                        first as i64 * step / 1000
+                        late / 1000
                     ));
                 }
-                // The last point may be cut short by the range's end or an upload in flight.
-                if last + 2 < points.len() {
-                    missing.push(format!(
-                        "{who} stops {} s before the {name} range ends",
-                        (points.len() - 1 - last) as i64 * step / 1000
+                let early = ext.until_ms - last[1];
+                if early > slack {
+                    incomplete.push(format!("{who} stops {} s before the {name} range ends", early / 1000));
+                }
+                let span = (last[1] - first[0]) as f64 / 1000.0;
+                let gaps = span - host.seconds();
+                if gaps * 5.0 > span && gaps * 1000.0 > slack as f64 {
+                    incomplete.push(format!(
+                        "{who} has no profiles for {} s of the {name} range (gaps between its profiles)",
+                        gaps.round()
                     ));
                 }
-                let span = last - first + 1;
-                if covered.len() * 5 < span * 4 {
-                    missing.push(format!(
-                        "{who} has profiles in only {} of {} stretches of the {name} range",
-                        covered.len(),
-                        span
-                    ));
-                }
-                incomplete.extend(missing);
             }
         }
         let [hosts_before, hosts_after] = present;
@@ -497,7 +476,6 @@ impl Sides {
             incomplete,
             interval_seconds: cut_ms as f64 / 1000.0,
         };
-        Ok(())
     }
 
     /// Names a `version` label value found on both sides (unless the sides are chosen
@@ -509,14 +487,14 @@ impl Sides {
             return Ok(());
         }
         let mut both = Vec::new();
-        for value in values.iter().take(MAX_HOSTS_CHECKED) {
+        for value in values.iter().take(MAX_VERSIONS_CHECKED) {
             let mut on = [false; 2];
             for (i, (sel, ext)) in
                 [(&self.before, &self.ext_before), (&self.after, &self.ext_after)].into_iter().enumerate()
             {
                 let q = Sides::side_query(new, sel, ext, Some(("version", value)));
                 let step = (q.until_ms - q.from_ms).max(1);
-                on[i] = store.timeline(&q, step)?.iter().any(|p| p.profile_seconds > 0.0);
+                on[i] = store.timeline(&q, step)?.iter().any(|p| !p.coverage.is_empty());
             }
             if on[0] && on[1] {
                 both.push(value.clone());
@@ -567,13 +545,12 @@ impl Sides {
         figures.confounders.extend(confounders);
         figures.notes.extend(notes);
         figures.apply_matching(matching);
-        let exposure = |c: &CostContext| c.window_seconds * c.profiled_hosts as f64;
         let title = format!("{}: {} → {}", new.service, before.describe(), after.describe());
         let (png, flame_error) = match report::differential_png(
             &agg_before,
-            exposure(ctx_before),
+            ctx_before.host_seconds(),
             &agg_after,
-            exposure(ctx_after),
+            ctx_after.host_seconds(),
             &title,
         ) {
             Ok(png) => (Some(png), None),
@@ -701,8 +678,7 @@ mod tests {
         let price = |b: &Aggregate, a: &Aggregate| -> Result<(CostContext, CostContext), WinsError> {
             let inputs =
                 crate::cost::CostSettings { price_per_core_hour: Some(0.05), ..Default::default() }.resolve().unwrap();
-            let ctx =
-                |agg: &Aggregate| CostContext::new(inputs.clone(), agg.profile_seconds / agg.hosts as f64, agg.hosts);
+            let ctx = |agg: &Aggregate| CostContext::of_aggregate(inputs.clone(), agg);
             Ok((ctx(b), ctx(a)))
         };
         measure(store, None, &new, 10_000_000_000_000, price).unwrap().win

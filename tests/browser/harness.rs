@@ -1,137 +1,29 @@
-//! Browser test harness shared by `tests/it/browser.rs` and `benches/flame_browser.rs`:
-//! a real `hotframe serve` process on a free loopback port, and headless Debian Chromium
-//! driven over the W3C WebDriver protocol by `/usr/bin/chromedriver`.
+//! Browser test harness shared by `tests/it/browser.rs`, `tests/it/wins.rs` and
+//! `benches/flame_browser.rs`: headless Debian Chromium driven over the W3C WebDriver
+//! protocol by `/usr/bin/chromedriver`, next to the `Server` of `tests/it/common.rs`
+//! (re-exported here), which its includer must declare as the sibling module `common`.
 //!
-//! In: the hotframe binary's path, folded profiles to ingest. Out: a `Server` and a
-//! `Browser` that run scripts, move and click the real mouse, type, and take screenshots.
-//! Must not: leave processes behind (both are killed on drop) or wait without a bound.
+//! In: window sizes, URLs, scripts. Out: a `Browser` that runs scripts, moves and clicks
+//! the real mouse, types, and takes screenshots; the viewer's number formats.
+//! Must not: leave processes behind (chromedriver is killed on drop) or wait without a bound.
 //!
 //! The WebDriver client is a few HTTP calls over `ureq` (already a dependency), so the
 //! tests need no extra crate.
 
 #![allow(dead_code)]
 
+use super::common::{eventually, free_port, http, poll};
 use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use super::common::Server;
 
 /// Where Debian's packages put the browser and its driver (`.ci/run` installs them).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Debian's chromedriver.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// An HTTP client that hands back 4xx/5xx answers instead of failing.
-pub fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
-/// A running `hotframe serve`, killed on drop.
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    /// The listening port.
-    pub port: u16,
-    /// The store directory.
-    pub data: PathBuf,
-}
-
-impl Server {
-    /// Starts `binary serve` on `port` with its store in `data` (and extra flags) and
-    /// waits for `/healthz`.
-    pub fn start(binary: &str, data: &Path, port: u16, extra: &[&str]) -> Server {
-        let log = std::fs::File::create(data.with_extension("log")).expect("server log file");
-        let child = Command::new(binary)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(data)
-            .args(extra)
-            .env("HOTFRAME_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start hotframe serve");
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), port, data: data.to_path_buf() };
-        let agent = http();
-        let url = format!("{}/healthz", server.base);
-        wait_until("hotframe serve to answer /healthz", Duration::from_secs(30), || {
-            agent.get(&url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false)
-        });
-        server
-    }
-
-    /// Stops the server (SIGKILL) and waits for it.
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// `POST /ingest` of folded text for `name` (`app.cpu{k=v}`) over [from, until] s.
-    pub fn ingest_folded(&self, name: &str, folded: &str, from: u64, until: u64, token: Option<&str>) {
-        let mut request = http()
-            .post(format!("{}/ingest", self.base))
-            .query("name", name)
-            .query("from", from.to_string())
-            .query("until", until.to_string())
-            .query("sampleRate", "100")
-            .query("format", "folded")
-            .header("Content-Type", "text/plain");
-        if let Some(token) = token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let mut response = request.send(folded).expect("POST /ingest");
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        assert!((200..300).contains(&status), "ingest of {name} answered {status}: {body}");
-    }
-
-    /// GET an API path (with query) as JSON.
-    pub fn get_json(&self, path_and_query: &str) -> Value {
-        let mut response = http().get(format!("{}{path_and_query}", self.base)).call().expect("GET");
-        let status = response.status().as_u16();
-        let body = response.body_mut().with_config().limit(256 << 20).read_to_string().expect("read body");
-        assert_eq!(status, 200, "GET {path_and_query}: {body}");
-        serde_json::from_str(&body).expect("JSON answer")
-    }
-
-    /// PUT JSON to an API path; returns the status.
-    pub fn put_json(&self, path: &str, body: &Value) -> u16 {
-        let response = http()
-            .put(format!("{}{path}", self.base))
-            .header("Content-Type", "application/json")
-            .send(body.to_string())
-            .expect("PUT");
-        response.status().as_u16()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Headless Chromium under chromedriver, with a fresh profile; both end on drop.
 pub struct Browser {
@@ -167,8 +59,8 @@ impl Browser {
         let mut browser = Browser { driver, base, session: String::new(), agent, _profile: profile };
         let status_url = format!("{}/status", browser.base);
         let agent = browser.agent.clone();
-        wait_until("chromedriver to start", Duration::from_secs(20), || {
-            agent.get(&status_url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false)
+        eventually("chromedriver to start", Duration::from_secs(20), || {
+            agent.get(&status_url).call().is_ok_and(|r| r.status().as_u16() == 200)
         });
         let args = vec![
             "--headless=new".to_string(),
@@ -245,18 +137,11 @@ impl Browser {
     /// Waits until `expression` (JS) is truthy, and returns its value.
     pub fn wait_for(&self, what: &str, expression: &str) -> Value {
         let script = format!("try {{ return ({expression}) || null; }} catch (e) {{ return null; }}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let value = self.eval(&script, json!([]));
-            if !value.is_null() && value != Value::Bool(false) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                let error = self.eval("return window.hotframe && window.hotframe.error", json!([]));
-                panic!("timed out waiting for {what} ({expression}); page error: {error}; url {}", self.url());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let truthy = || Some(self.eval(&script, json!([]))).filter(|v| !v.is_null() && *v != Value::Bool(false));
+        poll(Duration::from_secs(30), truthy).unwrap_or_else(|_| {
+            let error = self.eval("return window.hotframe && window.hotframe.error", json!([]));
+            panic!("timed out waiting for {what} ({expression}); page error: {error}; url {}", self.url());
+        })
     }
 
     /// Waits for the viewer to finish its current navigation (data loaded, drawn).

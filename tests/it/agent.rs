@@ -1,76 +1,40 @@
 //! `hotframe agent` end to end: the real binary's `serve`, `agent` and `demo-workload`
-//! as separate processes, talking HTTP on loopback, sampling with perf_event_open (the
-//! tests run as root, as in CI).
+//! as separate processes, talking HTTP on loopback, sampling with perf_event_open. They
+//! need root: as a normal user they say so and skip (`common::require_root`); under CI
+//! they fail instead.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use crate::common::{
+    eventually, frame_names, free_addr, get, get_json, parse_deep_json, poll, require_root, tempdir, ChildGuard,
+    Server, BIN,
+};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Waits up to `limit` for the process to exit; returns its status and stderr.
-    fn wait_output(&mut self, limit: Duration) -> (ExitStatus, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut stderr) = self.0.stderr.take() {
-                    stderr.read_to_string(&mut err).unwrap();
-                }
-                return (status, err);
-            }
-            assert!(Instant::now() < deadline, "process {} did not exit within {limit:?}", self.0.id());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// `hotframe serve` on `listen` with its store in `data`; returns it and its base URL.
-fn serve(listen: &str, data: &Path) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--data"])
-        .arg(data)
-        .env("HOTFRAME_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("server said {line:?}")).to_string();
-    (Running(child), url)
-}
+const PERF: &str = "perf_event_open";
 
 /// The bundled workload (`parse_json` is its hot function) for `seconds`.
-fn workload(duration: &str) -> Running {
-    Running(
+fn workload(duration: &str) -> ChildGuard {
+    ChildGuard::spawn(
         Command::new(BIN)
             .args(["demo-workload", "--mode", "service", "--threads", "1", "--duration", duration])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::null()),
     )
 }
 
-fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
-    Running(
+/// Waits until the service workload runs all its threads: main, one handler, flusher,
+/// job waiter, cache owner and reader.
+fn wait_for_workload_threads(work: &ChildGuard) {
+    let task = format!("/proc/{}/task", work.pid());
+    eventually("the workload's 6 threads", Duration::from_secs(20), || {
+        std::fs::read_dir(&task).map(|d| d.count()).unwrap_or(0) >= 6
+    });
+}
+
+/// `hotframe agent` of service `agent-test` uploading every second (unless `extra` says), stderr piped.
+pub(crate) fn agent(server: &str, extra: &[&str], spool: &Path) -> ChildGuard {
+    ChildGuard::spawn(
         Command::new(BIN)
             .args(["agent", "--server", server, "--service", "agent-test"])
             .args(if extra.contains(&"--upload-interval") { &[][..] } else { &["--upload-interval", "1s"][..] })
@@ -80,25 +44,8 @@ fn agent(server: &str, extra: &[&str], spool: &Path) -> Running {
             .env("HOTFRAME_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::piped()),
     )
-}
-
-fn get_json(url: &str) -> serde_json::Value {
-    let body = ureq::get(url).call().unwrap().body_mut().read_to_string().unwrap();
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Every frame name in a flame graph tree.
-fn frame_names(node: &serde_json::Value, out: &mut Vec<String>) {
-    if let Some(name) = node["name"].as_str() {
-        out.push(name.to_string());
-    }
-    for child in node["children"].as_array().into_iter().flatten() {
-        frame_names(child, out);
-    }
 }
 
 /// The value of `key=N` in the agent's last health line.
@@ -112,24 +59,24 @@ fn last_health(stderr: &str, key: &str) -> u64 {
 
 /// One value from the agent's Prometheus page, if it answers.
 fn metric(addr: &str, name: &str) -> Option<f64> {
-    let mut response = ureq::get(&format!("http://{addr}/metrics")).call().ok()?;
-    let text = response.body_mut().read_to_string().ok()?;
+    let (status, text) = get(&format!("http://{addr}/metrics"));
+    (status == 200).then_some(())?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn free_port_addr() -> String {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 #[test]
 fn agent_by_pid_finds_the_hot_function_then_exits_cleanly_when_the_target_does() {
-    let data = crate::common::tempdir();
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let work = workload("8s");
     let pid = work.pid().to_string();
     // Let the workload start its threads (the agent follows later ones too, but this
     // keeps the test about the agent, not about thread start-up on a loaded machine).
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_workload_threads(&work);
     let mut agent = agent(&url, &["--pid", &pid, "--label", "region=test-1"], &data.path().join("spool"));
     let (status, stderr) = agent.wait_output(Duration::from_secs(60));
     assert!(status.success(), "agent failed: {status}\n{stderr}");
@@ -138,8 +85,7 @@ fn agent_by_pid_finds_the_hot_function_then_exits_cleanly_when_the_target_does()
     assert_eq!(last_health(&stderr, "dropped"), 0, "{stderr}");
 
     let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
-    let mut names = Vec::new();
-    frame_names(&flame["root"], &mut names);
+    let names = frame_names(&flame["root"]);
     assert!(
         names.iter().any(|n| n.ends_with("parse_json")),
         "no parse_json among {} frames; totals {}\nagent:\n{stderr}",
@@ -165,7 +111,11 @@ fn agent_by_pid_finds_the_hot_function_then_exits_cleanly_when_the_target_does()
 
 #[test]
 fn a_pid_that_does_not_exist_is_a_one_line_error() {
-    let spool = crate::common::tempdir();
+    // Without privileges the agent stops earlier, saying it needs them.
+    if !require_root(PERF) {
+        return;
+    }
+    let spool = tempdir();
     // Pids above pid_max cannot exist.
     let mut agent = agent("http://127.0.0.1:9", &["--pid", "4194399"], spool.path());
     let (status, stderr) = agent.wait_output(Duration::from_secs(20));
@@ -175,26 +125,24 @@ fn a_pid_that_does_not_exist_is_a_one_line_error() {
     assert!(!stderr.contains("NoSuchProcess") && !stderr.contains("{"), "debug dump in:\n{stderr}");
 }
 
-/// Polls the agent's metrics until `name` reaches `at_least` (bounded by `limit`).
+/// Polls the agent's metrics until `name` reaches `at_least` (bounded by `limit`);
+/// returns the last value read.
 fn wait_metric(addr: &str, name: &str, at_least: f64, limit: Duration) -> f64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let value = metric(addr, name).unwrap_or(0.0);
-        if value >= at_least || Instant::now() >= deadline {
-            return value;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let read = || metric(addr, name).unwrap_or(0.0);
+    poll(limit, || Some(read()).filter(|v| *v >= at_least)).unwrap_or_else(|_| read())
 }
 
 #[test]
 fn profiles_taken_while_the_server_is_down_arrive_once_it_is_up() {
-    let data = crate::common::tempdir();
-    let addr = free_port_addr();
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let addr = free_addr().to_string();
     let url = format!("http://{addr}");
     let mut work = workload("120s");
     let pid = work.pid().to_string();
-    let metrics = free_port_addr();
+    let metrics = free_addr().to_string();
     let mut agent = agent(
         &url,
         &["--pid", &pid, "--flush-timeout", "30s", "--metrics-listen", &metrics],
@@ -206,11 +154,11 @@ fn profiles_taken_while_the_server_is_down_arrive_once_it_is_up() {
     let spooled = wait_metric(&metrics, "hotframe_agent_upload_spooled", 1.0, Duration::from_secs(20));
     assert!(spooled >= 1.0, "profiles taken while the server is down go to the spool");
     let server_up_ms = hotframe::model::time::now_ms();
-    let (_server, _) = serve(&addr, &data.path().join("store"));
+    let _server = Server::start(&data.path().join("store"), &["--listen", &addr]);
     // Two more profiles after the server came up, then the target ends.
     let sent = wait_metric(&metrics, "hotframe_agent_upload_sent_total", spooled + 2.0, Duration::from_secs(60));
     assert!(sent >= spooled + 2.0, "only {sent} profiles sent after the server came up");
-    work.0.kill().unwrap();
+    work.kill();
     let (status, stderr) = agent.wait_output(Duration::from_secs(90));
     assert!(status.success(), "agent failed: {status}\n{stderr}");
     assert!(stderr.contains("all profiles delivered"), "{stderr}");
@@ -233,20 +181,23 @@ fn profiles_taken_while_the_server_is_down_arrive_once_it_is_up() {
 
 #[test]
 fn agent_by_name_picks_up_a_process_started_later() {
-    let data = crate::common::tempdir();
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
-    let metrics = free_port_addr();
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
+    let metrics = free_addr().to_string();
     let mut agent = agent(
         &url,
         &["--name", r"demo-workload .*--duration 3\.217s", "--metrics-listen", &metrics],
         &data.path().join("spool"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&metrics, "hotframe_agent_targets").is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Past the agent's first scan of /proc.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Past the agent's first scan of /proc: its first health snapshot (resident memory
+    // is 0 until then) is taken after the scan that starts the sampling loop.
+    eventually("the agent's first health snapshot", Duration::from_secs(20), || {
+        metric(&metrics, "hotframe_agent_resident_memory_bytes").is_some_and(|rss| rss > 0.0)
+    });
     assert_eq!(metric(&metrics, "hotframe_agent_targets"), Some(0.0), "nothing matches yet");
     let mut work = workload("3.217s");
     let pid = work.pid().to_string();
@@ -254,7 +205,7 @@ fn agent_by_name_picks_up_a_process_started_later() {
     assert_eq!(attached, 1.0, "the process started later was not picked up");
     work.wait_output(Duration::from_secs(60));
     wait_metric(&metrics, "hotframe_agent_upload_sent_total", 1.0, Duration::from_secs(30));
-    signal(agent.pid(), libc::SIGTERM);
+    agent.signal(libc::SIGTERM);
     let (status, stderr) = agent.wait_output(Duration::from_secs(60));
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("attached to a process matching --name"), "{stderr}");
@@ -268,21 +219,30 @@ fn agent_by_name_picks_up_a_process_started_later() {
     );
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) on a child this test started.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
-}
-
 #[test]
 fn sigterm_makes_the_agent_flush_and_exit_zero() {
-    let data = crate::common::tempdir();
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let work = workload("60s");
     let pid = work.pid().to_string();
+    let metrics = free_addr().to_string();
     // An upload interval longer than the run: only the final flush can deliver.
-    let mut agent = agent(&url, &["--pid", &pid, "--upload-interval", "1h"], &data.path().join("spool"));
-    std::thread::sleep(Duration::from_secs(3));
-    signal(agent.pid(), libc::SIGTERM);
+    let mut agent = agent(
+        &url,
+        &["--pid", &pid, "--upload-interval", "1h", "--metrics-listen", &metrics],
+        &data.path().join("spool"),
+    );
+    // Stop once the agent holds well over the 100 samples asked for below.
+    eventually("300 samples taken by the agent", Duration::from_secs(60), || {
+        let on = metric(&metrics, "hotframe_agent_samples_total").unwrap_or(0.0);
+        let off = metric(&metrics, "hotframe_agent_offcpu_samples_total").unwrap_or(0.0);
+        on + off >= 300.0
+    });
+    agent.signal(libc::SIGTERM);
     let (status, stderr) = agent.wait_output(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
     assert!(stderr.contains("stop requested"), "{stderr}");
@@ -293,14 +253,15 @@ fn sigterm_makes_the_agent_flush_and_exit_zero() {
 
 #[test]
 fn demo_serves_the_workload_profile_until_ctrl_c() {
-    let mut demo = Running(
+    if !require_root(PERF) {
+        return;
+    }
+    let mut demo = ChildGuard::spawn(
         Command::new(BIN)
             .args(["demo", "--listen", "127.0.0.1:0", "--duration", "60s"])
             .env("HOTFRAME_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::piped()),
     );
     let mut stdout = BufReader::new(demo.0.stdout.take().unwrap());
     let mut url = None;
@@ -317,30 +278,23 @@ fn demo_serves_the_workload_profile_until_ctrl_c() {
     let page = url.expect("demo prints the URL to open");
     let base = page.split("/service/").next().unwrap().to_string();
     assert!(page.ends_with("/service/demo"), "{page}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut found = false;
-    while !found && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
-        // 404 until the first profile of the service is stored.
-        let Ok(mut response) =
-            ureq::get(&format!("{base}/api/v1/flamegraph?service=demo&from=now-10m&states=cpu")).call()
-        else {
-            continue;
-        };
-        let flame: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-        let mut names = Vec::new();
-        frame_names(&flame["root"], &mut names);
-        found = names.iter().any(|n| n.ends_with("parse_json"));
-    }
-    assert!(found, "parse_json never showed up in the demo's flame graph");
-    assert_eq!(ureq::get(&page).call().unwrap().status().as_u16(), 200, "the printed URL opens");
-    signal(demo.pid(), libc::SIGINT);
+    // 404 until the first profile of the service is stored.
+    let flame = format!("{base}/api/v1/flamegraph?service=demo&from=now-10m&states=cpu");
+    eventually("parse_json in the demo's flame graph", Duration::from_secs(30), || {
+        let (status, body) = get(&flame);
+        status == 200 && frame_names(&parse_deep_json(&body)["root"]).iter().any(|n| n.ends_with("parse_json"))
+    });
+    assert_eq!(get(&page).0, 200, "the printed URL opens");
+    demo.signal(libc::SIGINT);
     let (status, stderr) = demo.wait_output(Duration::from_secs(30));
     assert!(status.success(), "{status}\n{stderr}");
 }
 
 #[test]
 fn without_privileges_the_agent_says_what_it_needs() {
+    if !require_root("setuid to nobody") {
+        return;
+    }
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(BIN);
     command
@@ -368,7 +322,7 @@ fn without_privileges_the_agent_says_what_it_needs() {
             Ok(())
         });
     }
-    let mut agent = Running(command.spawn().unwrap());
+    let mut agent = ChildGuard::spawn(&mut command);
     let (status, stderr) = agent.wait_output(Duration::from_secs(20));
     assert!(!status.success());
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -378,8 +332,12 @@ fn without_privileges_the_agent_says_what_it_needs() {
 
 #[test]
 fn agent_starts_a_command_profiles_it_and_exits_when_it_does() {
-    let data = crate::common::tempdir();
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let mut agent = agent(
         &url,
         &["--", BIN, "demo-workload", "--mode", "cpu", "--threads", "1", "--duration", "3s"],
@@ -390,8 +348,7 @@ fn agent_starts_a_command_profiles_it_and_exits_when_it_does() {
     assert!(stderr.contains("command exited"), "{stderr}");
     assert!(stderr.contains("all profiles delivered"), "{stderr}");
     let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
-    let mut names = Vec::new();
-    frame_names(&flame["root"], &mut names);
+    let names = frame_names(&flame["root"]);
     assert!(names.iter().any(|n| n.ends_with("parse_json")), "totals {}\n{stderr}", flame["totals"]);
     // The agent attached while the dynamic loader was still mapping libc: stacks must
     // still reach the thread entry (`_start`, `clone3`), not stop at an unknown address.
@@ -410,7 +367,10 @@ fn a_started_command_gets_complete_stacks_through_its_libraries() {
     // `agent -- CMD` attaches while the dynamic loader may still be mapping libc. A C++
     // program without frame pointers whose hot code is called from libc's start code:
     // its stacks must reach `_start` once libc is known, not stop at `[unknown]`.
-    let data = crate::common::tempdir();
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
     let exe = data.path().join("shop");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/shop.cpp");
     let built = Command::new("c++")
@@ -421,7 +381,8 @@ fn a_started_command_gets_complete_stacks_through_its_libraries() {
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(built, "c++ failed to build {}", source.display());
-    let (_server, url) = serve("127.0.0.1:0", &data.path().join("store"));
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
     let mut agent = agent(&url, &["--", exe.to_str().unwrap(), "2"], &data.path().join("spool"));
     let (status, stderr) = agent.wait_output(Duration::from_secs(60));
     assert!(status.success(), "{status}\n{stderr}");

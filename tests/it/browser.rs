@@ -2,15 +2,11 @@
 //! the real `hotframe serve` binary holding profiles ingested over HTTP. Every figure the
 //! page shows is compared with what the JSON API computed for the same range.
 
-#[path = "../browser/harness.rs"]
-mod harness;
-
-use harness::{node_at, pct, usd, Browser, Server};
+use crate::common::http;
+use crate::harness::{self, node_at, pct, usd, Browser, Server};
 use hotframe::model::{ProfileBuilder, ThreadState};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
 
 /// A checkout service profile: `parse_json` is the hot frame; `regressed` doubles its
 /// JSON work (version 1.5) and halves the rendering.
@@ -59,8 +55,8 @@ fn ingest_with_states(server: &Server, folded: &str, version: &str, from: u64, t
         builder.add(&stack.split(';').collect::<Vec<_>>(), state, count);
     }
     let body = hotframe::model::pprof::encode(&builder.finish());
-    let mut request = harness::http()
-        .post(format!("{}/api/v1/profiles", server.base))
+    let mut request = http()
+        .post(format!("{}/api/v1/profiles", server.url))
         .query("service", "checkout")
         .query("label.host", "c")
         .query("label.version", version)
@@ -186,8 +182,8 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = harness::free_port();
-    let server = Server::start(BIN, &dir.path().join("data"), port, &[]);
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let port = server.port;
     let (from, until) = load(&server, None);
     let browser = Browser::start(1400, 1000);
     Fixture { dir, port, server, browser, from, until }
@@ -198,7 +194,7 @@ fn fixture() -> Fixture {
 #[test]
 fn viewer_in_chromium_against_the_real_server() {
     let Fixture { dir: _dir, port: _, server, browser, from, until } = fixture();
-    let base = server.base.clone();
+    let base = server.url.clone();
 
     // Start page: the service, with the $/year the API computed for "now".
     browser.goto(&format!("{base}/"));
@@ -334,7 +330,7 @@ fn viewer_in_chromium_against_the_real_server() {
     // Export: the folded text the browser fetched is the API's.
     browser.click("#export-folded");
     let size = browser.wait_for("the export", "window.hotframe.lastExport && window.hotframe.lastExport.size");
-    let mut response = harness::http()
+    let mut response = http()
         .get(format!("{base}/api/v1/export?service=checkout&{query}&states=RUNNABLE&format=folded"))
         .call()
         .expect("export");
@@ -448,7 +444,7 @@ fn viewer_in_chromium_against_the_real_server() {
 #[test]
 fn viewer_diff_views_settings_and_outage() {
     let Fixture { dir, port, mut server, browser, from, until } = fixture();
-    let base = server.base.clone();
+    let base = server.url.clone();
     let query = format!("from={from}&until={until}");
 
     // Diff of version 1.4 against 1.5: the doubled JSON work is red, the halved
@@ -509,9 +505,7 @@ fn viewer_diff_views_settings_and_outage() {
     );
     assert_eq!(pixel(&browser, "flame", PARSE), [228, 87, 46], "RUNNABLE colour");
     let idle = browser.eval(
-        &format!(
-            "return window.hotframe.page.flame.tree.path(window.hotframe.page.flame.tree.find('main;worker::idle'));"
-        ),
+        "return window.hotframe.page.flame.tree.path(window.hotframe.page.flame.tree.find('main;worker::idle'));",
         json!([]),
     );
     assert_eq!(idle, json!("main"), "WAITING stacks must not be in the Latency view");
@@ -594,12 +588,12 @@ fn viewer_diff_views_settings_and_outage() {
     std::fs::write(&out, &png).expect("write screenshot");
 
     // The server goes away: a clear message; back again: retry shows the data.
-    server.stop();
+    server.kill();
     browser.click(".range-btn[data-range='15m']");
     browser.wait_for("the server-gone banner", "!document.getElementById('banner').hidden");
     let banner = text(&browser, "#banner");
     assert!(banner.contains("not answering"), "banner: {banner}");
-    let server = Server::start(BIN, &dir.path().join("data"), port, &[]);
+    let server = Server::start_on(&dir.path().join("data"), port, &[]);
     // Clicked in the page: the banner may be redrawn by an automatic retry meanwhile.
     browser.eval("const b = document.getElementById('retry'); if (b) b.click();", json!([]));
     browser.wait_for("the banner to go", "document.getElementById('banner').hidden && window.hotframe.idle && window.hotframe.page && window.hotframe.page.flame");
@@ -612,11 +606,10 @@ fn viewer_asks_for_a_token_and_keeps_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "s3cret-read read,ingest\ns3cret-admin admin\n").expect("token file");
-    let port = harness::free_port();
-    let server = Server::start(BIN, &dir.path().join("data"), port, &["--token-file", tokens.to_str().unwrap()]);
+    let server = Server::start(&dir.path().join("data"), &["--token-file", tokens.to_str().unwrap()]);
     load(&server, Some("s3cret-read"));
     let browser = Browser::start(1200, 800);
-    browser.goto(&format!("{}/", server.base));
+    browser.goto(&format!("{}/", server.url));
     browser.wait_for("the token dialog", "document.getElementById('token-input')");
     browser.type_into("#token-input", "s3cret-read");
     browser.click("#token-ok");
@@ -624,13 +617,13 @@ fn viewer_asks_for_a_token_and_keeps_it() {
     let kept = browser.eval("return localStorage.getItem('hotframe.token');", json!([]));
     assert_eq!(kept, json!("s3cret-read"));
     // A reload uses the kept token without asking.
-    browser.goto(&format!("{}/", server.base));
+    browser.goto(&format!("{}/", server.url));
     browser.wait_for("the service list", "document.querySelector('tr[data-service=\"checkout\"]')");
     assert_eq!(browser.eval("return !!document.getElementById('token-input');", json!([])), json!(false));
 
     // Cost settings need the admin scope: the read token gets 403, the viewer asks for
     // another token, and with the admin one the change is stored.
-    browser.goto(&format!("{}/service/checkout?tab=cost&from=now-1h", server.base));
+    browser.goto(&format!("{}/service/checkout?tab=cost&from=now-1h", server.url));
     browser.wait_for("the settings form", "document.getElementById('cost-fleet')");
     browser.type_into("#cost-fleet", "7\n");
     browser.wait_for("the token dialog for admin", "document.getElementById('token-input')");
@@ -642,8 +635,8 @@ fn viewer_asks_for_a_token_and_keeps_it() {
         "the formula with 7 hosts",
         "document.querySelector('.formula') && document.querySelector('.formula').textContent.includes('(7 / 3')",
     );
-    let mut response = harness::http()
-        .get(format!("{}/api/v1/services/checkout/settings", server.base))
+    let mut response = http()
+        .get(format!("{}/api/v1/services/checkout/settings", server.url))
         .header("Authorization", "Bearer s3cret-admin")
         .call()
         .expect("GET settings");
@@ -655,20 +648,20 @@ fn viewer_asks_for_a_token_and_keeps_it() {
 #[test]
 fn viewer_explains_how_to_attach_an_agent_when_empty() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(BIN, &dir.path().join("data"), harness::free_port(), &[]);
+    let server = Server::start(&dir.path().join("data"), &[]);
     let browser = Browser::start(1200, 800);
-    browser.goto(&format!("{}/", server.base));
+    browser.goto(&format!("{}/", server.url));
     browser.wait_idle();
     let page = text(&browser, "main");
     for needle in [
         "No profiles yet",
-        &format!("hotframe agent --server {} --service checkout --pid 1234", server.base),
+        &format!("hotframe agent --server {} --service checkout --pid 1234", server.url),
         "hotframe import",
     ] {
         assert!(page.contains(needle), "empty page lacks {needle:?}: {page}");
     }
     // An unknown service says so instead of drawing an empty graph.
-    browser.goto(&format!("{}/service/nope", server.base));
+    browser.goto(&format!("{}/service/nope", server.url));
     browser.wait_idle();
     let page = text(&browser, "main");
     assert!(page.contains("No samples") || page.contains("Not found"), "unknown service page: {page}");
@@ -680,9 +673,9 @@ fn viewer_explains_how_to_attach_an_agent_when_empty() {
 #[test]
 fn tree_aggregates_match_hand_computation() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(BIN, &dir.path().join("data"), harness::free_port(), &[]);
+    let server = Server::start(&dir.path().join("data"), &[]);
     let browser = Browser::start(800, 600);
-    browser.goto(&format!("{}/", server.base));
+    browser.goto(&format!("{}/", server.url));
     browser.wait_idle();
     let got = browser.eval_async(
         "const done = arguments[arguments.length - 1];

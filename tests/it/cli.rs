@@ -1,7 +1,7 @@
 //! `hotframe import` and `hotframe export` as real processes against a real
 //! `hotframe serve` on a free loopback port.
 
-use crate::server::ServeProcess;
+use crate::common::{Server, BIN};
 use hotframe::model::pprof::{encode, gzip};
 use hotframe::model::{ProfileBuilder, ThreadState};
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn hotframe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    Command::new(BIN)
         .args(args)
         .env("HOTFRAME_LOG", "warn")
         .env_remove("HOTFRAME_SERVER")
@@ -49,7 +49,7 @@ fn base_s() -> i64 {
 #[test]
 fn perf_fixture_imports_and_exports_unchanged() {
     let dir = crate::common::tempdir();
-    let server = ServeProcess::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &[]);
     let t = base_s();
     let file = fixture("perf-busy.folded");
     let from = t.to_string();
@@ -92,7 +92,7 @@ fn perf_fixture_imports_and_exports_unchanged() {
     assert!(exported.lines().all(|l| l.starts_with("busy;__libc_start_call_main;main;")), "{exported}");
 
     // The same file from stdin (`-`) under another service.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    let mut child = Command::new(BIN)
         .args(["import", "--server", &server.url, "--service", "piped", "--from", &t.to_string(), "-"])
         .env("HOTFRAME_LOG", "warn")
         .stdin(std::process::Stdio::piped())
@@ -145,7 +145,7 @@ fn perf_fixture_imports_and_exports_unchanged() {
 #[test]
 fn pprof_file_is_detected_and_keeps_states() {
     let dir = crate::common::tempdir();
-    let server = ServeProcess::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), &[]);
     let t = base_s() * 1000;
     let mut b = ProfileBuilder::new("ignored", t, t + 10_000, 10_000_000);
     b.add(&["main", "serve", "parse"], ThreadState::Runnable, 40);
@@ -183,7 +183,7 @@ fn errors_are_readable_and_tokens_are_sent() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "# test tokens\ncli-ingest-0001 ingest\ncli-read-00002 read\n").unwrap();
     let data = dir.path().join("data");
-    let server = ServeProcess::start(&data, &["--token-file", tokens.to_str().unwrap()]);
+    let server = Server::start(&data, &["--token-file", tokens.to_str().unwrap()]);
     let file = fixture("perf-busy.folded");
     let file = file.to_str().unwrap();
 

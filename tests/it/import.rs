@@ -3,7 +3,7 @@
 //! export and re-import through the CLI; the pprof export checked against the rules
 //! Go's profile package (`go tool pprof`) enforces when it parses a file.
 
-use crate::inproc::{flamegraph, hotframe_serve, total_of, HOTFRAME};
+use crate::common::{flamegraph, require, tempdir, total_of, Server, BIN};
 use pprof::protos::Message;
 use std::collections::HashSet;
 use std::io::Read;
@@ -23,7 +23,7 @@ int main(void) { do_work(); return 0; }
 "#;
 
 fn hotframe(args: &[&str]) -> String {
-    let out = Command::new(HOTFRAME).args(args).output().unwrap();
+    let out = Command::new(BIN).args(args).output().unwrap();
     assert!(out.status.success(), "hotframe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -48,12 +48,11 @@ fn import_folded(server: &str, service: &str, dir: &Path, text: &str) {
 
 #[test]
 fn perf_record_data_comes_in_through_perf_script() {
-    if Command::new("perf").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "perf is missing, but CI installs linux-perf");
-        eprintln!("skipped: `perf` is not installed (apt-get install linux-perf)");
+    let perf = Command::new("perf").arg("--version").output().is_ok();
+    if !require("`perf`", perf, "apt-get install linux-perf (CI installs it)") {
         return;
     }
-    let dir = crate::common::tempdir();
+    let dir = tempdir();
     let src = dir.path().join("busy.c");
     let exe = dir.path().join("busy");
     std::fs::write(&src, BUSY_C).unwrap();
@@ -74,11 +73,12 @@ fn perf_record_data_comes_in_through_perf_script() {
     let text = dir.path().join("busy.perf.txt");
     std::fs::write(&text, &script.stdout).unwrap();
 
-    let (_server, server) = hotframe_serve(&dir.path().join("store"));
+    let serve = Server::start(&dir.path().join("store"), &[]);
+    let server = serve.url.as_str();
     let said = hotframe(&[
         "import",
         "--server",
-        &server,
+        server,
         "--service",
         "perfdemo",
         "--format",
@@ -87,10 +87,10 @@ fn perf_record_data_comes_in_through_perf_script() {
     ]);
     assert!(said.contains("perf-script"), "{said}");
     // auto-detection picks perf-script too
-    let said = hotframe(&["import", "--server", &server, "--service", "perfauto", text.to_str().unwrap()]);
+    let said = hotframe(&["import", "--server", server, "--service", "perfauto", text.to_str().unwrap()]);
     assert!(said.contains("perf-script"), "{said}");
 
-    let graph = flamegraph(&server, "perfdemo").expect("perfdemo stored");
+    let graph = flamegraph(server, "perfdemo").expect("perfdemo stored");
     let total = graph["root"]["total"].as_u64().unwrap();
     let hot = total_of(&graph["root"], "spin_hot_loop");
     assert!(total > 50, "only {total} samples from perf");
@@ -100,14 +100,15 @@ fn perf_record_data_comes_in_through_perf_script() {
 
 #[test]
 fn speedscope_export_and_import_round_trip_through_the_cli() {
-    let dir = crate::common::tempdir();
-    let (_server, server) = hotframe_serve(&dir.path().join("store"));
-    import_folded(&server, "orig", dir.path(), "main;handle;parse_json 70\nmain;handle;render 20\nmain;idle 10\n");
+    let dir = tempdir();
+    let serve = Server::start(&dir.path().join("store"), &[]);
+    let server = serve.url.as_str();
+    import_folded(server, "orig", dir.path(), "main;handle;parse_json 70\nmain;handle;render 20\nmain;idle 10\n");
     let file = dir.path().join("orig.speedscope.json");
     hotframe(&[
         "export",
         "--server",
-        &server,
+        server,
         "--service",
         "orig",
         "--format",
@@ -129,8 +130,8 @@ fn speedscope_export_and_import_round_trip_through_the_cli() {
         as usize)
         < frames));
 
-    hotframe(&["import", "--server", &server, "--service", "copy", "--from", "now-30s", file.to_str().unwrap()]);
-    let export = |service: &str| hotframe(&["export", "--server", &server, "--service", service]);
+    hotframe(&["import", "--server", server, "--service", "copy", "--from", "now-30s", file.to_str().unwrap()]);
+    let export = |service: &str| hotframe(&["export", "--server", server, "--service", service]);
     assert_eq!(export("copy"), export("orig"));
     assert!(export("copy").contains("main;handle;parse_json 70"));
 }
@@ -194,14 +195,15 @@ fn check_go_pprof_rules(p: &pprof::protos::Profile) {
 
 #[test]
 fn pprof_export_follows_the_rules_go_tool_pprof_checks() {
-    let dir = crate::common::tempdir();
-    let (_server, server) = hotframe_serve(&dir.path().join("store"));
-    import_folded(&server, "gopp", dir.path(), "main;a;b 5\nmain;a;c 3\nmain;d 2\n");
+    let dir = tempdir();
+    let serve = Server::start(&dir.path().join("store"), &[]);
+    let server = serve.url.as_str();
+    import_folded(server, "gopp", dir.path(), "main;a;b 5\nmain;a;c 3\nmain;d 2\n");
     let file = dir.path().join("gopp.pb.gz");
     hotframe(&[
         "export",
         "--server",
-        &server,
+        server,
         "--service",
         "gopp",
         "--format",
@@ -247,7 +249,8 @@ fn pprof_export_follows_the_rules_go_tool_pprof_checks() {
             assert_eq!(flat_of("c").as_deref(), Some("3"), "{text}");
             assert_eq!(flat_of("d").as_deref(), Some("2"), "{text}");
         }
-        Err(e) if std::env::var_os("CI").is_none() => eprintln!("skipping go tool pprof (go not installed: {e})"),
-        Err(e) => panic!("CI must run go tool pprof, but go is missing: {e}"),
+        Err(e) => {
+            require("`go` for go tool pprof", false, &format!("apt-get install golang-go (CI installs it): {e}"));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! .ci/run) listening on loopback, writing every message it accepts to a directory.
 //! The tests parse the MIME message and check what a reader would see.
 
+use crate::common::{free_port, poll};
 use hotframe::cost::{CostContext, CostSettings};
 use hotframe::model::ThreadState;
 use hotframe::report::{
@@ -11,7 +12,7 @@ use hotframe::store::{Aggregate, AggregateSample};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// aiosmtpd handler: each accepted message becomes NNNN.eml plus NNNN.json (envelope).
 /// argv: port, directory, options JSON (`{"cert", "key", "mode": "starttls"|"tls",
@@ -106,58 +107,43 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Waits (bounded) until `n` messages have arrived, and returns them in order.
+    /// Waits (bounded) until `n` messages have arrived, and returns those that did, in
+    /// order (fewer than `n` when `timeout` passed first).
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let emls = || -> Vec<PathBuf> {
             let mut emls: Vec<PathBuf> = std::fs::read_dir(&self.dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .filter(|p| p.extension().is_some_and(|e| e == "eml"))
                 .collect();
-            if emls.len() >= n || Instant::now() > deadline {
-                emls.sort();
-                return emls
-                    .into_iter()
-                    .map(|p| {
-                        let env: serde_json::Value =
-                            serde_json::from_slice(&std::fs::read(p.with_extension("json")).unwrap()).unwrap();
-                        Received {
-                            raw: std::fs::read(&p).unwrap(),
-                            rcpt_to: env["to"]
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|v| v.as_str().unwrap().to_string())
-                                .collect(),
-                            mail_from: env["from"].as_str().unwrap().to_string(),
-                        }
-                    })
-                    .collect();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            emls.sort();
+            emls
+        };
+        let emls = poll(timeout, || Some(emls()).filter(|e| e.len() >= n)).unwrap_or_else(|_| emls());
+        emls.into_iter()
+            .map(|p| {
+                let env: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(p.with_extension("json")).unwrap()).unwrap();
+                Received {
+                    raw: std::fs::read(&p).unwrap(),
+                    rcpt_to: env["to"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+                    mail_from: env["from"].as_str().unwrap().to_string(),
+                }
+            })
+            .collect()
     }
 }
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
+        // Closing stdin stops the sink; give it 5 s to exit on its own.
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = &mut self.child;
+        if poll(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_)))).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
-}
-
-/// A loopback port nobody listens on (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 const PERIOD_NS: u64 = 10_000_000; // 100 Hz
@@ -173,22 +159,24 @@ fn aggregate(stacks: &[(&[&str], u64)], hosts: u32, seconds_per_host: f64) -> Ag
         .collect();
     agg.samples.extend(waiting);
     agg.profiles = hosts as u64;
-    agg.profile_seconds = seconds_per_host * hosts as f64;
-    agg.hosts = hosts;
     agg.first_ms = 1_700_000_000_000;
     agg.last_ms = 1_700_000_600_000;
+    for host in 0..hosts {
+        let end = agg.first_ms + (seconds_per_host * 1000.0) as i64;
+        agg.coverage.add(Some(&format!("host{host}")), agg.first_ms, end);
+    }
     agg
 }
 
 /// The synthetic pair: 2 hosts profiled 600 s each, fleet of 10, $0.05 per core-hour.
 /// Before: regex compile 24,000 samples + work 36,000; after: regex 1,200 + work 36,000.
-struct Pair {
+pub(crate) struct Pair {
     before: Aggregate,
     after: Aggregate,
     ctx: CostContext,
 }
 
-fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     let before = aggregate(
         &[(&["main", "handle", "regex::Regex::new"], 24_000), (&["main", "handle", "checkout::work"], 36_000)],
         2,
@@ -215,7 +203,7 @@ fn figures(p: &Pair, pattern: Option<&str>) -> report::WinFigures {
     .unwrap()
 }
 
-fn win(p: &Pair, title: &str) -> Win {
+pub(crate) fn win(p: &Pair, title: &str) -> Win {
     win_with(p, figures(p, Some("regex::Regex::new")), title)
 }
 

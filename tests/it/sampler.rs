@@ -1,14 +1,18 @@
 //! The sampler against real processes: a C workload without frame pointers whose
 //! threads compute, sleep, wait on a condition variable and contend for a mutex (it
 //! measures itself), a Rust release binary without frame pointers, a pid that does not
-//! exist and a target that exits. They need root (CI runs them as root).
+//! exist and a target that exits. They need root (CI runs them as root); as a normal
+//! user they say so and skip (`common::require_root`).
 
+use crate::common::{eventually, require_root, ChildGuard};
 use hotframe::model::{Profile, ThreadState};
 use hotframe::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, UnwindMode};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+const PERF: &str = "perf_event_open";
 
 /// The sampler tests measure proportions of CPU time: run them one at a time so they
 /// do not starve each other's workloads on a small CI machine.
@@ -16,16 +20,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Kills the child when the test ends, whatever happens.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -47,22 +41,24 @@ fn compile_c(dir: &Path) -> PathBuf {
 /// Compiles and starts the C workload for `seconds` (and until its cpu_split thread had
 /// `min_cpu_seconds` of CPU, so a busy host still gives enough samples); returns it once all its threads
 /// run, with its pid and the path of the figures it writes when done.
-fn start_states(dir: &Path, seconds: &str, min_cpu_seconds: &str) -> (Reaper, u32, PathBuf) {
+fn start_states(dir: &Path, seconds: &str, min_cpu_seconds: &str) -> (ChildGuard, u32, PathBuf) {
     let exe = compile_c(dir);
     let out = dir.join("figures.txt");
-    let child = Command::new(&exe).arg(&out).arg(seconds).arg(min_cpu_seconds).spawn().expect("start workload");
-    let pid = child.id();
-    let reaper = Reaper(child);
+    let reaper = ChildGuard::spawn(Command::new(&exe).arg(&out).arg(seconds).arg(min_cpu_seconds));
+    let pid = reaper.pid();
     wait_for_file(&out.with_extension("txt.ready"), Duration::from_secs(10));
     (reaper, pid, out)
 }
 
 fn wait_for_file(path: &Path, limit: Duration) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < limit, "{} did not appear within {limit:?}", path.display());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(&format!("{} to appear", path.display()), limit, || path.exists());
+}
+
+/// Waits until process `pid` runs `threads` threads.
+fn wait_for_threads(pid: u32, threads: usize, limit: Duration) {
+    eventually(&format!("{threads} threads in process {pid}"), limit, || {
+        hotframe::sampler::procfs::thread_ids(pid).map(|t| t.len()).unwrap_or(0) >= threads
+    });
 }
 
 /// Polls until the target exits (or `limit`), then returns everything sampled.
@@ -137,6 +133,9 @@ const ROOTS: &[&str] = &["start_thread", "clone3", "__clone3", "clone", "_start"
 
 #[test]
 fn c_workload_shares_states_and_complete_stacks() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (_reaper, pid, out) = start_states(dir.path(), "4", "1.5");
@@ -220,6 +219,9 @@ fn c_workload_shares_states_and_complete_stacks() {
 
 #[test]
 fn rust_release_binary_without_frame_pointers_gives_complete_demangled_stacks() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("workload");
@@ -231,10 +233,11 @@ fn rust_release_binary_without_frame_pointers_gives_complete_demangled_stacks() 
         .status()
         .expect("run rustc");
     assert!(status.success(), "rustc failed");
-    let child = Command::new(&exe).arg("4").stdout(std::process::Stdio::null()).spawn().expect("start workload");
-    let pid = child.id();
-    let _reaper = Reaper(child);
-    std::thread::sleep(Duration::from_millis(200));
+    let reaper = ChildGuard::spawn(Command::new(&exe).arg("4").stdout(std::process::Stdio::null()));
+    let pid = reaper.pid();
+    // Its three threads (main, worker, lock waiter) run before attach: the lock waiter's
+    // first stack is that of a thread blocked before the sampler came.
+    wait_for_threads(pid, 3, Duration::from_secs(10));
 
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
@@ -284,6 +287,9 @@ fn rust_release_binary_without_frame_pointers_gives_complete_demangled_stacks() 
 
 #[test]
 fn attach_to_a_missing_pid_names_it() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
     let missing = pid_max + 1;
@@ -299,6 +305,9 @@ fn attach_to_a_missing_pid_names_it() {
 
 #[test]
 fn a_target_that_exits_is_reported_and_its_profile_returned() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (mut reaper, pid, _out) = start_states(dir.path(), "1.5", "0");
@@ -333,14 +342,16 @@ fn a_target_that_exits_is_reported_and_its_profile_returned() {
 
 /// Samples `dd` (nearly all its CPU time is in the kernel, copying) for 1.5 s.
 fn sample_dd(opts: SamplerOptions) -> (u32, Vec<(Vec<String>, ThreadState, u64)>) {
-    let child = Command::new("dd")
-        .args(["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start dd");
-    let pid = child.id();
-    let _reaper = Reaper(child);
-    std::thread::sleep(Duration::from_millis(100));
+    let reaper = ChildGuard::spawn(
+        Command::new("dd")
+            .args(["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"])
+            .stderr(std::process::Stdio::null()),
+    );
+    let pid = reaper.pid();
+    // Attach to dd, not to the test binary before its exec.
+    eventually("dd to be exec'd", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "dd")
+    });
     let mut sampler = Sampler::new(opts).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     let t0 = Instant::now();
@@ -353,6 +364,9 @@ fn sample_dd(opts: SamplerOptions) -> (u32, Vec<(Vec<String>, ThreadState, u64)>
 
 #[test]
 fn cpu_time_in_syscalls_is_sampled_on_the_user_stack_without_kernel_frames() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let (_, samples) = sample_dd(SamplerOptions::default());
     let on_cpu: u64 = samples.iter().filter(|(_, st, _)| *st == ThreadState::Runnable).map(|(_, _, n)| n).sum();
@@ -374,6 +388,9 @@ fn cpu_time_in_syscalls_is_sampled_on_the_user_stack_without_kernel_frames() {
 
 #[test]
 fn kernel_frames_come_in_front_of_the_user_stack() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let (_, samples) = sample_dd(SamplerOptions { kernel: true, ..SamplerOptions::default() });
     let with_kernel: Vec<_> = samples
@@ -390,6 +407,9 @@ fn kernel_frames_come_in_front_of_the_user_stack() {
 
 #[test]
 fn frame_pointer_mode_samples_cheaply() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (_reaper, pid, _out) = start_states(dir.path(), "1.5", "0");
@@ -417,6 +437,9 @@ fn frame_pointer_mode_samples_cheaply() {
 
 #[test]
 fn a_library_loaded_after_attach_is_unwound_and_named() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cc = |args: &[&str]| {
@@ -430,15 +453,8 @@ fn a_library_loaded_after_attach_is_unwound_and_named() {
     cc(&["-O2", "-fomit-frame-pointer", "-shared", "-fPIC", "-o", lib.to_str().unwrap(), plugin_src.to_str().unwrap()]);
     cc(&["-O2", "-fomit-frame-pointer", "-o", exe.to_str().unwrap(), main_src.to_str().unwrap(), "-ldl"]);
     let out = dir.path().join("run");
-    let child = Command::new(&exe)
-        .arg(&out)
-        .arg(&lib)
-        .arg("2")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start dlopen workload");
-    let pid = child.id();
-    let _reaper = Reaper(child);
+    let reaper = ChildGuard::spawn(Command::new(&exe).arg(&out).arg(&lib).arg("2").stdout(std::process::Stdio::null()));
+    let pid = reaper.pid();
     wait_for_file(&out.with_extension("ready"), Duration::from_secs(10));
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
@@ -480,6 +496,9 @@ fn unprivileged_child() {
 
 #[test]
 fn without_privileges_the_error_says_what_is_needed() {
+    if !require_root("setpriv to nobody") {
+        return;
+    }
     // A copy of this test binary the unprivileged user can run (the shared build
     // directory may replace the original meanwhile).
     let dir = tempfile::tempdir().unwrap();
@@ -506,6 +525,9 @@ fn without_privileges_the_error_says_what_is_needed() {
 
 #[test]
 fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
+    if !require_root(PERF) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("shop");
@@ -517,20 +539,16 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(ok, "c++ failed");
-    let child = Command::new(&exe).arg("2").stdout(std::process::Stdio::null()).spawn().expect("start shop");
-    let pid = child.id();
-    let _reaper = Reaper(child);
+    let reaper = ChildGuard::spawn(Command::new(&exe).arg("2").stdout(std::process::Stdio::null()));
+    let pid = reaper.pid();
     // This test is about names, not about attaching mid-exec: wait until the dynamic
     // loader has mapped libc, so the walk to `_start` does not depend on who wins that race.
-    let began = std::time::Instant::now();
-    while began.elapsed() < Duration::from_secs(10)
-        && !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+    eventually("libc mapped executable in the target", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .unwrap_or_default()
             .lines()
             .any(|l| l.contains("libc.so") && l.contains(" r-xp "))
-    {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    });
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));
@@ -569,24 +587,22 @@ fn schedstat_seconds(pid: u32) -> f64 {
 
 #[test]
 fn on_cpu_samples_add_up_to_the_cpu_time_of_an_oversubscribed_target() {
+    if !require_root(PERF) {
+        return;
+    }
     // Eight busy threads on this machine's CPUs are preempted all the time, which is when
     // a cpu-clock event's sample count drifts from the CPU time used, low or high
     // (docs/thread-states.md); the wall-clock accounting counts by schedstat instead.
     // RUNNABLE samples x period must match the CPU time the kernel counted for the
     // process over the same window.
     let _serial = serial();
-    let child = Command::new(env!("CARGO_BIN_EXE_hotframe"))
-        .args(["demo-workload", "--mode", "cpu", "--threads", "8", "--duration", "30s"])
-        .env("HOTFRAME_LOG", "warn")
-        .spawn()
-        .expect("start the workload");
-    let pid = child.id();
-    let _reaper = Reaper(child);
-    let t0 = Instant::now();
-    while hotframe::sampler::procfs::thread_ids(pid).map(|t| t.len()).unwrap_or(0) < 9 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "workload threads did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let reaper = ChildGuard::spawn(
+        Command::new(crate::common::BIN)
+            .args(["demo-workload", "--mode", "cpu", "--threads", "8", "--duration", "30s"])
+            .env("HOTFRAME_LOG", "warn"),
+    );
+    let pid = reaper.pid();
+    wait_for_threads(pid, 9, Duration::from_secs(10));
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     // The window is from one take_profiles to the next: each accounts every thread up to

@@ -2,19 +2,21 @@
 //! pprof-rs `/debug/pprof/profile` endpoint, named in a `[[scrape]]` table of a config
 //! file that also holds server settings, and forwards to a real `hotframe serve`.
 
-use crate::inproc::{checkout_service, drive_until_hot, get_json, hotframe_serve, Proc, HOTFRAME};
+use crate::common::{get_json, tempdir, ChildGuard, Server, BIN};
+use crate::inproc::{checkout_service, drive_until_hot};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
 fn scrape_pulls_pprof_from_the_example_into_the_server() {
-    let data = crate::common::tempdir();
-    let (_server, server) = hotframe_serve(data.path());
+    let data = tempdir();
+    let serve = Server::start(data.path(), &[]);
+    let server = serve.url.as_str();
     let (_service, service_url) = checkout_service(None);
     // pprof-rs resolves its first backtrace of this large debug binary before profiling
     // (seconds): warm it so the scraped windows overlap the load below.
-    let mut warm = ureq::get(&format!("{service_url}/debug/pprof/profile?seconds=1")).call().unwrap();
-    assert!(!warm.body_mut().read_to_vec().unwrap().is_empty());
+    let (status, warm) = crate::common::get_bytes(&format!("{service_url}/debug/pprof/profile?seconds=1"));
+    assert!(status == 200 && !warm.is_empty(), "{status}");
     let config = data.path().join("hotframe.toml");
     std::fs::write(
         &config,
@@ -23,19 +25,17 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
         ),
     )
     .unwrap();
-    let mut scraper = Proc(
-        Command::new(HOTFRAME)
-            .args(["scrape", "--server", &server, "--duration", "60s", "--config"])
+    let mut scraper = ChildGuard::spawn(
+        Command::new(BIN)
+            .args(["scrape", "--server", server, "--duration", "60s", "--config"])
             .arg(&config)
             .env("HOTFRAME_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::piped()),
     );
     let scraping_since = std::time::Instant::now();
-    drive_until_hot(&service_url, &server, "scraped", "validate_coupon", 10);
+    drive_until_hot(&service_url, server, "scraped", "validate_coupon", 10);
     let services = get_json(&format!("{server}/api/v1/services"));
     let scraped = services["services"].as_array().unwrap().iter().find(|s| s["name"] == "scraped").unwrap().clone();
     assert_eq!(scraped["labels"]["region"][0], "eu");
@@ -54,26 +54,16 @@ fn scrape_pulls_pprof_from_the_example_into_the_server() {
     assert!(failures >= 2, "the down target was not retried:\n{stderr}");
     assert!(failures <= 2 * elapsed + 5, "{failures} failed fetches in {elapsed} s: no backoff?\n{stderr}");
 
-    // The server's own config loader accepts the file with its [[scrape]] tables.
-    let check = Command::new(HOTFRAME)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path().join("other"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut check = Proc(check);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(check.0.stdout.take().unwrap()), &mut line).unwrap();
-    assert!(line.starts_with("listening on "), "serve refused the config with [[scrape]]: {line:?}");
+    // The server's own config loader accepts the file with its [[scrape]] tables: it
+    // starts (prints `listening on URL`) and answers.
+    let check = Server::start(&data.path().join("other"), &["--config", config.to_str().unwrap()]);
+    assert!(check.url.starts_with("http://127.0.0.1:"), "serve with [[scrape]] listens at {}", check.url);
 }
 
 #[test]
 fn scrape_without_targets_or_with_a_bad_one_says_what_to_do() {
     let run = |args: &[&str]| {
-        let out = Command::new(HOTFRAME).arg("scrape").args(args).output().unwrap();
+        let out = Command::new(BIN).arg("scrape").args(args).output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };

@@ -5,32 +5,15 @@
 //! up in hotframe under its name. `.ci/run` builds the example and runs `npm ci`; on a
 //! developer machine without them, the tests say what to run and skip.
 
-use crate::inproc::{get_json, hotframe_serve, total_of, wait_for_frame};
+use crate::common::{example_path, get_json, require, tempdir, total_of, wait_for_frame, ChildGuard, Server};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Fails under CI (which must have set the SDK up), else prints why and returns false.
-fn available(what: &str, ready: bool, how: &str) -> bool {
-    if !ready {
-        assert!(std::env::var_os("CI").is_none(), "{what} is missing although .ci/run sets it up: {how}");
-        eprintln!("skipped: {what} is missing; {how}");
-    }
-    ready
-}
-
 /// Runs an SDK-profiled program to completion (bounded), asserting it exits 0.
 fn run_to_end(mut command: Command, limit: Duration) {
-    let mut child = crate::inproc::Proc(command.spawn().unwrap());
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "{command:?} exited with {status}");
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{command:?} ran over {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = ChildGuard::spawn(&mut command).wait_exit(limit);
+    assert!(status.success(), "{command:?} exited with {status}");
 }
 
 fn check_series(server: &str, service: &str, hot: &str) {
@@ -47,38 +30,39 @@ fn check_series(server: &str, service: &str, hot: &str) {
 
 #[test]
 fn the_pyroscope_rust_sdk_sends_to_hotframe() {
-    let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().and_then(Path::parent).unwrap().join("examples").join("pyroscope_sdk");
-    if !available(
+    let example = example_path("pyroscope_sdk");
+    if !require(
         "examples/pyroscope_sdk",
         example.exists(),
         "run `cargo build --example pyroscope_sdk --features sdk-pyroscope`",
     ) {
         return;
     }
-    let data = crate::common::tempdir();
-    let (_server, server) = hotframe_serve(data.path());
+    let data = tempdir();
+    let serve = Server::start(data.path(), &[]);
+    let server = serve.url.as_str();
     let mut cmd = Command::new(&example);
-    cmd.args([server.as_str(), "4"]).stdout(std::process::Stdio::null());
+    cmd.args([server, "4"]).stdout(std::process::Stdio::null());
     run_to_end(cmd, Duration::from_secs(60));
-    check_series(&server, "pyro-rs", "pyroscope_sdk_hot_spin");
+    check_series(server, "pyro-rs", "pyroscope_sdk_hot_spin");
 }
 
 #[test]
 fn the_pyroscope_nodejs_sdk_sends_to_hotframe() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !available("node", node_ok, "apt-get install nodejs npm") {
+    if !require("node", node_ok, "apt-get install nodejs npm") {
         return;
     }
     let installed = dir.join("node_modules/@pyroscope/nodejs").exists();
-    if !available("@pyroscope/nodejs", installed, "run `npm ci` in tests/sdk") {
+    if !require("@pyroscope/nodejs", installed, "run `npm ci` in tests/sdk") {
         return;
     }
-    let data = crate::common::tempdir();
-    let (_server, server) = hotframe_serve(data.path());
+    let data = tempdir();
+    let serve = Server::start(data.path(), &[]);
+    let server = serve.url.as_str();
     let mut cmd = Command::new("node");
-    cmd.current_dir(&dir).args(["pyroscope_node.js", server.as_str(), "4"]).stdout(std::process::Stdio::null());
+    cmd.current_dir(&dir).args(["pyroscope_node.js", server, "4"]).stdout(std::process::Stdio::null());
     run_to_end(cmd, Duration::from_secs(60));
-    check_series(&server, "pyro-node", "nodeHotSpin");
+    check_series(server, "pyro-node", "nodeHotSpin");
 }

@@ -1,6 +1,7 @@
 //! The HTTP API through the real router (`tower::ServiceExt::oneshot`) over a real
 //! SQLite store in a temporary directory, and the real binary for `kill -9`.
 
+use crate::common::{self, eventually, http, ChildGuard, BIN};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::Router;
@@ -14,6 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tower::ServiceExt;
 
 /// A whole minute an hour ago, in Unix seconds: recent enough for retention (which is
@@ -402,6 +404,48 @@ async fn flamegraph_cost_matches_a_hand_computation() {
     assert!(close(&points[0]["cores"]["RUNNABLE"], 70.0 / 60.0 * 5.0), "{}", points[0]);
     assert!(close(&points[0]["cores"]["BLOCKED"], 10.0 / 60.0 * 5.0), "{}", points[0]);
     assert_eq!(points[1]["cores"]["RUNNABLE"], 0.0);
+}
+
+#[tokio::test]
+async fn many_processes_on_a_host_share_one_window() {
+    let dir = common_dir();
+    let s = open(dir.path(), ServerConfig::default());
+    let t = base_s() * 1000;
+    // Host db1: 14 processes (one series each) over the same 30 s, 300 samples at 100 Hz
+    // each (0.1 core). Host db2: 2 processes over the same 30 s, 600 samples each (0.2
+    // core). W = 30 s on each host, not 420 s: 42 + 12 CPU s over 2 x 30 host-s = 0.9
+    // cores per host; x H = 2 hosts: 1.8 cores.
+    for (host, processes, samples) in [("db1", 14, 300u64), ("db2", 2, 600)] {
+        for pid in 0..processes {
+            let mut b = ProfileBuilder::new("pg", t, t + 30_000, 10_000_000).label("host", host);
+            b.add(&["postgres", "exec"], ThreadState::Runnable, samples);
+            let uri = format!("/api/v1/profiles?service=pg&label.host={host}&label.pid={pid}");
+            let a = post(&s.app, &uri, "application/octet-stream", encode(&b.finish())).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        }
+    }
+    let r = range(t / 1000 - 60, t / 1000 + 120);
+    let fg = get(&s.app, &format!("/api/v1/flamegraph?service=pg&{r}")).await.json();
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9 * want.max(1.0);
+    assert!(close(&fg["cost"]["windowSeconds"], 30.0), "{}", fg["cost"]);
+    assert_eq!(fg["cost"]["profiledHosts"], 2);
+    assert!(close(&fg["totals"]["cores"], 1.8), "{}", fg["totals"]);
+    // The timeline agrees, however its points are cut.
+    for step in ["180s", "60s", "10s"] {
+        let tl = get(&s.app, &format!("/api/v1/timeline?service=pg&step={step}&{r}")).await.json();
+        let points: Vec<f64> = tl["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["cores"]["RUNNABLE"].as_f64().unwrap())
+            .filter(|c| *c > 0.0)
+            .collect();
+        assert_eq!(points.len(), 1, "{step}: {tl}");
+        assert!((points[0] - 1.8).abs() < 1e-9, "{step}: {points:?}");
+    }
+    // One host alone: its own W and Hp.
+    let one = get(&s.app, &format!("/api/v1/flamegraph?service=pg&label.host=db1&{r}")).await.json();
+    assert!(close(&one["cost"]["windowSeconds"], 30.0) && close(&one["totals"]["cores"], 1.4), "{}", one["totals"]);
 }
 
 #[tokio::test]
@@ -914,64 +958,11 @@ fn common_dir() -> tempfile::TempDir {
 
 // ---- the real binary -------------------------------------------------------------
 
-/// A `hotframe serve` child process on a free loopback port.
-pub struct ServeProcess {
-    /// The child.
-    pub child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-}
-
-impl ServeProcess {
-    /// Starts the binary on `data` with extra flags (`--listen 127.0.0.1:0` unless they
-    /// name one) and waits for its `listening on` line.
-    pub fn start(data: &Path, extra: &[&str]) -> ServeProcess {
-        use std::io::BufRead;
-        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
-            .arg("serve")
-            .args(listen)
-            .arg("--data")
-            .arg(data)
-            .args(extra)
-            .env("HOTFRAME_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start hotframe serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        ServeProcess { child, url }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A blocking HTTP client that returns 4xx/5xx answers instead of errors.
-fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 #[test]
 fn kill_9_loses_no_acknowledged_profile() {
     let dir = common_dir();
-    let server = ServeProcess::start(dir.path(), &[]);
-    let agent = http_agent();
+    let mut server = common::Server::start(dir.path(), &[]);
+    let agent = http();
     let t = base_s();
     let url = server.url.clone();
     let writer = std::thread::spawn({
@@ -991,30 +982,25 @@ fn kill_9_loses_no_acknowledged_profile() {
         }
     });
     // Let a stream of ingests run, then kill -9 in the middle of it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut server = server;
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let stored = agent
-            .get(&format!("{}/metrics", server.url))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|m| {
-                m.lines().find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total ").map(str::to_string))
-            })
+    let metrics = server.api("/metrics");
+    eventually("40 profiles stored before the kill", Duration::from_secs(30), || {
+        let (_, page) = common::get(&metrics);
+        let stored = page
+            .lines()
+            .find_map(|l| l.strip_prefix("hotframe_ingested_profiles_total "))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        if stored >= 40 || std::time::Instant::now() > deadline {
-            break;
+        if stored >= 40 {
+            Ok(())
+        } else {
+            Err(format!("{stored} stored"))
         }
-    }
-    server.child.kill().expect("kill -9");
-    server.child.wait().unwrap();
+    });
+    server.kill();
     let acknowledged = writer.join().unwrap();
     assert!(acknowledged.len() >= 40, "only {} ingests were acknowledged before the kill", acknowledged.len());
 
-    let restarted = ServeProcess::start(dir.path(), &[]);
+    let restarted = common::Server::start(dir.path(), &[]);
     let uri = format!("{}/api/v1/export?service=crash&from={}&until={}", restarted.url, t - 60, t + 60);
     let folded = agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap();
     let stored: std::collections::HashMap<String, u64> =
@@ -1027,27 +1013,19 @@ fn kill_9_loses_no_acknowledged_profile() {
 #[test]
 fn sigterm_stops_cleanly_and_keeps_data() {
     let dir = common_dir();
-    let mut server = ServeProcess::start(dir.path(), &[]);
-    let agent = http_agent();
+    let mut server = common::Server::start(dir.path(), &[]);
+    let agent = http();
     let t = base_s();
     let uri = format!("{}/ingest?name=term&from={t}&until={}", server.url, t + 10);
     assert_eq!(agent.post(&uri).send("main;a 7\n").unwrap().status(), 200);
     let index = agent.get(&format!("{}/", server.url)).call().unwrap();
     assert!(index.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "the viewer is served at /");
 
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "the server did not stop within 20 s of SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    // Within 20 s of SIGTERM.
+    let status = server.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    let restarted = ServeProcess::start(dir.path(), &[]);
+    let restarted = common::Server::start(dir.path(), &[]);
     let uri = format!("{}/api/v1/export?service=term&from={}&until={}", restarted.url, t - 60, t + 60);
     assert_eq!(agent.get(&uri).call().unwrap().body_mut().read_to_string().unwrap(), "main;a 7\n");
 }
@@ -1057,7 +1035,7 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let dir = common_dir();
     let config = dir.path().join("hotframe.toml");
     std::fs::write(&config, "[limits]\nmax_body = 10\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path().join("data"))
         .arg("--config")
@@ -1068,7 +1046,7 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hotframe.toml") && stderr.contains("max_body"), "{stderr}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
+    let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "no-port-here", "--data"])
         .arg(dir.path().join("data"))
         .output()
@@ -1078,11 +1056,11 @@ fn config_file_mistakes_stop_the_server_with_a_message() {
 
     // A valid file with a small body limit is applied; host names resolve.
     std::fs::write(&config, "[limits]\nmax_body_bytes = 1024\n[services.small]\nfleetHosts = 3\n").unwrap();
-    let server = ServeProcess::start(
+    let server = common::Server::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap(), "--listen", "localhost:0"],
     );
-    let agent = http_agent();
+    let agent = http();
     let t = base_s();
     let uri = format!("{}/ingest?name=small&from={t}&until={}", server.url, t + 10);
     let big = "main;a 1\n".repeat(200);
@@ -1104,24 +1082,23 @@ fn maintenance_runs_on_its_jittered_timer() {
     let dir = common_dir();
     let config = dir.path().join("hotframe.toml");
     std::fs::write(&config, "maintenance_interval = \"300ms\"\n").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hotframe"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("HOTFRAME_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = ChildGuard::spawn(
+        std::process::Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .env("HOTFRAME_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let passes = stderr.lines().map_while(Result::ok).filter(|l| l.contains("maintenance done")).take(2).count();
         let _ = tx.send(passes);
     });
-    let passes = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    let passes = rx.recv_timeout(Duration::from_secs(20)).unwrap_or(0);
+    child.kill();
     assert_eq!(passes, 2, "two maintenance passes within 20 s at a 300 ms interval");
 }

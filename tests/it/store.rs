@@ -108,8 +108,11 @@ fn write_then_aggregate_round_trip() {
     let all = store.aggregate(&query("checkout", t0, t0 + HOUR)).unwrap();
     assert_eq!(folded_agg(&all), expected(&[&a1, &a2, &b1], &[]));
     assert_eq!(all.profiles, 3);
-    assert_eq!(all.profile_seconds, 30.0);
-    assert_eq!(all.hosts, 2);
+    // Host a: two profiles back to back (20 s); host b: one (10 s). 30 s in all.
+    let seconds: Vec<(Option<&str>, f64)> =
+        all.coverage.per_host().iter().map(|h| (h.host.as_deref(), h.seconds())).collect();
+    assert_eq!(seconds, [(Some("a"), 20.0), (Some("b"), 10.0)]);
+    assert_eq!(all.coverage.hosts(), 2);
     assert_eq!((all.first_ms, all.last_ms), (t0, t0 + 20_000));
     let total: u64 = all.samples.iter().map(|s| s.samples).sum();
     assert_eq!(total, a1.total_samples() + a2.total_samples() + b1.total_samples());
@@ -119,7 +122,7 @@ fn write_then_aggregate_round_trip() {
     q.labels.insert("host".into(), "a".into());
     let only_a = store.aggregate(&q).unwrap();
     assert_eq!(folded_agg(&only_a), expected(&[&a1, &a2], &[]));
-    assert_eq!(only_a.hosts, 1);
+    assert_eq!(only_a.coverage.hosts(), 1);
     q.labels.insert("version".into(), "1.1".into());
     assert_eq!(folded_agg(&store.aggregate(&q).unwrap()), expected(&[&a2], &[]));
     q.labels.insert("version".into(), "9".into());
@@ -178,8 +181,8 @@ fn timeline_buckets_per_state() {
     for (point, p) in points.iter().zip([&p1, &p2]) {
         assert_eq!(point.samples, p.state_totals());
         assert_eq!(point.nanos, p.state_totals().map(|n| n * 10_000_000));
-        assert_eq!(point.hosts, 1);
-        assert_eq!(point.profile_seconds, 10.0);
+        assert_eq!(point.coverage.hosts(), 1);
+        assert_eq!(point.coverage.per_host()[0].seconds(), 10.0);
     }
     assert!(matches!(store.timeline(&query("svc", 0, NOW), 1), Err(StoreError::Invalid(_))));
     assert!(matches!(store.timeline(&query("svc", 0, NOW), 0), Err(StoreError::Invalid(_))));
@@ -287,6 +290,64 @@ fn rollups_give_the_same_answers_as_raw_data() {
     // ... while a range with a raw edge (up to the next 10 minutes, with the late
     // profile) now misses what was deleted there.
     assert!(store.aggregate(&edge).unwrap().profiles < edge_before.profiles);
+}
+
+/// Per host, the wall time an aggregate covers: (host, seconds).
+fn coverage_of(agg: &hotframe::model::Aggregate) -> Vec<(Option<String>, f64)> {
+    agg.coverage.per_host().iter().map(|h| (h.host.clone(), h.seconds())).collect()
+}
+
+#[test]
+fn coverage_is_the_union_per_host_across_processes_and_rollups() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let day = NOW - NOW.rem_euclid(DAY) - 2 * DAY;
+    let t0 = day + 3 * HOUR;
+    // Host a: three processes (three series): p1 over [0, 60 s) and p2 over [5 s, 65 s)
+    // in 10 s profiles, p3 over [0, 30 s) and [40 s, 60 s). Union: 65 s, not 170 s.
+    // Host b: one process over [0, 20 s) and [30 s, 40 s): 30 s.
+    let mut seed = 0;
+    let mut write = |host: &str, process: &str, starts: &[i64]| {
+        for &start in starts {
+            seed += 1;
+            store.write(&profile("svc", host, process, t0 + start, 10_000, 10_000_000, seed)).unwrap();
+        }
+    };
+    write("a", "p1", &[0, 10_000, 20_000, 30_000, 40_000, 50_000]);
+    write("a", "p2", &[5_000, 15_000, 25_000, 35_000, 45_000, 55_000]);
+    write("a", "p3", &[0, 10_000, 20_000, 40_000, 50_000]);
+    write("b", "p1", &[0, 10_000, 30_000]);
+    let whole_day = query("svc", day, day + DAY);
+    let raw = store.aggregate(&whole_day).unwrap();
+    assert_eq!(raw.profiles, 20);
+    assert_eq!(coverage_of(&raw), [(Some("a".to_string()), 65.0), (Some("b".to_string()), 30.0)]);
+    assert_eq!(raw.coverage.per_host()[1].intervals, [[t0, t0 + 20_000], [t0 + 30_000, t0 + 40_000]]);
+    let w = hotframe::cost::observed_window(&raw.coverage);
+    assert_eq!((w.window_seconds, w.profiled_hosts), (47.5, 2));
+    // The timeline's point holds the same coverage.
+    let points = store.timeline(&whole_day, DAY).unwrap();
+    assert_eq!(points[0].coverage, raw.coverage);
+
+    // Rollups keep the intervals: the same answer from the daily rollup alone.
+    assert!(store.maintain(NOW).unwrap().rollups_written > 0);
+    let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+    conn.execute("DELETE FROM profiles", []).unwrap();
+    assert_eq!(store.aggregate(&whole_day).unwrap(), raw);
+    assert_eq!(store.timeline(&whole_day, DAY).unwrap(), points);
+    drop(store);
+
+    // A store whose rollups were built before they kept intervals (schema 2): each
+    // rollup counts as one stretch from its first start, as long as the shorter of its
+    // summed profile lengths and its extent. Here that gives the same seconds per host.
+    conn.execute_batch(
+        "ALTER TABLE rollups DROP COLUMN coverage; UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(dir.path());
+    let old = store.aggregate(&whole_day).unwrap();
+    assert_eq!(coverage_of(&old), coverage_of(&raw));
+    assert_eq!(old.coverage.per_host()[1].intervals, [[t0, t0 + 30_000]]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! up late, one that answers 429 with `Retry-After`, one that refuses, the spool bound
 //! and the spool surviving a restart.
 
+use crate::common::{eventually, free_addr};
 use hotframe::model::pprof::{self, DecodeOptions};
 use hotframe::model::{Profile, ProfileBuilder, ThreadState};
 use hotframe::upload::{Envelope, UploadOptions, Uploader};
@@ -114,11 +115,6 @@ fn handle_connection(stream: TcpStream, received: &Mutex<Vec<Received>>, respond
     let _ = stream.write_all(answer.as_bytes());
 }
 
-/// A free loopback port with nothing listening on it (yet).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 fn profile(seq: usize) -> Profile {
     let start = 1_700_000_000_000 + seq as i64 * 10_000;
     let mut b =
@@ -168,17 +164,6 @@ fn received_seqs(server: &TestServer) -> Vec<usize> {
     seqs
 }
 
-fn wait_for(mut cond: impl FnMut() -> bool, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
 #[test]
 fn server_down_at_start_then_up_gets_every_profile_exactly_once() {
     let spool = crate::common::tempdir();
@@ -187,11 +172,15 @@ fn server_down_at_start_then_up_gets_every_profile_exactly_once() {
     opts.spool_dir = Some(spool.path().to_path_buf());
     opts.token = Some("s3cret".into());
     let uploader = Uploader::start(opts).unwrap();
+    // Part of the workload, not a wait: profiles come one by one over 0.6 s, as an
+    // agent's would, while the uploader is failing.
     for seq in 0..12 {
         uploader.submit(profile(seq));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(wait_for(|| uploader.stats().spooled > 0, Duration::from_secs(5)), "profiles go to the spool while down");
+    eventually("profiles to go to the spool while the server is down", Duration::from_secs(5), || {
+        uploader.stats().spooled > 0
+    });
     let server = TestServer::start(TcpListener::bind(addr).unwrap(), ok());
     for seq in 12..20 {
         uploader.submit(profile(seq));
@@ -285,17 +274,14 @@ fn the_spool_bound_drops_the_oldest_and_counts_them() {
     for seq in 0..10 {
         uploader.submit(profile(seq));
     }
-    assert!(
-        wait_for(
-            || {
-                let s = uploader.stats();
-                s.queued == 0 && s.spooled + s.dropped == 10
-            },
-            Duration::from_secs(10)
-        ),
-        "{:?}",
-        uploader.stats()
-    );
+    eventually("every profile spooled or dropped", Duration::from_secs(10), || {
+        let s = uploader.stats();
+        if s.queued == 0 && s.spooled + s.dropped == 10 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
     let stats = uploader.stats();
     assert!(stats.spool_bytes <= file_size * 3 + file_size / 2, "{stats:?}");
     assert_eq!((stats.spooled, stats.dropped), (3, 7), "{stats:?}");

@@ -2,26 +2,14 @@
 //! store, profiles ingested over HTTP, wins created through the API and the `hotframe
 //! win` CLI, and the reports received by a real SMTP server (aiosmtpd, see report.rs).
 
-#[path = "../browser/harness.rs"]
-mod harness;
-
-use crate::report::{free_port, Received, SmtpSink};
-use crate::server::ServeProcess;
+use crate::common::{eventually, free_port, http as agent, Server, BIN};
+use crate::harness;
+use crate::report::{Received, SmtpSink};
 use hotframe::report::{format_usd, format_usd_rounded};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
+use std::time::Duration;
 
 /// (status, JSON body) of a request.
 fn call(request: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
@@ -72,10 +60,10 @@ fn ingest_labelled(url: &str, t: i64, regex: u64, labels: &str) {
 
 /// A server with checkout's before (t0) and after (t0 + 3600) profiles, priced at
 /// $0.05 per core-hour on a fleet of 10 hosts.
-fn seeded(data: &Path, config: &Path, extra: &[&str]) -> (ServeProcess, i64) {
+fn seeded(data: &Path, config: &Path, extra: &[&str]) -> (Server, i64) {
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let server = ServeProcess::start(data, &args);
+    let server = Server::start(data, &args);
     let t0 = base_s();
     ingest(&server.url, t0, 24_000);
     ingest(&server.url, t0 + 3600, 1_200);
@@ -126,15 +114,15 @@ fn new_win(t0: i64, title: &str) -> Value {
 
 /// Polls win `id` until its send status is `status` (bounded), and returns it.
 fn wait_status(url: &str, id: i64, status: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
+    eventually(&format!("win {id} to be {status}"), timeout, || {
         let (code, win) = get_json(&format!("{url}/api/v1/wins/{id}"));
         assert_eq!(code, 200, "{win}");
-        if win["send"]["status"] == status || Instant::now() > deadline {
-            return win;
+        if win["send"]["status"] == status {
+            Ok(win)
+        } else {
+            Err(win.to_string())
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 fn parse(m: &Received) -> mail_parser::Message<'_> {
@@ -365,14 +353,14 @@ fn bad_input_gets_a_clear_4xx() {
     let (status, win) = post_json(&url, &new_win(t0, "Cache compiled regexes"));
     assert_eq!(status, 201, "{win}");
     let id = win["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let win = loop {
+    let win = eventually("a send error on the win", Duration::from_secs(10), || {
         let (_, w) = get_json(&format!("{url}/{id}"));
-        if w["send"]["lastError"].is_string() || Instant::now() > deadline {
-            break w;
+        if w["send"]["lastError"].is_string() {
+            Ok(w)
+        } else {
+            Err(w.to_string())
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert_eq!(win["send"]["status"], "pending", "{win}");
     assert!(win["send"]["lastError"].as_str().unwrap().contains("--smtp-url"), "{win}");
 }
@@ -395,14 +383,14 @@ fn smtp_down_keeps_the_win_pending_and_it_is_sent_when_smtp_is_back_even_after_a
     let (status, win) = post_json(&url, &new_win(t0, "First win"));
     assert_eq!(status, 201, "{win}");
     let first = win["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pending = loop {
+    let pending = eventually("two send attempts", Duration::from_secs(20), || {
         let (_, w) = get_json(&format!("{url}/{first}"));
-        if w["send"]["attempts"].as_u64().unwrap_or(0) >= 2 || Instant::now() > deadline {
-            break w;
+        if w["send"]["attempts"].as_u64().unwrap_or(0) >= 2 {
+            Ok(w)
+        } else {
+            Err(w.to_string())
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert_eq!(pending["send"]["status"], "pending", "{pending}");
     assert!(pending["send"]["attempts"].as_u64().unwrap() >= 2, "retried: {pending}");
     assert!(pending["send"]["lastError"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")), "{pending}");
@@ -428,7 +416,7 @@ fn smtp_down_keeps_the_win_pending_and_it_is_sent_when_smtp_is_back_even_after_a
     let sink = SmtpSink::start(port, &inbox);
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(&flags);
-    let server = ServeProcess::start(&data, &args);
+    let server = Server::start(&data, &args);
     let sent = wait_status(&server.url, second, "sent", Duration::from_secs(30));
     assert_eq!(sent["send"]["status"], "sent", "{sent}");
     let got = sink.wait_for(1, Duration::from_secs(10));
@@ -503,7 +491,7 @@ fn tokens_guard_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "reader-token-1 read\nadmin-token-1 admin\ningest-token-1 ingest\n").unwrap();
-    let server = ServeProcess::start(&dir.path().join("data"), &["--token-file", tokens.to_str().unwrap()]);
+    let server = Server::start(&dir.path().join("data"), &["--token-file", tokens.to_str().unwrap()]);
     let url = format!("{}/api/v1/wins", server.url);
     let with = |token: &str| format!("Bearer {token}");
     let (status, _) = get_json(&url);

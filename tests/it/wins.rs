@@ -43,19 +43,23 @@ fn ingest(url: &str, t: i64, regex: u64) {
 
 /// One 600 s profile of checkout with `labels` (`k=v,k=v`) starting at `t`.
 fn ingest_labelled(url: &str, t: i64, regex: u64, labels: &str) {
-    {
-        let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work 36000\n");
-        let (status, body) = call(
-            agent()
-                .post(&format!("{url}/ingest"))
-                .query("name", format!("checkout{{{labels}}}"))
-                .query("from", t.to_string())
-                .query("until", (t + 600).to_string())
-                .query("sampleRate", "100")
-                .send(folded.as_bytes()),
-        );
-        assert_eq!(status, 200, "{body}");
-    }
+    ingest_profile(url, labels, t, t + 600, regex, 36_000);
+}
+
+/// One profile of checkout at 100 Hz over `[from, until)` with `labels`: `regex`
+/// samples of regex::Regex::new and `work` of checkout::work.
+fn ingest_profile(url: &str, labels: &str, from: i64, until: i64, regex: u64, work: u64) {
+    let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work {work}\n");
+    let (status, body) = call(
+        agent()
+            .post(&format!("{url}/ingest"))
+            .query("name", format!("checkout{{{labels}}}"))
+            .query("from", from.to_string())
+            .query("until", until.to_string())
+            .query("sampleRate", "100")
+            .send(folded.as_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A server with checkout's before (t0) and after (t0 + 3600) profiles, priced at
@@ -587,20 +591,8 @@ impl Prometheus {
 /// samples of regex::Regex::new and `work` of checkout::work.
 fn ingest_steady(url: &str, from: i64, until: i64, regex: u64, work: u64) {
     for host in ["a", "b"] {
-        let mut t = from;
-        while t < until {
-            let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work {work}\n");
-            let (status, body) = call(
-                agent()
-                    .post(&format!("{url}/ingest"))
-                    .query("name", format!("checkout{{host={host}}}"))
-                    .query("from", t.to_string())
-                    .query("until", (t + 10).to_string())
-                    .query("sampleRate", "100")
-                    .send(folded.as_bytes()),
-            );
-            assert_eq!(status, 200, "{body}");
-            t += 10;
+        for t in (from..until).step_by(10) {
+            ingest_profile(url, &format!("host={host}"), t, t + 10, regex, work);
         }
     }
 }

@@ -12,16 +12,18 @@ use super::sqlite::SqliteStore;
 use super::{Query, StoreError, WorkTotal};
 use rusqlite::{params, Connection, Transaction};
 
-/// The migration that adds the table (appended to `schema::MIGRATIONS`).
+/// The migration that adds the table (appended to `schema::MIGRATIONS`); idempotent, so
+/// that a database re-marked as an older schema (a test of main's coverage column does)
+/// migrates again.
 pub(super) const MIGRATION: &str = r#"
     -- Units of work (requests) a profile's sender counted in its window.
-    CREATE TABLE work (
+    CREATE TABLE IF NOT EXISTS work (
         series_id BIGINT NOT NULL,
         start_ms  BIGINT NOT NULL,
         end_ms    BIGINT NOT NULL,
         units     BIGINT NOT NULL
     );
-    CREATE INDEX work_by_series ON work (series_id, start_ms);
+    CREATE INDEX IF NOT EXISTS work_by_series ON work (series_id, start_ms);
 "#;
 
 /// Keeps a profile's work count (inside the profile's write transaction).

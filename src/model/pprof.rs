@@ -13,6 +13,11 @@ use std::io::Read;
 /// The per-sample label that carries the thread state.
 pub const THREAD_STATE_LABEL: &str = "thread_state";
 
+/// The sample type (unit `count`) that carries the units of work done in the window
+/// (requests handled): summed over all samples into `Profile::work`. The encoder puts
+/// it on one sample without locations; docs/api.md.
+pub const WORK_SAMPLE_TYPE: &str = "requests";
+
 /// Default sampling period when a pprof does not say: 100 Hz.
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 
@@ -130,6 +135,8 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         types.push((string_at(st, vt.ty)?, string_at(st, vt.unit)?));
     }
     let (value_index, scale, profile_type) = pick_sample_type(&types, opts.sample_type.as_deref())?;
+    let work_index = types.iter().position(|(t, u)| *t == WORK_SAMPLE_TYPE && *u == "count");
+    let mut work = 0u64;
 
     let period_ns = match &msg.period_type {
         Some(pt) if msg.period > 0 && string_at(st, pt.unit)? == "nanoseconds" => msg.period as u64,
@@ -192,6 +199,9 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         let value = *sample.value.get(value_index).ok_or_else(|| {
             ModelError::BadPprof(format!("sample has {} values, expected {}", sample.value.len(), types.len()))
         })?;
+        if let Some(w) = work_index.and_then(|i| sample.value.get(i)) {
+            work = work.saturating_add(u64::try_from(*w).unwrap_or(0));
+        }
         if value <= 0 {
             continue;
         }
@@ -227,7 +237,9 @@ pub fn from_proto(msg: &protos::Profile, opts: &DecodeOptions) -> Result<Profile
         };
         builder.add_stack(stack, state, count);
     }
-    Ok(builder.finish())
+    let mut profile = builder.finish();
+    profile.work = work_index.map(|_| work);
+    Ok(profile)
 }
 
 /// Chooses which sample value to read: the requested type, else a CPU/wall count, else
@@ -299,24 +311,42 @@ pub fn to_proto(profile: &Profile) -> protos::Profile {
             is_folded: false,
         })
         .collect();
-    let sample = profile
+    let mut sample_type =
+        vec![protos::ValueType { ty: samples_t, unit: count_u }, protos::ValueType { ty: cpu_t, unit: ns_u }];
+    // The work counter is a third value, 0 on every stack and carried by one sample
+    // without locations.
+    let work_t = profile.work.map(|_| intern(WORK_SAMPLE_TYPE, &mut strings));
+    if let Some(ty) = work_t {
+        sample_type.push(protos::ValueType { ty, unit: count_u });
+    }
+    let mut sample: Vec<protos::Sample> = profile
         .samples
         .iter()
-        .map(|s| protos::Sample {
-            location_id: profile
-                .stacks
-                .get(s.stack as usize)
-                .map(|st| st.iter().rev().map(|f| *f as u64 + 1).collect())
-                .unwrap_or_default(),
-            value: vec![s.count as i64, (s.count as i64).saturating_mul(profile.period_ns as i64)],
-            label: vec![protos::Label { key: state_k, str: state_v[s.state.index()], num: 0, num_unit: 0 }],
+        .map(|s| {
+            let mut value = vec![s.count as i64, (s.count as i64).saturating_mul(profile.period_ns as i64)];
+            if work_t.is_some() {
+                value.push(0);
+            }
+            protos::Sample {
+                location_id: profile
+                    .stacks
+                    .get(s.stack as usize)
+                    .map(|st| st.iter().rev().map(|f| *f as u64 + 1).collect())
+                    .unwrap_or_default(),
+                value,
+                label: vec![protos::Label { key: state_k, str: state_v[s.state.index()], num: 0, num_unit: 0 }],
+            }
         })
         .collect();
+    if let Some(work) = profile.work {
+        sample.push(protos::Sample {
+            location_id: Vec::new(),
+            value: vec![0, 0, work.min(i64::MAX as u64) as i64],
+            label: Vec::new(),
+        });
+    }
     protos::Profile {
-        sample_type: vec![
-            protos::ValueType { ty: samples_t, unit: count_u },
-            protos::ValueType { ty: cpu_t, unit: ns_u },
-        ],
+        sample_type,
         sample,
         mapping: Vec::new(),
         location,
@@ -360,6 +390,20 @@ mod tests {
         assert_eq!(back.period_ns, 10_101_010);
         assert_eq!(back.state_totals(), p.state_totals());
         assert_eq!(super::super::folded::to_folded(&back, &[]), super::super::folded::to_folded(&p, &[]));
+        assert_eq!(back.work, None);
+    }
+
+    #[test]
+    fn the_work_counter_travels_as_a_requests_sample_type() {
+        let mut b = ProfileBuilder::new("svc", 1_000, 11_000, 10_000_000);
+        b.add(&["main", "work"], ThreadState::Runnable, 70);
+        let mut p = b.finish();
+        p.work = Some(1234);
+        let back = decode(&encode(&p), &opts()).unwrap();
+        assert_eq!(back.work, Some(1234));
+        assert_eq!(back.total_samples(), 70, "the work sample adds no CPU sample");
+        p.work = Some(0);
+        assert_eq!(decode(&encode(&p), &opts()).unwrap().work, Some(0), "a counter that counted nothing is kept");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// A failure of the server itself (500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A server this one depends on (Prometheus) failed or is unreachable (502).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// Marks a response with the reason of its failure, for the rejects metric.
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Busy { .. } => "busy",
             ApiError::Internal(_) => "internal",
+            ApiError::Upstream(_) => "upstream",
         }
     }
 }

@@ -308,6 +308,14 @@ pub struct WinArgs {
     /// Extra recipient (repeatable).
     #[arg(long = "email")]
     pub emails: Vec<String>,
+    /// PromQL counting the work done in each window (`$__range` is each side's length),
+    /// e.g. 'sum(increase(http_requests_total{job="checkout"}[$__range]))'; needs
+    /// `[prometheus] url` in the server's config.
+    #[arg(long)]
+    pub requests_query: Option<String>,
+    /// Count the win in the ledger's totals even if it is not normalised per unit of work.
+    #[arg(long)]
+    pub include_in_totals: bool,
     /// Compute and show the report without storing or sending it.
     #[arg(long)]
     pub dry_run: bool,
@@ -491,6 +499,8 @@ impl WinArgs {
             shipped_by: self.shipped_by,
             team: self.team,
             emails: self.emails,
+            requests_query: self.requests_query,
+            include_in_totals: self.include_in_totals,
             dry_run: self.dry_run,
             out: self.out,
             token: self.token,

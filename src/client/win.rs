@@ -38,6 +38,10 @@ pub struct WinConfig {
     pub team: Option<String>,
     /// Extra recipients. Default none.
     pub emails: Vec<String>,
+    /// PromQL counting the work of each window (`$__range` = the side's length). Default none.
+    pub requests_query: Option<String>,
+    /// Count the win in the totals even if not normalised per unit of work. Default false.
+    pub include_in_totals: bool,
     /// Compute and show the report without storing or sending it. Default false.
     pub dry_run: bool,
     /// Write the report's HTML here. Default none.
@@ -60,6 +64,8 @@ impl Default for WinConfig {
             shipped_by: None,
             team: None,
             emails: Vec::new(),
+            requests_query: None,
+            include_in_totals: false,
             dry_run: false,
             out: None,
             token: None,
@@ -101,6 +107,8 @@ fn body(config: &WinConfig) -> Result<Value, ClientError> {
         "shippedBy": config.shipped_by,
         "team": config.team,
         "emails": config.emails,
+        "requestsQuery": config.requests_query,
+        "includeInTotals": config.include_in_totals,
         "dryRun": config.dry_run,
     }))
 }
@@ -123,9 +131,15 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
         if saving["significant"].as_bool().unwrap_or(false) {
             ""
         } else {
-            " — NOT significant: sampling noise could explain it"
+            " — NOT significant (sampling noise, the variation between intervals or a change of traffic could explain it)"
         },
     );
+    if let Some(normalization) = win["figures"]["normalization"].as_str() {
+        out.push_str(&format!(
+            "normalised: {normalization} ({})\n",
+            win["figures"]["normalizationReason"].as_str().unwrap_or("no reason given")
+        ));
+    }
     out.push_str(&format!(
         "CPU cores per host: {:.3} -> {:.3} ({})\n",
         number(win, &["figures", "before", "coresPerHost"]),

@@ -163,6 +163,8 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    // A selected frame with no request counter is measured against the rest of the service.
+    assert!(stdout.contains("normalised: control ("), "the CLI names the normalisation: {stdout}");
 
     // By hand: per host, regex::Regex::new went from 24,000 to 1,200 samples of 10 ms in
     // 600 s: 0.4 -> 0.02 cores; x 10 hosts = 3.8 cores; x 8760 h x $0.05 = $1,664.40.

@@ -236,3 +236,39 @@ fn errors_are_readable_and_tokens_are_sent() {
     let down = hotframe(&["export", "--server", "http://127.0.0.1:9", "--service", "s"]);
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
 }
+
+/// Every client command checks `--server` the same way before any traffic, and the error
+/// chain names each cause once (issue 18, item 2).
+#[test]
+fn server_url_mistakes_read_the_same_in_every_command_and_causes_are_not_repeated() {
+    let dir = crate::common::tempdir();
+    let file = fixture("perf-busy.folded");
+    let file = file.to_str().unwrap();
+    let spool = dir.path().join("spool");
+    let spool = spool.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["export", "--service", "s"],
+        &["import", "--service", "s", file],
+        &["win", "--service", "s", "--before", "now-2h..now-1h", "--after", "now-1h..now", "--title", "t"],
+        &["scrape", "--service", "s", "--target", "http://127.0.0.1:9/debug/pprof/profile", "--duration", "1s"],
+        &["agent", "--service", "s", "--pid", "1", "--spool-dir", spool],
+    ];
+    for args in commands {
+        let mut argv = args.to_vec();
+        argv.extend_from_slice(&["--server", "127.0.0.1:4040"]);
+        let out = hotframe(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "error: invalid --server \"127.0.0.1:4040\": no scheme; use an http:// base URL such as \
+             http://127.0.0.1:4040 (no TLS: put a TLS proxy in front if needed)",
+            "{args:?}"
+        );
+    }
+
+    let down = hotframe(&["export", "--server", "http://127.0.0.1:9", "--service", "s"]);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("cannot reach http://127.0.0.1:9/api/v1/export"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}

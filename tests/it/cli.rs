@@ -272,3 +272,30 @@ fn server_url_mistakes_read_the_same_in_every_command_and_causes_are_not_repeate
     assert!(stderr.contains("cannot reach http://127.0.0.1:9/api/v1/export"), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
+
+/// `hotframe demo` without the privileges to sample says so before it starts anything or
+/// prints its "demo is running" banner (issue 18, item 3).
+#[test]
+fn demo_without_privileges_fails_before_its_banner() {
+    let mut command = if crate::common::is_root() {
+        // As nobody, whose capabilities setpriv drops with the uid change.
+        let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !crate::common::require("setpriv (util-linux)", setpriv, "install util-linux to run the demo as nobody") {
+            return;
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = command
+        .args(["demo", "--listen", "127.0.0.1:0", "--duration", "5s"])
+        .env("HOTFRAME_LOG", "warn")
+        .output()
+        .expect("run hotframe demo");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("CAP_PERFMON") && stderr.contains("setcap"), "{stderr}");
+    assert!(!stdout.contains("demo is running") && !stdout.contains("Open http"), "{stdout}");
+}

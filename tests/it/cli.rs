@@ -299,3 +299,18 @@ fn demo_without_privileges_fails_before_its_banner() {
     assert!(stderr.contains("CAP_PERFMON") && stderr.contains("setcap"), "{stderr}");
     assert!(!stdout.contains("demo is running") && !stdout.contains("Open http"), "{stdout}");
 }
+
+/// `hotframe serve` on a port in use fails before it creates the data directory or
+/// migrates a store there (issue 18, item 4).
+#[test]
+fn serve_on_a_port_in_use_leaves_no_data_directory() {
+    let dir = crate::common::tempdir();
+    let data = dir.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = taken.local_addr().expect("local addr").to_string();
+    let out = hotframe(&["serve", "--listen", &addr, "--data", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("in use"), "{stderr}");
+    assert!(!data.exists(), "serve created {} before failing to bind", data.display());
+}

@@ -734,3 +734,46 @@ fn formats_match_the_viewer() {
     assert_eq!(pct(0.0534), "5.3%");
     assert_eq!(harness::base64_decode("aGVsbG8="), b"hello");
 }
+
+/// A service younger than the page's range (issue 18, item 5): the Diff tab's default
+/// sides both hold data (the two halves of the data, said so beside the controls), and a
+/// baseline without data is named as empty instead of silently drawing $0.00.
+#[test]
+fn diff_defaults_to_sides_with_data_and_names_an_empty_side() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let now = now_s();
+    for k in 0..8u64 {
+        let from = now - 600 + k * 60;
+        server.ingest_folded("fresh.cpu{host=a}", &checkout_profile(k >= 4, k), from, from + 60, None);
+    }
+    let browser = Browser::start(1200, 800);
+    browser.goto(&format!("{}/service/fresh?tab=diff", server.url));
+    browser.wait_idle();
+    frame_box(&browser, "diffFlame", PARSE);
+    let rates = browser.eval(
+        "const t = window.hotframe.page.diffFlame.tree; return [t.node[0].base.rate, t.node[0].comp.rate];",
+        json!([]),
+    );
+    assert!(
+        rates[0].as_f64().unwrap_or(0.0) > 0.0 && rates[1].as_f64().unwrap_or(0.0) > 0.0,
+        "a default side is empty: {rates}"
+    );
+    assert!(text(&browser, "#diff-halves").contains("two halves"), "the halves are not explained");
+    assert_eq!(text(&browser, ".diff-empty"), "", "no side is empty");
+    // The second half runs version 1.5's doubled JSON work.
+    let [r, _, bl] = pixel(&browser, "diffFlame", PARSE);
+    assert!(r > 200 && (r as i32) - (bl as i32) > 60, "regressed parse_json (halves) is not red: {:?}", [r, bl]);
+
+    // A baseline the user picked where there is no data: said, not just drawn as $0.00.
+    browser.goto(&format!("{}/service/fresh?tab=diff&bfrom=now-3h&buntil=now-2h", server.url));
+    browser.wait_idle();
+    let empty = browser.wait_for("the empty-side note", "(document.querySelector('.diff-empty') || {}).textContent");
+    let empty = empty.as_str().unwrap_or_default();
+    assert!(
+        empty.contains("No samples in the before side (now-3h → now-2h)") && !empty.contains("after side"),
+        "{empty}"
+    );
+    assert!(text(&browser, ".diff-controls").contains("with the selected range (after)"));
+    no_js_errors(&browser);
+}

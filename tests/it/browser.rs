@@ -777,3 +777,81 @@ fn diff_defaults_to_sides_with_data_and_names_an_empty_side() {
     assert!(text(&browser, ".diff-controls").contains("with the selected range (after)"));
     no_js_errors(&browser);
 }
+
+/// Deep zooms into long generic frames (issue 18, item 6): the breadcrumb stays a line or
+/// two with each name cut short (full on hover) and the middle folded, the focus URL
+/// stays short, and an older link with the full names still opens the same frame.
+#[test]
+fn breadcrumb_abbreviates_long_frames_and_the_focus_url_stays_short() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let names: Vec<String> = (0..24)
+        .map(|k| {
+            format!(
+                "<alloc::vec::Vec<hotframe::model::Frame<std::collections::HashMap<alloc::string::String, u64>>> \
+                 as core::iter::traits::collect::Extend<&T>>::extend_{k}::{{{{closure}}}}"
+            )
+        })
+        .collect();
+    let deep = format!("main;{}", names.join(";"));
+    let now = now_s();
+    server.ingest_folded(
+        "generic.cpu{host=a}",
+        &format!("{deep};leaf 500\nmain;other 100\n"),
+        now - 300,
+        now - 240,
+        None,
+    );
+    let browser = Browser::start(1200, 800);
+
+    // An older link: the whole path of names in `focus`.
+    browser.goto(&format!("{}/service/generic", server.url));
+    browser.wait_idle();
+    browser.eval(
+        "history.pushState(null, '', '/service/generic?' + new URLSearchParams({focus: arguments[0]})); \
+         window.dispatchEvent(new PopStateEvent('popstate'));",
+        json!([format!("{deep};leaf")]),
+    );
+    browser.wait_for(
+        "the old focus link",
+        "window.hotframe.idle && window.hotframe.page.flame && window.hotframe.page.flame.tree.name[window.hotframe.page.flame.focus] === 'leaf'",
+    );
+    let crumbs = browser.eval(
+        "const b = document.querySelector('.breadcrumb');
+         return {height: b.getBoundingClientRect().height,
+                 texts: [...b.querySelectorAll('.crumb')].map((c) => c.textContent),
+                 titles: [...b.querySelectorAll('.crumb')].map((c) => c.title)};",
+        json!([]),
+    );
+    assert!(crumbs["height"].as_f64().unwrap() < 60.0, "breadcrumb too tall: {crumbs}");
+    let texts: Vec<&str> = crumbs["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(texts.iter().all(|t| t.chars().count() <= 48), "{texts:?}");
+    assert_eq!(texts.first(), Some(&"all"));
+    assert_eq!(texts.last(), Some(&"leaf"));
+    assert!(texts.iter().any(|t| t.starts_with('…')), "the middle is not folded: {texts:?}");
+    let titles = crumbs["titles"].as_array().unwrap();
+    assert_eq!(titles[titles.len() - 2], json!(names[23]), "full name on hover");
+    assert_eq!(texts[texts.len() - 2], "<Vec<…> as Extend<…>>::extend_23::{{closure}}", "{texts:?}");
+
+    // A crumb zooms out to that frame; the URL says so in a few hundred characters.
+    browser.eval("const c = [...document.querySelectorAll('.breadcrumb .crumb')]; c[c.length - 2].click();", json!([]));
+    browser
+        .wait_for("the zoom out", "document.querySelector('.breadcrumb .crumb.current').title.includes('extend_23')");
+    let focus = browser.eval("return new URLSearchParams(location.search).get('focus');", json!([]));
+    let focus = focus.as_str().unwrap_or_default().to_string();
+    assert!(focus.len() < 400 && focus.contains('~'), "focus URL: {} chars: {focus}", focus.len());
+    let shared = browser.url();
+    assert!(shared.len() < 600, "{} chars: {shared}", shared.len());
+    browser.goto(&format!("{}/", server.url));
+    browser.wait_idle();
+    browser.goto(&shared);
+    browser.wait_idle();
+    let path = browser.eval("const f = window.hotframe.page.flame; return f.tree.path(f.focus);", json!([]));
+    assert_eq!(path, json!(deep), "the short focus opens the same frame");
+
+    // `…` opens the folded middle.
+    browser.click(".breadcrumb .crumb.more");
+    let all = browser.eval("return document.querySelectorAll('.breadcrumb .crumb').length;", json!([]));
+    assert_eq!(all, json!(names.len() + 2), "all, main and every extend frame");
+    no_js_errors(&browser);
+}

@@ -396,6 +396,7 @@ export class ServicePage {
         { cores: r.totalCores, usdPerYear: r.totalUsd, kgCo2PerYear: r.totalKg }, flame.cost));
     replace(this.tableHolder, h('h3', {}, 'Hot frames'), hotTable(this.hot, {
       rootTotal: tree.total[0] || 1,
+      states: selectedStates(state),
       sort: state.sort,
       selected: state.fn,
       explain,

@@ -855,3 +855,40 @@ fn breadcrumb_abbreviates_long_frames_and_the_focus_url_stays_short() {
     assert_eq!(all, json!(names.len() + 2), "all, main and every extend frame");
     no_js_errors(&browser);
 }
+
+/// The Latency view's hot frames (issue 18, item 7): the shares count every selected
+/// state while $ counts on-CPU time only, and the headers and a note say which is which;
+/// the CPU view keeps its plain headers.
+#[test]
+fn latency_hot_frames_say_what_the_shares_and_dollars_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let from = now_s() - 300;
+    ingest_with_states(&server, &checkout_profile(false, 1), "1.4", from, None);
+    let browser = Browser::start(1400, 1000);
+    let headers = "return [...document.querySelectorAll('table.hot th button.sort')].map((b) => b.textContent.replace(' ▾', ''));";
+
+    browser.goto(&format!("{}/service/checkout?view=latency", server.url));
+    browser.wait_idle();
+    browser.wait_for("the hot frames", "document.querySelector('tr.hot-row')");
+    assert_eq!(
+        browser.eval(headers, json!([])),
+        json!(["Function", "Self % (states)", "Total % (states)", "Self $/yr (CPU)", "Total $/yr (CPU)"])
+    );
+    let note = text(&browser, "#hot-note");
+    assert!(
+        note.contains("RUNNABLE, TIMED_WAITING, BLOCKED, IO") && note.contains("on-CPU (RUNNABLE) time only"),
+        "{note}"
+    );
+    // A frame that only ever blocks: a share of the latency, no CPU dollars.
+    let lock = "tr.hot-row[data-name='mutex_lock']";
+    assert_ne!(text(&browser, &format!("{lock} td:nth-child(2)")), "0.0%");
+    assert_eq!(text(&browser, &format!("{lock} td:nth-child(4)")), usd(0.0));
+
+    browser.goto(&format!("{}/service/checkout", server.url));
+    browser.wait_idle();
+    browser.wait_for("the hot frames", "document.querySelector('tr.hot-row')");
+    assert_eq!(browser.eval(headers, json!([])), json!(["Function", "Self", "Total", "Self $/yr", "Total $/yr"]));
+    assert_eq!(text(&browser, "#hot-note"), "");
+    no_js_errors(&browser);
+}

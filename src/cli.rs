@@ -18,7 +18,7 @@ use crate::sampler::{SamplerOptions, UnwindMode};
 use crate::scrape::{ScrapeConfig, ScrapeError, Target};
 use crate::server::config::{ConfigError, ServerConfig};
 use crate::server::{ServeConfig, ServerError};
-use crate::upload::UploadOptions;
+use crate::upload::{server_base_url, UploadError, UploadOptions};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -354,11 +354,7 @@ impl AgentArgs {
         if !valid_service_name(&self.service) {
             return Err(AgentError::BadService(self.service));
         }
-        let server = self.server.trim();
-        let host = server.strip_prefix("http://").unwrap_or("");
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(AgentError::BadServer(self.server.clone()));
-        }
+        let server = server_base_url(&self.server).map_err(UploadError::from)?;
         let chosen = [!self.pids.is_empty(), self.name.is_some(), !self.command.is_empty()];
         let targets = match chosen.iter().filter(|c| **c).count() {
             0 => return Err(AgentError::NoTarget),
@@ -380,7 +376,7 @@ impl AgentArgs {
             "fp" | "frame-pointer" => UnwindMode::FramePointer,
             other => return Err(AgentError::BadUnwind(other.to_string())),
         };
-        let mut config = AgentConfig::new(server, &self.service, targets);
+        let mut config = AgentConfig::new(&server, &self.service, targets);
         config.sampler = SamplerOptions {
             frequency_hz: self.frequency,
             unwind,
@@ -456,7 +452,7 @@ impl ScrapeArgs {
             _ => return Err(ScrapeError::HalfTarget),
         };
         let duration = self.duration.as_deref().map(|d| crate::scrape::duration("--duration", d)).transpose()?;
-        let mut upload = UploadOptions::new(&self.server);
+        let mut upload = UploadOptions::new(&server_base_url(&self.server).map_err(UploadError::from)?);
         upload.token = self.token;
         upload.spool_dir = self.spool_dir;
         Ok(ScrapeConfig { upload, target, config_file: self.config, default_interval: interval, duration })

@@ -6,7 +6,7 @@
 //! figures itself (the server owns the profiles and the cost settings) or hide the
 //! server's error message.
 
-use super::{agent, authorized, endpoint, finish, label_pairs, ClientError, DEFAULT_SERVER};
+use super::{agent, authorized, endpoint, finish, label_pairs, server_url, ClientError, DEFAULT_SERVER};
 use crate::model::time::parse_time;
 use crate::report::format_usd;
 use serde_json::{json, Value};
@@ -168,8 +168,9 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
 
 /// Runs `hotframe win`.
 pub fn run(config: WinConfig) -> Result<(), ClientError> {
+    let server = server_url(&config.server)?;
     let body = body(&config)?;
-    let url = endpoint(&config.server, "/api/v1/wins");
+    let url = endpoint(&server, "/api/v1/wins");
     let request = authorized(agent().post(&url).header("Content-Type", "application/json"), &config.token);
     let answer = finish(&url, request.send(body.to_string().as_bytes()))?;
     let win: Value = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
@@ -178,14 +179,14 @@ pub fn run(config: WinConfig) -> Result<(), ClientError> {
             Some(html) => html.as_bytes().to_vec(),
             None => {
                 let id = win["id"].as_i64().ok_or_else(|| ClientError::Answer("the answer has no win id".into()))?;
-                let report = endpoint(&config.server, &format!("/api/v1/wins/{id}/report.html"));
+                let report = endpoint(&server, &format!("/api/v1/wins/{id}/report.html"));
                 finish(&report, authorized(agent().get(&report), &config.token).call())?
             }
         };
         std::fs::write(path, html).map_err(|source| ClientError::Write { path: path.display().to_string(), source })?;
     }
     let mut out = std::io::stdout().lock();
-    out.write_all(summary(&config.server, &win, config.dry_run).as_bytes())
+    out.write_all(summary(&server, &win, config.dry_run).as_bytes())
         .and_then(|_| out.flush())
         .map_err(|source| ClientError::Write { path: "stdout".into(), source })
 }

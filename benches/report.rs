@@ -90,8 +90,8 @@ fn main() {
         let after = aggregate(stacks, 2, true);
         let (t_fig, figures) = time(|| {
             report::compute(
-                Side { aggregate: &before, context: &ctx, requests: None },
-                Side { aggregate: &after, context: &ctx, requests: None },
+                Side { aggregate: &before, context: &ctx, work: None, intervals: &[] },
+                Side { aggregate: &after, context: &ctx, work: None, intervals: &[] },
                 None,
                 &WinOptions::default(),
             )

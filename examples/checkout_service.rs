@@ -45,6 +45,10 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => None,
     };
     let agent_running = _agent.is_some();
+    if let Some(agent) = &_agent {
+        // Each checkout is one unit of work: wins are then measured as CPU per request.
+        let _ = REQUESTS.set(agent.work_counter());
+    }
 
     let app = Router::new()
         .route("/checkout", get(checkout))
@@ -70,7 +74,13 @@ async fn shutdown() {
     }
 }
 
+/// The agent's request counter, when the agent runs.
+static REQUESTS: std::sync::OnceLock<hotframe::inproc::WorkCounter> = std::sync::OnceLock::new();
+
 async fn checkout(Query(params): Query<HashMap<String, String>>) -> Response {
+    if let Some(requests) = REQUESTS.get() {
+        requests.add(1);
+    }
     let coupon = params.get("coupon").cloned().unwrap_or_default();
     // CPU-bound work belongs off the async workers.
     match tokio::task::spawn_blocking(move || validate_coupon(&coupon)).await {

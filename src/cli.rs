@@ -18,7 +18,7 @@ use crate::sampler::{SamplerOptions, UnwindMode};
 use crate::scrape::{ScrapeConfig, ScrapeError, Target};
 use crate::server::config::{ConfigError, ServerConfig};
 use crate::server::{ServeConfig, ServerError};
-use crate::upload::UploadOptions;
+use crate::upload::{server_base_url, UploadError, UploadOptions};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -308,6 +308,14 @@ pub struct WinArgs {
     /// Extra recipient (repeatable).
     #[arg(long = "email")]
     pub emails: Vec<String>,
+    /// PromQL counting the work done in each window (`$__range` is each side's length),
+    /// e.g. 'sum(increase(http_requests_total{job="checkout"}[$__range]))'; needs
+    /// `[prometheus] url` in the server's config.
+    #[arg(long)]
+    pub requests_query: Option<String>,
+    /// Count the win in the ledger's totals even if it is not normalised per unit of work.
+    #[arg(long)]
+    pub include_in_totals: bool,
     /// Compute and show the report without storing or sending it.
     #[arg(long)]
     pub dry_run: bool,
@@ -346,11 +354,7 @@ impl AgentArgs {
         if !valid_service_name(&self.service) {
             return Err(AgentError::BadService(self.service));
         }
-        let server = self.server.trim();
-        let host = server.strip_prefix("http://").unwrap_or("");
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(AgentError::BadServer(self.server.clone()));
-        }
+        let server = server_base_url(&self.server).map_err(UploadError::from)?;
         let chosen = [!self.pids.is_empty(), self.name.is_some(), !self.command.is_empty()];
         let targets = match chosen.iter().filter(|c| **c).count() {
             0 => return Err(AgentError::NoTarget),
@@ -372,7 +376,7 @@ impl AgentArgs {
             "fp" | "frame-pointer" => UnwindMode::FramePointer,
             other => return Err(AgentError::BadUnwind(other.to_string())),
         };
-        let mut config = AgentConfig::new(server, &self.service, targets);
+        let mut config = AgentConfig::new(&server, &self.service, targets);
         config.sampler = SamplerOptions {
             frequency_hz: self.frequency,
             unwind,
@@ -448,7 +452,7 @@ impl ScrapeArgs {
             _ => return Err(ScrapeError::HalfTarget),
         };
         let duration = self.duration.as_deref().map(|d| crate::scrape::duration("--duration", d)).transpose()?;
-        let mut upload = UploadOptions::new(&self.server);
+        let mut upload = UploadOptions::new(&server_base_url(&self.server).map_err(UploadError::from)?);
         upload.token = self.token;
         upload.spool_dir = self.spool_dir;
         Ok(ScrapeConfig { upload, target, config_file: self.config, default_interval: interval, duration })
@@ -491,6 +495,8 @@ impl WinArgs {
             shipped_by: self.shipped_by,
             team: self.team,
             emails: self.emails,
+            requests_query: self.requests_query,
+            include_in_totals: self.include_in_totals,
             dry_run: self.dry_run,
             out: self.out,
             token: self.token,

@@ -12,9 +12,26 @@ fn main() {
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(err) = run(cli.command) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_chain(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text its parent
+/// already contains (`cannot reach URL: io: Connection refused` and then again
+/// `Connection refused` from the `io::Error` below it).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    let mut parent = text.clone();
+    for cause in err.chain().skip(1) {
+        let line = cause.to_string();
+        if !parent.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        parent = line;
+    }
+    text
 }
 
 fn run(command: Command) -> Result<()> {
@@ -29,4 +46,19 @@ fn run(command: Command) -> Result<()> {
         Command::DemoWorkload(args) => hotframe::demo::workload::run(args.into_config()?)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_already_in_its_parent_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let wrapped: anyhow::Error = anyhow::Error::new(io).context("io: Connection refused (os error 111)");
+        let err = wrapped.context("cannot reach http://h:9/api");
+        assert_eq!(error_chain(&err), "cannot reach http://h:9/api: io: Connection refused (os error 111)");
+        let distinct = anyhow::anyhow!("disk full").context("cannot write out.svg");
+        assert_eq!(error_chain(&distinct), "cannot write out.svg: disk full");
+    }
 }

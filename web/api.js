@@ -116,7 +116,7 @@ export function relativeTime(text) {
 }
 
 /** Seconds of a time as the URL holds it (`now`, `now-1h`, Unix ms or s), or NaN. */
-function seconds(text) {
+export function seconds(text) {
   if (text === 'now') return Date.now() / 1000;
   const rel = relativeTime(text);
   if (rel) return Date.now() / 1000 - rel.seconds;

@@ -2,7 +2,7 @@
 // merged by call path into a differential flame graph (red: grew, slower; blue: shrank,
 // faster) and a table of the $/year change per function; and the ops-win hook.
 
-import { api, relativeTime } from './api.js';
+import { api, relativeTime, seconds } from './api.js';
 import { h, replace } from './dom.js';
 import { diffColor, FlameGraph } from './flame.js';
 import { explainCost, pct, usd, usdDelta } from './format.js';
@@ -20,6 +20,27 @@ export function previousRange(from, until) {
   return { from: 'now-2h', until: 'now-1h' };
 }
 
+/**
+ * The two time ranges compared when the user named no baseline: the range of the same
+ * length just before the selected one when the service has data there; else (a service
+ * younger than that) the two halves of its data inside the selected range, so that
+ * neither side is empty. `service` is the services list's entry (firstMs, lastMs).
+ */
+export function defaultRanges(from, until, service) {
+  const prev = previousRange(from, until);
+  const selected = { before: prev, after: { from, until }, halves: false };
+  const first = service && service.firstMs;
+  const last = service && service.lastMs;
+  if (!first || !last) return selected;
+  const ms = (t) => seconds(t) * 1000;
+  if (first < ms(prev.until) && last > ms(prev.from)) return selected;
+  const lo = Math.max(first, ms(from));
+  const hi = Math.min(last, ms(until));
+  if (!(hi > lo)) return selected;
+  const mid = String(Math.round((lo + hi) / 2));
+  return { before: { from: String(Math.floor(lo)), until: mid }, after: { from: mid, until: String(Math.ceil(hi)) }, halves: true };
+}
+
 /** The two sides of the diff as API filters, with a human name each. */
 export function sides(state, service) {
   const states = selectedStates(state).join(',');
@@ -35,13 +56,26 @@ export function sides(state, service) {
       after: { ...base, from: state.from, until: state.until, labels: { ...base.labels, [key]: b }, title: `${key}=${b}` },
     };
   }
-  const prev = previousRange(state.from, state.until);
+  const picked = state.bfrom || state.buntil;
+  const d = picked ? { after: { from: state.from, until: state.until }, halves: false } : defaultRanges(state.from, state.until, service);
+  const prev = picked ? previousRange(state.from, state.until) : d.before;
   const bfrom = state.bfrom || prev.from;
   const buntil = state.buntil || prev.until;
   return {
+    halves: d.halves,
     before: { ...base, from: bfrom, until: buntil, title: `${bfrom} → ${buntil}` },
-    after: { ...base, from: state.from, until: state.until, title: `${state.from} → ${state.until}` },
+    after: { ...base, from: d.after.from, until: d.after.until, title: `${d.after.from} → ${d.after.until}` },
   };
+}
+
+/** The sentence that says which sides of a diff have no samples, or null. */
+export function emptySides(s, before, after) {
+  const empty = [['before', s.before, before], ['after', s.after, after]]
+    .filter(([, , answer]) => !((answer.totals && answer.totals.samples) > 0))
+    .map(([name, side]) => `the ${name} side (${side.title})`);
+  if (!empty.length) return null;
+  const what = empty.join(' and ');
+  return `No samples in ${what}: ${empty.length === 2 ? 'they are' : 'it is'} drawn as $0.00. Pick ranges with data (the timeline shows where it is).`;
 }
 
 /** Renders the diff tab into `el`. Returns the differential FlameGraph (for tests). */
@@ -68,7 +102,9 @@ export async function renderDiff(el, state, service, { tooltip, maxNodes }) {
   const rows = diffRows(tree);
   const change = (after.totals.usdPerYear || 0) - (before.totals.usdPerYear || 0);
   const best = cheapestFrame(tree, rows);
+  const empty = emptySides(s, before, after);
   replace(summary,
+    empty ? h('span', { class: 'diff-empty worse', role: 'status' }, empty, h('br')) : null,
     h('span', { class: 'swatch', style: { background: diffColor(1, 2) } }), ' grew (slower) ',
     h('span', { class: 'swatch', style: { background: diffColor(2, 1) } }), ' shrank (faster) · ',
     'before ', h('span', { class: 'money', 'data-explain': explainCost(`whole service before (${s.before.title})`, onCpu(before), before.totals, before.cost) },
@@ -140,11 +176,16 @@ function diffControls(state, service, s) {
   }
   const bfrom = h('input', { id: 'diff-bfrom', value: s.before.from, size: 14 });
   const buntil = h('input', { id: 'diff-buntil', value: s.before.until, size: 14 });
+  const after = s.halves
+    ? [' with ', h('span', { id: 'diff-after' }, s.after.title), ' (after) ']
+    : [' with the selected range (after) '];
   return h('form', {
     class: 'diff-controls',
     onsubmit: (e) => { e.preventDefault(); update({ bfrom: bfrom.value.trim(), buntil: buntil.value.trim() }); },
-  }, 'Compare ', mode, ': before ', bfrom, ' → ', buntil, ' with the selected range (after) ',
-  h('button', { type: 'submit' }, 'Compare'));
+  }, 'Compare ', mode, ': before ', bfrom, ' → ', buntil, ...after,
+  h('button', { type: 'submit' }, 'Compare'),
+  s.halves ? h('span', { class: 'muted small', id: 'diff-halves' },
+    ' · no data before the selected range: the two halves of the data are compared') : null);
 }
 
 /**

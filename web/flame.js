@@ -3,6 +3,7 @@
 // the number of visible boxes, not the size of the tree: 50,000 nodes stay smooth.
 
 import { pct, usd } from './format.js';
+import { nameHash } from './tree.js';
 
 const ROW = 18;
 const MIN_WIDTH = 0.35;
@@ -20,18 +21,43 @@ export const STATE_COLORS = {
 export const SEARCH_COLOR = '#d63384';
 const DIMMED = '#e3e5e8';
 
-function hash(text) {
-  let h = 2166136261;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 16777619);
+/**
+ * A long frame name cut to about `max` characters for a label (the breadcrumb): generic
+ * arguments become `<…>` first, then module paths before type names go, and last the
+ * middle gives way to `…`, keeping the start (crate, type) and the end (the function).
+ */
+export function shortName(name, max = 48) {
+  if (name.length <= max) return name;
+  let out = '';
+  let depth = 0;
+  for (const ch of name) {
+    if (ch === '<') {
+      // A qualified path (`<T as Trait>::f`) opens at the start or after `::`; keep it.
+      const generic = out.length > 0 && !out.endsWith('::') && depth === 0;
+      if (depth > 0 || generic) {
+        if (depth === 0) out += '<…';
+        depth += 1;
+        continue;
+      }
+    } else if (ch === '>' && depth > 0) {
+      depth -= 1;
+      if (depth === 0) out += '>';
+      continue;
+    }
+    if (depth === 0) out += ch;
   }
-  return h >>> 0;
+  if (out.length <= max) return out;
+  // Then the module paths in front of type names: `alloc::vec::Vec` -> `Vec`.
+  out = out.replace(/\b(?:[a-z_][a-z0-9_]*::)+(?=[A-Z])/g, '');
+  if (out.length <= max) return out;
+  const head = Math.floor((max - 1) * 0.4);
+  const tail = max - 1 - head;
+  return `${out.slice(0, head)}…${out.slice(out.length - tail)}`;
 }
 
 /** The classic warm flame colour of a function name (stable across reloads). */
 export function warm(name) {
-  const h = hash(name);
+  const h = nameHash(name);
   const r = 205 + (h % 50);
   const g = 80 + ((h >>> 8) % 120);
   const b = 40 + ((h >>> 16) % 45);

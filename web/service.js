@@ -5,7 +5,7 @@
 import { api } from './api.js';
 import { h, replace, showTip } from './dom.js';
 import { renderDiff } from './diff.js';
-import { costNote, FlameGraph, STATE_COLORS } from './flame.js';
+import { costNote, FlameGraph, shortName, STATE_COLORS } from './flame.js';
 import { co2, count, cores, explainCost, pct, threadTime, time, usd } from './format.js';
 import { renderSettings } from './settings.js';
 import { selectedStates, STATES, update } from './state.js';
@@ -14,6 +14,8 @@ import { drawTimeline } from './timeline.js';
 import { flatten, hotFrames, sandwich } from './tree.js';
 
 const RANGES = [['15m', 'now-15m'], ['1h', 'now-1h'], ['24h', 'now-24h'], ['7d', 'now-7d']];
+/** Crumbs a zoom path shows before the middle ones fold into `…`. */
+const CRUMBS_SHOWN = 10;
 const TABS = [['flame', 'Flame graph'], ['sandwich', 'Sandwich'], ['diff', 'Diff'], ['cost', 'Cost settings']];
 
 /** Filters for the API from a page state. */
@@ -52,7 +54,7 @@ export class ServicePage {
   zoomOut() {
     if (!this.flame || !this.state || !this.state.focus) return;
     const tree = this.data.tree;
-    update({ focus: tree.path(tree.parent[tree.find(this.state.focus)] || 0) });
+    update({ focus: tree.focusKey(tree.parent[tree.findFocus(this.state.focus)] || 0) });
   }
 
   async show(state) {
@@ -316,7 +318,7 @@ export class ServicePage {
       mode: state.view === 'cpu' ? 'cpu' : 'states',
       states: selectedStates(state),
       annotate: (i) => (i > 0 && tree.total[i] / rootTotal >= threshold() ? costNote(tree.total[i] / rootTotal, tree.node[i].usdPerYear || 0) : null),
-      onZoom: (i) => update({ focus: tree.path(i) }),
+      onZoom: (i) => update({ focus: tree.focusKey(i) }),
       onHover: (i, e) => showTip(i >= 0 ? this.tip(tree, i) : null, e),
     });
     this.flameState = {};
@@ -329,7 +331,7 @@ export class ServicePage {
     const tree = this.data.tree;
     const seen = this.flameState;
     if (seen.focus !== state.focus) {
-      const i = tree.find(state.focus);
+      const i = tree.findFocus(state.focus);
       this.flame.zoom(i);
       this.breadcrumb(tree, i);
     }
@@ -355,15 +357,32 @@ export class ServicePage {
     this.flameState = { focus: state.focus, q: state.q, fn: state.fn, sort: state.sort, annot: state.annot };
   }
 
-  breadcrumb(tree, i) {
+  /**
+   * The zoom path: each frame's name cut short (the full name on hover); a deep zoom
+   * shows its outermost and innermost frames, and `…` opens the ones between.
+   */
+  breadcrumb(tree, i, open = false) {
     const chain = [];
     for (let j = i; j >= 0; j = tree.parent[j]) chain.push(j);
     chain.reverse();
-    replace(this.crumbs, chain.map((j, k) => [
+    const hidden = !open && chain.length > CRUMBS_SHOWN ? chain.slice(2, chain.length - (CRUMBS_SHOWN - 3)) : [];
+    const shown = hidden.length ? [...chain.slice(0, 2), -1, ...chain.slice(chain.length - (CRUMBS_SHOWN - 3))] : chain;
+    replace(this.crumbs, shown.map((j, k) => [
       k ? h('span', { class: 'sep' }, '›') : null,
-      h('button', { type: 'button', class: `crumb${j === i ? ' current' : ''}`, onclick: () => update({ focus: tree.path(j) }) },
-        j === 0 ? 'all' : tree.name[j]),
+      j < 0
+        ? h('button', {
+          type: 'button', class: 'crumb more', title: `${hidden.length} more frames: show them`,
+          onclick: () => this.breadcrumb(tree, i, true),
+        }, `… ${hidden.length} …`)
+        : this.crumb(tree, j, j === i),
     ]));
+  }
+
+  crumb(tree, j, current) {
+    return h('button', {
+      type: 'button', class: `crumb${current ? ' current' : ''}`, title: j === 0 ? null : tree.name[j],
+      onclick: () => update({ focus: tree.focusKey(j) }),
+    }, j === 0 ? 'all' : shortName(tree.name[j]));
   }
 
   renderTable() {
@@ -377,11 +396,12 @@ export class ServicePage {
         { cores: r.totalCores, usdPerYear: r.totalUsd, kgCo2PerYear: r.totalKg }, flame.cost));
     replace(this.tableHolder, h('h3', {}, 'Hot frames'), hotTable(this.hot, {
       rootTotal: tree.total[0] || 1,
+      states: selectedStates(state),
       sort: state.sort,
       selected: state.fn,
       explain,
       onSort: (k) => update({ sort: k }, { replace: true }),
-      onPick: (r) => update({ fn: r.name, focus: tree.path(r.heaviest) }),
+      onPick: (r) => update({ fn: r.name, focus: tree.focusKey(r.heaviest) }),
       onSandwich: (r) => update({ tab: 'sandwich', fn: r.name }),
     }));
   }

@@ -8,6 +8,8 @@ export const DEFAULTS = Object.freeze({
   view: 'cpu',
   states: 'RUNNABLE,TIMED_WAITING,BLOCKED,IO',
   tab: 'flame',
+  // The zoomed frame: its path of names joined by ';', each long name as `~` and a hash
+  // (FlatTree.focusKey); full-name paths of older links still open (FlatTree.findFocus).
   focus: '',
   q: '',
   fn: '',

@@ -13,16 +13,36 @@ const COLUMNS = [
 ];
 
 /**
+ * Column headers and hover texts for the selected `states`: with states beyond RUNNABLE
+ * (Latency, Custom) the shares count time in every selected state while $ counts only
+ * on-CPU time, and the headers say which is which.
+ */
+function columns(states) {
+  const offCpu = (states || []).some((s) => s !== 'RUNNABLE');
+  if (!offCpu) return { columns: COLUMNS, titles: {}, note: null };
+  const shares = `share of the samples in ${states.join(', ')}`;
+  const cpu = 'on-CPU (RUNNABLE) samples only: waiting costs no CPU';
+  return {
+    columns: [['name', 'Function'], ['self', 'Self % (states)'], ['total', 'Total % (states)'],
+      ['selfUsd', 'Self $/yr (CPU)'], ['totalUsd', 'Total $/yr (CPU)']],
+    titles: { self: shares, total: shares, selfUsd: cpu, totalUsd: cpu },
+    note: `% counts time in ${states.join(', ')}; $/yr counts on-CPU (RUNNABLE) time only.`,
+  };
+}
+
+/**
  * The hot-frames table. `rows` from tree.hotFrames; `rootTotal` for the shares;
+ * `states` the selected thread states (the headers say what % and $ count);
  * `sort` a column key; `explain(row, which)` the hover text of a $ cell;
  * `onSort(key)`, `onPick(row)`, `onSandwich(row)`.
  */
-export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onPick, onSandwich, limit = 200 }) {
+export function hotTable(rows, { rootTotal, states, sort, selected, explain, onSort, onPick, onSandwich, limit = 200 }) {
+  const cols = columns(states);
   const key = COLUMNS.some(([k]) => k === sort) ? sort : 'self';
   const sorted = rows.slice().sort((a, b) =>
     key === 'name' ? a.name.localeCompare(b.name) : b[key] - a[key] || a.name.localeCompare(b.name));
-  const head = h('tr', {}, COLUMNS.map(([k, label]) =>
-    h('th', { class: k === 'name' ? '' : 'num', 'aria-sort': k === key ? (k === 'name' ? 'ascending' : 'descending') : null },
+  const head = h('tr', {}, cols.columns.map(([k, label]) =>
+    h('th', { class: k === 'name' ? '' : 'num', title: cols.titles[k] || null, 'aria-sort': k === key ? (k === 'name' ? 'ascending' : 'descending') : null },
       h('button', { type: 'button', class: 'sort', dataset: { sort: k }, onclick: () => onSort(k) }, label, k === key ? ' ▾' : ''))),
   h('th', {}, ''));
   const body = sorted.slice(0, limit).map((r) =>
@@ -42,6 +62,7 @@ export function hotTable(rows, { rootTotal, sort, selected, explain, onSort, onP
       }, '◫'))));
   const more = sorted.length > limit ? h('p', { class: 'muted small' }, `${count(sorted.length - limit)} more functions not shown; search to narrow.`) : null;
   return h('div', { class: 'hot-frames' },
+    cols.note ? h('p', { class: 'muted small', id: 'hot-note' }, cols.note) : null,
     h('table', { class: 'grid hot' }, h('thead', {}, head), h('tbody', {}, body)), more);
 }
 

@@ -11,6 +11,24 @@
  * (first index after its subtree), `total[i]`/`self[i]` (samples of the selected
  * states), `cpu[i]` (RUNNABLE samples), `node[i]` (the source object).
  */
+/** A 32-bit FNV-1a hash of `text` (frame colours, short focus URLs). */
+export function nameHash(text) {
+  let h = 2166136261;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 16777619);
+  }
+  return h >>> 0;
+}
+
+/** Names longer than this travel in the focus URL as a hash. */
+const FOCUS_NAME_MAX = 40;
+
+/** One frame of a `focus`: the name itself, or `~` and its hash when long (or holding `;`). */
+export function focusPart(name) {
+  return name.length <= FOCUS_NAME_MAX && !name.includes(';') && !name.startsWith('~') ? name : `~${nameHash(name).toString(36)}`;
+}
+
 export class FlatTree {
   constructor(n) {
     this.n = n;
@@ -36,13 +54,33 @@ export class FlatTree {
 
   /** The node at a `path` (as made by `path`), or as deep as it matches. */
   find(path) {
+    return this.walk(path, (part, name) => part === name);
+  }
+
+  /**
+   * The URL's `focus` of node `i`: its path with each long name (generics make frames of
+   * hundreds of characters) replaced by `~` and a hash of it, so the URL stays short.
+   */
+  focusKey(i) {
+    const parts = [];
+    for (let j = i; j > 0; j = this.parent[j]) parts.push(focusPart(this.name[j]));
+    return parts.reverse().join(';');
+  }
+
+  /** The node a `focus` names (from `focusKey`, or a full path as older URLs hold), or as deep as it matches. */
+  findFocus(focus) {
+    return this.walk(focus, (part, name) => part === name || (part.startsWith('~') && part === focusPart(name)));
+  }
+
+  /** Follows `path`'s parts down from the root while a child's name matches. */
+  walk(path, matches) {
     let i = 0;
     if (!path) return 0;
     for (const part of path.split(';')) {
       let j = i + 1;
       let found = -1;
       while (j < this.end[i]) {
-        if (this.name[j] === part) { found = j; break; }
+        if (matches(part, this.name[j])) { found = j; break; }
         j = this.end[j];
       }
       if (found < 0) return i;

@@ -37,7 +37,31 @@ export async function renderWins(main, route) {
   return renderList(main);
 }
 
-function verdict(saving) {
+/** How the server made the two sides comparable (figures.normalization), in words. */
+const NORMALIZATION_WORDS = {
+  requests: 'per request (Prometheus)',
+  counter: 'per unit of work (profiles\u2019 counter)',
+  control: 'against the rest of the service',
+  none: 'per host, not normalised',
+};
+
+function normalizationBadge(figures) {
+  const n = figures.normalization || 'none';
+  return h('span', { class: n === 'none' ? 'muted not-normalised' : 'normalised', title: figures.normalizationReason || '' },
+    NORMALIZATION_WORDS[n] || n);
+}
+
+function incomplete(figures) {
+  return !!(figures.matching && figures.matching.incomplete && figures.matching.incomplete.length);
+}
+
+/** The server's verdict: a win that is not normalised or not comparable is never called significant. */
+function verdict(figures) {
+  const saving = figures.saving;
+  if ((figures.normalization || 'none') === 'none') {
+    return h('span', { class: 'muted not-normalised', title: 'cannot be told apart from a change of traffic; kept out of the totals' }, 'per host, not normalised');
+  }
+  if (incomplete(figures)) return h('span', { class: 'muted', title: figures.matching.incomplete.join('; ') }, 'not comparable');
   if (!saving.significant) return h('span', { class: 'muted', title: 'the 95% range includes zero' }, 'within noise');
   return saving.usdPerYear >= 0 ? h('span', { class: 'better' }, 'significant') : h('span', { class: 'worse' }, 'regression');
 }
@@ -70,7 +94,8 @@ async function renderList(main) {
     h('td', {}, w.service), h('td', {}, w.team || ''), h('td', {}, w.shippedBy || ''),
     h('td', {}, time(w.createdMs)),
     h('td', { class: 'num' }, usd(w.figures.saving.usdPerYear)),
-    h('td', {}, verdict(w.figures.saving)), h('td', {}, sendBadge(w.send))));
+    h('td', {}, normalizationBadge(w.figures)),
+    h('td', {}, verdict(w.figures)), h('td', {}, sendBadge(w.send))));
   replace(main,
     h('div', { class: 'wins-head' },
       h('h1', {}, 'Ops wins'),
@@ -78,11 +103,13 @@ async function renderList(main) {
     h('section', { class: 'wins-total', id: 'wins-total' },
       h('div', { class: 'big' }, `${usd(t.usdPerYear)} / year`),
       h('div', {}, `${co2(t.kgCo2PerYear)} / year · ${cores(t.cores)} · ${t.wins} ${t.wins === 1 ? 'win' : 'wins'}`),
-      h('div', { class: 'muted small' }, ledger.note)),
+      h('div', { class: 'muted small' }, ledger.note),
+      ledger.notNormalised ? h('div', { class: 'muted small', id: 'wins-not-normalised' },
+        `${ledger.notNormalised} ${ledger.notNormalised === 1 ? 'win is' : 'wins are'} per host, not normalised: listed, not in the totals.`) : null),
     h('div', { class: 'wins-groups' }, totalsTable('By team', ledger.byTeam), totalsTable('By service', ledger.byService)),
     ledger.wins.length
       ? h('table', { class: 'grid', id: 'wins-table' },
-        h('thead', {}, h('tr', {}, ['Win', 'Service', 'Team', 'Shipped by', 'Recorded', '$ / year', '', 'Email']
+        h('thead', {}, h('tr', {}, ['Win', 'Service', 'Team', 'Shipped by', 'Recorded', '$ / year', 'Compared', '', 'Email']
           .map((c, i) => h('th', { class: i === 5 ? 'num' : '' }, c)))),
         h('tbody', {}, rows))
       : h('p', { class: 'empty' }, 'No wins yet. Compare two ranges in a service\u2019s diff tab, or record one here.'));
@@ -98,7 +125,11 @@ async function renderWin(main, id) {
     h('p', {}, h('a', { href: winsUrl(), 'data-link': true }, '← all wins')),
     h('h1', {}, w.title),
     h('p', { class: 'muted' }, `${w.service}${w.team ? ` · team ${w.team}` : ''}${w.shippedBy ? ` · shipped by ${w.shippedBy}` : ''} · ${time(w.createdMs)}`),
-    h('p', { class: 'win-figure' }, h('strong', {}, `${usd(s.usdPerYear)} / year`), ` · ${co2(s.kgCo2PerYear)} / year · ${cores(s.cores)} · 95% range ${usd(s.usdLow)} to ${usd(s.usdHigh)} · `, verdict(s)),
+    h('p', { class: 'win-figure' }, h('strong', {}, `${usd(s.usdPerYear)} / year`), ` · ${co2(s.kgCo2PerYear)} / year · ${cores(s.cores)} · 95% range ${usd(s.usdLow)} to ${usd(s.usdHigh)} · `, verdict(w.figures)),
+    h('p', { class: 'win-normalization' }, 'Compared ', normalizationBadge(w.figures), `: ${w.figures.normalizationReason || ''}`),
+    (w.figures.confounders || []).length
+      ? h('ul', { class: 'win-confounders' }, w.figures.confounders.map((c) => h('li', { class: 'muted small' }, c)))
+      : null,
     h('p', {}, 'Email: ', sendBadge(w.send), w.recipients.length ? ` to ${w.recipients.join(', ')} ` : ' ',
       w.recipients.length ? h('button', { type: 'button', id: 'resend', onclick: () => resend(id, status) }, 'Send again') : null, ' ', status),
     w.send && w.send.lastError && w.send.status !== 'sent' ? h('p', { class: 'muted small' }, `Last error: ${w.send.lastError}`) : null,
@@ -157,6 +188,10 @@ async function renderForm(main, params) {
   const [shipped, shippedRow] = field('win-shipped-by', 'Shipped by', '', { size: 20 });
   const [team, teamRow] = field('win-team', 'Team', params.get('team') || '', { size: 20 });
   const [emails, emailsRow] = field('win-emails', 'Extra emails (comma separated)', '', { size: 40 });
+  const [requests, requestsRow] = field('win-requests', 'Request counter (PromQL, $__range = the window; optional)', params.get('requests') || '',
+    { size: 60, placeholder: 'sum(increase(http_requests_total{job="checkout"}[$__range]))' });
+  const include = h('input', { id: 'win-include', type: 'checkbox' });
+  const includeRow = h('label', { for: 'win-include' }, include, ' Count in the totals even if not normalised (per host)');
   const status = h('p', { class: 'status', role: 'status' });
   const preview = h('iframe', { class: 'win-report', title: 'report preview', sandbox: 'allow-same-origin', hidden: true });
   const body = (dryRun) => ({
@@ -169,6 +204,8 @@ async function renderForm(main, params) {
     shippedBy: shipped.value.trim() || null,
     team: team.value.trim() || null,
     emails: emails.value.split(',').map((e) => e.trim()).filter(Boolean),
+    requestsQuery: requests.value.trim() || null,
+    includeInTotals: include.checked,
     dryRun,
   });
   const submit = async (dryRun) => {
@@ -177,7 +214,8 @@ async function renderForm(main, params) {
       const answer = await api.startOpsWin(body(dryRun));
       if (dryRun) {
         const s = answer.figures.saving;
-        status.textContent = `${usd(s.usdPerYear)} / year (95% range ${usd(s.usdLow)} to ${usd(s.usdHigh)})${s.significant ? '' : ' — not significant'}`;
+        const n = answer.figures.normalization || 'none';
+        status.textContent = `${usd(s.usdPerYear)} / year (95% range ${usd(s.usdLow)} to ${usd(s.usdHigh)})${s.significant ? '' : ' — not significant'} · compared ${NORMALIZATION_WORDS[n] || n}`;
         preview.hidden = false;
         preview.srcdoc = answer.reportHtml;
       } else {
@@ -194,7 +232,7 @@ async function renderForm(main, params) {
       h('label', { for: 'win-service' }, 'Service', service), titleRow,
       h('label', { for: 'win-description' }, 'What changed', description),
       h('div', { class: 'win-ranges' }, bfromRow, buntilRow, blabelsRow), h('div', { class: 'win-ranges' }, afromRow, auntilRow, alabelsRow),
-      frameRow, h('div', { class: 'win-ranges' }, shippedRow, teamRow), emailsRow,
+      frameRow, requestsRow, includeRow, h('div', { class: 'win-ranges' }, shippedRow, teamRow), emailsRow,
       h('div', { class: 'dialog-buttons' },
         h('button', { type: 'button', id: 'win-preview', onclick: () => submit(true) }, 'Preview'),
         h('button', { type: 'submit', id: 'win-record' }, 'Record and email'))),

@@ -102,6 +102,8 @@ impl Default for ImportConfig {
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error(transparent)]
+    Server(#[from] crate::upload::BadServerUrl),
     #[error("cannot reach {url}: {source}")]
     Http { url: String, source: Box<ureq::Error> },
     #[error("the server answered {status}: {message}")]
@@ -128,6 +130,11 @@ fn agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .into()
+}
+
+/// The checked `--server` base URL (one check for every command: `upload::server_base_url`).
+fn server_url(server: &str) -> Result<String, ClientError> {
+    Ok(crate::upload::server_base_url(server)?)
 }
 
 fn endpoint(server: &str, path: &str) -> String {
@@ -177,6 +184,7 @@ fn authorized<B>(request: ureq::RequestBuilder<B>, token: &Option<String>) -> ur
 
 /// Runs `hotframe export`: GET /api/v1/export and write the body to stdout or `--out`.
 pub fn export(config: ExportConfig) -> Result<(), ClientError> {
+    let server = server_url(&config.server)?;
     let format = config.format.to_ascii_lowercase();
     if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
         return Err(ClientError::Args(format!("--format {format:?}: use folded, pprof, svg or speedscope")));
@@ -185,7 +193,7 @@ pub fn export(config: ExportConfig) -> Result<(), ClientError> {
     // Check the times here so a typo gets a message before any network traffic.
     parse_time(&config.from)?;
     parse_time(&config.until)?;
-    let url = endpoint(&config.server, "/api/v1/export");
+    let url = endpoint(&server, "/api/v1/export");
     let mut request = agent()
         .get(&url)
         .query("service", &config.service)
@@ -252,6 +260,7 @@ struct IngestAnswer {
 /// Runs `hotframe import`: folded files become a pprof with the given window and rate;
 /// pprof files are sent as they are. Prints what was sent and what the server stored.
 pub fn import(config: ImportConfig) -> Result<(), ClientError> {
+    let server = server_url(&config.server)?;
     let path: &PathBuf = &config.file;
     let bytes = read_input(path)?;
     if bytes.is_empty() {
@@ -323,7 +332,7 @@ pub fn import(config: ImportConfig) -> Result<(), ClientError> {
         (bytes, what)
     };
 
-    let url = endpoint(&config.server, "/api/v1/profiles");
+    let url = endpoint(&server, "/api/v1/profiles");
     let mut request = agent()
         .post(&url)
         .query("service", &config.service)

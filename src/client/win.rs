@@ -6,7 +6,7 @@
 //! figures itself (the server owns the profiles and the cost settings) or hide the
 //! server's error message.
 
-use super::{agent, authorized, endpoint, finish, label_pairs, ClientError, DEFAULT_SERVER};
+use super::{agent, authorized, endpoint, finish, label_pairs, server_url, ClientError, DEFAULT_SERVER};
 use crate::model::time::parse_time;
 use crate::report::format_usd;
 use serde_json::{json, Value};
@@ -38,6 +38,10 @@ pub struct WinConfig {
     pub team: Option<String>,
     /// Extra recipients. Default none.
     pub emails: Vec<String>,
+    /// PromQL counting the work of each window (`$__range` = the side's length). Default none.
+    pub requests_query: Option<String>,
+    /// Count the win in the totals even if not normalised per unit of work. Default false.
+    pub include_in_totals: bool,
     /// Compute and show the report without storing or sending it. Default false.
     pub dry_run: bool,
     /// Write the report's HTML here. Default none.
@@ -60,6 +64,8 @@ impl Default for WinConfig {
             shipped_by: None,
             team: None,
             emails: Vec::new(),
+            requests_query: None,
+            include_in_totals: false,
             dry_run: false,
             out: None,
             token: None,
@@ -101,6 +107,8 @@ fn body(config: &WinConfig) -> Result<Value, ClientError> {
         "shippedBy": config.shipped_by,
         "team": config.team,
         "emails": config.emails,
+        "requestsQuery": config.requests_query,
+        "includeInTotals": config.include_in_totals,
         "dryRun": config.dry_run,
     }))
 }
@@ -123,9 +131,15 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
         if saving["significant"].as_bool().unwrap_or(false) {
             ""
         } else {
-            " — NOT significant: sampling noise could explain it"
+            " — NOT significant (sampling noise, the variation between intervals or a change of traffic could explain it)"
         },
     );
+    if let Some(normalization) = win["figures"]["normalization"].as_str() {
+        out.push_str(&format!(
+            "normalised: {normalization} ({})\n",
+            win["figures"]["normalizationReason"].as_str().unwrap_or("no reason given")
+        ));
+    }
     out.push_str(&format!(
         "CPU cores per host: {:.3} -> {:.3} ({})\n",
         number(win, &["figures", "before", "coresPerHost"]),
@@ -154,8 +168,9 @@ fn summary(server: &str, win: &Value, dry_run: bool) -> String {
 
 /// Runs `hotframe win`.
 pub fn run(config: WinConfig) -> Result<(), ClientError> {
+    let server = server_url(&config.server)?;
     let body = body(&config)?;
-    let url = endpoint(&config.server, "/api/v1/wins");
+    let url = endpoint(&server, "/api/v1/wins");
     let request = authorized(agent().post(&url).header("Content-Type", "application/json"), &config.token);
     let answer = finish(&url, request.send(body.to_string().as_bytes()))?;
     let win: Value = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
@@ -164,14 +179,14 @@ pub fn run(config: WinConfig) -> Result<(), ClientError> {
             Some(html) => html.as_bytes().to_vec(),
             None => {
                 let id = win["id"].as_i64().ok_or_else(|| ClientError::Answer("the answer has no win id".into()))?;
-                let report = endpoint(&config.server, &format!("/api/v1/wins/{id}/report.html"));
+                let report = endpoint(&server, &format!("/api/v1/wins/{id}/report.html"));
                 finish(&report, authorized(agent().get(&report), &config.token).call())?
             }
         };
         std::fs::write(path, html).map_err(|source| ClientError::Write { path: path.display().to_string(), source })?;
     }
     let mut out = std::io::stdout().lock();
-    out.write_all(summary(&config.server, &win, config.dry_run).as_bytes())
+    out.write_all(summary(&server, &win, config.dry_run).as_bytes())
         .and_then(|_| out.flush())
         .map_err(|source| ClientError::Write { path: "stdout".into(), source })
 }

@@ -12,6 +12,7 @@ pub mod workload;
 
 use crate::agent::targets::TargetSpec;
 use crate::agent::{AgentConfig, AgentError};
+use crate::sampler::{Sampler, SamplerOptions};
 use crate::server::ServeConfig;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -79,6 +80,9 @@ impl Drop for ChildGuard {
 pub fn run(config: DemoConfig) -> Result<(), DemoError> {
     // Before the server starts, so that one Ctrl-C stops the server and the agent alike.
     crate::signals::install();
+    // Privileges first, with the agent's own message: without them the demo would start a
+    // server and a workload, print its banner and only then fail in the agent.
+    drop(Sampler::new(SamplerOptions::default()).map_err(AgentError::from)?);
     let (data, _temp) = match &config.data {
         Some(dir) => (dir.clone(), TempDir(None)),
         None => {

@@ -19,6 +19,7 @@ use crate::upload::{jittered, UploadError, UploadOptions, UploadStats, Uploader}
 use convert::ConvertOptions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -173,7 +174,8 @@ impl AgentBuilder {
 
         let stop = Arc::new(StopSignal::default());
         let (ready_tx, ready_rx) = mpsc::channel();
-        let window = Window { service, labels, settings: self.clone() };
+        let work = WorkCounter::default();
+        let window = Window { service, labels, settings: self.clone(), work: work.clone() };
         let thread_uploader = Arc::clone(&uploader);
         let thread_stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
@@ -189,7 +191,36 @@ impl AgentBuilder {
             Err(_) => return Err(InprocError::Profiler("the sampling thread ended while starting".into())),
         }
         tracing::info!(server = %server, frequency = self.frequency, "hotframe in-process agent started");
-        Ok(Agent { stop, thread: Some(handle), uploader, flush_timeout: self.flush_timeout })
+        Ok(Agent { stop, thread: Some(handle), uploader, flush_timeout: self.flush_timeout, work })
+    }
+}
+
+/// A handle on the agent's work counter: `add(n)` counts `n` units of work (requests
+/// handled) in the current profile window. Cheap to clone and to call from any thread
+/// (one atomic add). Once anything was counted, every profile carries the count of
+/// its window (0 included), and the server measures wins as CPU per unit of work.
+#[derive(Debug, Clone, Default)]
+pub struct WorkCounter {
+    state: Arc<WorkState>,
+}
+
+#[derive(Debug, Default)]
+struct WorkState {
+    units: AtomicU64,
+    used: AtomicBool,
+}
+
+impl WorkCounter {
+    /// Counts `n` units of work done now.
+    pub fn add(&self, n: u64) {
+        self.state.used.store(true, Ordering::Relaxed);
+        self.state.units.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count since the last take (None if the counter was never used), reset to 0.
+    fn take(&self) -> Option<u64> {
+        let units = self.state.units.swap(0, Ordering::Relaxed);
+        self.state.used.load(Ordering::Relaxed).then_some(units)
     }
 }
 
@@ -200,6 +231,7 @@ pub struct Agent {
     thread: Option<JoinHandle<()>>,
     uploader: Arc<Uploader>,
     flush_timeout: Duration,
+    work: WorkCounter,
 }
 
 impl std::fmt::Debug for Agent {
@@ -212,6 +244,16 @@ impl Agent {
     /// Settings with defaults: 99 Hz, 10 s upload interval, no thread names.
     pub fn builder() -> AgentBuilder {
         AgentBuilder::default()
+    }
+
+    /// Counts `n` units of work (requests handled) now: see `WorkCounter`.
+    pub fn add_work(&self, n: u64) {
+        self.work.add(n)
+    }
+
+    /// A handle on the work counter, for request handlers that do not hold the agent.
+    pub fn work_counter(&self) -> WorkCounter {
+        self.work.clone()
     }
 
     /// The uploader's health counters.
@@ -291,6 +333,7 @@ struct Window {
     service: String,
     labels: BTreeMap<String, String>,
     settings: AgentBuilder,
+    work: WorkCounter,
 }
 
 impl Window {
@@ -341,7 +384,8 @@ impl Window {
     }
 
     fn submit(&self, uploader: &Uploader, report: pprof::UnresolvedReport, start_ms: i64, end_ms: i64) {
-        if report.data.is_empty() {
+        let work = self.work.take();
+        if report.data.is_empty() && work.unwrap_or(0) == 0 {
             return;
         }
         let period_ns = 1_000_000_000 / u64::from(self.settings.frequency);
@@ -354,7 +398,13 @@ impl Window {
             builder,
             ConvertOptions { thread_root: self.settings.thread_root },
         );
-        tracing::debug!(samples = profile.total_samples(), stacks = profile.stacks.len(), "in-process profile cut");
+        let profile = crate::model::Profile { work, ..profile };
+        tracing::debug!(
+            samples = profile.total_samples(),
+            stacks = profile.stacks.len(),
+            ?work,
+            "in-process profile cut"
+        );
         uploader.submit(profile);
     }
 }
@@ -378,5 +428,16 @@ mod tests {
             .service("a")
             .upload_interval(Duration::from_millis(10)))
         .contains("at least 1 s"));
+    }
+
+    #[test]
+    fn the_work_counter_counts_per_window_once_used() {
+        let counter = WorkCounter::default();
+        assert_eq!(counter.take(), None, "never used: profiles carry no counter");
+        let handle = counter.clone();
+        handle.add(3);
+        counter.add(4);
+        assert_eq!(counter.take(), Some(7));
+        assert_eq!(counter.take(), Some(0), "used once: an idle window says 0");
     }
 }

@@ -15,6 +15,11 @@ use std::io::Read;
 /// The per-sample label that carries the thread state.
 pub const THREAD_STATE_LABEL: &str = "thread_state";
 
+/// The sample type (unit `count`) that carries the units of work done in the window
+/// (requests handled): summed over all samples into `Profile::work`. The encoder puts
+/// it on one sample without locations; docs/api.md.
+pub const WORK_SAMPLE_TYPE: &str = "requests";
+
 /// Default sampling period when a pprof does not say: 100 Hz.
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 
@@ -333,6 +338,8 @@ fn decode_message(
         types.push((string_at(st, ty)?, string_at(st, unit)?));
     }
     let (value_index, scale, profile_type) = pick_sample_type(&types, opts.sample_type.as_deref())?;
+    let work_index = types.iter().position(|(t, u)| *t == WORK_SAMPLE_TYPE && *u == "count");
+    let mut work = 0u64;
 
     let period_ns = match h.period_type {
         Some((_, unit)) if h.period > 0 && string_at(st, unit)? == "nanoseconds" => h.period as u64,
@@ -448,6 +455,7 @@ fn decode_message(
         let (P_SAMPLE, v) = field? else { continue };
         ids.clear();
         let (mut frames, mut values, mut value, mut state_str) = (0usize, 0usize, 0i64, None);
+        let mut units = 0i64;
         for f in wire::fields(v.bytes("sample")?) {
             match f? {
                 (1, v) => v.each_int::<ModelError>(|id| {
@@ -464,6 +472,9 @@ fn decode_message(
                 (2, v) => v.each_int::<ModelError>(|x| {
                     if values == value_index {
                         value = x as i64;
+                    }
+                    if Some(values) == work_index {
+                        units = x as i64;
                     }
                     values += 1;
                     Ok(())
@@ -486,6 +497,9 @@ fn decode_message(
         }
         if values <= value_index {
             return Err(ModelError::BadPprof(format!("sample has {values} values, expected {}", types.len())));
+        }
+        if work_index.is_some() {
+            work = work.saturating_add(u64::try_from(units).unwrap_or(0));
         }
         if value <= 0 {
             continue;
@@ -544,7 +558,9 @@ fn decode_message(
         builder.add_stack(stack, state, count);
     }
     budget.charge_growth(&builder)?;
-    Ok(builder.finish())
+    let mut profile = builder.finish();
+    profile.work = work_index.map(|_| work);
+    Ok(profile)
 }
 
 /// Chooses which sample value to read: the requested type, else a CPU/wall count, else
@@ -616,24 +632,42 @@ pub fn to_proto(profile: &Profile) -> protos::Profile {
             is_folded: false,
         })
         .collect();
-    let sample = profile
+    let mut sample_type =
+        vec![protos::ValueType { ty: samples_t, unit: count_u }, protos::ValueType { ty: cpu_t, unit: ns_u }];
+    // The work counter is a third value, 0 on every stack and carried by one sample
+    // without locations.
+    let work_t = profile.work.map(|_| intern(WORK_SAMPLE_TYPE, &mut strings));
+    if let Some(ty) = work_t {
+        sample_type.push(protos::ValueType { ty, unit: count_u });
+    }
+    let mut sample: Vec<protos::Sample> = profile
         .samples
         .iter()
-        .map(|s| protos::Sample {
-            location_id: profile
-                .stacks
-                .get(s.stack as usize)
-                .map(|st| st.iter().rev().map(|f| *f as u64 + 1).collect())
-                .unwrap_or_default(),
-            value: vec![s.count as i64, (s.count as i64).saturating_mul(profile.period_ns as i64)],
-            label: vec![protos::Label { key: state_k, str: state_v[s.state.index()], num: 0, num_unit: 0 }],
+        .map(|s| {
+            let mut value = vec![s.count as i64, (s.count as i64).saturating_mul(profile.period_ns as i64)];
+            if work_t.is_some() {
+                value.push(0);
+            }
+            protos::Sample {
+                location_id: profile
+                    .stacks
+                    .get(s.stack as usize)
+                    .map(|st| st.iter().rev().map(|f| *f as u64 + 1).collect())
+                    .unwrap_or_default(),
+                value,
+                label: vec![protos::Label { key: state_k, str: state_v[s.state.index()], num: 0, num_unit: 0 }],
+            }
         })
         .collect();
+    if let Some(work) = profile.work {
+        sample.push(protos::Sample {
+            location_id: Vec::new(),
+            value: vec![0, 0, work.min(i64::MAX as u64) as i64],
+            label: Vec::new(),
+        });
+    }
     protos::Profile {
-        sample_type: vec![
-            protos::ValueType { ty: samples_t, unit: count_u },
-            protos::ValueType { ty: cpu_t, unit: ns_u },
-        ],
+        sample_type,
         sample,
         mapping: Vec::new(),
         location,
@@ -677,6 +711,20 @@ mod tests {
         assert_eq!(back.period_ns, 10_101_010);
         assert_eq!(back.state_totals(), p.state_totals());
         assert_eq!(super::super::folded::to_folded(&back, &[]), super::super::folded::to_folded(&p, &[]));
+        assert_eq!(back.work, None);
+    }
+
+    #[test]
+    fn the_work_counter_travels_as_a_requests_sample_type() {
+        let mut b = ProfileBuilder::new("svc", 1_000, 11_000, 10_000_000);
+        b.add(&["main", "work"], ThreadState::Runnable, 70);
+        let mut p = b.finish();
+        p.work = Some(1234);
+        let back = decode(&encode(&p), &opts()).unwrap();
+        assert_eq!(back.work, Some(1234));
+        assert_eq!(back.total_samples(), 70, "the work sample adds no CPU sample");
+        p.work = Some(0);
+        assert_eq!(decode(&encode(&p), &opts()).unwrap().work, Some(0), "a counter that counted nothing is kept");
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct Profile {
     pub stacks: Vec<Vec<u32>>,
     /// Samples, at most one per (stack, state).
     pub samples: Vec<Sample>,
+    /// Units of work (requests handled) in the window, when the sender counts them:
+    /// wins are then measured as CPU per unit of work (docs/ops-wins.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<u64>,
 }
 
 /// Why a profile is refused.
@@ -190,6 +194,7 @@ impl Profile {
             frames: Vec::new(),
             stacks: Vec::new(),
             samples: Vec::new(),
+            work: None,
         }
     }
 

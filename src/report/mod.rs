@@ -15,21 +15,19 @@
 //! `mail::build_message` -> `mail::Mailer::send` (driven by `mail::send_with_retries`
 //! or by the caller's own scheduler through `SendState`).
 //!
-//! ## How the confidence range is computed
-//! The samples of a stack are a Poisson count: `n` samples of period `p` estimate `n*p`
-//! seconds of CPU with variance `n*p^2`. CPU cores per host on a side are
-//! `c = Σ n_i p_i / E` where `E = W * Hp` is the host-seconds the side covers, so
-//! `Var(c) = Σ n_i p_i^2 / E^2` (each (stack, state) entry carries `p_i = nanos/n`,
-//! which handles mixed sampling rates). The saving per host is `d = c_before -
-//! c_after` with `Var(d) = Var(c_before) + Var(c_after)` (the two periods are
-//! independent), and the 95% range is `d ± 1.96 * sqrt(Var(d))` (normal approximation
-//! of the difference of two Poisson rates). The range is scaled to the fleet (`x H`)
-//! and priced with the same linear formula as the saving, so $ and CO2 get the same
-//! relative range. A saving whose range includes 0 is flagged *not significant*. The
-//! range covers sampling noise only: a change of load or traffic mix between the two
-//! periods is not in it, which is why per-request normalisation is used when the
-//! caller knows the request counts. With fewer than 30 samples on a side the normal
-//! approximation is rough and the figures carry a note saying so.
+//! ## How a win is normalised and its range computed
+//! `figures::compute` compares the scope's CPU per unit of work: requests (a Prometheus
+//! counter) or the profiles' work counter when both sides count it, else the CPU
+//! outside the selection (the control), else nothing (per host: never significant).
+//! The samples of a stack are a Poisson count (`n` samples of period `p`: `n*p`
+//! seconds, variance `n*p^2`); each side's ratio takes the larger of that variance and
+//! the variation between the side's intervals (the ratio estimator), so bursts and mix
+//! changes widen the range. The 95% range is the difference of the two ratios ± t·σ,
+//! expressed at the after side's work per host, scaled to the fleet (`x H`) and priced
+//! with the same linear formula as the saving. A saving whose range includes 0 is
+//! flagged *not significant*. With fewer than 30 samples on a side the normal
+//! approximation is rough and the figures carry a note saying so. docs/ops-wins.md
+//! has the formulas.
 
 pub mod figures;
 pub mod flame;
@@ -37,7 +35,8 @@ pub mod mail;
 pub mod render;
 
 pub use figures::{
-    aggregate_of, compute, FrameChange, FramePattern, Normalisation, Saving, Side, SideFigures, WinFigures, WinOptions,
+    aggregate_of, compute, FrameChange, FramePattern, Interval, Matching, Normalization, Saving, Side, SideFigures,
+    WinFigures, WinOptions, WorkSource,
 };
 pub use flame::{differential_png, differential_svg, svg_to_png, Png};
 pub use mail::{

@@ -7,7 +7,7 @@
 //! Out: `RenderedReport`. Must not: send anything or read files; every user-provided
 //! string is HTML-escaped here.
 
-use super::figures::{FrameChange, Normalisation, WinFigures};
+use super::figures::{FrameChange, Normalization, WinFigures};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -234,20 +234,25 @@ fn utc_range(from_ms: i64, until_ms: i64) -> String {
 }
 
 /// The subject line: `Ops win: <title> in <service> — $41,300/year`, with the verdict
-/// when the saving is not significant or negative.
+/// when the saving is not normalised, not comparable, not significant or negative.
 pub fn subject(win: &Win) -> String {
-    let s = &win.figures.saving;
+    let f = &win.figures;
+    let s = &f.saving;
     let title = one_line(&win.title);
     let service = one_line(&win.service);
-    if !s.significant {
+    let usd = format_usd_rounded(s.usd_per_year);
+    if !f.normalization.is_normalised() {
         format!(
-            "Ops win (not significant): {title} in {service} — {}/year, within sampling noise",
-            format_usd_rounded(s.usd_per_year)
+            "Ops change (per host, not normalised): {title} in {service} — {usd}/year, cannot be told apart from a change of traffic"
         )
+    } else if !f.matching.complete() {
+        format!("Ops change (not comparable): {title} in {service} — {usd}/year, incomplete coverage")
+    } else if !s.significant {
+        format!("Ops win (not significant): {title} in {service} — {usd}/year, within the noise")
     } else if s.usd_per_year < 0.0 {
         format!("Ops change: {title} in {service} — costs {}/year more", format_usd_rounded(-s.usd_per_year))
     } else {
-        format!("Ops win: {title} in {service} — {}/year", format_usd_rounded(s.usd_per_year))
+        format!("Ops win: {title} in {service} — {usd}/year")
     }
 }
 
@@ -268,8 +273,18 @@ fn comparison_rows(f: &WinFigures) -> Vec<(String, String, String)> {
     if f.frame_pattern.is_some() {
         rows.push(("In scope, cores per host".to_string(), num(b.scope_cores_per_host), num(a.scope_cores_per_host)));
     }
+    if let (Some(wb), Some(wa)) = (b.work, a.work) {
+        rows.push(("Requests (work counted)".to_string(), num(wb), num(wa)));
+    }
     if let (Some(rb), Some(ra)) = (b.cpu_ms_per_request, a.cpu_ms_per_request) {
         rows.push(("CPU ms per request".to_string(), num(rb), num(ra)));
+    }
+    if f.normalization == Normalization::Control {
+        rows.push((
+            "Share of CPU in scope".to_string(),
+            format!("{}%", num(b.scope_share * 100.0)),
+            format!("{}%", num(a.scope_share * 100.0)),
+        ));
     }
     rows.push(("On-CPU samples".to_string(), thousands(b.cpu_samples), thousands(a.cpu_samples)));
     rows.push((
@@ -287,17 +302,20 @@ fn comparison_rows(f: &WinFigures) -> Vec<(String, String, String)> {
 
 fn verdict(f: &WinFigures) -> String {
     let s = &f.saving;
-    if s.significant {
+    let range = format!("{} to {}", format_usd(s.usd_low), format_usd(s.usd_high));
+    if !f.normalization.is_normalised() {
         format!(
-            "Significant at 95%: the range {} to {} per year excludes zero.",
-            format_usd(s.usd_low),
-            format_usd(s.usd_high)
+            "Per host, not normalised: the change cannot be told apart from a change of traffic, so it is not called significant and the ledger does not count it (per-host 95% range {range} per year)."
         )
+    } else if !f.matching.complete() {
+        format!(
+            "Not comparable: a side has incomplete coverage (see the confounders), so the difference is not called significant (95% range {range} per year)."
+        )
+    } else if s.significant {
+        format!("Significant at 95%: the range {range} per year excludes zero.")
     } else {
         format!(
-            "Not significant: the 95% range {} to {} per year includes zero, so sampling noise could explain the difference. Measure over a longer range before claiming it.",
-            format_usd(s.usd_low),
-            format_usd(s.usd_high)
+            "Not significant: the 95% range {range} per year includes zero, so noise could explain the difference. Measure over a longer range before claiming it."
         )
     }
 }
@@ -316,10 +334,12 @@ fn frame_usd(fr: &FrameChange) -> String {
     }
 }
 
-fn normalisation_words(n: Normalisation) -> &'static str {
+fn normalization_words(n: Normalization) -> &'static str {
     match n {
-        Normalisation::PerHost => "per host",
-        Normalisation::PerRequest => "per request",
+        Normalization::Requests => "per request (Prometheus request counter)",
+        Normalization::Counter => "per unit of work (the profiles' work counter)",
+        Normalization::Control => "against the rest of the service (control)",
+        Normalization::None => "per host, not normalised",
     }
 }
 
@@ -358,7 +378,11 @@ fn text(win: &Win, viewer_url: Option<&str>) -> String {
         kg(s.kg_co2_high)
     );
     let _ = writeln!(t, "{}", verdict(f));
-    let _ = writeln!(t, "Scope: {}; compared {}.", f.scope, normalisation_words(f.normalisation));
+    let _ = writeln!(t, "Scope: {}; compared {}.", f.scope, normalization_words(f.normalization));
+    let _ = writeln!(t, "Normalisation: {}", f.normalization_reason);
+    for c in &f.confounders {
+        let _ = writeln!(t, "Confounder: {c}");
+    }
     let _ = writeln!(t);
     let _ = writeln!(t, "Before: {}", win.before.describe());
     let _ = writeln!(t, "After:  {}", win.after.describe());
@@ -408,7 +432,11 @@ const FONT: &str = "font-family:Arial,Helvetica,sans-serif;";
 fn html(win: &Win, image_src: Option<&str>, viewer_url: Option<&str>) -> String {
     let f = &win.figures;
     let s = &f.saving;
-    let (badge_bg, badge) = if !s.significant {
+    let (badge_bg, badge) = if !f.normalization.is_normalised() {
+        ("#9a6700", "Per host, not normalised")
+    } else if !f.matching.complete() {
+        ("#9a6700", "Not comparable")
+    } else if !s.significant {
         ("#9a6700", "Within noise")
     } else if s.usd_per_year < 0.0 {
         ("#b42318", "Regression")
@@ -486,10 +514,17 @@ fn html(win: &Win, image_src: Option<&str>, viewer_url: Option<&str>) -> String 
     }
     let _ = write!(
         h,
-        "</table><div style=\"font-size:12px;color:#57606a;margin-top:4px;\">Scope: {}; compared {}.</div></td></tr>",
+        "</table><div style=\"font-size:12px;color:#57606a;margin-top:4px;\">Scope: {}; compared {}.</div>\
+         <div style=\"font-size:12px;color:#57606a;margin-top:4px;\">Normalisation: {}</div>",
         escape(&f.scope),
-        normalisation_words(f.normalisation)
+        normalization_words(f.normalization),
+        escape(&f.normalization_reason)
     );
+    for c in &f.confounders {
+        let _ =
+            write!(h, "<div style=\"font-size:12px;color:#9a6700;margin-top:4px;\">Confounder: {}</div>", escape(c));
+    }
+    h.push_str("</td></tr>");
     // Frames.
     if !f.frames.is_empty() {
         let _ = write!(

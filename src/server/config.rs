@@ -180,6 +180,8 @@ struct FileConfig {
     smtp: Option<crate::report::SmtpConfig>,
     teams: BTreeMap<String, TeamConfig>,
     wins: WinsSettings,
+    /// Where the request counters of wins are read (`[prometheus] url`).
+    prometheus: Option<crate::wins::PrometheusConfig>,
     /// `[[scrape]]` tables belong to `hotframe scrape`, which may read this same file.
     #[allow(dead_code)]
     scrape: Vec<toml::Value>,
@@ -245,7 +247,9 @@ impl ServerConfig {
             tokens: file.tokens,
             services: file.services,
             maintenance_interval,
-            wins: WinsConfig::new(file.smtp, file.teams, file.wins).map_err(ConfigError::Wins)?,
+            wins: WinsConfig::new(file.smtp, file.teams, file.wins)
+                .and_then(|w| w.with_prometheus(file.prometheus))
+                .map_err(ConfigError::Wins)?,
         })
     }
 

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// A failure of the server itself (500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A server this one depends on (Prometheus) failed or is unreachable (502).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// What a client is told to wait (`Retry-After`) when the store's disk is full.
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::DiskFull { .. } => "disk_full",
             ApiError::Internal(_) => "internal",
+            ApiError::Upstream(_) => "upstream",
         }
     }
 }

@@ -272,14 +272,16 @@ pub fn run_serve(serve: ServeConfig) -> Result<(), ServerError> {
     if !addr.ip().is_loopback() && config.tokens.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback without tokens: anyone who can reach it can read and write profiles");
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Bind before the store: a port in use must not leave a fresh data directory and a
+    // migrated store behind.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
     let store = open_store(&data, &config)?;
     let interval = config.maintenance_interval;
     let state = AppState::new(store.clone(), config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr: addr.to_string(), source })?;
         let local = listener.local_addr()?;
         tracing::info!(addr = %local, data = %data.display(), "hotframe serving");
         {

@@ -62,6 +62,7 @@ impl From<WinsError> for ApiError {
             WinsError::Store(e) => e.into(),
             WinsError::Report(e) => e.into(),
             WinsError::Corrupt(message) => ApiError::Internal(message),
+            WinsError::Prometheus(message) => ApiError::Upstream(message),
         }
     }
 }
@@ -192,7 +193,8 @@ async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
         "byTeam": listing.by_team,
         "byService": listing.by_service,
         "notCounted": listing.not_counted,
-        "note": "Totals count wins whose saving is positive and significant at 95%; the others are listed but not counted.",
+        "notNormalised": listing.not_normalised,
+        "note": "Totals count wins whose saving is positive, normalised (per request, per unit of work, or against the rest of the service) and significant at 95%; wins per host, not normalised, count only when included explicitly; the others are listed but not counted.",
     }))
     .into_response())
 }

@@ -133,6 +133,7 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
         let w = lock(store.writer());
         report.rollups_deleted +=
             w.conn.execute("DELETE FROM rollups WHERE bucket_ms + resolution_ms <= ?1", [rollup_cutoff])? as u64;
+        super::work::expire(&w.conn, rollup_cutoff)?;
         // Marks of buckets that can no longer be rebuilt.
         w.conn.execute("DELETE FROM dirty_buckets WHERE bucket_ms + resolution_ms <= ?1", [rollup_cutoff])?;
     }

@@ -17,6 +17,7 @@ mod query;
 mod schema;
 pub mod sqlite;
 mod wins;
+mod work;
 
 // What `aggregate` returns is a model type (pure, shared with `cost`, `report` and the
 // flame-graph builder); the store re-exports it for its callers.
@@ -222,6 +223,17 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn wins(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// Replaces the JSON of win `id` durably; false when there is no such win.
     fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError>;
+    /// The work counter (`Profile::work`) summed over the profiles `query` selects.
+    fn work(&self, query: &Query) -> Result<WorkTotal, StoreError>;
+}
+
+/// Units of work counted by the profiles of a query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkTotal {
+    /// Units of work (requests) summed.
+    pub units: u64,
+    /// Profiles that carried a counter (compare with `Aggregate::profiles`).
+    pub profiles: u64,
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ const MIGRATIONS: &[&str] = &[
     // intervals (`codec::encode_intervals`), so that the cost window is a union per host
     // and not a sum of profile lengths. NULL in rollups built before: see `query::Piece`.
     "ALTER TABLE rollups ADD COLUMN coverage BLOB;",
+    // 4: the work counter of profiles (requests per window).
+    super::work::MIGRATION,
 ];
 
 /// The schema version this build writes.

@@ -29,7 +29,7 @@ use super::cache::GenCache;
 use super::codec;
 use super::{
     maintain, query, schema, Durability, MaintenanceReport, ProfileStore, Query, ServiceInfo, StoreConfig, StoreError,
-    StoreStats, TimelinePoint, WriteReceipt,
+    StoreStats, TimelinePoint, WorkTotal, WriteReceipt,
 };
 use crate::model::{Aggregate, Profile, ProfileBuilder, StateCounts};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -497,6 +497,9 @@ impl Writer {
             blob
         ])?;
         let profile_id = tx.last_insert_rowid();
+        if let Some(units) = p.work {
+            super::work::insert(&tx, series_id, p.start_ms, p.end_ms, units)?;
+        }
         let bucket = bucket_of(p.start_ms, LEVELS[0]);
         if !marked.contains(&(series_id, bucket)) {
             tx.prepare_cached(
@@ -609,5 +612,10 @@ impl ProfileStore for SqliteStore {
 
     fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError> {
         self.replace_win(id, json)
+    }
+
+    // The work counter lives in work.rs.
+    fn work(&self, query: &Query) -> Result<WorkTotal, StoreError> {
+        self.select_work(query)
     }
 }

@@ -1,4 +1,5 @@
-//! Addresses to function names, with blazesym: demangled Rust and C++ names, inlined
+//! Addresses to function names, with blazesym: demangled Rust and C++ names (cleaned of
+//! glibc's internal aliases and symbol versions, `names`), inlined
 //! functions as frames of their own (from a module's own DWARF), shared libraries
 //! (a library without DWARF of its own is named from the symbol table of its split
 //! debug file under /usr/lib/debug/.build-id, e.g. Debian's libc6-dbg, without reading
@@ -10,6 +11,10 @@
 //! offset), so a steady-state profile costs a hash lookup per frame. blazesym runs on a
 //! worker thread, so sampling can ask for names ahead of time without waiting.
 //! Must not: read process memory, unwind, or know about samples and thread states.
+
+pub mod names;
+
+pub use names::clean_name;
 
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
@@ -388,9 +393,9 @@ fn symbolize_kernel(blaze: &Blaze, addrs: &[u64]) -> Vec<FrameNames> {
 fn names_of(sym: &Symbolized<'_>, suffix: &str) -> Option<FrameNames> {
     let sym = sym.as_sym()?;
     let mut names: Vec<Arc<str>> = Vec::with_capacity(1 + sym.inlined.len());
-    names.push(Arc::from(format!("{}{suffix}", sym.name)));
+    names.push(Arc::from(format!("{}{suffix}", clean_name(&sym.name))));
     for inlined in sym.inlined.iter() {
-        names.push(Arc::from(format!("{}{suffix}", inlined.name)));
+        names.push(Arc::from(format!("{}{suffix}", clean_name(&inlined.name))));
     }
     Some(Arc::from(names))
 }
@@ -438,11 +443,11 @@ mod tests {
         assert_eq!(s.stats().cache_misses, 1);
     }
 
-    #[test]
-    fn a_system_library_is_named_from_its_separate_debug_files_symbols() {
+    /// This process's libc registered with a new symbolizer, and the file offset of the
+    /// function `symbol` (as libc's debug file spells it) plus 4, as a return address
+    /// inside it would be; None without libc6-dbg (then the debug file must be missing).
+    fn libc_function(symbol: &str) -> Option<(Symbolizer, RawFrame)> {
         use object::{Object, ObjectSegment, ObjectSymbol};
-        // This process's libc, and `start_thread`, a static function that only the full
-        // symbol table of libc's debug file (libc6-dbg, installed by .ci/run) names.
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let libc = crate::sampler::procfs::parse_maps(&maps)
             .into_iter()
@@ -455,14 +460,14 @@ mod tests {
             let elf = object::File::parse(&*bytes).unwrap();
             let expected = debug_file_of(&build_id(&elf).unwrap()).unwrap();
             assert!(!expected.exists(), "{} exists but was not used", expected.display());
-            return;
+            return None;
         };
         let debug_bytes = std::fs::read(&debug).unwrap();
         let debug_elf = object::File::parse(&*debug_bytes).unwrap();
         let vaddr = debug_elf
             .symbols()
-            .find(|s| s.name() == Ok("start_thread"))
-            .expect("start_thread in the debug file")
+            .find(|s| s.name() == Ok(symbol))
+            .unwrap_or_else(|| panic!("{symbol} in the debug file"))
             .address();
         let lib_bytes = std::fs::read(&libc.path).unwrap();
         let lib_elf = object::File::parse(&*lib_bytes).unwrap();
@@ -471,16 +476,34 @@ mod tests {
             .segments()
             .find(|seg| seg.address() <= vaddr && vaddr < seg.address() + seg.size())
             .map(|seg| vaddr - seg.address() + seg.file_range().0)
-            .expect("start_thread in a segment");
+            .unwrap_or_else(|| panic!("{symbol} in a segment"));
         let s = Symbolizer::new();
         let id = s.register_module(
             ModuleKey::File(libc.dev_inode.0.clone(), libc.dev_inode.1, libc.path.clone()),
             libc.path.clone().into(),
             "libc.so.6",
         );
-        // An address inside the function, as a return address would be.
-        let names = s.names(RawFrame::User { module: id, file_offset: offset + 4 });
+        Some((s, RawFrame::User { module: id, file_offset: offset + 4 }))
+    }
+
+    #[test]
+    fn a_system_library_is_named_from_its_separate_debug_files_symbols() {
+        // `start_thread`, a static function that only the full symbol table of libc's
+        // debug file (libc6-dbg, installed by .ci/run) names.
+        let Some((s, frame)) = libc_function("start_thread") else { return };
+        let names = s.names(frame);
         assert_eq!(&*names[0], "start_thread", "{names:?}");
+    }
+
+    #[test]
+    fn libc_functions_have_their_public_unversioned_names() {
+        // The debug file names write `__GI___libc_write` (among its aliases) and sem_post
+        // `sem_post@@GLIBC_2.34`; perf shows them so, users know them as write and sem_post.
+        for (symbol, shown) in [("__GI___libc_write", "write"), ("sem_post@@GLIBC_2.34", "sem_post")] {
+            let Some((s, frame)) = libc_function(symbol) else { return };
+            let names = s.names(frame);
+            assert_eq!(&*names[0], shown, "{symbol}: {names:?}");
+        }
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //! caller wait on the network.
 
 pub mod jitter;
+pub mod server_url;
 pub mod spool;
 pub mod transport;
 
 pub use jitter::{full_jitter_backoff, jittered};
+pub use server_url::{server_base_url, BadServerUrl};
 pub use transport::{Envelope, EnvelopeMeta, SendOutcome};
 
 use crate::model::Profile;
@@ -30,11 +32,9 @@ use std::time::{Duration, Instant};
 /// Why the uploader could not start or keep a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// The server URL is not http://HOST[:PORT].
-    #[error(
-        "invalid server URL {0:?}: use http://HOST:PORT (uploads have no TLS: put a TLS proxy in front if needed)"
-    )]
-    BadServerUrl(String),
+    /// The server URL is not http://HOST[:PORT] (uploads have no TLS).
+    #[error(transparent)]
+    BadServerUrl(#[from] BadServerUrl),
     /// The spool directory cannot be created, read or written.
     #[error("spool directory {dir}: {cause}; pass a writable --spool-dir")]
     Spool { dir: PathBuf, cause: std::io::Error },
@@ -274,11 +274,9 @@ pub struct Uploader {
 impl Uploader {
     /// Opens the spool (if any) and starts the upload thread. Profiles spooled by a
     /// previous run are sent first.
-    pub fn start(opts: UploadOptions) -> Result<Uploader, UploadError> {
+    pub fn start(mut opts: UploadOptions) -> Result<Uploader, UploadError> {
         // ureq is built without TLS (keeps the in-process agent light).
-        if !opts.server.starts_with("http://") || opts.server.len() <= "http://".len() {
-            return Err(UploadError::BadServerUrl(opts.server));
-        }
+        opts.server = server_base_url(&opts.server)?;
         let spool = match &opts.spool_dir {
             Some(dir) => Some(Spool::open(dir, opts.spool_max_bytes)?),
             None => None,

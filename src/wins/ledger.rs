@@ -1,10 +1,11 @@
 //! The ledger of ops wins: the record kept per win (`StoredWin`, JSON in the store's
 //! `wins` table, whose shape this module owns), loading and saving it, and the running
-//! totals of significant savings per team and per service.
+//! totals of significant, normalised savings per team and per service.
 //!
 //! In: measured wins, ids, the store. Out: records, `Listing` with totals, the rendered
 //! report of a record. Must not: measure (that is `measure`), send mail (that is
-//! `outbox`), or count a saving that noise can explain in a total.
+//! `outbox`), or count in a total a saving that noise or a change of traffic can
+//! explain (a win that is not normalised counts only when the user included it).
 
 use super::{Measured, NewWin, WinsConfig, WinsError};
 use crate::report::{self, Png, SendState, Win};
@@ -35,6 +36,9 @@ pub struct StoredWin {
     /// Why there is no flame graph, if there is none.
     #[serde(default)]
     pub flame_error: Option<String>,
+    /// The user asked to count it in the totals although it is not normalised.
+    #[serde(default)]
+    pub include_in_totals: bool,
 }
 
 impl StoredWin {
@@ -48,7 +52,20 @@ impl StoredWin {
             send,
             flame_png: measured.png.map(|p| base64::engine::general_purpose::STANDARD.encode(p.bytes)),
             flame_error: measured.flame_error,
+            include_in_totals: new.include_in_totals,
         }
+    }
+
+    /// True when the win counts in the ledger's totals: a significant, normalised
+    /// saving on matched windows; or, included explicitly, a per-host saving whose
+    /// range excludes zero on matched windows.
+    pub fn counted(&self) -> bool {
+        let f = &self.win.figures;
+        f.counts()
+            || (self.include_in_totals
+                && !f.normalization.is_normalised()
+                && f.matching.complete()
+                && f.saving.usd_low > 0.0)
     }
 
     /// The flame graph, decoded, if there is one.
@@ -153,8 +170,12 @@ pub struct Listing {
     pub by_team: BTreeMap<String, Total>,
     /// Counted savings per service.
     pub by_service: BTreeMap<String, Total>,
-    /// Wins listed but not counted (saving not positive or not significant).
+    /// Wins listed but not counted (saving not positive, not significant, or not
+    /// normalised).
     pub not_counted: u64,
+    /// Of the wins not counted, those kept out because they are per host, not
+    /// normalised (and not included explicitly).
+    pub not_normalised: u64,
 }
 
 /// Every win (newest first) and the totals; a stored win that does not parse is left
@@ -171,9 +192,8 @@ pub fn list(store: &dyn ProfileStore) -> Result<Listing, WinsError> {
             }
         };
         record.win.id = Some(id);
-        let s = &record.win.figures.saving;
-        // The ripple effect counts only savings that noise cannot explain.
-        if s.significant && s.usd_per_year > 0.0 {
+        // The ripple effect counts only savings that neither noise nor traffic explain.
+        if record.counted() {
             out.total.add(&record.win);
             out.by_team
                 .entry(record.win.team.clone().unwrap_or_else(|| "(no team)".into()))
@@ -182,6 +202,7 @@ pub fn list(store: &dyn ProfileStore) -> Result<Listing, WinsError> {
             out.by_service.entry(record.win.service.clone()).or_default().add(&record.win);
         } else {
             out.not_counted += 1;
+            out.not_normalised += u64::from(!record.win.figures.normalization.is_normalised());
         }
         record.win.figures.frames.truncate(3);
         out.wins.push(record);

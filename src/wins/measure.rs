@@ -1,17 +1,19 @@
 //! Measures a win from the store: the request (`NewWin`) is checked, its before and
 //! after selections are resolved against the service's history and aggregated (on-CPU
-//! samples only), and `report` turns the two sides into figures and a differential
-//! flame graph.
+//! samples only), each side is cut into intervals (for the variation between them),
+//! the work done on each side is counted (a Prometheus request counter, else the
+//! profiles' work counter), the hosts and their coverage are matched, and `report`
+//! turns the two sides into normalised figures and a differential flame graph.
 //!
-//! In: a `NewWin`, the store, the caller's pricing of an aggregate. Out: `Measured` (the
-//! win, its PNG or why there is none). Must not: write to the store, or price a side
-//! itself (the caller owns the cost settings).
+//! In: a `NewWin`, the store, Prometheus if configured, the caller's pricing of an
+//! aggregate. Out: `Measured` (the win, its PNG or why there is none). Must not: write
+//! to the store, or price a side itself (the caller owns the cost settings).
 
-use super::WinsError;
+use super::{Prometheus, WinsError};
 use crate::cost::CostContext;
 use crate::model::time::parse_time_at;
 use crate::model::ThreadState;
-use crate::report::{self, FramePattern, Png, Selection, Side, Win, WinOptions};
+use crate::report::{self, FramePattern, Interval, Matching, Png, Selection, Side, Win, WinOptions, WorkSource};
 use crate::store::{Aggregate, ProfileStore, Query as StoreQuery, ServiceInfo, StoreError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -22,6 +24,15 @@ const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
 /// Most extra email addresses per win.
 const MAX_EMAILS: usize = 50;
+/// Longest interval a side is cut into, ms (the issue's "per 10-minute bucket").
+const MAX_INTERVAL_MS: i64 = 10 * 60 * 1000;
+/// Fewest and most intervals per side (short sides get shorter intervals, long sides
+/// longer ones).
+const MIN_INTERVALS: i64 = 8;
+/// See `MIN_INTERVALS`.
+const MAX_INTERVALS: i64 = 48;
+/// Most version label values checked one by one.
+const MAX_VERSIONS_CHECKED: usize = 64;
 
 /// A point in time as sent: Unix seconds or ms as a number, or text (`now-2h`).
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +108,14 @@ pub struct NewWin {
     /// so this must include RUNNABLE when given.
     #[serde(default)]
     pub states: Option<Vec<ThreadState>>,
+    /// A PromQL expression counting the requests in a window, `$__range` standing for
+    /// its length (needs `[prometheus] url` in the config file).
+    #[serde(default)]
+    pub requests_query: Option<String>,
+    /// Count the win in the ledger's totals even when it is not normalised (per host);
+    /// it still has to be a saving whose per-host range excludes zero.
+    #[serde(default)]
+    pub include_in_totals: bool,
 }
 
 /// A measured win, not yet kept.
@@ -138,6 +157,9 @@ pub fn check_request(new: &NewWin) -> Result<(), WinsError> {
         if value.as_deref().is_some_and(|v| v.chars().count() > MAX_TITLE || v.chars().any(char::is_control)) {
             return Err(bad("bad_text", format!("{field} must be one short line")));
         }
+    }
+    if new.requests_query.as_ref().is_some_and(|q| q.trim().is_empty() || q.len() > MAX_DESCRIPTION) {
+        return Err(bad("bad_requests_query", "requestsQuery must be a PromQL expression (at most 10,000 characters)"));
     }
     if new.states.as_ref().is_some_and(|s| !s.contains(&ThreadState::Runnable)) {
         return Err(bad(
@@ -198,6 +220,19 @@ fn store_query(service: &str, labels: &BTreeMap<String, String>, sel: &Selection
     }
 }
 
+/// One side's extra measurements: its intervals, its work and what its data says.
+#[derive(Default)]
+struct Extent {
+    /// The range the side's profiles are judged against, Unix ms.
+    from_ms: i64,
+    /// See `from_ms`.
+    until_ms: i64,
+    /// The side cut into intervals (empty when too short for 3).
+    intervals: Vec<Interval>,
+    /// Units of work on the side, when counted for all its profiles.
+    work: Option<f64>,
+}
+
 /// The two sides of a win, checked and aggregated, not yet priced.
 struct Sides {
     before: Selection,
@@ -205,12 +240,75 @@ struct Sides {
     pattern: Option<FramePattern>,
     agg_before: Aggregate,
     agg_after: Aggregate,
+    ext_before: Extent,
+    ext_after: Extent,
+    work_source: WorkSource,
+    matching: Matching,
+    /// Confounders and notes found in the store (versions, a partial work counter).
+    confounders: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// The range a side's coverage is judged against: a range selection's own, a label
+/// selection's profiles' span.
+fn extent_range(sel: &Selection, agg: &Aggregate) -> (i64, i64) {
+    match sel {
+        Selection::Range { from_ms, until_ms, .. } => (*from_ms, *until_ms),
+        Selection::Label { .. } => (agg.first_ms, agg.last_ms.max(agg.first_ms + 1)),
+    }
+}
+
+/// Mean profile length of an aggregate, ms (at least 1): the wall time its profiles
+/// cover per profile.
+fn mean_profile_ms(agg: &Aggregate) -> i64 {
+    if agg.profiles == 0 {
+        return 1;
+    }
+    let covered: f64 = agg.coverage.per_host().iter().map(|h| h.seconds()).sum();
+    ((covered * 1000.0 / agg.profiles as f64) as i64).max(1)
+}
+
+/// The interval length for a side of `length_ms` whose profiles last `profile_ms`: 10
+/// minutes, shorter so that a short side still has `MIN_INTERVALS`, but at least two
+/// profiles long (an interval must hold a profile of every host); longer (whole 10
+/// minutes) so that a long side has at most `MAX_INTERVALS`.
+pub fn interval_ms(length_ms: i64, profile_ms: i64) -> i64 {
+    let mut step = MAX_INTERVAL_MS.min(length_ms / MIN_INTERVALS).max(2 * profile_ms).max(1);
+    if length_ms / step > MAX_INTERVALS {
+        let per = (length_ms + MAX_INTERVALS - 1) / MAX_INTERVALS;
+        step = (per + MAX_INTERVAL_MS - 1) / MAX_INTERVAL_MS * MAX_INTERVAL_MS;
+    }
+    step
+}
+
+/// Counts work over `[from, until)` of `query`: the request counter when there is one,
+/// else the profiles' counter when every profile carries it.
+struct WorkCounting<'a> {
+    store: &'a dyn ProfileStore,
+    prometheus: Option<(&'a Prometheus, &'a str)>,
+}
+
+impl WorkCounting<'_> {
+    /// The work of `query`'s range; `profiles` is how many profiles it holds.
+    fn count(&self, query: &StoreQuery, profiles: u64) -> Result<Option<f64>, WinsError> {
+        if let Some((prometheus, expr)) = self.prometheus {
+            return prometheus.window_value(expr, query.from_ms, query.until_ms).map(Some);
+        }
+        let total = self.store.work(query)?;
+        Ok((total.profiles > 0 && total.profiles >= profiles).then_some(total.units as f64))
+    }
 }
 
 impl Sides {
     /// Resolves and checks both selections (the after side must be a different,
     /// non-overlapping one) and aggregates them; a side without profiles is refused.
-    fn select(store: &dyn ProfileStore, new: &NewWin, now: i64) -> Result<Sides, WinsError> {
+    /// Then cuts each side into intervals, counts its work, and matches hosts.
+    fn select(
+        store: &dyn ProfileStore,
+        prometheus: Option<&Prometheus>,
+        new: &NewWin,
+        now: i64,
+    ) -> Result<Sides, WinsError> {
         let info = store
             .services()?
             .into_iter()
@@ -239,6 +337,17 @@ impl Sides {
             _ => {}
         }
         let pattern = new.frame.as_deref().filter(|f| !f.trim().is_empty()).map(FramePattern::parse).transpose()?;
+        let requests = new.requests_query.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let prometheus = match (requests, prometheus) {
+            (Some(expr), Some(p)) => Some((p, expr)),
+            (Some(_), None) => {
+                return Err(bad(
+                    "no_prometheus",
+                    "requestsQuery needs a Prometheus server: set [prometheus] url in the config file",
+                ))
+            }
+            (None, _) => None,
+        };
         let agg_before = store.aggregate(&store_query(&new.service, &new.labels, &before))?;
         let agg_after = store.aggregate(&store_query(&new.service, &new.labels, &after))?;
         for (side, agg) in [("before", &agg_before), ("after", &agg_after)] {
@@ -249,7 +358,156 @@ impl Sides {
                 ));
             }
         }
-        Ok(Sides { before, after, pattern, agg_before, agg_after })
+        let counting = WorkCounting { store, prometheus };
+        let mut notes = Vec::new();
+        let mut extent = |sel: &Selection, agg: &Aggregate, side: &str| -> Result<Extent, WinsError> {
+            let (from_ms, until_ms) = extent_range(sel, agg);
+            let query = StoreQuery { from_ms, until_ms, ..store_query(&new.service, &new.labels, sel) };
+            let work = counting.count(&query, agg.profiles)?;
+            if work.is_none() && prometheus.is_none() {
+                let partial = store.work(&query)?;
+                if partial.profiles > 0 {
+                    notes.push(format!(
+                        "Only {} of the {} profiles on the {side} side carry a work counter, so it is not used.",
+                        partial.profiles, agg.profiles
+                    ));
+                }
+            }
+            let step = interval_ms(until_ms - from_ms, mean_profile_ms(agg));
+            let mut intervals = Vec::new();
+            if (until_ms - from_ms) / step >= 3 {
+                let mut t = from_ms;
+                while t < until_ms {
+                    let q = StoreQuery { from_ms: t, until_ms: (t + step).min(until_ms), ..query.clone() };
+                    let aggregate = store.aggregate(&q)?;
+                    let work = match work {
+                        Some(_) => counting.count(&q, aggregate.profiles)?,
+                        None => None,
+                    };
+                    intervals.push(Interval { aggregate, work });
+                    t += step;
+                }
+            }
+            Ok(Extent { from_ms, until_ms, intervals, work })
+        };
+        let ext_before = extent(&before, &agg_before, "before")?;
+        let ext_after = extent(&after, &agg_after, "after")?;
+        let work_source = if prometheus.is_some() { WorkSource::Requests } else { WorkSource::Counter };
+        let mut sides = Sides {
+            before,
+            after,
+            pattern,
+            agg_before,
+            agg_after,
+            ext_before,
+            ext_after,
+            work_source,
+            matching: Matching::default(),
+            confounders: Vec::new(),
+            notes,
+        };
+        sides.match_hosts();
+        sides.versions(store, new, &info)?;
+        Ok(sides)
+    }
+
+    /// The side query of `sel` over its extent, with one more label.
+    fn side_query(new: &NewWin, sel: &Selection, ext: &Extent, label: Option<(&str, &str)>) -> StoreQuery {
+        let mut q =
+            StoreQuery { from_ms: ext.from_ms, until_ms: ext.until_ms, ..store_query(&new.service, &new.labels, sel) };
+        if let Some((k, v)) = label {
+            q.labels.insert(k.to_string(), v.to_string());
+        }
+        q
+    }
+
+    /// Which hosts each side has (from the wall time its profiles cover, per host), and
+    /// whether each covers its side's whole range: a host whose profiles start late
+    /// (start-up, an agent attached late), stop early, or leave over a fifth of their
+    /// span uncovered, by more than two profile lengths, is incomplete.
+    fn match_hosts(&mut self) {
+        let mut present: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let mut incomplete = Vec::new();
+        let mut cut_ms = 0;
+        for (i, (name, ext, agg)) in
+            [("before", &self.ext_before, &self.agg_before), ("after", &self.ext_after, &self.agg_after)]
+                .into_iter()
+                .enumerate()
+        {
+            let length = ext.until_ms - ext.from_ms;
+            let profile = mean_profile_ms(agg);
+            if !ext.intervals.is_empty() {
+                cut_ms = cut_ms.max(interval_ms(length, profile));
+            }
+            let slack = 2 * profile;
+            for host in agg.coverage.per_host() {
+                let (Some(first), Some(last)) = (host.intervals.first(), host.intervals.last()) else { continue };
+                let who = host.host.as_deref().unwrap_or("the service");
+                present[i].push(who.to_string());
+                let late = first[0] - ext.from_ms;
+                if late > slack {
+                    incomplete.push(format!(
+                        "{who} starts {} s after the {name} range starts (start-up or an agent attached late)",
+                        late / 1000
+                    ));
+                }
+                let early = ext.until_ms - last[1];
+                if early > slack {
+                    incomplete.push(format!("{who} stops {} s before the {name} range ends", early / 1000));
+                }
+                let span = (last[1] - first[0]) as f64 / 1000.0;
+                let gaps = span - host.seconds();
+                if gaps * 5.0 > span && gaps * 1000.0 > slack as f64 {
+                    incomplete.push(format!(
+                        "{who} has no profiles for {} s of the {name} range (gaps between its profiles)",
+                        gaps.round()
+                    ));
+                }
+            }
+        }
+        let [hosts_before, hosts_after] = present;
+        let mut differ: Vec<String> =
+            hosts_before.iter().filter(|h| !hosts_after.contains(h)).map(|h| format!("{h} (before only)")).collect();
+        differ.extend(hosts_after.iter().filter(|h| !hosts_before.contains(h)).map(|h| format!("{h} (after only)")));
+        self.matching = Matching {
+            hosts_before,
+            hosts_after,
+            hosts_differ: differ,
+            incomplete,
+            interval_seconds: cut_ms as f64 / 1000.0,
+        };
+    }
+
+    /// Names a `version` label value found on both sides (unless the sides are chosen
+    /// by version): the change may not separate them.
+    fn versions(&mut self, store: &dyn ProfileStore, new: &NewWin, info: &ServiceInfo) -> Result<(), WinsError> {
+        let by_version = |s: &Selection| matches!(s, Selection::Label { name, .. } if name == "version");
+        let Some(values) = info.labels.get("version") else { return Ok(()) };
+        if by_version(&self.before) || by_version(&self.after) || new.labels.contains_key("version") {
+            return Ok(());
+        }
+        let mut both = Vec::new();
+        for value in values.iter().take(MAX_VERSIONS_CHECKED) {
+            let mut on = [false; 2];
+            for (i, (sel, ext)) in
+                [(&self.before, &self.ext_before), (&self.after, &self.ext_after)].into_iter().enumerate()
+            {
+                let q = Sides::side_query(new, sel, ext, Some(("version", value)));
+                let step = (q.until_ms - q.from_ms).max(1);
+                on[i] = store.timeline(&q, step)?.iter().any(|p| !p.coverage.is_empty());
+            }
+            if on[0] && on[1] {
+                both.push(value.clone());
+            }
+        }
+        if !both.is_empty() {
+            self.confounders.push(format!(
+                "The version label has {} on both sides: the change may not have been deployed (or was rolled \
+                 back) between them.",
+                both.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// The figures and the flame graph of the priced sides.
@@ -260,13 +518,33 @@ impl Sides {
         ctx_after: &CostContext,
         now: i64,
     ) -> Result<Measured, WinsError> {
-        let Sides { before, after, pattern, agg_before, agg_after } = self;
-        let figures = report::compute(
-            Side { aggregate: &agg_before, context: ctx_before, requests: None },
-            Side { aggregate: &agg_after, context: ctx_after, requests: None },
+        let Sides {
+            before,
+            after,
+            pattern,
+            agg_before,
+            agg_after,
+            ext_before,
+            ext_after,
+            work_source,
+            matching,
+            confounders,
+            notes,
+        } = self;
+        let mut figures = report::compute(
+            Side {
+                aggregate: &agg_before,
+                context: ctx_before,
+                work: ext_before.work,
+                intervals: &ext_before.intervals,
+            },
+            Side { aggregate: &agg_after, context: ctx_after, work: ext_after.work, intervals: &ext_after.intervals },
             pattern.as_ref(),
-            &WinOptions::default(),
+            &WinOptions { work_source, ..WinOptions::default() },
         )?;
+        figures.confounders.extend(confounders);
+        figures.notes.extend(notes);
+        figures.apply_matching(matching);
         let title = format!("{}: {} → {}", new.service, before.describe(), after.describe());
         let (png, flame_error) = match report::differential_png(
             &agg_before,
@@ -297,16 +575,17 @@ impl Sides {
     }
 }
 
-/// Measures the win `new` asks for from the store: figures and the flame graph (or why
-/// there is none). `price` gives the cost contexts of the before and after aggregates;
+/// Measures the win `new` asks for from the store (and Prometheus, when the win names
+/// a request counter): figures and the flame graph (or why there is none). `price` gives the cost contexts of the before and after aggregates;
 /// it is called only once both sides are checked and have profiles.
 pub fn measure<E: From<WinsError>>(
     store: &dyn ProfileStore,
+    prometheus: Option<&Prometheus>,
     new: &NewWin,
     now: i64,
     price: impl FnOnce(&Aggregate, &Aggregate) -> Result<(CostContext, CostContext), E>,
 ) -> Result<Measured, E> {
-    let sides = Sides::select(store, new, now)?;
+    let sides = Sides::select(store, prometheus, new, now)?;
     let (ctx_before, ctx_after) = price(&sides.agg_before, &sides.agg_after)?;
     Ok(sides.priced(new, &ctx_before, &ctx_after, now)?)
 }
@@ -354,5 +633,103 @@ mod tests {
         assert!(selection(&spec(None, None, None, None), "after", &info, now).is_err());
         assert!(selection(&spec(None, None, Some("version"), None), "after", &info, now).is_err());
         assert!(selection(&spec(None, None, Some("bad label"), Some("x")), "after", &info, now).is_err());
+    }
+
+    /// Profiles of 10 s on hosts a and b over `[from_s, until_s)`: per profile `hot`
+    /// and `cold` samples (Poisson) and `work` requests when given.
+    fn write_side(
+        store: &dyn ProfileStore,
+        rng: &mut fastrand::Rng,
+        from_s: i64,
+        until_s: i64,
+        hot: f64,
+        cold: f64,
+        work: Option<f64>,
+    ) {
+        let poisson = |rng: &mut fastrand::Rng, mean: f64| -> u64 {
+            // Normal approximation, fine for these means.
+            let z = (-2.0 * rng.f64().max(1e-12).ln()).sqrt() * (std::f64::consts::TAU * rng.f64()).cos();
+            (mean + z * mean.sqrt()).round().max(0.0) as u64
+        };
+        for host in ["a", "b"] {
+            let mut t = from_s;
+            while t < until_s {
+                let mut b =
+                    crate::model::ProfileBuilder::new("svc", t * 1000, (t + 10) * 1000, 10_000_000).label("host", host);
+                b.add(&["main", "hot"], ThreadState::Runnable, poisson(rng, hot));
+                b.add(&["main", "cold"], ThreadState::Runnable, poisson(rng, cold));
+                let mut p = b.finish();
+                p.work = work.map(|w| poisson(rng, w));
+                store.write(&p).unwrap();
+                t += 10;
+            }
+        }
+    }
+
+    fn win_of(store: &dyn ProfileStore, before: (i64, i64), after: (i64, i64), frame: Option<&str>) -> Win {
+        let new: NewWin = serde_json::from_value(serde_json::json!({
+            "service": "svc",
+            "title": "t",
+            "before": {"from": before.0, "until": before.1},
+            "after": {"from": after.0, "until": after.1},
+            "frame": frame,
+        }))
+        .unwrap();
+        let price = |b: &Aggregate, a: &Aggregate| -> Result<(CostContext, CostContext), WinsError> {
+            let inputs =
+                crate::cost::CostSettings { price_per_core_hour: Some(0.05), ..Default::default() }.resolve().unwrap();
+            let ctx = |agg: &Aggregate| CostContext::of_aggregate(inputs.clone(), agg);
+            Ok((ctx(b), ctx(a)))
+        };
+        measure(store, None, &new, 10_000_000_000_000, price).unwrap().win
+    }
+
+    const T: i64 = 1_700_000_000;
+
+    /// Through the store: the profiles' work counter normalises a halved frame under
+    /// 30% more traffic to half its CPU per request, and a pure drop of traffic to no
+    /// significant win.
+    #[test]
+    fn the_work_counter_normalises_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(dir.path(), Default::default()).unwrap();
+        let mut rng = fastrand::Rng::with_seed(5);
+        write_side(&store, &mut rng, T, T + 600, 40.0, 80.0, Some(100.0));
+        write_side(&store, &mut rng, T + 3600, T + 4200, 26.0, 104.0, Some(130.0));
+        write_side(&store, &mut rng, T + 7200, T + 7800, 18.2, 72.8, Some(91.0));
+        let halved = win_of(&store, (T, T + 600), (T + 3600, T + 4200), Some("hot"));
+        let f = &halved.figures;
+        assert_eq!(f.normalization, report::Normalization::Counter);
+        assert!((f.saving.relative - 0.5).abs() < 0.1, "{}", f.saving.relative);
+        assert!(f.saving.significant && f.matching.complete(), "{f:?}");
+        assert_eq!(f.before.intervals, 8);
+        assert!((f.before.work.unwrap() - 12_000.0).abs() < 600.0);
+        // After -> a 30% lower traffic later: no win, in either scope.
+        for frame in [Some("hot"), None] {
+            let drop = win_of(&store, (T + 3600, T + 4200), (T + 7200, T + 7800), frame);
+            assert_eq!(drop.figures.normalization, report::Normalization::Counter);
+            assert!(!drop.figures.saving.significant, "{frame:?}: {:?}", drop.figures.saving);
+        }
+    }
+
+    /// Ground truth (iii): a before range that includes a start-up (the agents start
+    /// 200 s in, their first minute hot) is flagged, not called a regression.
+    #[test]
+    fn a_start_up_in_the_before_range_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(dir.path(), Default::default()).unwrap();
+        let mut rng = fastrand::Rng::with_seed(6);
+        write_side(&store, &mut rng, T + 200, T + 260, 200.0, 80.0, None);
+        write_side(&store, &mut rng, T + 260, T + 600, 40.0, 80.0, None);
+        write_side(&store, &mut rng, T + 3600, T + 4200, 40.0, 80.0, None);
+        let w = win_of(&store, (T, T + 600), (T + 3600, T + 4200), Some("hot"));
+        let f = &w.figures;
+        assert_eq!(f.normalization, report::Normalization::Control);
+        assert!(!f.matching.complete(), "{:?}", f.matching);
+        assert!(f.matching.incomplete.iter().any(|m| m.contains("start-up")), "{:?}", f.matching);
+        assert!(!f.saving.significant);
+        let rendered = report::render(&w, None, None);
+        assert!(rendered.subject.contains("not comparable"), "{}", rendered.subject);
+        assert!(!rendered.html.contains("Regression") && rendered.text.contains("Incomplete coverage"));
     }
 }

@@ -1,5 +1,6 @@
 //! Ops wins in one home: a deployed optimisation measured from the stored profiles
-//! (`measure`), kept in the ledger with the running totals (`ledger`), and its email
+//! per unit of work (`measure`, with request counters from Prometheus: `prometheus`),
+//! kept in the ledger with the running totals (`ledger`), and its email
 //! report sent in the background with retries (`outbox`, which also holds the mail
 //! settings).
 //!
@@ -12,10 +13,12 @@
 pub mod ledger;
 pub mod measure;
 pub mod outbox;
+pub mod prometheus;
 
 pub use ledger::{Listing, StoredWin, Total};
 pub use measure::{check_request, measure, Measured, NewWin, SelectionSpec, TimeArg};
 pub use outbox::{Outbox, TeamConfig, WinsConfig, WinsSettings};
+pub use prometheus::{Prometheus, PrometheusConfig};
 
 use crate::cost::CostContext;
 use crate::model::time::BadTime;
@@ -48,6 +51,9 @@ pub enum WinsError {
     /// A stored win that does not parse, or one that does not serialize.
     #[error("{0}")]
     Corrupt(String),
+    /// Prometheus (the request counter) is unreachable or answered an error.
+    #[error("{0}")]
+    Prometheus(String),
 }
 
 impl WinsError {
@@ -68,7 +74,8 @@ pub fn record<E: From<WinsError>>(
     now: i64,
     price: impl FnOnce(&Aggregate, &Aggregate) -> Result<(CostContext, CostContext), E>,
 ) -> Result<StoredWin, E> {
-    let measured = measure(store, new, now, price)?;
+    let prometheus = config.prometheus.as_ref().map(Prometheus::new);
+    let measured = measure(store, prometheus.as_ref(), new, now, price)?;
     let mut recipients = config.team_list(measured.win.team.as_deref());
     for e in &new.emails {
         if !recipients.iter().any(|r| r.eq_ignore_ascii_case(e.trim())) {

@@ -9,6 +9,7 @@
 //! win whatever the SMTP server does.
 
 use super::ledger::{load, save};
+use super::prometheus::PrometheusConfig;
 use super::WinsError;
 use crate::model::time::now_ms;
 use crate::report::{self, Mailer, RetryPolicy, SendStatus, SmtpConfig};
@@ -48,6 +49,8 @@ pub struct WinsConfig {
     pub public_url: Option<String>,
     /// Retries of a failed send.
     pub retry: RetryPolicy,
+    /// The Prometheus server request counters are read from (`[prometheus]`).
+    pub prometheus: Option<PrometheusConfig>,
 }
 
 impl WinsConfig {
@@ -57,7 +60,16 @@ impl WinsConfig {
         teams: BTreeMap<String, TeamConfig>,
         settings: WinsSettings,
     ) -> Result<WinsConfig, String> {
-        WinsConfig { smtp, teams, public_url: settings.public_url, retry: settings.retry }.checked()
+        WinsConfig { smtp, teams, public_url: settings.public_url, retry: settings.retry, prometheus: None }.checked()
+    }
+
+    /// Adds the file's `[prometheus]` section.
+    pub fn with_prometheus(mut self, prometheus: Option<PrometheusConfig>) -> Result<WinsConfig, String> {
+        if let Some(p) = &prometheus {
+            p.check()?;
+        }
+        self.prometheus = prometheus;
+        Ok(self)
     }
 
     /// Applies the `serve` flags, which win over the file.

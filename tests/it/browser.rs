@@ -734,3 +734,161 @@ fn formats_match_the_viewer() {
     assert_eq!(pct(0.0534), "5.3%");
     assert_eq!(harness::base64_decode("aGVsbG8="), b"hello");
 }
+
+/// A service younger than the page's range (issue 18, item 5): the Diff tab's default
+/// sides both hold data (the two halves of the data, said so beside the controls), and a
+/// baseline without data is named as empty instead of silently drawing $0.00.
+#[test]
+fn diff_defaults_to_sides_with_data_and_names_an_empty_side() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let now = now_s();
+    for k in 0..8u64 {
+        let from = now - 600 + k * 60;
+        server.ingest_folded("fresh.cpu{host=a}", &checkout_profile(k >= 4, k), from, from + 60, None);
+    }
+    let browser = Browser::start(1200, 800);
+    browser.goto(&format!("{}/service/fresh?tab=diff", server.url));
+    browser.wait_idle();
+    frame_box(&browser, "diffFlame", PARSE);
+    let rates = browser.eval(
+        "const t = window.hotframe.page.diffFlame.tree; return [t.node[0].base.rate, t.node[0].comp.rate];",
+        json!([]),
+    );
+    assert!(
+        rates[0].as_f64().unwrap_or(0.0) > 0.0 && rates[1].as_f64().unwrap_or(0.0) > 0.0,
+        "a default side is empty: {rates}"
+    );
+    assert!(text(&browser, "#diff-halves").contains("two halves"), "the halves are not explained");
+    assert_eq!(text(&browser, ".diff-empty"), "", "no side is empty");
+    // The second half runs version 1.5's doubled JSON work.
+    let [r, _, bl] = pixel(&browser, "diffFlame", PARSE);
+    assert!(r > 200 && (r as i32) - (bl as i32) > 60, "regressed parse_json (halves) is not red: {:?}", [r, bl]);
+
+    // A baseline the user picked where there is no data: said, not just drawn as $0.00.
+    browser.goto(&format!("{}/service/fresh?tab=diff&bfrom=now-3h&buntil=now-2h", server.url));
+    browser.wait_idle();
+    let empty = browser.wait_for("the empty-side note", "(document.querySelector('.diff-empty') || {}).textContent");
+    let empty = empty.as_str().unwrap_or_default();
+    assert!(
+        empty.contains("No samples in the before side (now-3h → now-2h)") && !empty.contains("after side"),
+        "{empty}"
+    );
+    assert!(text(&browser, ".diff-controls").contains("with the selected range (after)"));
+    no_js_errors(&browser);
+}
+
+/// Deep zooms into long generic frames (issue 18, item 6): the breadcrumb stays a line or
+/// two with each name cut short (full on hover) and the middle folded, the focus URL
+/// stays short, and an older link with the full names still opens the same frame.
+#[test]
+fn breadcrumb_abbreviates_long_frames_and_the_focus_url_stays_short() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let names: Vec<String> = (0..24)
+        .map(|k| {
+            format!(
+                "<alloc::vec::Vec<hotframe::model::Frame<std::collections::HashMap<alloc::string::String, u64>>> \
+                 as core::iter::traits::collect::Extend<&T>>::extend_{k}::{{{{closure}}}}"
+            )
+        })
+        .collect();
+    let deep = format!("main;{}", names.join(";"));
+    let now = now_s();
+    server.ingest_folded(
+        "generic.cpu{host=a}",
+        &format!("{deep};leaf 500\nmain;other 100\n"),
+        now - 300,
+        now - 240,
+        None,
+    );
+    let browser = Browser::start(1200, 800);
+
+    // An older link: the whole path of names in `focus`.
+    browser.goto(&format!("{}/service/generic", server.url));
+    browser.wait_idle();
+    browser.eval(
+        "history.pushState(null, '', '/service/generic?' + new URLSearchParams({focus: arguments[0]})); \
+         window.dispatchEvent(new PopStateEvent('popstate'));",
+        json!([format!("{deep};leaf")]),
+    );
+    browser.wait_for(
+        "the old focus link",
+        "window.hotframe.idle && window.hotframe.page.flame && window.hotframe.page.flame.tree.name[window.hotframe.page.flame.focus] === 'leaf'",
+    );
+    let crumbs = browser.eval(
+        "const b = document.querySelector('.breadcrumb');
+         return {height: b.getBoundingClientRect().height,
+                 texts: [...b.querySelectorAll('.crumb')].map((c) => c.textContent),
+                 titles: [...b.querySelectorAll('.crumb')].map((c) => c.title)};",
+        json!([]),
+    );
+    assert!(crumbs["height"].as_f64().unwrap() < 60.0, "breadcrumb too tall: {crumbs}");
+    let texts: Vec<&str> = crumbs["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(texts.iter().all(|t| t.chars().count() <= 48), "{texts:?}");
+    assert_eq!(texts.first(), Some(&"all"));
+    assert_eq!(texts.last(), Some(&"leaf"));
+    assert!(texts.iter().any(|t| t.starts_with('…')), "the middle is not folded: {texts:?}");
+    let titles = crumbs["titles"].as_array().unwrap();
+    assert_eq!(titles[titles.len() - 2], json!(names[23]), "full name on hover");
+    assert_eq!(texts[texts.len() - 2], "<Vec<…> as Extend<…>>::extend_23::{{closure}}", "{texts:?}");
+
+    // A crumb zooms out to that frame; the URL says so in a few hundred characters.
+    browser.eval("const c = [...document.querySelectorAll('.breadcrumb .crumb')]; c[c.length - 2].click();", json!([]));
+    browser
+        .wait_for("the zoom out", "document.querySelector('.breadcrumb .crumb.current').title.includes('extend_23')");
+    let focus = browser.eval("return new URLSearchParams(location.search).get('focus');", json!([]));
+    let focus = focus.as_str().unwrap_or_default().to_string();
+    assert!(focus.len() < 400 && focus.contains('~'), "focus URL: {} chars: {focus}", focus.len());
+    let shared = browser.url();
+    assert!(shared.len() < 600, "{} chars: {shared}", shared.len());
+    browser.goto(&format!("{}/", server.url));
+    browser.wait_idle();
+    browser.goto(&shared);
+    browser.wait_idle();
+    let path = browser.eval("const f = window.hotframe.page.flame; return f.tree.path(f.focus);", json!([]));
+    assert_eq!(path, json!(deep), "the short focus opens the same frame");
+
+    // `…` opens the folded middle.
+    browser.click(".breadcrumb .crumb.more");
+    let all = browser.eval("return document.querySelectorAll('.breadcrumb .crumb').length;", json!([]));
+    assert_eq!(all, json!(names.len() + 2), "all, main and every extend frame");
+    no_js_errors(&browser);
+}
+
+/// The Latency view's hot frames (issue 18, item 7): the shares count every selected
+/// state while $ counts on-CPU time only, and the headers and a note say which is which;
+/// the CPU view keeps its plain headers.
+#[test]
+fn latency_hot_frames_say_what_the_shares_and_dollars_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let from = now_s() - 300;
+    ingest_with_states(&server, &checkout_profile(false, 1), "1.4", from, None);
+    let browser = Browser::start(1400, 1000);
+    let headers = "return [...document.querySelectorAll('table.hot th button.sort')].map((b) => b.textContent.replace(' ▾', ''));";
+
+    browser.goto(&format!("{}/service/checkout?view=latency", server.url));
+    browser.wait_idle();
+    browser.wait_for("the hot frames", "document.querySelector('tr.hot-row')");
+    assert_eq!(
+        browser.eval(headers, json!([])),
+        json!(["Function", "Self % (states)", "Total % (states)", "Self $/yr (CPU)", "Total $/yr (CPU)"])
+    );
+    let note = text(&browser, "#hot-note");
+    assert!(
+        note.contains("RUNNABLE, TIMED_WAITING, BLOCKED, IO") && note.contains("on-CPU (RUNNABLE) time only"),
+        "{note}"
+    );
+    // A frame that only ever blocks: a share of the latency, no CPU dollars.
+    let lock = "tr.hot-row[data-name='mutex_lock']";
+    assert_ne!(text(&browser, &format!("{lock} td:nth-child(2)")), "0.0%");
+    assert_eq!(text(&browser, &format!("{lock} td:nth-child(4)")), usd(0.0));
+
+    browser.goto(&format!("{}/service/checkout", server.url));
+    browser.wait_idle();
+    browser.wait_for("the hot frames", "document.querySelector('tr.hot-row')");
+    assert_eq!(browser.eval(headers, json!([])), json!(["Function", "Self", "Total", "Self $/yr", "Total $/yr"]));
+    assert_eq!(text(&browser, "#hot-note"), "");
+    no_js_errors(&browser);
+}

@@ -236,3 +236,81 @@ fn errors_are_readable_and_tokens_are_sent() {
     let down = hotframe(&["export", "--server", "http://127.0.0.1:9", "--service", "s"]);
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
 }
+
+/// Every client command checks `--server` the same way before any traffic, and the error
+/// chain names each cause once (issue 18, item 2).
+#[test]
+fn server_url_mistakes_read_the_same_in_every_command_and_causes_are_not_repeated() {
+    let dir = crate::common::tempdir();
+    let file = fixture("perf-busy.folded");
+    let file = file.to_str().unwrap();
+    let spool = dir.path().join("spool");
+    let spool = spool.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["export", "--service", "s"],
+        &["import", "--service", "s", file],
+        &["win", "--service", "s", "--before", "now-2h..now-1h", "--after", "now-1h..now", "--title", "t"],
+        &["scrape", "--service", "s", "--target", "http://127.0.0.1:9/debug/pprof/profile", "--duration", "1s"],
+        &["agent", "--service", "s", "--pid", "1", "--spool-dir", spool],
+    ];
+    for args in commands {
+        let mut argv = args.to_vec();
+        argv.extend_from_slice(&["--server", "127.0.0.1:4040"]);
+        let out = hotframe(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            "error: invalid --server \"127.0.0.1:4040\": no scheme; use an http:// base URL such as \
+             http://127.0.0.1:4040 (no TLS: put a TLS proxy in front if needed)",
+            "{args:?}"
+        );
+    }
+
+    let down = hotframe(&["export", "--server", "http://127.0.0.1:9", "--service", "s"]);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("cannot reach http://127.0.0.1:9/api/v1/export"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}
+
+/// `hotframe demo` without the privileges to sample says so before it starts anything or
+/// prints its "demo is running" banner (issue 18, item 3).
+#[test]
+fn demo_without_privileges_fails_before_its_banner() {
+    let mut command = if crate::common::is_root() {
+        // As nobody, whose capabilities setpriv drops with the uid change.
+        let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !crate::common::require("setpriv (util-linux)", setpriv, "install util-linux to run the demo as nobody") {
+            return;
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = command
+        .args(["demo", "--listen", "127.0.0.1:0", "--duration", "5s"])
+        .env("HOTFRAME_LOG", "warn")
+        .output()
+        .expect("run hotframe demo");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("CAP_PERFMON") && stderr.contains("setcap"), "{stderr}");
+    assert!(!stdout.contains("demo is running") && !stdout.contains("Open http"), "{stdout}");
+}
+
+/// `hotframe serve` on a port in use fails before it creates the data directory or
+/// migrates a store there (issue 18, item 4).
+#[test]
+fn serve_on_a_port_in_use_leaves_no_data_directory() {
+    let dir = crate::common::tempdir();
+    let data = dir.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = taken.local_addr().expect("local addr").to_string();
+    let out = hotframe(&["serve", "--listen", &addr, "--data", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("in use"), "{stderr}");
+    assert!(!data.exists(), "serve created {} before failing to bind", data.display());
+}

@@ -195,8 +195,8 @@ pub(crate) fn pair() -> Pair {
 fn figures(p: &Pair, pattern: Option<&str>) -> report::WinFigures {
     let pattern = pattern.map(|t| FramePattern::parse(t).unwrap());
     report::compute(
-        Side { aggregate: &p.before, context: &p.ctx, requests: None },
-        Side { aggregate: &p.after, context: &p.ctx, requests: None },
+        Side { aggregate: &p.before, context: &p.ctx, work: None, intervals: &[] },
+        Side { aggregate: &p.after, context: &p.ctx, work: None, intervals: &[] },
         pattern.as_ref(),
         &WinOptions::default(),
     )
@@ -204,7 +204,10 @@ fn figures(p: &Pair, pattern: Option<&str>) -> report::WinFigures {
 }
 
 pub(crate) fn win(p: &Pair, title: &str) -> Win {
-    let f = figures(p, Some("regex::Regex::new"));
+    win_with(p, figures(p, Some("regex::Regex::new")), title)
+}
+
+fn win_with(_: &Pair, f: report::WinFigures, title: &str) -> Win {
     Win {
         id: Some(7),
         service: "checkout".to_string(),
@@ -259,13 +262,21 @@ fn synthetic_pair_matches_hand_computation() {
     assert!((f.saving.kg_co2_per_year - co2).abs() < 1e-6);
     assert!((f.saving.cores_high - f.saving.cores - half).abs() < 1e-4, "{}", f.saving.cores_high - f.saving.cores);
     assert!((f.saving.cores - f.saving.cores_low - half).abs() < 1e-4);
-    assert!(f.saving.significant);
+    // Without a selection or a request counter the same figures cannot be told apart
+    // from a change of traffic: per host, not normalised, never significant (it used to
+    // assert `significant`, which a drop of traffic fakes as well).
+    assert_eq!(f.normalization, report::Normalization::None);
+    assert!(!f.saving.significant);
+    assert!(report::render(&win_with(&p, f.clone(), "Whole service"), None, None).subject.contains("not normalised"));
     assert!((f.saving.relative - 0.19 / 0.5).abs() < 1e-9);
     assert_eq!(f.before.cpu_samples, 60_000, "off-CPU samples must not count");
 
     // With the frame pattern the scope is the regex stacks: 0.2 -> 0.01 cores per host,
     // the same 1.9 cores saved, and the regex frame tops the changed frames.
     let g = figures(&p, Some("regex::Regex::new"));
+    // Selected frames are measured against the rest of the service (the control).
+    assert_eq!(g.normalization, report::Normalization::Control);
+    assert!(g.saving.significant);
     assert!((g.before.scope_cores_per_host - 0.2).abs() < 1e-12);
     assert!((g.after.scope_cores_per_host - 0.01).abs() < 1e-12);
     assert!((g.saving.cores - cores).abs() < 1e-9);

@@ -867,6 +867,9 @@ impl ProfileStore for GatedStore {
     fn update_win(&self, id: i64, json: &str) -> Result<bool, hotframe::store::StoreError> {
         self.inner.update_win(id, json)
     }
+    fn work(&self, q: &hotframe::store::Query) -> Result<hotframe::store::WorkTotal, hotframe::store::StoreError> {
+        self.inner.work(q)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

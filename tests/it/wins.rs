@@ -43,19 +43,23 @@ fn ingest(url: &str, t: i64, regex: u64) {
 
 /// One 600 s profile of checkout with `labels` (`k=v,k=v`) starting at `t`.
 fn ingest_labelled(url: &str, t: i64, regex: u64, labels: &str) {
-    {
-        let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work 36000\n");
-        let (status, body) = call(
-            agent()
-                .post(&format!("{url}/ingest"))
-                .query("name", format!("checkout{{{labels}}}"))
-                .query("from", t.to_string())
-                .query("until", (t + 600).to_string())
-                .query("sampleRate", "100")
-                .send(folded.as_bytes()),
-        );
-        assert_eq!(status, 200, "{body}");
-    }
+    ingest_profile(url, labels, t, t + 600, regex, 36_000);
+}
+
+/// One profile of checkout at 100 Hz over `[from, until)` with `labels`: `regex`
+/// samples of regex::Regex::new and `work` of checkout::work.
+fn ingest_profile(url: &str, labels: &str, from: i64, until: i64, regex: u64, work: u64) {
+    let folded = format!("main;handle;regex::Regex::new {regex}\nmain;handle;checkout::work {work}\n");
+    let (status, body) = call(
+        agent()
+            .post(&format!("{url}/ingest"))
+            .query("name", format!("checkout{{{labels}}}"))
+            .query("from", from.to_string())
+            .query("until", until.to_string())
+            .query("sampleRate", "100")
+            .send(folded.as_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A server with checkout's before (t0) and after (t0 + 3600) profiles, priced at
@@ -159,6 +163,8 @@ fn cli_records_a_win_and_the_team_receives_the_report() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    // A selected frame with no request counter is measured against the rest of the service.
+    assert!(stdout.contains("normalised: control ("), "the CLI names the normalisation: {stdout}");
 
     // By hand: per host, regex::Regex::new went from 24,000 to 1,200 samples of 10 ms in
     // 600 s: 0.4 -> 0.02 cores; x 10 hosts = 3.8 cores; x 8760 h x $0.05 = $1,664.40.
@@ -532,6 +538,175 @@ fn tokens_guard_the_ledger() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A real Prometheus (Debian's `prometheus`, installed by .ci/run) on a loopback port
+/// with its own storage, holding `http_requests_total{job="checkout"}` backfilled with
+/// `promtool tsdb create-blocks-from openmetrics`: `rate(t)` requests per second at
+/// Unix second `t`, sampled every 15 s over `[from, until)`.
+struct Prometheus {
+    _process: crate::common::ChildGuard,
+    url: String,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, from: i64, until: i64, rate: impl Fn(i64) -> f64) -> Prometheus {
+        let mut om = String::from("# HELP http_requests Requests handled.\n# TYPE http_requests counter\n");
+        let mut total = 0.0;
+        let mut t = from;
+        while t < until {
+            om.push_str(&format!("http_requests_total{{job=\"checkout\"}} {total} {t}\n"));
+            total += rate(t) * 15.0;
+            t += 15;
+        }
+        om.push_str("# EOF\n");
+        let input = dir.join("requests.om");
+        std::fs::write(&input, om).unwrap();
+        let storage = dir.join("prometheus");
+        let out = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&storage)
+            .output()
+            .expect("promtool (Debian package prometheus; .ci/run installs it)");
+        assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 15s\nscrape_configs: []\n").unwrap();
+        let port = free_port();
+        let process = crate::common::ChildGuard::spawn(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", storage.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        eventually("Prometheus to be ready", Duration::from_secs(60), || {
+            agent().get(&format!("{url}/-/ready")).call().is_ok_and(|r| r.status() == 200)
+        });
+        Prometheus { _process: process, url }
+    }
+}
+
+/// 10 s profiles of checkout on hosts a and b over `[from, until)`: per profile `regex`
+/// samples of regex::Regex::new and `work` of checkout::work.
+fn ingest_steady(url: &str, from: i64, until: i64, regex: u64, work: u64) {
+    for host in ["a", "b"] {
+        for t in (from..until).step_by(10) {
+            ingest_profile(url, &format!("host={host}"), t, t + 10, regex, work);
+        }
+    }
+}
+
+/// Ground truth against a real Prometheus: regex::Regex::new halved per request while
+/// traffic rose 30% is a 50% saving per request (and against the control); a later
+/// drop of all traffic to 70% is no significant win in any mode; the figures name
+/// the normalisation and the work per side, and Prometheus down is a clear 502.
+#[test]
+fn a_prometheus_request_counter_normalises_wins() {
+    let dir = crate::common::tempdir();
+    let t0 = base_s();
+    // 20 requests/s before, 26 after the change (t0 + 1800), 18.2 from t0 + 5400.
+    let rate = |t: i64| {
+        if t < t0 + 1800 {
+            20.0
+        } else if t < t0 + 5400 {
+            26.0
+        } else {
+            18.2
+        }
+    };
+    let prometheus = Prometheus::start(dir.path(), t0 - 600, t0 + 8400, rate);
+    let config = dir.path().join("hotframe.toml");
+    std::fs::write(&config, format!("[prometheus]\nurl = \"{}\"\ntimeout_seconds = 5\n", prometheus.url)).unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    // Per 10 s profile and host: 10 requests/s/host; regex 2 samples per request before,
+    // 1 after; checkout::work 4 per request throughout.
+    ingest_steady(&server.url, t0, t0 + 600, 200, 400);
+    ingest_steady(&server.url, t0 + 3600, t0 + 4200, 130, 520);
+    ingest_steady(&server.url, t0 + 7200, t0 + 7800, 91, 364);
+    let query = r#"sum(increase(http_requests_total{job="checkout"}[$__range]))"#;
+    let win = |before: i64, after: i64, frame: Option<&str>, requests: Option<&str>| {
+        let (status, body) = post_json(
+            &format!("{}/api/v1/wins", server.url),
+            &json!({
+                "service": "checkout",
+                "title": "Cache compiled regexes",
+                "before": {"from": before, "until": before + 600},
+                "after": {"from": after, "until": after + 600},
+                "frame": frame,
+                "requestsQuery": requests,
+                "dryRun": true,
+            }),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["figures"].clone()
+    };
+
+    let f = win(t0, t0 + 3600, Some("regex::Regex::new"), Some(query));
+    assert_eq!(f["normalization"], "requests", "{f}");
+    let relative = f["saving"]["relative"].as_f64().unwrap();
+    assert!((relative - 0.5).abs() < 0.1, "relative {relative}: {f}");
+    assert_eq!(f["saving"]["significant"], true, "{f}");
+    let work_before = f["before"]["work"].as_f64().unwrap();
+    assert!((work_before - 12_000.0).abs() < 1_200.0, "requests before {work_before}");
+    assert!((f["after"]["work"].as_f64().unwrap() - 15_600.0).abs() < 1_560.0, "{f}");
+    assert_eq!(f["before"]["intervals"], 8, "{f}");
+    assert_eq!(f["matching"]["incomplete"], json!([]), "{f}");
+    // Whole service per request: the regex half of the before CPU, a third less.
+    let whole = win(t0, t0 + 3600, None, Some(query));
+    assert_eq!(whole["normalization"], "requests");
+    assert_eq!(whole["saving"]["significant"], true);
+    // The control gives the same answer without Prometheus.
+    let control = win(t0, t0 + 3600, Some("regex::Regex::new"), None);
+    assert_eq!(control["normalization"], "control", "{control}");
+    assert!((control["saving"]["relative"].as_f64().unwrap() - 0.5).abs() < 0.1, "{control}");
+
+    // A pure drop of traffic (every frame and the requests x0.7): no win in any mode.
+    for (frame, requests, mode) in [
+        (Some("regex::Regex::new"), Some(query), "requests"),
+        (None, Some(query), "requests"),
+        (Some("regex::Regex::new"), None, "control"),
+        (None, None, "none"),
+    ] {
+        let f = win(t0 + 3600, t0 + 7200, frame, requests);
+        assert_eq!(f["normalization"], mode, "{f}");
+        assert_eq!(f["saving"]["significant"], false, "{mode} {frame:?}: {}", f["saving"]);
+    }
+    let none = win(t0 + 3600, t0 + 7200, None, None);
+    assert!(none["saving"]["relative"].as_f64().unwrap() > 0.25, "per host, the drop looks like a saving: {none}");
+    assert!(none["normalizationReason"].as_str().unwrap().contains("cannot be told apart from a change of traffic"));
+
+    // A recorded win that is not normalised is listed but kept out of the totals.
+    let (status, body) = post_json(
+        &format!("{}/api/v1/wins", server.url),
+        &json!({
+            "service": "checkout",
+            "title": "Traffic went down",
+            "before": {"from": t0 + 3600, "until": t0 + 4200},
+            "after": {"from": t0 + 7200, "until": t0 + 7800},
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, list) = get_json(&format!("{}/api/v1/wins", server.url));
+    assert_eq!(list["total"]["wins"], 0, "{list}");
+    assert_eq!(list["notNormalised"], 1, "{list}");
+
+    // Prometheus gone: a clear 502, nothing recorded.
+    drop(prometheus);
+    let (status, body) = post_json(
+        &format!("{}/api/v1/wins", server.url),
+        &json!({
+            "service": "checkout",
+            "title": "t",
+            "before": {"from": t0, "until": t0 + 600},
+            "after": {"from": t0 + 3600, "until": t0 + 4200},
+            "requestsQuery": query,
+        }),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unreachable"), "{body}");
 }
 
 /// Issue 13.3: with the SMTP relay down, "Send again" on a win whose report is still

@@ -427,6 +427,25 @@ fn header_injection_is_refused() {
     }
 }
 
+/// Issue 13.6: a title that looks like an RFC 2047 encoded word reaches the inbox as
+/// written, not decoded by the mail client ("Hacked!").
+#[test]
+fn a_title_that_looks_encoded_arrives_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(free_port(), dir.path());
+    let p = pair();
+    let title = "=?utf-8?b?SGFja2VkIQ==?= regexes";
+    let rendered = report::render(&win(&p, title), None, None);
+    let mailer = Mailer::new(&smtp(&sink.url())).unwrap();
+    let message = report::build_message(mailer.from(), &["ops@example.com".to_string()], &rendered, None).unwrap();
+    mailer.send(&message).unwrap();
+    let got = sink.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    let subject = parse(&got[0].raw).subject().unwrap().to_string();
+    assert_eq!(subject, rendered.subject, "the subject as rendered");
+    assert!(subject.contains(title) && !subject.contains("Hacked"), "{subject}");
+}
+
 #[test]
 fn smtp_down_fails_clearly_and_a_retry_delivers_once_it_is_back() {
     let port = free_port();

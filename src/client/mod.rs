@@ -343,6 +343,11 @@ pub fn import(config: ImportConfig) -> Result<(), ClientError> {
     }
     let request = authorized(request, &config.token).content_type("application/octet-stream");
     let answer = finish(&url, request.send(&body[..]))?;
+    if answer.is_empty() {
+        // 204: the server stores no profile without samples.
+        println!("sent {} ({what}) to {url}: it holds no samples, so nothing was stored", path.display());
+        return Ok(());
+    }
     let stored: IngestAnswer = serde_json::from_slice(&answer).map_err(|e| ClientError::Answer(e.to_string()))?;
     println!(
         "sent {} ({what}) to {url} for service {}: stored as profile {} with {} samples",

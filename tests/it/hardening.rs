@@ -436,6 +436,26 @@ fn trickling_bodies_hold_no_write_slot() {
     eprintln!("16 trickling bodies: other ingest 200; trickling ones 408 after {waited:?}");
 }
 
+/// Issue 13.6, end to end: `hotframe import` of a folded file without samples is told
+/// that nothing was stored (the server answers 204), and the service stays unknown.
+#[test]
+fn importing_a_profile_without_samples_stores_nothing() {
+    let dir = common_dir();
+    let server = crate::common::Server::start(&dir.path().join("data"), &[]);
+    let file = dir.path().join("empty.folded");
+    std::fs::write(&file, "# nothing sampled in this window\n").unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["import", "--server", &server.url, "--service", "idle", "--from", "now-30s", "--duration", "10s"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nothing was stored"), "{stdout}");
+    let (status, _) = crate::common::get(&server.api("/api/v1/flamegraph?service=idle"));
+    assert_eq!(status, 404, "an idle upload creates no service");
+}
+
 /// A tmpfs of `size` mounted for a test, unmounted (lazily) on drop.
 struct Tmpfs(std::path::PathBuf);
 

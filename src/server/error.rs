@@ -8,6 +8,7 @@ use crate::cost::CostError;
 use crate::model::state::UnknownState;
 use crate::model::time::BadTime;
 use crate::model::ModelError;
+pub use crate::model::Reason;
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use axum::Json;
 pub enum ApiError {
     /// Malformed input (400): `reason` is a short code such as `bad_folded`.
     #[error("{message}")]
-    BadRequest { reason: &'static str, message: String },
+    BadRequest { reason: Reason, message: String },
     /// A body over the limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -56,11 +57,11 @@ pub const DISK_FULL_RETRY_AFTER_SECS: u32 = 30;
 
 /// Marks a response with the reason of its failure, for the rejects metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RejectReason(pub &'static str);
+pub struct RejectReason(pub Reason);
 
 impl ApiError {
     /// A 400 with a reason code.
-    pub fn bad(reason: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad(reason: Reason, message: impl Into<String>) -> ApiError {
         ApiError::BadRequest { reason, message: message.into() }
     }
 
@@ -82,19 +83,19 @@ impl ApiError {
     }
 
     /// The short machine-readable code.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ApiError::BadRequest { reason, .. } => reason,
-            ApiError::TooLarge(_) => "body_too_large",
-            ApiError::Timeout(_) => "body_timeout",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Busy { .. } => "busy",
-            ApiError::DiskFull { .. } => "disk_full",
-            ApiError::Internal(_) => "internal",
-            ApiError::Upstream(_) => "upstream",
+            ApiError::BadRequest { reason, .. } => *reason,
+            ApiError::TooLarge(_) => Reason::BodyTooLarge,
+            ApiError::Timeout(_) => Reason::BodyTimeout,
+            ApiError::UnsupportedMediaType(_) => Reason::UnsupportedMediaType,
+            ApiError::NotFound(_) => Reason::NotFound,
+            ApiError::Unauthorized(_) => Reason::Unauthorized,
+            ApiError::Forbidden(_) => Reason::Forbidden,
+            ApiError::Busy { .. } => Reason::Busy,
+            ApiError::DiskFull { .. } => Reason::DiskFull,
+            ApiError::Internal(_) => Reason::Internal,
+            ApiError::Upstream(_) => Reason::Upstream,
         }
     }
 }
@@ -130,19 +131,19 @@ impl From<ModelError> for ApiError {
             | ModelError::OverBudget { .. }
             | ModelError::TooManySamples { .. }
             | ModelError::TooManyFrames { .. } => return ApiError::TooLarge(e.to_string()),
-            ModelError::EmptyService | ModelError::BadServiceName(_) => "bad_service",
+            ModelError::EmptyService | ModelError::BadServiceName(_) => Reason::BadService,
             ModelError::BadLabelName(_)
             | ModelError::BadLabelValue { .. }
             | ModelError::LabelValueTooLong { .. }
-            | ModelError::TooManyLabels { .. } => "bad_labels",
-            ModelError::StackTooDeep { .. } => "stack_too_deep",
-            ModelError::TooManyStacks { .. } => "too_many_stacks",
-            ModelError::BadWindow { .. } | ModelError::TimeOutOfRange(_) => "bad_time",
-            ModelError::BadPeriod | ModelError::RateOutOfRange { .. } => "bad_sample_rate",
-            ModelError::ImplausibleCount { .. } | ModelError::ImplausibleValue { .. } => "implausible_count",
-            ModelError::BadFolded { .. } => "bad_folded",
+            | ModelError::TooManyLabels { .. } => Reason::BadLabels,
+            ModelError::StackTooDeep { .. } => Reason::StackTooDeep,
+            ModelError::TooManyStacks { .. } => Reason::TooManyStacks,
+            ModelError::BadWindow { .. } | ModelError::TimeOutOfRange(_) => Reason::BadTime,
+            ModelError::BadPeriod | ModelError::RateOutOfRange { .. } => Reason::BadSampleRate,
+            ModelError::ImplausibleCount { .. } | ModelError::ImplausibleValue { .. } => Reason::ImplausibleCount,
+            ModelError::BadFolded { .. } => Reason::BadFolded,
             ModelError::BadPprof(_) | ModelError::DanglingStack { .. } | ModelError::DanglingFrame { .. } => {
-                "bad_pprof"
+                Reason::BadPprof
             }
         };
         ApiError::bad(reason, e.to_string())
@@ -152,11 +153,11 @@ impl From<ModelError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::TooManySeries { .. } => ApiError::bad("series_limit", e.to_string()),
+            StoreError::TooManySeries { .. } => ApiError::bad(Reason::SeriesLimit, e.to_string()),
             StoreError::UnknownService(name) => ApiError::NotFound(format!(
                 "unknown service {name:?}: no profiles were received for it; GET /api/v1/services lists the known ones"
             )),
-            StoreError::Invalid(message) => ApiError::bad("invalid", message),
+            StoreError::Invalid(message) => ApiError::bad(Reason::Invalid, message),
             StoreError::DiskFull(_) => {
                 ApiError::DiskFull { message: e.to_string(), retry_after_secs: DISK_FULL_RETRY_AFTER_SECS }
             }
@@ -167,25 +168,25 @@ impl From<StoreError> for ApiError {
 
 impl From<CostError> for ApiError {
     fn from(e: CostError) -> Self {
-        ApiError::bad("bad_settings", e.to_string())
+        ApiError::bad(Reason::BadSettings, e.to_string())
     }
 }
 
 impl From<crate::model::time::OutOfRange> for ApiError {
     fn from(e: crate::model::time::OutOfRange) -> Self {
-        ApiError::bad("bad_time", e.to_string())
+        ApiError::bad(Reason::BadTime, e.to_string())
     }
 }
 
 impl From<BadTime> for ApiError {
     fn from(e: BadTime) -> Self {
-        ApiError::bad("bad_time", e.to_string())
+        ApiError::bad(Reason::BadTime, e.to_string())
     }
 }
 
 impl From<UnknownState> for ApiError {
     fn from(e: UnknownState) -> Self {
-        ApiError::bad("bad_states", e.to_string())
+        ApiError::bad(Reason::BadStates, e.to_string())
     }
 }
 

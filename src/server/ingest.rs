@@ -6,7 +6,7 @@
 //! Must not: inflate more than the decompressed limit, touch the store before the whole
 //! request is decoded and validated, or hold more than `max_inflight_writes` requests.
 
-use super::error::ApiError;
+use super::error::{ApiError, Reason};
 use super::params::Params;
 use super::push::{read_series, PushError, Series};
 use super::AppState;
@@ -87,7 +87,9 @@ async fn read_body(state: &AppState, headers: &HeaderMap, mut body: Body) -> Res
         match tokio::time::timeout(BODY_TICK.min(timeout - elapsed), body.frame()).await {
             Err(_) => continue,
             Ok(None) => return Ok(Bytes::from(out)),
-            Ok(Some(Err(e))) => return Err(ApiError::bad("bad_body", format!("could not read the request body: {e}"))),
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad(Reason::BadBody, format!("could not read the request body: {e}")))
+            }
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if out.len() + data.len() > max {
@@ -116,14 +118,14 @@ fn declared_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
 /// Gunzips the body when it is gzip (by header or magic bytes), inflating at most `max` bytes.
 fn gunzip(max: usize, declared_gzip: bool, bytes: &[u8]) -> Result<Cow<'_, [u8]>, ApiError> {
     if declared_gzip && !is_gzip(bytes) {
-        return Err(ApiError::bad("bad_gzip", "Content-Encoding is gzip but the body is not gzip data"));
+        return Err(ApiError::bad(Reason::BadGzip, "Content-Encoding is gzip but the body is not gzip data"));
     }
     decompress_bounded(bytes, max).map_err(|e| match e {
         ModelError::TooLarge { .. } => ApiError::TooLarge(format!(
             "decompressed body is over the limit of {max} bytes (limits.max_decompressed_bytes); send smaller profiles"
         )),
         other => ApiError::bad(
-            "bad_gzip",
+            Reason::BadGzip,
             format!("body is not valid gzip: {}", other.to_string().trim_start_matches("malformed pprof: ")),
         ),
     })
@@ -180,7 +182,7 @@ impl Admission {
         };
         let plain = inflated.unwrap_or(raw);
         if plain.is_empty() {
-            return Err(ApiError::bad("empty_body", "the request body is empty: send a profile"));
+            return Err(ApiError::bad(Reason::EmptyBody, "the request body is empty: send a profile"));
         }
         self.budget.charge(plain.len())?;
         Ok(plain)
@@ -286,7 +288,7 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
             let rest = &name[i + 1..];
             let inner = rest.strip_suffix('}').ok_or_else(|| {
                 ApiError::bad(
-                    "bad_labels",
+                    Reason::BadLabels,
                     format!("name {name:?}: labels must end with `}}`, as in app.cpu{{host=a,env=prod}}"),
                 )
             })?;
@@ -296,9 +298,9 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
     };
     let mut labels = BTreeMap::new();
     for part in labels_text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| ApiError::bad("bad_labels", format!("name {name:?}: label {part:?} is not `key=value`")))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            ApiError::bad(Reason::BadLabels, format!("name {name:?}: label {part:?} is not `key=value`"))
+        })?;
         let (k, v) = (k.trim(), v.trim().trim_matches('"'));
         // Reserved labels (`__name__`, `__session_id__`, ...) describe the upload, not the series.
         if k == "service_name" || k.starts_with("__") {
@@ -333,7 +335,10 @@ pub fn parse_app_name(name: &str) -> Result<AppName, ApiError> {
         _ => (head, "cpu"),
     };
     if service.is_empty() {
-        return Err(ApiError::bad("bad_service", "query parameter `name` is required, as in name=app.cpu{host=a}"));
+        return Err(ApiError::bad(
+            Reason::BadService,
+            "query parameter `name` is required, as in name=app.cpu{host=a}",
+        ));
     }
     let (profile_type, sample_type) = match suffix {
         "cpu" | "itimer" | "wall" | "samples" => ("cpu", None),
@@ -352,7 +357,7 @@ enum BodyFormat {
     Pprof,
 }
 
-fn text<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a str, ApiError> {
+fn text(bytes: &[u8], what: Reason) -> Result<&str, ApiError> {
     std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad(what, format!("body is not UTF-8 text ({e}); send folded stacks or use format=pprof"))
     })
@@ -365,12 +370,12 @@ pub async fn pyroscope_ingest(
     request: Request,
 ) -> Result<Response, ApiError> {
     let AppName { service, profile_type, sample_type, labels } =
-        parse_app_name(params.require("name", "bad_service")?)?;
+        parse_app_name(params.require("name", Reason::BadService)?)?;
     let (from, until) = ingest_window(&params)?;
-    let rate = params.positive("sampleRate", 100.0, "bad_sample_rate")?;
+    let rate = params.positive("sampleRate", 100.0, Reason::BadSampleRate)?;
     if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate) {
         return Err(ApiError::bad(
-            "bad_sample_rate",
+            Reason::BadSampleRate,
             format!(
                 "sampleRate={rate} Hz is outside {MIN_RATE_HZ} Hz to {MAX_RATE_HZ} Hz; send the profiler's real rate"
             ),
@@ -384,7 +389,7 @@ pub async fn pyroscope_ingest(
         Some("pprof") => Some(BodyFormat::Pprof),
         Some(other) => {
             return Err(ApiError::bad(
-                "bad_format",
+                Reason::BadFormat,
                 format!("format={other:?} is not supported; use folded, lines or pprof"),
             ))
         }
@@ -419,9 +424,9 @@ pub async fn pyroscope_ingest(
             _ => {
                 let mut b = ProfileBuilder::new(&service, from, until, period_ns).profile_type(&profile_type);
                 let (body, kind) = if format == BodyFormat::Lines {
-                    (text(&plain, "bad_lines")?, TextFormat::Lines)
+                    (text(&plain, Reason::BadLines)?, TextFormat::Lines)
                 } else {
-                    (text(&plain, "bad_folded")?, TextFormat::Folded)
+                    (text(&plain, Reason::BadFolded)?, TextFormat::Folded)
                 };
                 let (depth, budget) = (admission.limits.max_stack_depth, &mut admission.budget);
                 parse_text_bounded(body, kind, ThreadState::Runnable, &mut b, depth, budget)?;
@@ -454,17 +459,17 @@ fn decode_options(
 /// `sample_type_config`, are ignored).
 async fn multipart_profile(request: Request) -> Result<Bytes, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text()))
+        ApiError::bad(Reason::BadMultipart, format!("multipart body: {}", e.body_text()))
     };
     let mut form = Multipart::from_request(request, &())
         .await
-        .map_err(|e| ApiError::bad("bad_multipart", format!("multipart body: {}", e.body_text())))?;
+        .map_err(|e| ApiError::bad(Reason::BadMultipart, format!("multipart body: {}", e.body_text())))?;
     while let Some(field) = form.next_field().await.map_err(bad)? {
         if field.name() == Some("profile") {
             return field.bytes().await.map_err(bad);
         }
     }
-    Err(ApiError::bad("bad_multipart", "multipart body has no `profile` field"))
+    Err(ApiError::bad(Reason::BadMultipart, "multipart body has no `profile` field"))
 }
 
 /// `POST /api/v1/profiles`: pprof with `thread_state` sample labels.
@@ -473,7 +478,7 @@ pub async fn native_ingest(
     params: Params,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let service = params.require("service", "bad_service")?.to_string();
+    let service = params.require("service", Reason::BadService)?.to_string();
     let labels = params.labels();
     let (from, until) = ingest_window(&params)?;
     let (parts, body) = request.into_parts();
@@ -509,9 +514,9 @@ fn push_profiles(max_bytes: usize, admission: &mut Admission, request: Vec<Serie
                 }
             }
         }
-        let service = service
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::bad("bad_service", format!("series #{} has no `service_name` label", i + 1)))?;
+        let service = service.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::bad(Reason::BadService, format!("series #{} has no `service_name` label", i + 1))
+        })?;
         for raw in series.raw_profiles {
             let opts = DecodeOptions {
                 service: service.clone(),
@@ -527,7 +532,7 @@ fn push_profiles(max_bytes: usize, admission: &mut Admission, request: Vec<Serie
         }
     }
     if out.is_empty() {
-        return Err(ApiError::bad("empty_push", "push request holds no profiles"));
+        return Err(ApiError::bad(Reason::EmptyPush, "push request holds no profiles"));
     }
     Ok(out)
 }
@@ -555,7 +560,7 @@ pub async fn connect_push(State(state): State<AppState>, request: Request) -> Re
         let plain = admission.body(max, gzipped, raw)?;
         let series = read_series(&plain, json, &mut admission.budget).map_err(|e| match e {
             PushError::Budget(e) => ApiError::from(e),
-            malformed => ApiError::bad("bad_push", malformed.to_string()),
+            malformed => ApiError::bad(Reason::BadPush, malformed.to_string()),
         })?;
         push_profiles(max, admission, series)
     })
@@ -589,9 +594,9 @@ mod tests {
         assert_eq!((svc.as_str(), ty.as_str(), st.as_deref()), ("shop", "alloc_space", Some("alloc_space")));
         let AppName { service: svc, profile_type: ty, .. } = parse_app_name("plain").unwrap();
         assert_eq!((svc.as_str(), ty.as_str()), ("plain", "cpu"));
-        assert_eq!(parse_app_name("a.cpu{host}").unwrap_err().reason(), "bad_labels");
-        assert_eq!(parse_app_name("a.cpu{host=a").unwrap_err().reason(), "bad_labels");
-        assert_eq!(parse_app_name("a.cpu{bad-key=a}").unwrap_err().reason(), "bad_labels");
-        assert_eq!(parse_app_name(".cpu").unwrap_err().reason(), "bad_service");
+        assert_eq!(parse_app_name("a.cpu{host}").unwrap_err().reason(), Reason::BadLabels);
+        assert_eq!(parse_app_name("a.cpu{host=a").unwrap_err().reason(), Reason::BadLabels);
+        assert_eq!(parse_app_name("a.cpu{bad-key=a}").unwrap_err().reason(), Reason::BadLabels);
+        assert_eq!(parse_app_name(".cpu").unwrap_err().reason(), Reason::BadService);
     }
 }

@@ -27,7 +27,7 @@ pub struct Metrics {
     profiles: AtomicU64,
     bytes: AtomicU64,
     samples: AtomicU64,
-    rejects: Mutex<BTreeMap<&'static str, u64>>,
+    rejects: Mutex<BTreeMap<crate::model::Reason, u64>>,
     /// 1 while the last write found the store's disk full.
     disk_full: std::sync::atomic::AtomicBool,
     latency: Mutex<BTreeMap<(String, u16), Histogram>>,
@@ -42,7 +42,7 @@ impl Metrics {
     }
 
     /// Counts one refused ingest request.
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, reason: crate::model::Reason) {
         if let Ok(mut map) = self.rejects.lock() {
             *map.entry(reason).or_default() += 1;
         }
@@ -146,14 +146,15 @@ fn escape(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Reason;
 
     #[test]
     fn text_format() {
         let m = Metrics::default();
         m.ingested(100, 7);
         m.ingested(50, 3);
-        m.rejected("bad_folded");
-        m.rejected("bad_folded");
+        m.rejected(Reason::BadFolded);
+        m.rejected(Reason::BadFolded);
         m.observe("/ingest", 200, 0.003);
         m.observe("/ingest", 200, 0.2);
         let text = m.render(Some(&StoreStats { bytes_on_disk: 4096, ..Default::default() }));

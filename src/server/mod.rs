@@ -18,6 +18,7 @@ pub mod query;
 pub mod web;
 pub mod wins;
 
+use crate::model::Reason;
 use crate::store::ProfileStore;
 use crate::upload::jittered;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -192,8 +193,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     state.metrics.observe(&route, status.as_u16(), started.elapsed().as_secs_f64());
     if ingest && (status.is_client_error() || status.is_server_error()) {
         let reason = response.extensions().get::<error::RejectReason>().map(|r| r.0).unwrap_or(match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            _ => "bad_request",
+            StatusCode::PAYLOAD_TOO_LARGE => Reason::BodyTooLarge,
+            _ => Reason::BadRequest,
         });
         state.metrics.rejected(reason);
     }

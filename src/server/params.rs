@@ -4,7 +4,7 @@
 //! In: the decoded pairs of a query string. Out: typed values or `ApiError`s that name
 //! the parameter. Must not: read bodies.
 
-use super::error::ApiError;
+use super::error::{ApiError, Reason};
 use crate::model::time::{parse_time_at, BadTime};
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
@@ -23,13 +23,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         // arrive as sent or be refused.
         if let Some(name) = parts.uri.query().and_then(first_non_utf8) {
             return Err(ApiError::bad(
-                "bad_query",
+                Reason::BadQuery,
                 format!("query parameter {name:?}: percent-encoded bytes are not valid UTF-8"),
             ));
         }
         Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
             .map(|Query(pairs)| Params(pairs))
-            .map_err(|e| ApiError::bad("bad_query", format!("query string: {}", e.body_text())))
+            .map_err(|e| ApiError::bad(Reason::BadQuery, format!("query string: {}", e.body_text())))
     }
 }
 
@@ -73,7 +73,7 @@ impl Params {
     }
 
     /// The value of `name`, or a 400 saying it is required.
-    pub fn require(&self, name: &str, reason: &'static str) -> Result<&str, ApiError> {
+    pub fn require(&self, name: &str, reason: Reason) -> Result<&str, ApiError> {
         self.get(name).ok_or_else(|| ApiError::bad(reason, format!("query parameter `{name}` is required")))
     }
 
@@ -85,7 +85,8 @@ impl Params {
     /// A time parameter relative to `now_ms`, or `default` when absent.
     pub fn time(&self, name: &str, default: &str, now_ms: i64) -> Result<i64, ApiError> {
         let text = self.get(name).unwrap_or(default);
-        parse_time_at(text, now_ms).map_err(|BadTime(t)| ApiError::bad("bad_time", format!("{name}: {}", BadTime(t))))
+        parse_time_at(text, now_ms)
+            .map_err(|BadTime(t)| ApiError::bad(Reason::BadTime, format!("{name}: {}", BadTime(t))))
     }
 
     /// A time parameter as `time`, refused unless it lies between 2000-01-01 and one
@@ -95,7 +96,7 @@ impl Params {
     }
 
     /// A positive number parameter, or `default` when absent.
-    pub fn positive(&self, name: &str, default: f64, reason: &'static str) -> Result<f64, ApiError> {
+    pub fn positive(&self, name: &str, default: f64, reason: Reason) -> Result<f64, ApiError> {
         match self.get(name) {
             None => Ok(default),
             Some(text) => match text.trim().parse::<f64>() {
@@ -123,12 +124,12 @@ mod tests {
         assert_eq!(p.labels().len(), 2);
         assert_eq!(p.time("from", "now", 10_000_000).unwrap(), 10_000_000 - 3_600_000);
         assert_eq!(p.time("until", "now", 5).unwrap(), 5);
-        assert!(p.positive("maxNodes", 1.0, "bad_max_nodes").is_err());
-        assert!(p.require("nope", "x").unwrap_err().to_string().contains("`nope`"));
+        assert!(p.positive("maxNodes", 1.0, Reason::BadMaxNodes).is_err());
+        assert!(p.require("nope", Reason::BadRequest).unwrap_err().to_string().contains("`nope`"));
         let now = 1_700_000_000_000;
         assert_eq!(p.time_in_range("from", "now", now).unwrap(), now - 3_600_000);
         let zero = Params(vec![("until".into(), "0".into())]).time_in_range("until", "now", now).unwrap_err();
-        assert_eq!(zero.reason(), "bad_time");
+        assert_eq!(zero.reason(), Reason::BadTime);
         assert!(zero.to_string().contains("until = 0 ms is before 2000-01-01"), "{zero}");
         assert_eq!(first_non_utf8("service=a&label.host=%C3%A9+x&q=%zz"), None);
         assert_eq!(first_non_utf8("service=a&label.host=%FF"), Some("label.host".into()));

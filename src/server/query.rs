@@ -5,7 +5,7 @@
 //! pprof or SVG. Must not: write profiles; every store call runs on the blocking pool,
 //! at most one per store reader connection at once, so memory stays bounded.
 
-use super::error::ApiError;
+use super::error::{ApiError, Reason};
 use super::flame::{self, FlameNode};
 use super::params::Params;
 use super::AppState;
@@ -67,16 +67,19 @@ struct Selection {
 }
 
 fn selection(params: &Params, now: i64) -> Result<Selection, ApiError> {
-    let service = params.require("service", "bad_service")?.to_string();
+    let service = params.require("service", Reason::BadService)?.to_string();
     let from_ms = params.time_in_range("from", "now-1h", now)?;
     let until_ms = params.time_in_range("until", "now", now)?;
     if from_ms >= until_ms {
-        return Err(ApiError::bad("bad_time", format!("from ({from_ms} ms) must be before until ({until_ms} ms)")));
+        return Err(ApiError::bad(
+            Reason::BadTime,
+            format!("from ({from_ms} ms) must be before until ({until_ms} ms)"),
+        ));
     }
     let states = ThreadState::parse_list(params.get("states").unwrap_or("cpu"))?;
     if states.is_empty() {
         return Err(ApiError::bad(
-            "bad_states",
+            Reason::BadStates,
             "states is empty: give states such as RUNNABLE,BLOCKED or a view (cpu, latency, all)",
         ));
     }
@@ -145,7 +148,7 @@ struct FlamegraphAnswer {
 /// `GET /api/v1/flamegraph`.
 pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let sel = selection(&params, now_ms())?;
-    let max_nodes = params.positive("maxNodes", DEFAULT_MAX_NODES as f64, "bad_max_nodes")? as usize;
+    let max_nodes = params.positive("maxNodes", DEFAULT_MAX_NODES as f64, Reason::BadMaxNodes)? as usize;
     let st = state.clone();
     let answer = with_store(&state, move |store| {
         let agg = aggregate_known(store, &sel.query)?;
@@ -231,14 +234,14 @@ pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<R
     let range = sel.query.until_ms - sel.query.from_ms;
     let step_ms = match params.get("step") {
         Some(text) => parse_duration_ms(text).ok().filter(|s| *s > 0).ok_or_else(|| {
-            ApiError::bad("bad_step", format!("step={text:?} must be a positive duration such as 60s"))
+            ApiError::bad(Reason::BadStep, format!("step={text:?} must be a positive duration such as 60s"))
         })?,
         None => (range / 120).max(1000),
     };
     let count = (range + step_ms - 1) / step_ms;
     if count > MAX_TIMELINE_POINTS {
         return Err(ApiError::bad(
-            "bad_step",
+            Reason::BadStep,
             format!("step {step_ms} ms makes {count} points; the limit is {MAX_TIMELINE_POINTS}, use a larger step"),
         ));
     }
@@ -278,7 +281,7 @@ pub async fn export(State(state): State<AppState>, params: Params) -> Result<Res
     let format = params.get("format").unwrap_or("folded").to_ascii_lowercase();
     if !matches!(format.as_str(), "folded" | "pprof" | "svg" | "speedscope") {
         return Err(ApiError::bad(
-            "bad_format",
+            Reason::BadFormat,
             format!("format={format:?} is not supported; use folded, pprof, svg or speedscope"),
         ));
     }
@@ -472,7 +475,7 @@ pub async fn put_settings(
 ) -> Result<Response, ApiError> {
     check_service_name(&name)?;
     let settings: CostSettings =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad("bad_settings", format!("settings JSON: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(Reason::BadSettings, format!("settings JSON: {e}")))?;
     let resolved = settings.resolve()?;
     let json = serde_json::to_string(&settings).map_err(|e| ApiError::Internal(e.to_string()))?;
     with_store(&state, move |store| Ok(store.put_settings(&name, &json)?)).await?;
@@ -520,12 +523,12 @@ mod tests {
         assert_eq!(ok.states, vec![ThreadState::Runnable]);
         assert_eq!(ok.query.labels["host"], "h");
         let reason = |r: Result<Selection, ApiError>| r.err().map(|e| e.reason());
-        assert_eq!(reason(selection(&p(&[("from", "now-5m")]), now)), Some("bad_service"));
-        assert_eq!(reason(selection(&p(&[("service", "a"), ("from", "yesterday")]), now)), Some("bad_time"));
+        assert_eq!(reason(selection(&p(&[("from", "now-5m")]), now)), Some(Reason::BadService));
+        assert_eq!(reason(selection(&p(&[("service", "a"), ("from", "yesterday")]), now)), Some(Reason::BadTime));
         assert_eq!(
             reason(selection(&p(&[("service", "a"), ("from", "now"), ("until", "now-1h")]), now)),
-            Some("bad_time")
+            Some(Reason::BadTime)
         );
-        assert_eq!(reason(selection(&p(&[("service", "a"), ("states", "SLEEPY")]), now)), Some("bad_states"));
+        assert_eq!(reason(selection(&p(&[("service", "a"), ("states", "SLEEPY")]), now)), Some(Reason::BadStates));
     }
 }

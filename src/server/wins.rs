@@ -10,7 +10,7 @@
 //! path (`wins::Outbox` does, in the background), or answer 201 before the win is
 //! committed to the store.
 
-use super::error::ApiError;
+use super::error::{ApiError, Reason};
 use super::query::{cost_context, resolved, with_store};
 use super::AppState;
 use crate::model::time::now_ms;
@@ -40,10 +40,10 @@ pub async fn resume_pending(state: AppState) {
 impl From<ReportError> for ApiError {
     fn from(e: ReportError) -> Self {
         let reason = match &e {
-            ReportError::NoSamples { .. } => "no_samples",
-            ReportError::EmptyWindow { .. } => "empty_range",
-            ReportError::BadPattern { .. } | ReportError::PatternMatchesNothing(_) => "bad_frame",
-            ReportError::BadAddress { .. } | ReportError::NoRecipients => "bad_email",
+            ReportError::NoSamples { .. } => Reason::NoSamples,
+            ReportError::EmptyWindow { .. } => Reason::EmptyRange,
+            ReportError::BadPattern { .. } | ReportError::PatternMatchesNothing(_) => Reason::BadFrame,
+            ReportError::BadAddress { .. } | ReportError::NoRecipients => Reason::BadEmail,
             ReportError::Flame(_)
             | ReportError::Message(_)
             | ReportError::BadSmtpUrl { .. }
@@ -86,7 +86,7 @@ fn data_url(record: &StoredWin) -> String {
 /// `POST /api/v1/wins`.
 async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let new: NewWin = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad("bad_json", format!("the body is not a win: {e}; see docs/api.md (POST /api/v1/wins)"))
+        ApiError::bad(Reason::BadJson, format!("the body is not a win: {e}; see docs/api.md (POST /api/v1/wins)"))
     })?;
     wins::check_request(&new)?;
     let st = state.clone();

@@ -8,6 +8,7 @@
 //! explain (a win that is not normalised counts only when the user included it).
 
 use super::{Measured, NewWin, WinsConfig, WinsError};
+use crate::model::Reason;
 use crate::report::{self, Png, SendState, Win};
 use crate::store::ProfileStore;
 use base64::Engine;
@@ -126,7 +127,7 @@ pub fn requeue(store: &dyn ProfileStore, id: i64, now: i64) -> Result<StoredWin,
     let mut record = load(store, id)?;
     if record.recipients.is_empty() {
         return Err(WinsError::invalid(
-            "bad_email",
+            Reason::BadEmail,
             format!("win {id} has no recipients: its team has no ops_win_list and no emails were given"),
         ));
     }

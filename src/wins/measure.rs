@@ -12,6 +12,7 @@
 use super::{Prometheus, WinsError};
 use crate::cost::CostContext;
 use crate::model::time::parse_time_at;
+use crate::model::Reason;
 use crate::model::ThreadState;
 use crate::report::{self, FramePattern, Interval, Matching, Png, Selection, Side, Win, WinOptions, WorkSource};
 use crate::store::{Aggregate, ProfileStore, Query as StoreQuery, ServiceInfo, StoreError};
@@ -129,7 +130,7 @@ pub struct Measured {
     pub flame_error: Option<String>,
 }
 
-fn bad(reason: &'static str, message: impl Into<String>) -> WinsError {
+fn bad(reason: Reason, message: impl Into<String>) -> WinsError {
     WinsError::invalid(reason, message)
 }
 
@@ -139,31 +140,37 @@ fn bad(reason: &'static str, message: impl Into<String>) -> WinsError {
 pub fn check_request(new: &NewWin) -> Result<(), WinsError> {
     let title = new.title.trim();
     if title.is_empty() {
-        return Err(bad("bad_title", "title is empty: say in one line what was done, e.g. \"Cache compiled regexes\""));
+        return Err(bad(
+            Reason::BadTitle,
+            "title is empty: say in one line what was done, e.g. \"Cache compiled regexes\"",
+        ));
     }
     if title.chars().count() > MAX_TITLE {
-        return Err(bad("bad_title", format!("title is over {MAX_TITLE} characters: keep it to one line")));
+        return Err(bad(Reason::BadTitle, format!("title is over {MAX_TITLE} characters: keep it to one line")));
     }
     if new.description.chars().count() > MAX_DESCRIPTION {
-        return Err(bad("bad_description", format!("description is over {MAX_DESCRIPTION} characters")));
+        return Err(bad(Reason::BadDescription, format!("description is over {MAX_DESCRIPTION} characters")));
     }
     if new.emails.len() > MAX_EMAILS {
-        return Err(bad("bad_email", format!("{} extra addresses: at most {MAX_EMAILS}", new.emails.len())));
+        return Err(bad(Reason::BadEmail, format!("{} extra addresses: at most {MAX_EMAILS}", new.emails.len())));
     }
     for address in &new.emails {
         report::parse_mailbox(address)?;
     }
     for (field, value) in [("shippedBy", &new.shipped_by), ("team", &new.team)] {
         if value.as_deref().is_some_and(|v| v.chars().count() > MAX_TITLE || v.chars().any(char::is_control)) {
-            return Err(bad("bad_text", format!("{field} must be one short line")));
+            return Err(bad(Reason::BadText, format!("{field} must be one short line")));
         }
     }
     if new.requests_query.as_ref().is_some_and(|q| q.trim().is_empty() || q.len() > MAX_DESCRIPTION) {
-        return Err(bad("bad_requests_query", "requestsQuery must be a PromQL expression (at most 10,000 characters)"));
+        return Err(bad(
+            Reason::BadRequestsQuery,
+            "requestsQuery must be a PromQL expression (at most 10,000 characters)",
+        ));
     }
     if new.states.as_ref().is_some_and(|s| !s.contains(&ThreadState::Runnable)) {
         return Err(bad(
-            "bad_states",
+            Reason::BadStates,
             "a win is measured on on-CPU samples: states must include RUNNABLE (or be left out)",
         ));
     }
@@ -178,7 +185,7 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
         let (from, until) = (from.unwrap_or(info.first_ms), until.unwrap_or(info.last_ms + 1));
         if from >= until {
             return Err(bad(
-                "empty_range",
+                Reason::EmptyRange,
                 format!("the {side} range is empty: from ({from} ms) must be before until ({until} ms)"),
             ));
         }
@@ -186,7 +193,7 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
     };
     let labels = spec.labels.clone();
     if let Some(name) = labels.keys().chain(spec.label.iter()).find(|n| !crate::model::profile::valid_label_name(n)) {
-        return Err(bad("bad_labels", format!("{side}: {name:?} is not a label name")));
+        return Err(bad(Reason::BadLabels, format!("{side}: {name:?} is not a label name")));
     }
     match (&spec.label, &spec.value) {
         (Some(name), Some(value)) => {
@@ -196,14 +203,14 @@ fn selection(spec: &SelectionSpec, side: &str, info: &ServiceInfo, now: i64) -> 
         (None, None) => {
             if from_ms.is_none() || until_ms.is_none() {
                 return Err(bad(
-                    "empty_range",
+                    Reason::EmptyRange,
                     format!("the {side} selection needs from and until (a time range), or label and value"),
                 ));
             }
             let (from_ms, until_ms) = range(from_ms, until_ms)?;
             Ok(Selection::Range { from_ms, until_ms, labels })
         }
-        _ => Err(bad("bad_selection", format!("{side}: give both label and value, or neither"))),
+        _ => Err(bad(Reason::BadSelection, format!("{side}: give both label and value, or neither"))),
     }
 }
 
@@ -322,7 +329,7 @@ impl Sides {
                 Selection::Range { from_ms: a_from, labels: a_labels, .. },
             ) if a_from < b_until && b_labels == a_labels => {
                 return Err(bad(
-                    "after_not_later",
+                    Reason::AfterNotLater,
                     format!(
                         "the after range must start when the before range ends or later: after starts at {a_from} ms, before ends at {b_until} ms"
                     ),
@@ -330,7 +337,7 @@ impl Sides {
             }
             _ if before == after => {
                 return Err(bad(
-                    "after_not_later",
+                    Reason::AfterNotLater,
                     "before and after select the same profiles: compare two ranges or two label values",
                 ));
             }
@@ -342,7 +349,7 @@ impl Sides {
             (Some(expr), Some(p)) => Some((p, expr)),
             (Some(_), None) => {
                 return Err(bad(
-                    "no_prometheus",
+                    Reason::NoPrometheus,
                     "requestsQuery needs a Prometheus server: set [prometheus] url in the config file",
                 ))
             }
@@ -353,7 +360,7 @@ impl Sides {
         for (side, agg) in [("before", &agg_before), ("after", &agg_after)] {
             if agg.profiles == 0 {
                 return Err(bad(
-                    "no_samples",
+                    Reason::NoSamples,
                     format!("the {side} selection has no profiles of {:?}: pick a range or label value in which it was profiled", new.service),
                 ));
             }

@@ -22,6 +22,7 @@ pub use prometheus::{Prometheus, PrometheusConfig};
 
 use crate::cost::CostContext;
 use crate::model::time::BadTime;
+use crate::model::Reason;
 use crate::report::{ReportError, SendState};
 use crate::store::{Aggregate, ProfileStore, StoreError};
 
@@ -32,7 +33,7 @@ pub enum WinsError {
     #[error("{message}")]
     Invalid {
         /// Short machine-readable code.
-        reason: &'static str,
+        reason: Reason,
         /// What was wrong and what to do.
         message: String,
     },
@@ -58,7 +59,7 @@ pub enum WinsError {
 
 impl WinsError {
     /// An `Invalid` with a reason code.
-    pub fn invalid(reason: &'static str, message: impl Into<String>) -> WinsError {
+    pub fn invalid(reason: Reason, message: impl Into<String>) -> WinsError {
         WinsError::Invalid { reason, message: message.into() }
     }
 }

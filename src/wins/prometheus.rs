@@ -8,6 +8,7 @@
 //! number for an expression that selected no series (that is a typo, not zero work).
 
 use super::WinsError;
+use crate::model::Reason;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -118,7 +119,7 @@ impl Prometheus {
         })?;
         if answer.status != "success" {
             return Err(WinsError::invalid(
-                "bad_requests_query",
+                Reason::BadRequestsQuery,
                 format!(
                     "Prometheus refused the request counter {query:?}: {}",
                     answer.error.unwrap_or_else(|| format!("status {status}"))
@@ -132,7 +133,7 @@ impl Prometheus {
                 let series = data.result.as_array().map(Vec::as_slice).unwrap_or_default();
                 if series.is_empty() {
                     return Err(WinsError::invalid(
-                        "bad_requests_query",
+                        Reason::BadRequestsQuery,
                         format!(
                             "the request counter {query:?} selected no series at {time}: check the metric name and labels in Prometheus"
                         ),
@@ -142,7 +143,7 @@ impl Prometheus {
             }
             other => {
                 return Err(WinsError::invalid(
-                    "bad_requests_query",
+                    Reason::BadRequestsQuery,
                     format!("the request counter must give a number or an instant vector, not a {other}: wrap it in sum(increase(...[$__range]))"),
                 ))
             }

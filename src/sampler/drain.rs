@@ -12,6 +12,7 @@ use super::procfs::Mapping;
 use super::profiles::Tally;
 use super::selection::{self, Seen};
 use super::{Sampler, SamplerEvent, SharedImage, Why};
+use crate::symbolize::RawFrame;
 use linux_perf_event_reader::{EventRecord, Mmap2FileId, RecordType};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,7 +156,9 @@ impl Sampler {
         }
         let stack = self.walker.sample_stack(&sample, &mut image, &self.symbolizer, &mut self.stats);
         drop(image);
-        let Some(stack) = stack else { return };
+        // No user stack (a process tearing down its address space at exit, in the
+        // kernel): the CPU time is still the target's, on an `[unknown]` frame.
+        let stack = stack.unwrap_or_else(|| Arc::from(vec![RawFrame::Unknown(0)]));
         self.stats.samples += 1;
         let mut tally = Tally { counts: &mut target.counts, prefetch: &mut self.prefetch, stats: &mut self.stats };
         match self.threads.get_mut(&tid).and_then(|t| t.clock.as_mut()) {

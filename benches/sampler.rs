@@ -81,7 +81,7 @@ fn record(pid: u32, secs: f64) -> Vec<Recorded> {
         std::thread::sleep(Duration::from_millis(10));
         for (i, e) in events.iter_mut().enumerate() {
             refs.clear();
-            let head = e.scan(i as u32, &mut refs);
+            let head = e.scan(i as u32, u64::MAX, &mut refs);
             for r in refs.iter().filter(|r| r.pid == pid as i32) {
                 if let Ok(EventRecord::Sample(s)) = e.raw(r).parse() {
                     if let (Some(regs), Some((stack, _))) = (s.user_regs.as_ref(), s.user_stack.as_ref()) {

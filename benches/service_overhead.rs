@@ -229,7 +229,8 @@ impl Bench {
             Profiler::HotframeCpuOnly => agent(true),
             Profiler::Perf => {
                 let mut cmd = Command::new("perf");
-                cmd.args(["record", "-a", "-F", "99", "--call-graph", "dwarf", "-o"])
+                // No build-id pass at exit (-B -N): it takes minutes over a busy host's data.
+                cmd.args(["record", "-a", "-F", "99", "--call-graph", "dwarf", "-B", "-N", "-o"])
                     .arg(self.scratch.path().join("perf.data"));
                 cmd
             }

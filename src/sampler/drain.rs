@@ -39,7 +39,9 @@ impl Sampler {
         let cpus = std::mem::take(&mut self.cpus);
         let mut refs = std::mem::take(&mut self.scratch_refs);
         refs.clear();
-        let heads: Vec<u64> = cpus.iter().enumerate().map(|(i, e)| e.scan(i as u32, &mut refs)).collect();
+        // Every ring up to one moment: what is newer waits for the next drain.
+        let cut = super::perf::monotonic_ns();
+        let heads: Vec<u64> = cpus.iter().enumerate().map(|(i, e)| e.scan(i as u32, cut, &mut refs)).collect();
         // A fork on one CPU comes before its child's first sample on another.
         refs.sort_by_key(|r| r.time);
         for r in &refs {
@@ -89,10 +91,13 @@ impl Sampler {
         self.scratch_refs = refs;
     }
 
-    /// Whether `pid` is a live target, deciding a process seen for the first time.
+    /// Whether `pid` is a target, deciding a process seen for the first time. A target
+    /// whose exit record was read still is until `take_profiles`: the kernel writes that
+    /// record before the task is done exiting (closing files, the last switch), and a
+    /// fifth of a short-lived postgres backend's samples came after it.
     fn is_target(&mut self, pid: u32) -> bool {
-        if let Some(t) = self.targets.get(&pid) {
-            return !t.exited;
+        if self.targets.contains_key(&pid) {
+            return true;
         }
         if self.others.contains(&pid) {
             return false;

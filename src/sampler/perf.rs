@@ -146,10 +146,13 @@ impl PerfEvent {
         unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) }
     }
 
-    /// Appends a `RecordRef` for every record written since the last `consume`, oldest
-    /// first, and returns the position to pass to `consume` once they are handled (the
-    /// kernel does not overwrite them before).
-    pub fn scan(&self, ring: u32, out: &mut Vec<RecordRef>) -> u64 {
+    /// Appends a `RecordRef` for every record written since the last `consume` and
+    /// stamped at or before `cut` (CLOCK_MONOTONIC ns), oldest first, and returns the
+    /// position to pass to `consume` once they are handled (the kernel does not
+    /// overwrite them before). Records after `cut` wait for the next scan: every ring is
+    /// then complete up to `cut`, so a fork read from one CPU's ring is never missed by
+    /// its child's first sample read from another's.
+    pub fn scan(&self, ring: u32, cut: u64, out: &mut Vec<RecordRef>) -> u64 {
         let meta = self.base as *mut sys::bindings::perf_event_mmap_page;
         // SAFETY: meta is the mapped control page; head is written by the kernel, so read
         // it volatile and fence before reading the data it covers.
@@ -177,6 +180,9 @@ impl PerfEvent {
                     r.pid = common.pid.unwrap_or(-1);
                     r.tid = common.tid.unwrap_or(-1);
                 }
+            }
+            if r.time > cut {
+                return tail;
             }
             out.push(r);
             tail += record_size;
@@ -255,6 +261,9 @@ fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
     // An idle CPU writes no record (the timer still ticks).
     attr.set_exclude_idle(1);
     attr.set_sample_id_all(1);
+    // Timestamps on CLOCK_MONOTONIC, so that a scan can cut every ring at one moment.
+    attr.set_use_clockid(1);
+    attr.clockid = libc::CLOCK_MONOTONIC;
     // Side records of every task on this CPU: fork and exit (new threads and processes,
     // the end of each), comm with exec (a new program), executable mmaps (new code). A
     // per-CPU event receives those that happen on its CPU, so every CPU's event asks.
@@ -293,6 +302,14 @@ fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
         }
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Now on CLOCK_MONOTONIC, in nanoseconds (the clock of the records' timestamps).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The system page size.

@@ -97,7 +97,8 @@ impl StackWalker {
     /// saved at syscall entry and a copy of its stack memory, and whether the walk
     /// reached the thread's root. /proc does not give the frame pointer: the walk uses
     /// DWARF CFI alone first and guesses `bp` only for frame-pointer frames (see
-    /// `ProcessImage::unwind_unknown_bp` and docs/thread-states.md). Err when the memory
+    /// `ProcessImage::unwind_unknown_bp` and docs/thread-states.md); the flag says the
+    /// walk reached the root without a guess. Err when the memory
     /// cannot be read (EPERM: ptrace access denied; ESRCH: gone).
     pub(super) fn offcpu_stack(
         &mut self,
@@ -112,11 +113,11 @@ impl StackWalker {
         // Most sleeping stacks are shallow: read one page-sized chunk first, the whole
         // `stack_bytes` only if the walk ran out of it.
         let full = self.opts.stack_bytes.max(FIRST_STACK_READ as u32) as usize;
-        let mut end = WalkEnd::Truncated;
+        let (mut end, mut guessed) = (WalkEnd::Truncated, false);
         for len in [FIRST_STACK_READ, full] {
             addrs.clear();
             let got = procfs::read_memory(pid, sp, len, buf)?;
-            end = image.unwind_unknown_bp(pc, sp, buf, addrs);
+            (end, guessed) = image.unwind_unknown_bp(pc, sp, buf, addrs);
             if end == WalkEnd::Complete || got < len || len == full {
                 break;
             }
@@ -124,7 +125,9 @@ impl StackWalker {
         count_walk(stats, end, addrs.len());
         let mut frames = Vec::with_capacity(addrs.len());
         image.frames_of_walk(addrs, &mut self.files, symbolizer, &mut frames);
-        Ok((Arc::from(frames), end == WalkEnd::Complete))
+        // Rooted only when DWARF CFI alone reached the root: a walk completed from a
+        // guessed frame pointer may have stopped on a zero it took for the end.
+        Ok((Arc::from(frames), end == WalkEnd::Complete && !guessed))
     }
 }
 

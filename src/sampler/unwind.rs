@@ -347,9 +347,11 @@ impl ProcessImage {
     /// first, that is followed by a return address into known code (where a frame-pointer
     /// prologue would have saved `rbp`) is tried, and the first walk
     /// that reaches the root wins. Otherwise the first, truncated walk is kept.
-    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
+    /// The second value says whether `bp` was guessed (a complete walk from a guess may
+    /// still be a wrong one that met a zero frame pointer).
+    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> (WalkEnd, bool) {
         if self.unwind(ip, sp, IMPOSSIBLE_BP, stack, out) == WalkEnd::Complete {
-            return WalkEnd::Complete;
+            return (WalkEnd::Complete, false);
         }
         let first: Vec<u64> = out.clone();
         let word = |off: usize| -> Option<u64> {
@@ -371,14 +373,14 @@ impl ProcessImage {
                 tried += 1;
                 out.clear();
                 if self.unwind(ip, sp, slot, stack, out) == WalkEnd::Complete {
-                    return WalkEnd::Complete;
+                    return (WalkEnd::Complete, true);
                 }
             }
             off += 8;
         }
         out.clear();
         out.extend_from_slice(&first);
-        WalkEnd::Truncated
+        (WalkEnd::Truncated, false)
     }
 
     /// Unwinds from `ip`/`sp`/`bp` over `stack` (bytes copied from address `sp`), pushing

@@ -17,8 +17,12 @@
 //! and restores it right after.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{env_u64, on_path, Profiler};
 use std::time::{Duration, Instant};
 
 const BUILT_BIN: &str = env!("CARGO_BIN_EXE_hotframe");
@@ -29,28 +33,6 @@ fn bin() -> String {
     std::env::var("HOTFRAME_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
 }
 const HZ: f64 = 99.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Profiler {
-    None,
-    Hotframe,
-    /// `hotframe agent --cpu-only`: no wall-clock thread states, the like of perf/samply.
-    HotframeCpuOnly,
-    Perf,
-    Samply,
-}
-
-impl Profiler {
-    fn name(self) -> &'static str {
-        match self {
-            Profiler::None => "unprofiled",
-            Profiler::Hotframe => "hotframe agent",
-            Profiler::HotframeCpuOnly => "hotframe agent --cpu-only",
-            Profiler::Perf => "perf --call-graph dwarf",
-            Profiler::Samply => "samply",
-        }
-    }
-}
 
 /// One workload run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,14 +62,6 @@ struct Setup {
     samply: Option<PathBuf>,
     perf: bool,
     scratch: tempfile::TempDir,
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// wait4 on a child: exit status ignored, rusage returned as (cpu seconds, maxrss KiB).

@@ -12,9 +12,9 @@
 //! `cargo bench --bench sampler` (CARGO_TARGET_DIR shared). Prints medians; asserts
 //! nothing.
 
-use hotframe::sampler::perf::{EventConfig, PerfEvent, REG_BP, REG_IP, REG_SP};
+use hotframe::sampler::perf::{self, EventConfig, PerfEvent, REG_BP, REG_IP, REG_SP};
 use hotframe::sampler::unwind::{FileCache, ProcessImage};
-use hotframe::sampler::{procfs, Sampler, SamplerOptions};
+use hotframe::sampler::{Sampler, SamplerOptions};
 use hotframe::symbolize::Symbolizer;
 use linux_perf_event_reader::EventRecord;
 use std::path::{Path, PathBuf};
@@ -72,18 +72,21 @@ fn record(pid: u32, secs: f64) -> Vec<Recorded> {
         callchain: false,
         kernel: false,
     };
-    let mut events: Vec<PerfEvent> = procfs::thread_ids(pid)
-        .expect("the workload's threads")
+    let mut events: Vec<PerfEvent> = perf::online_cpus()
+        .expect("the online CPUs")
         .into_iter()
-        .filter_map(|tid| PerfEvent::open(tid, &config).ok())
+        .filter_map(|cpu| PerfEvent::open_cpu(cpu, &config).ok())
         .collect();
+    let mut refs = Vec::new();
     let mut out = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed().as_secs_f64() < secs {
         std::thread::sleep(Duration::from_millis(10));
-        for e in &mut events {
-            e.drain(|r| {
-                if let EventRecord::Sample(s) = r {
+        for (i, e) in events.iter_mut().enumerate() {
+            refs.clear();
+            let head = e.scan(i as u32, u64::MAX, &mut refs);
+            for r in refs.iter().filter(|r| r.pid == pid as i32) {
+                if let Ok(EventRecord::Sample(s)) = e.raw(r).parse() {
                     if let (Some(regs), Some((stack, _))) = (s.user_regs.as_ref(), s.user_stack.as_ref()) {
                         if let (Some(ip), Some(sp)) = (regs.get(REG_IP), regs.get(REG_SP)) {
                             let bp = regs.get(REG_BP).unwrap_or(0);
@@ -91,7 +94,8 @@ fn record(pid: u32, secs: f64) -> Vec<Recorded> {
                         }
                     }
                 }
-            });
+            }
+            e.consume(head);
         }
     }
     out

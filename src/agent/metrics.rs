@@ -37,15 +37,22 @@ impl AgentHealth {
     pub fn log_line(&self) -> String {
         let (s, u) = (&self.sampler, &self.upload);
         format!(
-            "targets={} threads={} samples={} oncpu_topup={} oncpu_dropped={} offcpu_samples={} lost={} unwind_failures={} truncated={} \
+            "targets={} processes_followed={} threads={} samples={} other_samples={} offcpu_samples={} offcpu_rooted={:.3} \
+             observations={} deferred={} lost={} uncovered_fd={} uncovered_unreadable={} uncovered_cpus={} unwind_failures={} truncated={} \
              queue={} spooled={} sent={} failed={} dropped={} bytes_sent={} retries={} cpu_s={:.2} rss_mib={:.1}",
             self.targets,
+            s.processes_followed,
             s.threads_active,
             s.samples,
-            s.oncpu_topup_samples,
-            s.oncpu_dropped_samples,
+            s.other_samples,
             s.offcpu_samples,
+            s.offcpu_rooted_ratio(),
+            s.observations,
+            s.observations_deferred,
             s.lost,
+            s.uncovered_fd_limit,
+            s.uncovered_unreadable,
+            s.uncovered_cpus,
             s.unwind_failures,
             s.truncated,
             u.queued,
@@ -63,10 +70,22 @@ impl AgentHealth {
     /// Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let (s, u) = (&self.sampler, &self.upload);
-        let rows: [(&str, &str, &str, f64); 24] = [
+        let rows: [(&str, &str, &str, f64); 34] = [
             ("hotframe_agent_targets", "gauge", "Processes sampled now.", self.targets as f64),
+            (
+                "hotframe_agent_processes_followed_total",
+                "counter",
+                "Processes that became targets (children and short-lived ones included).",
+                s.processes_followed as f64,
+            ),
             ("hotframe_agent_threads", "gauge", "Threads sampled now.", s.threads_active as f64),
-            ("hotframe_agent_samples_total", "counter", "On-CPU samples taken.", s.samples as f64),
+            ("hotframe_agent_samples_total", "counter", "On-CPU samples of targets.", s.samples as f64),
+            (
+                "hotframe_agent_other_samples_total",
+                "counter",
+                "Samples of other processes, dropped after their header.",
+                s.other_samples as f64,
+            ),
             (
                 "hotframe_agent_offcpu_samples_total",
                 "counter",
@@ -76,14 +95,57 @@ impl AgentHealth {
             (
                 "hotframe_agent_oncpu_topup_samples_total",
                 "counter",
-                "On-CPU samples added for CPU time (schedstat) the perf event missed.",
+                "On-CPU samples added for CPU time (schedstat) no sample was read for.",
                 s.oncpu_topup_samples as f64,
             ),
             (
                 "hotframe_agent_oncpu_dropped_samples_total",
                 "counter",
-                "Perf samples left out beyond the CPU time (schedstat).",
+                "On-CPU samples left out beyond the CPU time (schedstat).",
                 s.oncpu_dropped_samples as f64,
+            ),
+            (
+                "hotframe_agent_offcpu_stacks_rooted_ratio",
+                "gauge",
+                "Share of off-CPU samples whose stack reaches the thread's root.",
+                s.offcpu_rooted_ratio(),
+            ),
+            ("hotframe_agent_observations_total", "counter", "Off-CPU observations made.", s.observations as f64),
+            (
+                "hotframe_agent_observations_deferred_total",
+                "counter",
+                "Off-CPU observations put off by the observation budget.",
+                s.observations_deferred as f64,
+            ),
+            (
+                "hotframe_agent_inconsistent_reads_total",
+                "counter",
+                "Off-CPU observations given up: the thread kept running between the reads.",
+                s.inconsistent_reads as f64,
+            ),
+            (
+                "hotframe_agent_uncovered_lost_records_total",
+                "counter",
+                "Records (samples, forks, exits) the kernel dropped: ring buffer full.",
+                s.lost as f64,
+            ),
+            (
+                "hotframe_agent_uncovered_fd_limit_threads_total",
+                "counter",
+                "Threads without off-CPU states: the open-file limit was reached.",
+                s.uncovered_fd_limit as f64,
+            ),
+            (
+                "hotframe_agent_uncovered_unreadable_total",
+                "counter",
+                "Off-CPU observations refused: ptrace access to the target denied.",
+                s.uncovered_unreadable as f64,
+            ),
+            (
+                "hotframe_agent_uncovered_cpus",
+                "gauge",
+                "CPUs whose sampling event could not be opened.",
+                s.uncovered_cpus as f64,
             ),
             (
                 "hotframe_agent_runqueue_samples_total",

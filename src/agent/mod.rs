@@ -16,11 +16,11 @@ pub mod targets;
 pub use crate::inproc::{Agent, AgentBuilder, InprocError};
 
 use crate::model::time::{now_ms, BadTime};
-use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions};
+use crate::sampler::{Sampler, SamplerError, SamplerEvent, SamplerOptions, Why};
 use crate::signals;
 use crate::upload::{jittered, UploadError, UploadOptions, Uploader};
 use metrics::{AgentHealth, MetricsServer};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,7 +86,7 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Nominal upload interval (each one jittered by ±10%).
     pub upload_interval: Duration,
-    /// How often `--name` rescans /proc (jittered by ±20%).
+    /// How often `--name` rescans /proc as a backstop to exec records (jittered by ±20%).
     pub rescan_interval: Duration,
     /// Stop after this long, if set.
     pub duration: Option<Duration>,
@@ -120,7 +120,7 @@ impl AgentConfig {
             sampler: SamplerOptions::default(),
             labels: BTreeMap::from([("host".to_string(), crate::host::hostname())]),
             upload_interval: Duration::from_secs(10),
-            rescan_interval: Duration::from_secs(2),
+            rescan_interval: Duration::from_secs(10),
             duration: None,
             flush_timeout: Duration::from_secs(10),
             metrics_listen: None,
@@ -159,7 +159,7 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
             }
             child = Some(spawned);
         }
-        TargetSpec::Name(_) => {}
+        TargetSpec::Name(pattern) => sampler.select_matching(pattern.clone(), config.rescan_interval),
     }
     let uploader = Uploader::start(config.upload.clone())?;
     let health = Arc::new(Mutex::new(AgentHealth::default()));
@@ -172,15 +172,7 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
         }
         None => None,
     };
-    let mut agent = ExternalAgent {
-        config,
-        sampler,
-        uploader,
-        health,
-        scanned_out: HashSet::new(),
-        child,
-        last_snapshot: Instant::now(),
-    };
+    let mut agent = ExternalAgent { config, sampler, uploader, health, child, last_snapshot: Instant::now() };
     let outcome = agent.sample_until_done(stop);
     agent.finish();
     outcome
@@ -191,9 +183,6 @@ struct ExternalAgent {
     sampler: Sampler,
     uploader: Uploader,
     health: Arc<Mutex<AgentHealth>>,
-    /// Pids `--name` matched but that could not be attached (gone, or not permitted):
-    /// not retried every scan.
-    scanned_out: HashSet<u32>,
     child: Option<std::process::Child>,
     /// When the metrics snapshot was last refreshed.
     last_snapshot: Instant,
@@ -210,7 +199,6 @@ impl ExternalAgent {
     fn sample_until_done(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
         let started = Instant::now();
         let mut next_upload = started + jittered(self.config.upload_interval, 0.1);
-        let mut next_scan = started;
         let exits_with_targets = !matches!(self.config.targets, TargetSpec::Name(_));
         let mut poll_errors = 0u64;
         let ending = loop {
@@ -221,13 +209,6 @@ impl ExternalAgent {
                 break Ending::Duration;
             }
             let now = Instant::now();
-            if let TargetSpec::Name(pattern) = &self.config.targets {
-                if now >= next_scan {
-                    let pattern = pattern.clone();
-                    self.attach_matching(&pattern);
-                    next_scan = now + jittered(self.config.rescan_interval, 0.2);
-                }
-            }
             let wait = next_upload.saturating_duration_since(now).min(Duration::from_millis(500));
             match self.sampler.poll(wait) {
                 Ok(events) => self.handle_events(&events),
@@ -262,28 +243,13 @@ impl ExternalAgent {
     fn handle_events(&mut self, events: &[SamplerEvent]) {
         for event in events {
             match event {
-                SamplerEvent::Exited(pid) => tracing::info!(pid, "target exited"),
-                SamplerEvent::Lost { pid, count } => tracing::debug!(pid, count, "samples lost"),
+                SamplerEvent::Exited(pid) => tracing::debug!(pid, "target exited"),
+                SamplerEvent::Lost { count } => tracing::debug!(count, "records lost"),
                 SamplerEvent::ThreadFollowed { pid, tid } => tracing::debug!(pid, tid, "following new thread"),
-            }
-        }
-    }
-
-    /// Attaches to processes matching `--name` that are not sampled yet.
-    fn attach_matching(&mut self, pattern: &regex::Regex) {
-        let attached: HashSet<u32> = self.sampler.targets().into_iter().collect();
-        let found = targets::matching_processes(pattern);
-        self.scanned_out.retain(|pid| found.contains(pid));
-        for pid in found {
-            if attached.contains(&pid) || self.scanned_out.contains(&pid) {
-                continue;
-            }
-            match self.sampler.attach(pid) {
-                Ok(()) => tracing::info!(pid, "attached to a process matching --name"),
-                Err(err) => {
-                    tracing::warn!(pid, "not attached: {err}");
-                    self.scanned_out.insert(pid);
+                SamplerEvent::ProcessFollowed { pid, why: Why::Matched } => {
+                    tracing::info!(pid, "attached to a process matching --name")
                 }
+                SamplerEvent::ProcessFollowed { pid, why } => tracing::debug!(pid, ?why, "following process"),
             }
         }
     }

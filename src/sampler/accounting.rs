@@ -1,23 +1,22 @@
 //! Per-thread time accounting at wall-clock ticks (docs/thread-states.md, "Where samples
 //! come from" and "What a tick reads").
 //!
-//! In: a thread's schedstat, its last sched_switch record, /proc syscall and state, and
-//! the on-CPU stacks perf sampled since its last tick. Out: samples in its target's
-//! counts that add up to the time that passed: RUNNABLE for CPU time (and run-queue
-//! delay with `runqueue`), the observed off-CPU state and stack for the rest. Must not:
-//! open or close events, or decide when ticks happen (the `Sampler` does).
+//! In: a thread's schedstat at each tick, and, when the tick's budget allows, an
+//! observation of it off CPU (/proc state and syscall, its stack read and unwound). Out:
+//! off-CPU samples in its process's counts that add up to the time it spent neither on a
+//! CPU nor waiting for one (and run-queue samples with `runqueue`), and on-CPU samples
+//! in the amount schedstat's CPU time gives, over the stacks the per-CPU events sampled. Must not: open events, decide
+//! when ticks happen or which threads are observed (the `Sampler` does).
 
-use super::drain::SwitchRecords;
-use super::perf::SwitchOut;
 use super::procfs::{SchedStat, Syscall, ThreadFiles};
 use super::profiles::Tally;
 use super::stacks::StackWalker;
 use super::state::{self, Observed};
 use super::unwind::ProcessImage;
-use super::{Stack, Thread};
+use super::Stack;
 use crate::model::ThreadState;
 use crate::symbolize::Symbolizer;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// On-CPU and run-queue samples.
 pub(super) const RUNNABLE: Observed = Observed { state: ThreadState::Runnable, lock_check: false };
@@ -26,7 +25,12 @@ pub(super) const RUNNABLE: Observed = Observed { state: ThreadState::Runnable, l
 /// off-CPU observation); more is dropped.
 const MAX_OFF_CARRY_NS: u64 = 1_000_000_000;
 
-/// On-CPU stacks held per thread between ticks (a tick comes at least every 500 ms, 50
+/// A thread that ran since its last observation keeps its off-CPU time for the next one
+/// (which sees where it sleeps now) at most this long; past it, the time goes to the last
+/// observation, so a budget that cannot keep up delays states but never loses time.
+const MAX_STALE: Duration = Duration::from_secs(1);
+
+/// On-CPU stacks held per thread between ticks (a tick comes at least every second, 99
 /// samples at 99 Hz); past this they are counted directly.
 const MAX_RECENT: usize = 1024;
 
@@ -50,44 +54,54 @@ pub(super) struct Tick {
 struct OffCpu {
     stack: Stack,
     state: Observed,
-    /// What the stack was unwound from: syscall (with sp/pc) and frame pointer. The same
-    /// again means the same place (a worker loop going back to sleep), so the stack is
-    /// reused without reading memory or unwinding.
-    key: (Syscall, u64),
+    /// The syscall (with sp/pc) the stack was unwound from: the same again means the same
+    /// place (a worker loop going back to sleep), so the stack is reused.
+    syscall: Syscall,
+    /// The walk reached the thread's root.
+    rooted: bool,
+}
+
+/// What an observation found.
+pub(super) enum Seen {
+    /// Off CPU, observed (possibly reusing the previous stack).
+    Observed,
+    /// On a CPU or runnable now: nothing to observe.
+    Running,
+    /// The thread moved between the reads twice: nothing consistent to keep.
+    Inconsistent,
+    /// Its memory cannot be read (ptrace access denied).
+    Unreadable,
+    /// The thread is gone.
+    Gone,
 }
 
 /// A thread's time between ticks: what was counted, what is carried to the next tick,
 /// and what it was last seen doing.
 pub(super) struct ThreadClock {
-    /// Schedstat at the last tick that read it.
+    /// Schedstat at the last tick.
     sched: SchedStat,
     /// When the thread was last accounted at a tick.
     accounted_at: Instant,
     /// The last off-CPU observation.
     offcpu: Option<OffCpu>,
-    /// Whether `offcpu` still holds (the thread has not run since).
-    offcpu_valid: bool,
+    /// It ran since `offcpu` was observed (since when), so that may be out of date.
+    stale_since: Option<Instant>,
     /// Off-CPU time not yet turned into samples.
     off_carry_ns: u64,
     /// Run-queue time already counted as off-CPU (negative or zero).
     off_debt_ns: i64,
-    /// A sched_switch record or an on-CPU sample arrived since the last tick.
-    active: bool,
-    /// A sched_switch record arrived since the last tick.
-    switched: bool,
-    /// The stack perf sampled last.
+    /// The stack the per-CPU event sampled last.
     last_oncpu: Option<Stack>,
-    /// Wall-clock mode: on-CPU stacks sampled since the last tick, not counted yet; the
-    /// tick counts as many samples as schedstat's CPU time gives, spread over them.
+    /// On-CPU stacks sampled since the last tick, not counted yet: the tick counts as
+    /// many samples as schedstat's CPU time gives, spread over them.
     recent_oncpu: Vec<Stack>,
-    /// Run-queue time not yet turned into samples.
-    runq_carry_ns: u64,
-    /// On-CPU samples counted directly since the last tick that read schedstat
-    /// (`recent_oncpu` full).
+    /// On-CPU samples counted directly since the last tick (`recent_oncpu` full).
     sampled_since_sched: u64,
     /// CPU time (schedstat) not yet turned into samples; negative when more was counted
     /// directly than schedstat has seen yet.
     oncpu_balance_ns: i64,
+    /// Run-queue time not yet turned into samples.
+    runq_carry_ns: u64,
 }
 
 impl ThreadClock {
@@ -97,41 +111,27 @@ impl ThreadClock {
             sched,
             accounted_at: now,
             offcpu: None,
-            offcpu_valid: false,
+            stale_since: Some(now),
             off_carry_ns: 0,
             off_debt_ns: 0,
-            active: true,
-            switched: false,
             last_oncpu: None,
             recent_oncpu: Vec::new(),
-            runq_carry_ns: 0,
             sampled_since_sched: 0,
             oncpu_balance_ns: 0,
+            runq_carry_ns: 0,
         }
     }
 
-    /// A sched_switch record arrived: the thread left a CPU since the last tick.
-    pub(super) fn switched_out(&mut self) {
-        self.active = true;
-        self.switched = true;
-    }
-
-    /// An on-CPU stack perf sampled. In wall-clock mode it waits for the next tick, which
-    /// counts it in the amount schedstat gives; else (or when too many wait) it counts now.
-    pub(super) fn sampled(&mut self, stack: &Stack, wall_clock: bool, tally: &mut Tally<'_>) {
-        if wall_clock && self.recent_oncpu.len() < MAX_RECENT {
+    /// The per-CPU event sampled the thread on `stack`: it waits for the next tick,
+    /// which counts it in the amount schedstat gives (or counts now when too many wait).
+    pub(super) fn sampled(&mut self, stack: &Stack, tally: &mut Tally<'_>) {
+        if self.recent_oncpu.len() < MAX_RECENT {
             self.recent_oncpu.push(stack.clone());
         } else {
             tally.add(stack, RUNNABLE, 1);
             self.sampled_since_sched += 1;
         }
-    }
-
-    /// The thread ran, last on `stack`: whatever it was waiting for is over.
-    pub(super) fn ran_on(&mut self, stack: Stack) {
-        self.active = true;
-        self.last_oncpu = Some(stack);
-        self.offcpu_valid = false;
+        self.last_oncpu = Some(stack.clone());
     }
 
     /// The thread is gone: its on-CPU stacks not counted yet count once each (no
@@ -142,25 +142,11 @@ impl ThreadClock {
         }
     }
 
-    /// Nanoseconds since the last tick, which becomes `now`.
-    fn advance(&mut self, now: Instant) -> i64 {
-        let elapsed = now.saturating_duration_since(self.accounted_at).as_nanos() as i64;
-        self.accounted_at = now;
-        elapsed
-    }
-
-    /// CPU time and run-queue delay since the last schedstat read.
-    fn sched_delta(&mut self, sched: SchedStat) -> (i64, i64) {
-        let cpu = sched.cpu_ns.saturating_sub(self.sched.cpu_ns) as i64;
-        let waited = sched.run_delay_ns.saturating_sub(self.sched.run_delay_ns) as i64;
-        self.sched = sched;
-        (cpu, waited)
-    }
-
     /// On CPU: as many samples as schedstat's exact CPU time gives, spread over the
-    /// stacks the perf event sampled since the last tick. A cpu-clock event's own count
-    /// is off when threads get preempted a lot, low or high (docs/thread-states.md,
-    /// "On-CPU time"); its stacks still say where the time went.
+    /// stacks the per-CPU event sampled since the last tick. The event's count is a
+    /// statistical sample of the same time, exact on average, but records lost to a
+    /// full ring (a stalled reader) would undercount; its stacks still say where the
+    /// time went.
     fn count_oncpu(&mut self, cpu_ns: i64, period_ns: u64, tally: &mut Tally<'_>) {
         let direct_ns = std::mem::take(&mut self.sampled_since_sched).saturating_mul(period_ns) as i64;
         self.oncpu_balance_ns =
@@ -176,26 +162,9 @@ impl ThreadClock {
         }
     }
 
-    /// Waiting for a CPU (counted only with `runqueue`): spread over the stacks it was
-    /// sampled on since the last tick, so it keeps the on-CPU proportions instead of
-    /// piling on one stack.
-    fn count_runqueue(&mut self, waited_ns: i64, tick: Tick, tally: &mut Tally<'_>) {
-        if tick.runqueue {
-            self.runq_carry_ns += waited_ns as u64;
-        }
-        let runq = self.runq_carry_ns / tick.period_ns;
-        if runq > 0 {
-            if self.spread_recent(runq, tally) {
-                tally.stats.runqueue_samples += runq;
-            }
-            self.runq_carry_ns -= runq * tick.period_ns;
-        }
-    }
-
     /// Counts `n` RUNNABLE samples spread evenly over the stacks the thread was sampled
-    /// on since the last tick (each about n / len times, keeping their proportions), else
-    /// on its last on-CPU stack. False when it was never sampled on a CPU (nothing
-    /// counted).
+    /// on since the last tick, else on its last on-CPU stack. False when it was never
+    /// sampled on a CPU (nothing counted).
     fn spread_recent(&self, n: u64, tally: &mut Tally<'_>) -> bool {
         let recent = &self.recent_oncpu;
         if !recent.is_empty() {
@@ -212,162 +181,135 @@ impl ThreadClock {
         }
     }
 
+    /// Whether the last observation may be out of date (it ran since, or there is none),
+    /// and since when: the tick observes the oldest first.
+    pub(super) fn stale_since(&self) -> Option<Instant> {
+        self.stale_since
+    }
+
+    /// Whether at least a quarter period of off-CPU time waits to be attributed (an
+    /// observation would place it; less is the jitter of a thread that only runs).
+    pub(super) fn has_offcpu_time(&self, period_ns: u64) -> bool {
+        self.off_carry_ns >= period_ns / 4
+    }
+
+    /// The time since the last tick, split with schedstat: CPU time (sampled by the
+    /// per-CPU events, not counted here), run-queue delay (RUNNABLE with `runqueue`) and
+    /// the rest, off CPU, carried until an observation says where it went.
+    pub(super) fn split(&mut self, sched: SchedStat, tick: Tick, tally: &mut Tally<'_>) {
+        let elapsed = tick.now.saturating_duration_since(self.accounted_at).as_nanos() as i64;
+        self.accounted_at = tick.now;
+        let cpu = sched.cpu_ns.saturating_sub(self.sched.cpu_ns) as i64;
+        let waited = sched.run_delay_ns.saturating_sub(self.sched.run_delay_ns) as i64;
+        let ran = sched.slices != self.sched.slices || cpu > 0;
+        self.sched = sched;
+        self.count_oncpu(cpu, tick.period_ns, tally);
+        self.count_runqueue(waited, tick, tally);
+        self.recent_oncpu.clear();
+        self.add_offcpu_time(elapsed - cpu - waited);
+        if ran && self.stale_since.is_none() {
+            self.stale_since = Some(tick.now);
+        }
+    }
+
+    /// Waiting for a CPU (counted only with `runqueue`): spread over the stacks it was
+    /// sampled on since the last tick, so it keeps the on-CPU proportions instead of
+    /// piling on one stack.
+    fn count_runqueue(&mut self, waited_ns: i64, tick: Tick, tally: &mut Tally<'_>) {
+        if !tick.runqueue {
+            return;
+        }
+        self.runq_carry_ns += waited_ns.max(0) as u64;
+        let n = self.runq_carry_ns / tick.period_ns;
+        if n == 0 {
+            return;
+        }
+        if self.spread_recent(n, tally) {
+            tally.stats.runqueue_samples += n;
+        }
+        self.runq_carry_ns -= n * tick.period_ns;
+    }
+
     /// Adds off-CPU time to the carry. Time a thread spent woken but waiting for a CPU
-    /// shows in its run delay only once it ran, after ticks that (not reading /proc)
-    /// counted it off-CPU: such overlap comes back as a negative `off_ns` and is kept as
-    /// a debt that later off-CPU time pays first, so nothing is counted twice.
+    /// shows in its run delay only once it ran, after ticks that counted it off-CPU: such
+    /// overlap comes back as a negative `off_ns` and is kept as a debt that later off-CPU
+    /// time pays first, so nothing is counted twice.
     fn add_offcpu_time(&mut self, off_ns: i64) {
         let off = off_ns + self.off_debt_ns;
         self.off_debt_ns = off.min(0);
         self.off_carry_ns += off.max(0) as u64;
     }
 
-    /// Turns carried off-CPU time into samples of the last off-CPU observation.
-    fn count_offcpu(&mut self, period_ns: u64, tally: &mut Tally<'_>) {
+    /// Turns carried off-CPU time into samples of the last observation, unless that is
+    /// out of date and a newer one may still come (`settle` false, not stale too long).
+    pub(super) fn count_offcpu(&mut self, tick: Tick, settle: bool, tally: &mut Tally<'_>) {
         let Some(offcpu) = &self.offcpu else {
             // Never seen off-CPU yet: keep a little for its first observation.
             self.off_carry_ns = self.off_carry_ns.min(MAX_OFF_CARRY_NS);
             return;
         };
-        let samples = self.off_carry_ns / period_ns;
+        let waiting = self.stale_since.is_some_and(|t| tick.now.saturating_duration_since(t) < MAX_STALE);
+        if waiting && !settle {
+            return;
+        }
+        let samples = self.off_carry_ns / tick.period_ns;
         if samples > 0 {
             tally.add(&offcpu.stack, offcpu.state, samples);
             tally.stats.offcpu_samples += samples;
-            self.off_carry_ns -= samples * period_ns;
-        }
-    }
-
-    /// Back to sleep where it slept last time (a worker loop): the last switch-out has
-    /// the registers of the last observation, so it is reused with the state the record
-    /// gives, without reading /proc (the syscall is assumed the same).
-    fn reobserve_from_switch(&mut self, out: Option<SwitchOut>) {
-        if let (Some(out), Some(prev)) = (out, self.offcpu.as_mut()) {
-            let same_place = prev.key.0.sp_pc() == Some((out.sp, out.ip)) && prev.key.1 == out.bp;
-            if let (true, Some(letter)) = (same_place, out.state.filter(|l| *l != 'R')) {
-                if let Some(state) = state::observe(letter, &prev.key.0) {
-                    prev.state = state;
-                    self.offcpu_valid = true;
-                }
+            if offcpu.rooted {
+                tally.stats.offcpu_rooted_samples += samples;
             }
+            self.off_carry_ns -= samples * tick.period_ns;
         }
     }
 
-    /// The stack of the last observation if it was unwound from the same place (and a
-    /// known frame pointer), so it needs no reading or unwinding again.
-    fn same_stack(&self, key: &(Syscall, u64), bp: Option<u64>) -> Option<Stack> {
-        match &self.offcpu {
-            Some(prev) if prev.key == *key && bp.is_some() => Some(prev.stack.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// Accounts one thread at a tick: the time since its last tick is split exactly
-/// (schedstat) into on CPU (already sampled by perf), waiting for a CPU (RUNNABLE) and
-/// off CPU, and the off-CPU part goes to the state and stack seen at this tick, or the
-/// last ones seen if it is running now. Returns false if the thread is gone.
-pub(super) fn account_thread(
-    thread: &mut Thread,
-    tick: Tick,
-    image: &mut ProcessImage,
-    walker: &mut StackWalker,
-    symbolizer: &Symbolizer,
-    tally: &mut Tally<'_>,
-) -> bool {
-    let Some(proc_files) = thread.files.as_mut() else { return true };
-    let clock = &mut thread.clock;
-    let elapsed = clock.advance(tick.now);
-    if let Some(switch) = thread.switch.as_mut() {
-        if switch.drain() {
-            clock.switched_out();
-        }
-        // Neither left a CPU nor was sampled on one since the last tick: still where it
-        // was seen sleeping, no need to read /proc. (If it was woken and runs right now,
-        // the next tick's schedstat corrects the count through the debt.)
-        if !clock.active && clock.offcpu_valid {
-            clock.add_offcpu_time(elapsed);
-            clock.count_offcpu(tick.period_ns, tally);
-            return true;
-        }
-    }
-    let switched = std::mem::take(&mut clock.switched);
-    clock.active = false;
-    let Ok(sched) = proc_files.schedstat() else { return false };
-    let (cpu, waited) = clock.sched_delta(sched);
-    let ran = cpu > 0;
-    clock.count_oncpu(cpu, tick.period_ns, tally);
-    clock.count_runqueue(waited, tick, tally);
-    clock.recent_oncpu.clear();
-    // Off CPU: what is left.
-    clock.add_offcpu_time(elapsed - cpu - waited);
-
-    if ran {
-        clock.offcpu_valid = false;
-    }
-    // With switch records: on a CPU since the last tick and not off it since, or last
-    // switched out by preemption, means runnable now: nothing to read.
-    let runnable = thread
-        .switch
-        .as_ref()
-        .is_some_and(|s| (ran && !switched) || (switched && s.last.is_some_and(|o| o.state == Some('R'))));
-    if runnable {
-        clock.count_offcpu(tick.period_ns, tally);
-        return true;
-    }
-    if !clock.offcpu_valid {
-        clock.reobserve_from_switch(thread.switch.as_ref().and_then(|s| s.last));
-    }
-    if !clock.offcpu_valid {
-        let Ok(seen) = read_offcpu(proc_files, thread.switch.as_mut()) else { return false };
-        if let Some((state, syscall, bp)) = seen {
-            let key = (syscall, bp.unwrap_or(u64::MAX));
-            let stack = match clock.same_stack(&key, bp) {
-                Some(stack) => stack,
-                None => walker.offcpu_stack(thread.pid, &syscall, bp, image, symbolizer, tally.stats),
+    /// Observes the thread off CPU: its state and syscall from /proc, its stack read and
+    /// unwound (or the last one, if it sleeps at the same place). The stack is read
+    /// between two schedstat reads: if the thread ran in between, the registers and the
+    /// memory may belong to different moments (a leaf of one sleep on the callers of
+    /// another), so it is read again, once.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn observe(
+        &mut self,
+        files: &mut ThreadFiles,
+        pid: u32,
+        image: &mut ProcessImage,
+        walker: &mut StackWalker,
+        symbolizer: &Symbolizer,
+        tally: &mut Tally<'_>,
+    ) -> Seen {
+        for _attempt in 0..2 {
+            let Ok(before) = files.schedstat() else { return Seen::Gone };
+            let Ok(syscall) = files.syscall() else { return Seen::Gone };
+            let Some(sp_pc) = syscall.sp_pc() else { return Seen::Running };
+            let letter = match files.state() {
+                Ok(letter) => letter,
+                Err(_) => return Seen::Gone,
             };
-            clock.offcpu = Some(OffCpu { stack, state, key });
-            clock.offcpu_valid = true;
+            if matches!(letter, 'Z' | 'X' | 'x') {
+                return Seen::Gone;
+            }
+            let Some(state) = state::observe(letter, &syscall) else { return Seen::Running };
+            let reuse = self.offcpu.as_ref().filter(|o| o.syscall == syscall).map(|o| (o.stack.clone(), o.rooted));
+            let (stack, rooted) = match reuse {
+                Some(found) => found,
+                None => match walker.offcpu_stack(pid, sp_pc, image, symbolizer, tally.stats) {
+                    Ok(found) => found,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Seen::Unreadable,
+                    Err(_) => return Seen::Gone,
+                },
+            };
+            let Ok(after) = files.schedstat() else { return Seen::Gone };
+            if after.slices != before.slices {
+                continue;
+            }
+            self.offcpu = Some(OffCpu { stack, state, syscall, rooted });
+            self.stale_since = None;
+            return Seen::Observed;
         }
+        tally.stats.inconsistent_reads += 1;
+        Seen::Inconsistent
     }
-    clock.count_offcpu(tick.period_ns, tally);
-    true
-}
-
-/// The thread has exited (or become a zombie) while being read.
-struct Gone;
-
-/// What /proc and the last switch record say about a thread that is off its CPU: its
-/// state, its syscall and the frame pointer of the matching switch record, if any. None
-/// when it is running or its state says nothing off-CPU.
-fn read_offcpu(
-    proc_files: &mut ThreadFiles,
-    switch: Option<&mut SwitchRecords>,
-) -> Result<Option<(Observed, Syscall, Option<u64>)>, Gone> {
-    // `syscall` waits until the thread is off its CPU (or says "running"), and the
-    // sched_switch record of that switch-out is written before: read it after.
-    let syscall = proc_files.syscall().map_err(|_| Gone)?;
-    let last = switch.and_then(|s| {
-        s.drain();
-        s.last
-    });
-    let matching = match (last, syscall.sp_pc()) {
-        (Some(out), Some((sp, pc))) if out.sp == sp && out.ip == pc => Some(out),
-        _ => None,
-    };
-    // The switch record says how it left the CPU (S, D, ...), which spares a read of
-    // /proc/.../stat; without one, read it.
-    let letter = match (&syscall, matching.and_then(|o| o.state)) {
-        (Syscall::Running, _) => 'R',
-        (_, Some(letter)) => letter,
-        (_, None) => proc_files.state().map_err(|_| Gone)?,
-    };
-    if matches!(letter, 'Z' | 'X' | 'x') {
-        return Err(Gone);
-    }
-    if syscall == Syscall::Running {
-        return Ok(None);
-    }
-    Ok(state::observe(letter, &syscall).map(|state| (state, syscall, matching.map(|o| o.bp))))
 }
 
 #[cfg(test)]

@@ -17,12 +17,10 @@ pub enum SamplerError {
     #[error("invalid sampler option: {0}")]
     BadOption(String),
     /// perf_event_open or its ring buffer failed for another reason.
-    #[error("perf_event_open on pid {pid} (thread {tid}) failed: {source}{}", perf_hint(.source))]
+    #[error("perf_event_open on CPU {cpu} failed: {source}{}", perf_hint(.source))]
     Perf {
-        /// The target.
-        pid: u32,
-        /// The thread.
-        tid: u32,
+        /// The CPU whose system-wide event failed.
+        cpu: u32,
         /// The OS error.
         source: std::io::Error,
     },
@@ -40,7 +38,7 @@ pub enum SamplerError {
 fn perf_hint(err: &std::io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::EMFILE) | Some(libc::ENFILE) => {
-            "; the open-file limit is reached (five descriptors per thread): raise it with ulimit -n"
+            "; the open-file limit is reached (one descriptor per CPU, three per target thread): raise it with ulimit -n"
         }
         Some(libc::ENOMEM) => "; the kernel could not lock ring-buffer memory: raise kernel.perf_event_mlock_kb",
         Some(libc::ENOENT) | Some(libc::EOPNOTSUPP) => {

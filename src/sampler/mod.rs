@@ -1,30 +1,34 @@
-//! The external agent's sampling core (Linux, x86_64): attach to running processes
-//! with no code change and account for every thread at every tick.
+//! The external agent's sampling core (Linux, x86_64): sample a live set of target
+//! processes with no code change, from their first sample to their exit, whatever their
+//! number and lifetime, at a cost that follows the samples, not the context switches.
 //!
-//! In: pids. Out: `model::Profile`s (one per target per `take_profiles`) whose samples
-//! carry a thread state, plus `SamplerEvent`s (target exited, thread followed, samples
-//! lost) and `SamplerStats`.
+//! In: roots (`attach`: a process and its descendants) and/or a name pattern
+//! (`select_matching`). Out: `model::Profile`s (one per target process per
+//! `take_profiles`; processes that lived and died inside one window are merged per
+//! parent and program) whose samples carry a thread state, plus `SamplerEvent`s and
+//! `SamplerStats`.
 //!
-//! How: on-CPU samples come from one perf_event_open cpu-clock event per thread (user
-//! registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
-//! frame-pointer callchain); they are RUNNABLE. At every wall-clock tick (one period
-//! after a thread went to sleep, told by its sched_switch record, else every 500 ms;
-//! every period without switch events) each thread's time since its last tick is split
-//! with schedstat into CPU time, run-queue delay and off-CPU time; off-CPU time is
-//! counted in the state `state::observe` gives from /proc (state, syscall with
-//! arguments, user sp/pc) and a sched_switch record (frame pointer, state it left in),
-//! with the stack read by process_vm_readv and unwound; observations are reused until
-//! the thread runs again. Run-queue delay is counted RUNNABLE only with
-//! `SamplerOptions::runqueue`. Names come from `crate::symbolize` at `take_profiles`.
-//! See docs/thread-states.md.
+//! How: one system-wide cpu-clock event per online CPU samples whatever runs there
+//! (user registers plus a user-stack copy, unwound with framehop from `.eh_frame`, or a
+//! frame-pointer callchain); samples of processes that are not targets are dropped after
+//! their header. The same events carry the host's fork, exit, exec and mmap records,
+//! read in time order across CPUs, which keep the target set (`selection.rs`) and each
+//! target's code (`unwind.rs`; a forked child shares its parent's image) up to date.
+//! On-CPU samples are RUNNABLE. In wall-clock mode a jittered tick, paced so that its
+//! /proc reads stay within a budget, splits each target thread's time with schedstat
+//! and, within an observation budget, observes threads that are off CPU (state, syscall,
+//! stack read with process_vm_readv and unwound); off-CPU time goes to the latest
+//! observation (`accounting.rs`). No per-thread perf event exists. Names come from
+//! `crate::symbolize` at `take_profiles`. See docs/agent.md and docs/thread-states.md.
 //!
-//! Files: this one holds `Sampler` (attach, poll, ticks, take_profiles) and the types it
-//! reports; `options.rs` the options and their defaults; `error.rs` `SamplerError`;
-//! `privileges.rs` the capability checks; `drain.rs` waiting on and reading the perf
-//! events; `stacks.rs` stacks from samples and from sleeping threads; `accounting.rs`
-//! the per-thread time accounting at ticks; `profiles.rs` the counted stacks and the
-//! profiles built from them; `prefetch.rs` batches of frames for the symbolizer. Below
-//! them: `perf.rs` (events and ring buffers), `procfs.rs` (/proc), `unwind.rs`
+//! Files: this one holds `Sampler` (attach, poll, take_profiles) and the types it
+//! reports; `options.rs` the options; `error.rs` `SamplerError`; `privileges.rs` the
+//! capability checks; `selection.rs` which processes are targets; `drain.rs` waiting on
+//! and reading the per-CPU rings (samples, fork, exit, exec, mmap); `ticks.rs` the
+//! wall-clock tick and its budgets; `accounting.rs` one thread's time; `stacks.rs`
+//! stacks from samples and from sleeping threads; `profiles.rs` the counted stacks and
+//! the profiles built from them; `prefetch.rs` batches of frames for the symbolizer.
+//! Below them: `perf.rs` (events and ring buffers), `procfs.rs` (/proc), `unwind.rs`
 //! (framehop), `state.rs` (the thread-state rules).
 //!
 //! Must not: touch the network, block longer than `poll`'s `max_wait`, or stop the
@@ -39,8 +43,10 @@ mod prefetch;
 mod privileges;
 pub mod procfs;
 mod profiles;
+pub mod selection;
 mod stacks;
 pub mod state;
+mod ticks;
 pub mod unwind;
 
 pub use error::SamplerError;
@@ -48,23 +54,24 @@ pub use options::{SamplerOptions, UnwindMode};
 
 use crate::model::Profile;
 use crate::symbolize::{RawFrame, Symbolizer};
-use accounting::{ThreadClock, Tick};
-use drain::{Pending, SwitchRecords};
-use perf::{EventConfig, PerfEvent};
+use accounting::ThreadClock;
+use perf::{EventConfig, PerfEvent, RecordRef};
 use prefetch::Prefetch;
 use procfs::ThreadFiles;
-use profiles::{StackCounts, Tally};
+use profiles::StackCounts;
+use rustc_hash::{FxHashMap, FxHashSet};
+use selection::Selection;
 use serde::{Deserialize, Serialize};
 use stacks::StackWalker;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use ticks::Ticker;
 use unwind::ProcessImage;
 
 /// Something that happened to the targets during `poll`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SamplerEvent {
-    /// The target process exited; its last samples are still in the next `take_profiles`.
+    /// A target process exited; its last samples are still in the next `take_profiles`.
     Exited(u32),
     /// A thread of a target is now sampled too.
     ThreadFollowed {
@@ -73,92 +80,161 @@ pub enum SamplerEvent {
         /// The new thread.
         tid: u32,
     },
-    /// The kernel dropped samples of a target because its ring buffer was full.
-    Lost {
-        /// The target.
+    /// A process became a target.
+    ProcessFollowed {
+        /// The process.
         pid: u32,
-        /// Samples dropped.
+        /// Why.
+        why: Why,
+    },
+    /// The kernel dropped records (samples, forks, exits) because a ring buffer was full.
+    Lost {
+        /// Records dropped.
         count: u64,
     },
 }
 
+/// Why a process is a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Why {
+    /// Attached by the caller (`--pid`, `-- CMD`).
+    Attached,
+    /// A descendant of a target (fork), found by its fork record or in /proc.
+    Child,
+    /// Its comm or command line matches the name pattern.
+    Matched,
+}
+
 /// The sampler's own health counters, since `Sampler::new`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SamplerStats {
-    /// On-CPU samples taken from perf events.
+    /// On-CPU samples of targets.
     pub samples: u64,
+    /// Samples of other processes, dropped after their header.
+    pub other_samples: u64,
     /// Wall-clock samples of threads off-CPU (WAITING, TIMED_WAITING, BLOCKED, IO).
     pub offcpu_samples: u64,
+    /// Off-CPU samples whose stack reached the thread's root.
+    pub offcpu_rooted_samples: u64,
     /// RUNNABLE samples for time spent waiting for a CPU (schedstat run delay).
     pub runqueue_samples: u64,
     /// Wall-clock mode counts on-CPU samples by schedstat's CPU time, over the stacks
-    /// the perf event sampled: samples added for CPU time the event did not sample...
+    /// the per-CPU events sampled: samples added for CPU time no sample was read for
+    /// (records lost to a full ring)...
     pub oncpu_topup_samples: u64,
-    /// ... and perf samples left out because the event sampled more than the CPU time.
+    /// ... and samples left out because more were read than the CPU time gives.
     pub oncpu_dropped_samples: u64,
-    /// Samples the kernel dropped (ring buffer full).
+    /// Records the kernel dropped (ring buffer full): samples, forks, exits, mmaps.
     pub lost: u64,
     /// Stacks that could not be unwound past the first frame.
     pub unwind_failures: u64,
     /// Stacks that stopped before the thread's root frame.
     pub truncated: u64,
-    /// Threads sampled since the start, including those that exited.
+    /// Processes that became targets since the start, including those that exited.
+    pub processes_followed: u64,
+    /// Threads of targets followed since the start, including those that exited.
     pub threads_followed: u64,
-    /// Threads sampled right now.
+    /// Threads of targets alive right now.
     pub threads_active: u64,
     /// Wall-clock ticks done.
     pub ticks: u64,
+    /// Off-CPU observations made (state, syscall, stack).
+    pub observations: u64,
+    /// Observations put off to a later tick by the observation budget.
+    pub observations_deferred: u64,
+    /// Observations given up because the thread kept running between the reads.
+    pub inconsistent_reads: u64,
+    /// Threads whose /proc files could not be opened for lack of file descriptors.
+    pub uncovered_fd_limit: u64,
+    /// Observations refused because the process's memory may not be read (ptrace).
+    pub uncovered_unreadable: u64,
+    /// CPUs whose sampling event could not be opened.
+    pub uncovered_cpus: u64,
     /// Frames named from the symbolization cache.
     pub symbol_cache_hits: u64,
     /// Frames that needed blazesym.
     pub symbol_cache_misses: u64,
 }
 
+impl SamplerStats {
+    /// Share of off-CPU samples whose stack reached the thread's root (1 when none yet).
+    pub fn offcpu_rooted_ratio(&self) -> f64 {
+        if self.offcpu_samples == 0 {
+            1.0
+        } else {
+            self.offcpu_rooted_samples as f64 / self.offcpu_samples as f64
+        }
+    }
+}
+
 /// A stack, leaf first.
 type Stack = Arc<[RawFrame]>;
 
-/// One sampled thread: its events, its /proc files and its accounting.
+/// A process's code, shared by a parent and the children it forked until one of them
+/// maps new code or execs.
+type SharedImage = Arc<Mutex<ProcessImage>>;
+
+/// One sampled thread of a target (wall-clock mode): its /proc files and accounting.
 struct Thread {
     pid: u32,
-    /// The cpu-clock event: on-CPU samples, and fork, mmap and lost records.
-    event: PerfEvent,
-    /// sched_switch records, when the tracepoint exists.
-    switch: Option<SwitchRecords>,
-    /// Wall-clock mode: schedstat, syscall and stat, kept open.
+    /// schedstat, syscall and stat, kept open; opened at the first tick that finds the
+    /// thread alive (a thread that lives less than one tick costs no open).
     files: Option<ThreadFiles>,
-    clock: ThreadClock,
+    /// Its files could not be opened for lack of descriptors: no off-CPU states.
+    no_files: bool,
+    /// Started at its first tick.
+    clock: Option<ThreadClock>,
 }
 
 /// One target process.
 struct Target {
     comm: String,
     exe: String,
-    image: ProcessImage,
+    image: SharedImage,
     counts: StackCounts,
     window_start_ms: i64,
+    /// Its parent (merging short-lived processes into their parent's group).
+    parent: u32,
+    /// Target because it descends from a root (stays one through exec).
+    by_descent: bool,
+    /// Followed after the last `take_profiles`: if it also exited, its whole life is in
+    /// this window.
+    new_in_window: bool,
     exited: bool,
+}
+
+/// Causes of incomplete coverage, each logged once.
+#[derive(Default)]
+struct Logged {
+    lost: bool,
+    fd_limit: bool,
+    unreadable: bool,
 }
 
 /// Samples a set of target processes; see the module documentation.
 pub struct Sampler {
     opts: SamplerOptions,
-    config: EventConfig,
     period: Duration,
-    switch_tracepoint: Option<perf::SwitchTracepoint>,
-    targets: HashMap<u32, Target>,
-    threads: HashMap<u32, Thread>,
+    cpus: Vec<PerfEvent>,
+    selection: Selection,
+    targets: FxHashMap<u32, Target>,
+    /// Processes known not to be targets (until their exit or exec).
+    others: FxHashSet<u32>,
+    threads: FxHashMap<u32, Thread>,
     walker: StackWalker,
     symbolizer: Symbolizer,
     stats: SamplerStats,
-    /// No tick before this (one period after the last).
-    next_tick: Instant,
-    /// A tick at the latest by this, even if no thread went to sleep.
-    idle_tick: Instant,
-    /// Next /proc rescan of targets' threads and liveness.
+    ticker: Ticker,
+    /// Next /proc check of targets' threads and liveness.
     next_rescan: Instant,
+    /// Next /proc scan for matching processes or descendants missed by the records.
+    next_discovery: Instant,
+    discovery_every: Duration,
     scratch_fds: Vec<libc::pollfd>,
+    scratch_refs: Vec<RecordRef>,
     prefetch: Prefetch,
-    pending: Pending,
+    pending: Vec<SamplerEvent>,
+    logged: Logged,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -172,19 +248,17 @@ impl std::fmt::Debug for Sampler {
 }
 
 /// Threads and liveness of every target are re-read from /proc this often, as a
-/// backstop to fork records and thread exits (a rescan also follows every thread exit
-/// at once, so a target that exits is reported promptly).
+/// backstop to fork and exit records (lost when a ring overflows).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Longest time between two wall-clock ticks. A tick is due one period after the last
-/// when a thread went to sleep since (its switch record wakes the sampler); threads that
-/// run (perf samples) or keep sleeping where they were seen (time accounted exactly at
-/// the next tick) need none, so without sleeps the sampler ticks only this often.
-const IDLE_TICK: Duration = Duration::from_millis(500);
+/// /proc is scanned for matching processes (or descendants of roots) this often, as a
+/// backstop to exec and fork records.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Sampler {
-    /// A sampler with no targets. Fails with `Permission` when perf_event_open is not
-    /// allowed (not root, no CAP_PERFMON / CAP_SYS_ADMIN).
+    /// A sampler with no targets, its per-CPU events open. Fails with `Permission` when
+    /// system-wide perf_event_open is not allowed (not root, no CAP_PERFMON /
+    /// CAP_SYS_ADMIN).
     pub fn new(opts: SamplerOptions) -> Result<Sampler, SamplerError> {
         opts.check()?;
         privileges::check_permissions()?;
@@ -197,34 +271,49 @@ impl Sampler {
             callchain: opts.unwind == UnwindMode::FramePointer,
             kernel: opts.kernel,
         };
-        let switch_tracepoint = if opts.wall_clock {
-            match perf::sched_switch_tracepoint() {
-                Ok(id) => Some(id),
-                Err(err) => {
-                    tracing::warn!(%err, "no sched_switch tracepoint: off-CPU stacks of frame-pointer code may be truncated");
-                    None
+        let online = perf::online_cpus()
+            .map_err(|source| SamplerError::Io { what: "reading the online CPUs".into(), source })?;
+        let mut cpus = Vec::with_capacity(online.len());
+        let mut stats = SamplerStats::default();
+        let mut first_error = None;
+        for cpu in online {
+            match PerfEvent::open_cpu(cpu, &config) {
+                Ok(event) => cpus.push(event),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+                    return Err(SamplerError::Permission(privileges::permission_message(&e)))
+                }
+                Err(e) => {
+                    tracing::warn!(cpu, "cannot sample CPU {cpu}: {e}; what runs there is not covered");
+                    stats.uncovered_cpus += 1;
+                    first_error.get_or_insert((cpu, e));
                 }
             }
-        } else {
-            None
-        };
+        }
+        if cpus.is_empty() {
+            let (cpu, source) = first_error.unwrap_or((0, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(SamplerError::Perf { cpu, source });
+        }
         let now = Instant::now();
         Ok(Sampler {
             opts,
-            config,
-            switch_tracepoint,
             period: Duration::from_nanos(period_ns),
-            targets: HashMap::new(),
-            threads: HashMap::new(),
+            cpus,
+            selection: Selection::new(),
+            targets: FxHashMap::default(),
+            others: FxHashSet::default(),
+            threads: FxHashMap::default(),
             walker: StackWalker::new(opts),
             symbolizer: Symbolizer::new(),
-            stats: SamplerStats::default(),
-            next_tick: now + Duration::from_nanos(period_ns),
-            idle_tick: now + IDLE_TICK,
+            stats,
+            ticker: Ticker::new(Duration::from_nanos(period_ns), now),
             next_rescan: now + RESCAN_INTERVAL,
+            next_discovery: now + DISCOVERY_INTERVAL,
+            discovery_every: DISCOVERY_INTERVAL,
             scratch_fds: Vec::new(),
+            scratch_refs: Vec::new(),
             prefetch: Prefetch::default(),
-            pending: Pending::default(),
+            pending: Vec::new(),
+            logged: Logged::default(),
         })
     }
 
@@ -233,62 +322,58 @@ impl Sampler {
         self.opts
     }
 
-    /// Starts sampling every thread of `pid` (threads created later are followed).
+    /// Starts sampling `pid` and every descendant it has or will have.
     pub fn attach(&mut self, pid: u32) -> Result<(), SamplerError> {
         if self.targets.get(&pid).is_some_and(|t| !t.exited) {
+            self.selection.add_root(pid);
             return Ok(());
         }
         let gone = || SamplerError::NoSuchProcess(format!("pid {pid} is not running"));
         if !procfs::is_alive(pid) {
             return Err(gone());
         }
-        let tids = procfs::thread_ids(pid).map_err(|_| gone())?;
+        self.selection.add_root(pid);
         let mut image = ProcessImage::new(pid);
         image.refresh(&mut self.walker.files, &self.symbolizer).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => gone(),
             _ => SamplerError::Io { what: format!("reading /proc/{pid}/maps"), source: e },
         })?;
-        // No symbol warm-up here: modules are opened by the symbolizer's worker when a
-        // sample first lands in them (the prefetch batches), so modules never sampled
-        // cost neither parsing nor memory.
-        self.targets.insert(
-            pid,
-            Target {
-                comm: procfs::comm(pid).unwrap_or_default(),
-                exe: procfs::exe(pid).unwrap_or_default(),
-                image,
-                counts: StackCounts::default(),
-                window_start_ms: crate::model::time::now_ms(),
-                exited: false,
-            },
-        );
-        let mut opened = 0;
-        for tid in tids {
-            match self.follow_thread(pid, tid) {
-                Ok(true) => opened += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    self.detach(pid);
-                    return Err(e);
-                }
-            }
-        }
-        if opened == 0 {
+        let parent = selection::parent_of(pid).unwrap_or(0);
+        self.follow(pid, parent, true, Arc::new(Mutex::new(image)), Why::Attached);
+        if !self.follow_threads_in_proc(pid) {
             self.targets.remove(&pid);
             return Err(gone());
         }
-        tracing::info!(pid, threads = opened, "attached");
+        // Descendants that exist already; later ones come with their fork records.
+        let roots = std::iter::once(pid).collect();
+        for child in selection::descendants_of(&roots) {
+            self.follow_existing(child, true, Why::Child);
+        }
+        tracing::info!(pid, "attached");
         Ok(())
+    }
+
+    /// Samples every process whose comm or command line matches `pattern`, now and
+    /// later (decided at each exec and at the first sample of a process never seen),
+    /// never the caller or its ancestors. `/proc` is also scanned every `rescan` for
+    /// matches the records did not show.
+    pub fn select_matching(&mut self, pattern: regex::Regex, rescan: Duration) {
+        self.selection.set_pattern(pattern);
+        self.discovery_every = rescan.max(Duration::from_millis(100));
+        // Earlier decisions were made without the pattern.
+        self.others.clear();
+        self.discover();
     }
 
     /// Stops sampling `pid` and forgets what was accumulated for it.
     pub fn detach(&mut self, pid: u32) {
         self.threads.retain(|_, t| t.pid != pid);
         self.targets.remove(&pid);
+        self.others.insert(pid);
         self.stats.threads_active = self.threads.len() as u64;
     }
 
-    /// Attached pids that are still alive.
+    /// Target processes that are still alive.
     pub fn targets(&self) -> Vec<u32> {
         let mut out: Vec<u32> = self.targets.iter().filter(|(_, t)| !t.exited).map(|(p, _)| *p).collect();
         out.sort_unstable();
@@ -301,172 +386,195 @@ impl Sampler {
         SamplerStats { symbol_cache_hits: sym.cache_hits, symbol_cache_misses: sym.cache_misses, ..self.stats }
     }
 
-    /// Opens the event and /proc files of one thread. Ok(false) if it is already gone.
-    fn follow_thread(&mut self, pid: u32, tid: u32) -> Result<bool, SamplerError> {
-        if self.threads.contains_key(&tid) {
-            return Ok(true);
-        }
-        let event = match PerfEvent::open(tid, &self.config) {
-            Ok(e) => e,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
-                return Err(SamplerError::Permission(privileges::permission_message(&e)))
-            }
-            Err(e) => return Err(SamplerError::Perf { pid, tid, source: e }),
+    /// Makes `pid` a target with `image`.
+    fn follow(&mut self, pid: u32, parent: u32, by_descent: bool, image: SharedImage, why: Why) {
+        self.others.remove(&pid);
+        let (comm, exe) = (procfs::comm(pid), procfs::exe(pid));
+        let inherited = self.targets.get(&parent).map(|p| (p.comm.clone(), p.exe.clone()));
+        let (comm, exe) = match inherited {
+            Some((pc, pe)) => (comm.unwrap_or(pc), exe.unwrap_or(pe)),
+            None => (comm.unwrap_or_default(), exe.unwrap_or_default()),
         };
-        let switch = self.switch_tracepoint.and_then(|tp| match SwitchRecords::open(tid, tp) {
-            Ok(s) => Some(s),
-            Err(err) => {
-                tracing::debug!(tid, %err, "no sched_switch event for thread");
-                None
-            }
-        });
-        let mut files = if self.opts.wall_clock { ThreadFiles::open(pid, tid).ok() } else { None };
-        let sched = files.as_mut().and_then(|f| f.schedstat().ok()).unwrap_or_default();
-        let clock = ThreadClock::new(sched, Instant::now());
-        self.threads.insert(tid, Thread { pid, event, switch, files, clock });
+        self.targets.insert(
+            pid,
+            Target {
+                comm,
+                exe,
+                image,
+                counts: StackCounts::default(),
+                window_start_ms: crate::model::time::now_ms(),
+                parent,
+                by_descent,
+                new_in_window: why != Why::Attached,
+                exited: false,
+            },
+        );
+        self.stats.processes_followed += 1;
+        match why {
+            Why::Child => tracing::debug!(pid, parent, "following a child of a target"),
+            _ => tracing::info!(pid, ?why, "following process"),
+        }
+        self.pending.push(SamplerEvent::ProcessFollowed { pid, why });
+    }
+
+    /// Makes a process that exists already a target: its code from /proc, its threads.
+    fn follow_existing(&mut self, pid: u32, by_descent: bool, why: Why) {
+        if self.targets.get(&pid).is_some_and(|t| !t.exited) || self.selection.excluded(pid) {
+            return;
+        }
+        let mut image = ProcessImage::new(pid);
+        if image.refresh(&mut self.walker.files, &self.symbolizer).is_err() {
+            return;
+        }
+        let parent = selection::parent_of(pid).unwrap_or(0);
+        self.follow(pid, parent, by_descent, Arc::new(Mutex::new(image)), why);
+        self.follow_threads_in_proc(pid);
+    }
+
+    /// Follows the threads /proc lists for target `pid` (wall-clock mode). False if the
+    /// process is gone.
+    fn follow_threads_in_proc(&mut self, pid: u32) -> bool {
+        let Ok(tids) = procfs::thread_ids(pid) else { return false };
+        if tids.is_empty() {
+            return false;
+        }
+        for tid in tids {
+            self.follow_thread(pid, tid);
+        }
+        true
+    }
+
+    /// Starts accounting thread `tid` of target `pid` (wall-clock mode only); its files
+    /// are opened at the next tick.
+    fn follow_thread(&mut self, pid: u32, tid: u32) {
+        if !self.opts.wall_clock || self.threads.contains_key(&tid) {
+            return;
+        }
+        self.threads.insert(tid, Thread { pid, files: None, no_files: false, clock: None });
         self.stats.threads_followed += 1;
         self.stats.threads_active = self.threads.len() as u64;
-        Ok(true)
     }
 
     /// Waits up to `max_wait` (less if a tick or rescan is due first, or a ring buffer
-    /// fills past its watermark), then reads every ring buffer, unwinds and accumulates
-    /// the samples, and at a tick accounts for the threads that are off-CPU. Returns
-    /// what happened to the targets.
-    ///
-    /// Wake-ups are few on purpose: on-CPU samples wait in their ring until it is half
-    /// full; in wall-clock mode a tick comes one period after the last only if a thread
-    /// went to sleep since (its filtered sched_switch record wakes the poll), else after
-    /// `IDLE_TICK`; with `wall_clock` off there are no ticks at all.
+    /// fills past its watermark), then reads every ring buffer in time order, keeps the
+    /// target set and images up to date, unwinds and counts the targets' samples, and at
+    /// a tick accounts for their threads' time. Returns what happened to the targets.
     pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<SamplerEvent>, SamplerError> {
         let now = Instant::now();
         let mut wake = self.next_rescan.min(now + max_wait);
-        // Switch records are watched only once a tick may follow, so they cannot wake
-        // the sampler more than once per period.
-        let watch_switches = self.opts.wall_clock && now >= self.next_tick;
-        // A thread without a switch event (no tracefs) cannot say it went to sleep: tick
-        // every period then, as the only way to see where it sleeps.
-        let every_period = self.opts.wall_clock && self.threads.values().any(|t| t.switch.is_none());
         if self.opts.wall_clock {
-            wake = wake.min(if watch_switches && !every_period { self.idle_tick } else { self.next_tick });
+            wake = wake.min(self.ticker.next());
         }
-        let slept = self.wait_for_data(wake.saturating_duration_since(now), watch_switches);
+        self.wait_for_data(wake.saturating_duration_since(now));
         self.drain_all();
-        let mut tids: Vec<(u32, u32)> = std::mem::take(&mut self.pending.threads);
-        tids.dedup();
-        for (pid, tid) in tids {
-            if self.targets.get(&pid).is_some_and(|t| !t.exited) && self.follow_thread(pid, tid)? {
-                self.pending.events.push(SamplerEvent::ThreadFollowed { pid, tid });
-            }
-        }
-        for pid in std::mem::take(&mut self.pending.dirty_images) {
-            if let Some(t) = self.targets.get_mut(&pid) {
-                let _ = t.image.refresh(&mut self.walker.files, &self.symbolizer);
-            }
-        }
         let now = Instant::now();
-        if self.opts.wall_clock && now >= self.next_tick && (slept || every_period || now >= self.idle_tick) {
-            self.tick(now);
+        if self.opts.wall_clock && now >= self.ticker.next() {
+            self.tick(now, false);
         }
         self.prefetch.send(&self.symbolizer);
-        if now >= self.next_rescan || self.threads.is_empty() {
+        if now >= self.next_rescan {
             self.next_rescan = now + RESCAN_INTERVAL;
-            self.rescan()?;
+            self.rescan();
         }
-        Ok(std::mem::take(&mut self.pending.events))
+        if now >= self.next_discovery {
+            self.next_discovery = now + crate::upload::jittered(self.discovery_every, 0.2);
+            self.discover();
+        }
+        Ok(std::mem::take(&mut self.pending))
     }
 
-    /// Accounts every thread up to `now` (wall-clock mode only).
-    fn tick(&mut self, now: Instant) {
-        if !self.opts.wall_clock {
-            return;
-        }
-        self.stats.ticks += 1;
-        self.next_tick = now + self.period;
-        self.idle_tick = now + IDLE_TICK;
-        let tick = Tick { now, period_ns: self.period.as_nanos() as u64, runqueue: self.opts.runqueue };
-        let tids: Vec<u32> = self.threads.keys().copied().collect();
-        for tid in tids {
-            if !self.account_thread(tid, tick) {
-                self.remove_thread(tid);
-            }
-        }
-        self.stats.threads_active = self.threads.len() as u64;
-    }
-
-    /// Accounts one thread at a tick (see `accounting::account_thread`). False if the
-    /// thread or its target is gone.
-    fn account_thread(&mut self, tid: u32, tick: Tick) -> bool {
-        let Some(thread) = self.threads.get_mut(&tid) else { return false };
-        let Some(target) = self.targets.get_mut(&thread.pid) else { return false };
-        let mut tally = Tally { counts: &mut target.counts, prefetch: &mut self.prefetch, stats: &mut self.stats };
-        accounting::account_thread(thread, tick, &mut target.image, &mut self.walker, &self.symbolizer, &mut tally)
-    }
-
-    /// Checks liveness of every target and picks up threads no fork record announced.
-    fn rescan(&mut self) -> Result<(), SamplerError> {
+    /// Checks liveness of every target and picks up threads no record announced.
+    fn rescan(&mut self) {
         let pids: Vec<u32> = self.targets.iter().filter(|(_, t)| !t.exited).map(|(p, _)| *p).collect();
         for pid in pids {
-            let alive = procfs::is_alive(pid);
-            let tids = if alive { procfs::thread_ids(pid).unwrap_or_default() } else { Vec::new() };
-            if tids.is_empty() {
+            if !procfs::is_alive(pid) {
                 self.mark_exited(pid);
                 continue;
             }
-            for tid in tids {
-                if !self.threads.contains_key(&tid) && self.follow_thread(pid, tid)? {
-                    self.pending.events.push(SamplerEvent::ThreadFollowed { pid, tid });
+            if self.opts.wall_clock {
+                let known: usize = self.threads.values().filter(|t| t.pid == pid).count();
+                let tids = procfs::thread_ids(pid).unwrap_or_default();
+                if tids.len() != known {
+                    for tid in tids {
+                        if !self.threads.contains_key(&tid) {
+                            self.follow_thread(pid, tid);
+                            self.pending.push(SamplerEvent::ThreadFollowed { pid, tid });
+                        }
+                    }
                 }
             }
         }
-        Ok(())
     }
 
-    /// Forgets a thread that is gone; its on-CPU stacks not counted yet count once each
-    /// (no schedstat to weigh them any more).
-    fn remove_thread(&mut self, tid: u32) {
-        let Some(thread) = self.threads.remove(&tid) else { return };
-        if let Some(target) = self.targets.get_mut(&thread.pid) {
-            let mut tally = Tally { counts: &mut target.counts, prefetch: &mut self.prefetch, stats: &mut self.stats };
-            thread.clock.flush(&mut tally);
+    /// Scans /proc for processes the records did not show: matches of the name pattern,
+    /// descendants of targets.
+    fn discover(&mut self) {
+        if let Some(pattern) = self.selection.pattern().cloned() {
+            for pid in selection::matching_processes(&pattern) {
+                if self.targets.get(&pid).is_none_or(|t| t.exited) {
+                    self.follow_existing(pid, false, Why::Matched);
+                }
+            }
+        }
+        let live: std::collections::HashSet<u32> = self.targets().into_iter().collect();
+        if !live.is_empty() {
+            for pid in selection::descendants_of(&live) {
+                if !self.targets.contains_key(&pid) {
+                    let by_descent =
+                        selection::parent_of(pid).and_then(|p| self.targets.get(&p)).is_some_and(|p| p.by_descent);
+                    self.follow_existing(pid, by_descent, Why::Child);
+                }
+            }
         }
     }
 
+    /// Forgets a thread that is gone; its on-CPU stacks not counted yet count once each.
+    fn drop_thread(&mut self, tid: u32) {
+        let Some(thread) = self.threads.remove(&tid) else { return };
+        self.stats.threads_active = self.threads.len() as u64;
+        let (Some(clock), Some(target)) = (thread.clock.as_ref(), self.targets.get_mut(&thread.pid)) else { return };
+        let mut tally =
+            profiles::Tally { counts: &mut target.counts, prefetch: &mut self.prefetch, stats: &mut self.stats };
+        clock.flush(&mut tally);
+    }
+
+    /// A target process exited: its threads are forgotten, its counts kept for the next
+    /// `take_profiles`.
     fn mark_exited(&mut self, pid: u32) {
-        self.drain_all();
         let gone: Vec<u32> = self.threads.iter().filter(|(_, t)| t.pid == pid).map(|(tid, _)| *tid).collect();
         for tid in gone {
-            self.remove_thread(tid);
+            self.drop_thread(tid);
         }
-        self.stats.threads_active = self.threads.len() as u64;
         if let Some(t) = self.targets.get_mut(&pid) {
             if !t.exited {
                 t.exited = true;
-                tracing::info!(pid, "target exited");
-                self.pending.events.push(SamplerEvent::Exited(pid));
+                if self.selection.is_root(pid) || !t.new_in_window {
+                    tracing::info!(pid, "target exited");
+                } else {
+                    tracing::debug!(pid, "target exited");
+                }
+                self.pending.push(SamplerEvent::Exited(pid));
             }
         }
     }
 
-    /// One profile per target with what was accumulated since the last call, over
-    /// `[last take, now_ms)`; labels `pid`, `process` (comm) and `exe`. Targets that
-    /// exited are returned one last time, then forgotten. Profiles may be empty.
+    /// Profiles of what was accumulated since the last call, over `[last take, now_ms)`;
+    /// labels `pid`, `process` (comm) and `exe`. One per target process, except that
+    /// processes whose whole life fell in this window (short-lived workers, `sh -c`
+    /// children) are merged per (parent target, comm, exe), labelled with the parent's
+    /// pid, so that a fork-per-connection server gives a few profiles, not thousands.
+    /// Targets that exited are returned one last time, then forgotten. Profiles may be
+    /// empty.
     pub fn take_profiles(&mut self, service: &str, now_ms: i64) -> Vec<Profile> {
         let period_ns = self.period.as_nanos() as u64;
-        // Ticks are sparse when nothing goes to sleep: account everything up to now so
-        // that the window is complete.
         self.drain_all();
-        self.tick(Instant::now());
-        let mut out = Vec::new();
-        let mut pids: Vec<u32> = self.targets.keys().copied().collect();
-        pids.sort_unstable();
-        for pid in pids {
-            let Some(target) = self.targets.get_mut(&pid) else { continue };
-            out.push(profiles::take_profile(pid, target, service, now_ms, period_ns, &self.symbolizer));
-            if target.exited {
-                self.targets.remove(&pid);
-            }
+        if self.opts.wall_clock {
+            self.tick(Instant::now(), true);
+        }
+        let out = profiles::take_profiles(&mut self.targets, service, now_ms, period_ns, &self.symbolizer);
+        self.targets.retain(|_, t| !t.exited);
+        for t in self.targets.values_mut() {
+            t.new_in_window = false;
         }
         out
     }

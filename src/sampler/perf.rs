@@ -1,13 +1,13 @@
-//! One `perf_event_open` cpu-clock event per thread, with its memory-mapped ring buffer.
+//! One `perf_event_open` cpu-clock sampling event per online CPU (system-wide), with its
+//! memory-mapped ring buffer, and the host's fork, exit, comm/exec and mmap records.
 //!
-//! In: a thread id and what each sample must carry (user registers and a copy of the
-//! user stack, or a frame-pointer callchain, optionally kernel frames). Out: parsed
-//! records (`linux_perf_event_reader::EventRecord`) handed to a callback, oldest first,
-//! wrap-around handled. Must not: unwind, symbolize or classify; it only moves bytes.
+//! In: a CPU number and what each sample must carry (user registers and a copy of the
+//! user stack, or a frame-pointer callchain, optionally kernel frames). Out: the records
+//! written since the last read, as `RecordRef`s (type, pid, tid, time) that the caller
+//! orders across CPUs and parses only if it wants them, wrap-around handled. Must not:
+//! unwind, symbolize, decide targets or classify; it only moves bytes.
 
-use linux_perf_event_reader::{
-    Endianness, EventRecord, PerfEventAttr, RawData, RawEventRecord, RecordParseInfo, RecordType,
-};
+use linux_perf_event_reader::{Endianness, PerfEventAttr, RawData, RawEventRecord, RecordParseInfo, RecordType};
 use perf_event_open_sys as sys;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,16 +22,11 @@ pub const REG_IP: u64 = 8;
 const USER_REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
 /// Stack-copy records a ring must hold at least: the kernel reserves the whole requested
-/// copy in every record (dyn_size only says how much of it is valid). The sampler is
-/// woken when a ring is three quarters full, so fewer wake-ups (each costs a context
-/// switch and a pass over every ring), and the last quarter (at least 6 records; 7 with
-/// the default 32 KiB copies in 1 MiB, 70 ms of a busy thread at 99 Hz) rides out a late
-/// poller; anything beyond is counted as lost.
-const RING_RECORDS: usize = 24;
-
-/// Ring pages of a switch event: 56-byte records, drained every tick, so 8 pages hold
-/// the switches of a thread that leaves its CPU 50,000 times a second.
-const SWITCH_RING_PAGES: usize = 8;
+/// copy in every record (dyn_size only says how much of it is valid). One ring per CPU
+/// takes the samples of everything that runs there (99 a second when busy, 3.3 MB/s
+/// with 32 KiB copies): 60 records (2 MiB) are 0.6 s of a busy CPU, enough to ride out
+/// a `take_profiles` naming a large binary; anything beyond is counted lost.
+const RING_RECORDS: usize = 60;
 
 /// Data pages per ring buffer (a power of two, plus one metadata page).
 fn ring_pages(config: &EventConfig) -> usize {
@@ -42,7 +37,7 @@ fn ring_pages(config: &EventConfig) -> usize {
 /// What every sample of an event carries.
 #[derive(Debug, Clone, Copy)]
 pub struct EventConfig {
-    /// Sampling period in nanoseconds of thread CPU time.
+    /// Sampling period in nanoseconds of CPU time.
     pub period_ns: u64,
     /// Copy registers and `stack_bytes` of user stack for DWARF unwinding.
     pub dwarf: bool,
@@ -54,7 +49,27 @@ pub struct EventConfig {
     pub kernel: bool,
 }
 
-/// An open, mapped, enabled cpu-clock event on one thread.
+/// A record waiting in a ring: where it is and what the sampler needs to order and
+/// filter it without parsing its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef {
+    /// Index of the ring (the caller's numbering).
+    pub ring: u32,
+    /// PERF_RECORD_* type.
+    pub kind: u32,
+    misc: u16,
+    /// Position of the body (after the 8-byte header), absolute.
+    pos: u64,
+    len: u32,
+    /// Kernel timestamp (perf clock), 0 if the record has none.
+    pub time: u64,
+    /// Process id (samples: of the sampled thread), -1 if unknown.
+    pub pid: i32,
+    /// Thread id, -1 if unknown.
+    pub tid: i32,
+}
+
+/// An open, mapped, enabled cpu-clock event on one CPU.
 pub struct PerfEvent {
     fd: OwnedFd,
     base: *mut u8,
@@ -69,59 +84,21 @@ pub struct PerfEvent {
 unsafe impl Send for PerfEvent {}
 
 impl PerfEvent {
-    /// Opens, maps and enables a cpu-clock sampling event on thread `tid`.
-    pub fn open(tid: u32, config: &EventConfig) -> io::Result<PerfEvent> {
-        Self::open_attr(tid, make_attr(config), ring_pages(config))
-    }
-
-    /// Opens, maps and enables an event that fires each time thread `tid` leaves a CPU
-    /// (the `sched:sched_switch` tracepoint, id `tracepoint_id`), recording its user
-    /// registers (the frame pointer the off-CPU stack walk needs) and the tracepoint's
-    /// fields (the state it left in). No stack copy: about 120 bytes per switch.
-    pub fn open_switch(tid: u32, tracepoint_id: u64) -> io::Result<PerfEvent> {
-        let mut attr = sys::bindings::perf_event_attr {
-            type_: sys::bindings::PERF_TYPE_TRACEPOINT,
-            size: std::mem::size_of::<sys::bindings::perf_event_attr>() as u32,
-            config: tracepoint_id,
-            ..Default::default()
-        };
-        attr.__bindgen_anon_1.sample_period = 1;
-        attr.sample_type = (sys::bindings::PERF_SAMPLE_TID
-            | sys::bindings::PERF_SAMPLE_RAW
-            | sys::bindings::PERF_SAMPLE_REGS_USER) as u64;
-        attr.sample_regs_user = USER_REGS_MASK;
-        attr.set_disabled(1);
-        attr.set_sample_id_all(1);
-        // Wake a poller at each record: with the filter below a record means the thread
-        // went to sleep, which is when the sampler has something to observe. The sampler
-        // watches these fds at most once per period, so this cannot wake it more often.
-        attr.__bindgen_anon_2.wakeup_events = 1;
-        let event = Self::open_attr(tid, attr, SWITCH_RING_PAGES)?;
-        // Preemptions (prev_state 0 or TASK_REPORT_MAX) leave a thread runnable, which
-        // the on-CPU samples already cover: record only switch-outs into a sleep. Without
-        // the filter (an old kernel) every switch is recorded, which is correct but
-        // wakes the sampler more.
-        let mut filter = *b"prev_state & 255\0";
-        // SAFETY: SET_FILTER on our own perf fd with a NUL-terminated string that
-        // outlives the call.
-        if unsafe { sys::ioctls::SET_FILTER(event.fd.as_raw_fd(), filter.as_mut_ptr() as *mut libc::c_char) } < 0 {
-            tracing::debug!(tid, err = %io::Error::last_os_error(), "sched_switch filter refused: every switch is recorded");
-        }
-        Ok(event)
-    }
-
-    fn open_attr(tid: u32, mut attr: sys::bindings::perf_event_attr, pages: usize) -> io::Result<PerfEvent> {
+    /// Opens, maps and enables a system-wide cpu-clock sampling event on `cpu`, with the
+    /// side records (fork, exit, comm with exec, executable mmap) of every task there.
+    pub fn open_cpu(cpu: u32, config: &EventConfig) -> io::Result<PerfEvent> {
+        let mut attr = make_attr(config);
         let parse_info = parse_info_of(&attr)?;
         // SAFETY: attr is fully initialised (zeroed then filled) and outlives the call.
         let fd =
-            unsafe { sys::perf_event_open(&mut attr, tid as i32, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
+            unsafe { sys::perf_event_open(&mut attr, -1, cpu as i32, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let page = page_size();
-        let map_len = page * (pages + 1);
+        let map_len = page * (ring_pages(config) + 1);
         // SAFETY: mapping a perf fd read-write shared is the documented protocol.
         let base = unsafe {
             libc::mmap(
@@ -136,8 +113,14 @@ impl PerfEvent {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let mut event =
-            PerfEvent { fd, base: base as *mut u8, map_len, data_offset: page, data_size: page * pages, parse_info };
+        let mut event = PerfEvent {
+            fd,
+            base: base as *mut u8,
+            map_len,
+            data_offset: page,
+            data_size: page * ring_pages(config),
+            parse_info,
+        };
         // SAFETY: base points to a mapped perf_event_mmap_page.
         unsafe {
             let meta = &*(base as *const sys::bindings::perf_event_mmap_page);
@@ -158,74 +141,73 @@ impl PerfEvent {
         self.fd.as_raw_fd()
     }
 
-    /// Hands every record written since the last call to `f`, oldest first, then
-    /// frees their space in the ring. Returns the number of records.
-    pub fn drain(&mut self, f: impl FnMut(EventRecord<'_>)) -> usize {
-        self.drain_where(false, f)
+    fn data(&self) -> &[u8] {
+        // SAFETY: the data area is data_size bytes at data_offset inside the mapping.
+        unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) }
     }
 
-    /// Like `drain`, but parses only the newest sample record (a thread's last
-    /// switch-out is all the sampler needs of its switch events). Returns the number of
-    /// records freed.
-    pub fn drain_last_sample(&mut self, f: impl FnMut(EventRecord<'_>)) -> usize {
-        self.drain_where(true, f)
-    }
-
-    fn drain_where(&mut self, last_sample_only: bool, mut f: impl FnMut(EventRecord<'_>)) -> usize {
+    /// Appends a `RecordRef` for every record written since the last `consume` and
+    /// stamped at or before `cut` (CLOCK_MONOTONIC ns), oldest first, and returns the
+    /// position to pass to `consume` once they are handled (the kernel does not
+    /// overwrite them before). Records after `cut` wait for the next scan: every ring is
+    /// then complete up to `cut`, so a fork read from one CPU's ring is never missed by
+    /// its child's first sample read from another's.
+    pub fn scan(&self, ring: u32, cut: u64, out: &mut Vec<RecordRef>) -> u64 {
         let meta = self.base as *mut sys::bindings::perf_event_mmap_page;
         // SAFETY: meta is the mapped control page; head is written by the kernel, so read
         // it volatile and fence before reading the data it covers.
         let head = unsafe { std::ptr::read_volatile(&(*meta).data_head) };
         fence(Ordering::Acquire);
-        // SAFETY: tail is ours to read and write.
+        // SAFETY: tail is ours to read.
         let mut tail = unsafe { std::ptr::read_volatile(&(*meta).data_tail) };
-        // SAFETY: the data area is data_size bytes at data_offset inside the mapping.
-        let data = unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
+        let data = self.data();
         let size = self.data_size as u64;
-        let mut count = 0;
-        // (type, misc, body position, body length) of the newest sample, when deferred.
-        let mut last: Option<(u32, u16, u64, usize)> = None;
         while tail + 8 <= head {
             let header = read_wrapped(data, tail % size, 8);
             let header = header.as_slice();
-            let record_type = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             let misc = u16::from_le_bytes([header[4], header[5]]);
             let record_size = u16::from_le_bytes([header[6], header[7]]) as u64;
             if record_size < 8 || tail + record_size > head {
-                // A corrupt header would loop forever; drop everything that is there.
-                tail = head;
-                break;
+                // A corrupt header would loop forever: give up on what is there.
+                return head;
             }
-            let body_start = (tail + 8) % size;
-            let body_len = (record_size - 8) as usize;
-            if last_sample_only && record_type == RecordType::SAMPLE.0 {
-                last = Some((record_type, misc, body_start, body_len));
-            } else {
-                let body = read_wrapped(data, body_start, body_len);
-                let raw = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info);
-                if let Ok(record) = raw.parse() {
-                    f(record);
+            let mut r =
+                RecordRef { ring, kind, misc, pos: tail + 8, len: (record_size - 8) as u32, time: 0, pid: -1, tid: -1 };
+            if RecordType(kind).is_builtin_type() {
+                if let Ok(common) = self.raw(&r).common_data() {
+                    r.time = common.timestamp.unwrap_or(0);
+                    r.pid = common.pid.unwrap_or(-1);
+                    r.tid = common.tid.unwrap_or(-1);
                 }
             }
-            count += 1;
+            if r.time > cut {
+                return tail;
+            }
+            out.push(r);
             tail += record_size;
         }
-        if let Some((record_type, misc, body_start, body_len)) = last {
-            let body = read_wrapped(data, body_start, body_len);
-            if let Ok(record) = RawEventRecord::new(RecordType(record_type), misc, body, self.parse_info).parse() {
-                f(record);
-            }
-        }
+        tail
+    }
+
+    /// The record `r` (from this event's `scan`), unparsed.
+    pub fn raw(&self, r: &RecordRef) -> RawEventRecord<'_> {
+        let body = read_wrapped(self.data(), r.pos % self.data_size as u64, r.len as usize);
+        RawEventRecord::new(RecordType(r.kind), r.misc, body, self.parse_info)
+    }
+
+    /// Frees the ring up to `pos` (returned by `scan`).
+    pub fn consume(&mut self, pos: u64) {
+        let meta = self.base as *mut sys::bindings::perf_event_mmap_page;
         fence(Ordering::Release);
         // SAFETY: publishing the new tail lets the kernel reuse the space.
-        unsafe { std::ptr::write_volatile(&mut (*meta).data_tail, tail) };
-        count
+        unsafe { std::ptr::write_volatile(&mut (*meta).data_tail, pos) };
     }
 }
 
 impl Drop for PerfEvent {
     fn drop(&mut self) {
-        // SAFETY: base/map_len are the mapping made in `open`; fd closes itself.
+        // SAFETY: base/map_len are the mapping made in `open_cpu`; fd closes itself.
         unsafe {
             libc::munmap(self.base as *mut libc::c_void, self.map_len);
         }
@@ -276,13 +258,20 @@ fn make_attr(config: &EventConfig) -> sys::bindings::perf_event_attr {
     // samples land on the user stack that made the syscall.
     attr.set_exclude_kernel(0);
     attr.set_exclude_hv(1);
+    // An idle CPU writes no record (the timer still ticks).
+    attr.set_exclude_idle(1);
     attr.set_sample_id_all(1);
-    // Fork records tell us about new threads, mmap2 records about new libraries; they
-    // come from the thread that made them, and every thread has an event.
+    // Timestamps on CLOCK_MONOTONIC, so that a scan can cut every ring at one moment.
+    attr.set_use_clockid(1);
+    attr.clockid = libc::CLOCK_MONOTONIC;
+    // Side records of every task on this CPU: fork and exit (new threads and processes,
+    // the end of each), comm with exec (a new program), executable mmaps (new code). A
+    // per-CPU event receives those that happen on its CPU, so every CPU's event asks.
     attr.set_task(1);
     attr.set_mmap(1);
     attr.set_mmap2(1);
     attr.set_comm(1);
+    attr.set_comm_exec(1);
     attr.set_watermark(1);
     attr.__bindgen_anon_2.wakeup_watermark = (page_size() * ring_pages(config) * 3 / 4) as u32;
     attr
@@ -298,78 +287,29 @@ fn parse_info_of(attr: &sys::bindings::perf_event_attr) -> io::Result<RecordPars
     Ok(RecordParseInfo::new(&parsed, Endianness::LittleEndian))
 }
 
-/// How a thread left its CPU, from a sched_switch record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwitchOut {
-    /// User instruction pointer (at syscall entry or interruption).
-    pub ip: u64,
-    /// User stack pointer.
-    pub sp: u64,
-    /// User frame pointer.
-    pub bp: u64,
-    /// The /proc-style state letter it left in (`S`, `D`, `R` when preempted, ...), if
-    /// the record carried it.
-    pub state: Option<char>,
+/// The online CPUs, from /sys/devices/system/cpu/online ("0-3,5").
+pub fn online_cpus() -> io::Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    parse_cpu_list(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cpu list {text:?}")))
 }
 
-/// The `sched:sched_switch` tracepoint: its id and where `prev_state` sits in its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwitchTracepoint {
-    /// Tracepoint id (perf `config`).
-    pub id: u64,
-    /// Byte offset of the 8-byte `prev_state` field in the raw record.
-    pub prev_state_offset: usize,
-}
-
-impl SwitchTracepoint {
-    /// Reads a sched_switch sample.
-    pub fn parse(&self, sample: &linux_perf_event_reader::SampleRecord<'_>) -> Option<SwitchOut> {
-        let regs = sample.user_regs.as_ref()?;
-        let state = sample.raw.as_ref().and_then(|raw| {
-            let bytes = raw.as_slice();
-            let b = bytes.get(self.prev_state_offset..self.prev_state_offset + 8)?;
-            Some(prev_state_letter(i64::from_le_bytes(b.try_into().ok()?)))
-        });
-        Some(SwitchOut { ip: regs.get(REG_IP)?, sp: regs.get(REG_SP)?, bp: regs.get(REG_BP).unwrap_or(0), state })
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => out.push(part.parse().ok()?),
+        }
     }
+    (!out.is_empty()).then_some(out)
 }
 
-/// The state letter of a sched_switch `prev_state` (include/trace/events/sched.h): the
-/// lowest set bit of the report mask, `R` for 0 or a preemption (TASK_REPORT_MAX).
-pub fn prev_state_letter(prev_state: i64) -> char {
-    const LETTERS: [char; 8] = ['S', 'D', 'T', 't', 'X', 'Z', 'P', 'I'];
-    let bits = prev_state & 0xff;
-    if prev_state & 0x100 != 0 || bits == 0 {
-        return 'R';
-    }
-    LETTERS[bits.trailing_zeros() as usize]
-}
-
-/// The `sched:sched_switch` tracepoint, mounting tracefs if nobody did.
-pub fn sched_switch_tracepoint() -> io::Result<SwitchTracepoint> {
-    const ROOTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    let read = || ROOTS.iter().find_map(|root| parse_switch_format(root));
-    if let Some(tp) = read() {
-        return Ok(tp);
-    }
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: plain mount(2) of tracefs with constant C strings.
-    let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    tracing::info!("mounted tracefs on /sys/kernel/tracing for the sched_switch tracepoint");
-    read().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no sched:sched_switch tracepoint in tracefs"))
-}
-
-fn parse_switch_format(root: &str) -> Option<SwitchTracepoint> {
-    let dir = format!("{root}/events/sched/sched_switch");
-    let id = std::fs::read_to_string(format!("{dir}/id")).ok()?.trim().parse().ok()?;
-    let format = std::fs::read_to_string(format!("{dir}/format")).ok()?;
-    // "field:long prev_state;	offset:32;	size:8;	signed:1;"
-    let line = format.lines().find(|l| l.contains(" prev_state;"))?;
-    let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?.parse().ok()?;
-    Some(SwitchTracepoint { id, prev_state_offset: offset })
+/// Now on CLOCK_MONOTONIC, in nanoseconds (the clock of the records' timestamps).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The system page size.
@@ -383,13 +323,15 @@ pub fn page_size() -> usize {
     }
 }
 
-/// Opens and closes a cpu-clock event on the calling thread: the cheapest way to learn
-/// whether perf_event_open is allowed at all here.
+/// Opens and closes a system-wide cpu-clock event on CPU 0: the cheapest way to learn
+/// whether this process may sample the whole host (root, CAP_PERFMON or CAP_SYS_ADMIN,
+/// or kernel.perf_event_paranoid <= 0).
 pub fn probe() -> io::Result<()> {
     let config = EventConfig { period_ns: 10_000_000, dwarf: false, stack_bytes: 0, callchain: false, kernel: false };
     let mut attr = make_attr(&config);
-    // SAFETY: as in `open`; the fd is closed right away.
-    let fd = unsafe { sys::perf_event_open(&mut attr, 0, -1, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
+    let cpu = online_cpus().ok().and_then(|c| c.first().copied()).unwrap_or(0);
+    // SAFETY: as in `open_cpu`; the fd is closed right away.
+    let fd = unsafe { sys::perf_event_open(&mut attr, -1, cpu as i32, -1, sys::bindings::PERF_FLAG_FD_CLOEXEC as _) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -403,21 +345,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prev_state_letters() {
-        assert_eq!(prev_state_letter(0), 'R');
-        assert_eq!(prev_state_letter(0x100), 'R');
-        assert_eq!(prev_state_letter(0x101), 'R');
-        assert_eq!(prev_state_letter(1), 'S');
-        assert_eq!(prev_state_letter(2), 'D');
-        assert_eq!(prev_state_letter(0x80), 'I');
-    }
-
-    #[test]
     fn ring_size_fits_the_stack_copies() {
         let dwarf = EventConfig { period_ns: 1, dwarf: true, stack_bytes: 32 * 1024, callchain: false, kernel: false };
-        assert!(ring_pages(&dwarf) * page_size() >= 24 * (32 * 1024 + 512));
+        assert!(ring_pages(&dwarf) * page_size() >= RING_RECORDS * (32 * 1024 + 512));
         assert!(ring_pages(&dwarf).is_power_of_two());
         let fp = EventConfig { dwarf: false, ..dwarf };
         assert!(ring_pages(&fp) < ring_pages(&dwarf));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-3,7"), Some(vec![0, 2, 3, 7]));
+        assert_eq!(parse_cpu_list("x"), None);
     }
 }

@@ -103,6 +103,8 @@ pub struct SchedStat {
     pub cpu_ns: u64,
     /// Nanoseconds spent runnable, waiting for a CPU.
     pub run_delay_ns: u64,
+    /// Times it was put on a CPU: unchanged means it has not run since.
+    pub slices: u64,
 }
 
 /// The syscall a sleeping thread is in, from /proc/.../syscall.
@@ -196,7 +198,11 @@ impl ThreadFiles {
         let n = Self::read(&self.schedstat, &mut self.buf)?;
         let text = std::str::from_utf8(&self.buf[..n]).unwrap_or("");
         let mut it = text.split_ascii_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
-        Ok(SchedStat { cpu_ns: it.next().unwrap_or(0), run_delay_ns: it.next().unwrap_or(0) })
+        Ok(SchedStat {
+            cpu_ns: it.next().unwrap_or(0),
+            run_delay_ns: it.next().unwrap_or(0),
+            slices: it.next().unwrap_or(0),
+        })
     }
 
     /// The state letter (`R`, `S`, `D`, ...).
@@ -214,17 +220,21 @@ impl ThreadFiles {
 }
 
 /// Reads `len` bytes of another process's memory at `addr` into `out` (cleared first);
-/// returns how many bytes were read (short reads stop at an unmapped page).
-pub fn read_memory(pid: u32, addr: u64, len: usize, out: &mut Vec<u8>) -> usize {
+/// returns how many bytes were read (short reads stop at an unmapped page), or the error
+/// (EPERM: ptrace access to that process is denied).
+pub fn read_memory(pid: u32, addr: u64, len: usize, out: &mut Vec<u8>) -> io::Result<usize> {
     out.clear();
     out.resize(len, 0);
     let local = libc::iovec { iov_base: out.as_mut_ptr() as *mut libc::c_void, iov_len: len };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
     // SAFETY: local points to `len` writable bytes; the kernel checks the remote range.
     let n = unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) };
-    let n = if n < 0 { 0 } else { n as usize };
-    out.truncate(n);
-    n
+    if n < 0 {
+        out.clear();
+        return Err(io::Error::last_os_error());
+    }
+    out.truncate(n as usize);
+    Ok(n as usize)
 }
 
 #[cfg(test)]

@@ -12,13 +12,17 @@ use crate::model::{Profile, ProfileBuilder};
 use crate::symbolize::{RawFrame, Symbolizer};
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Samples by stack and observed state.
+type Counts = FxHashMap<(Stack, Observed), u64>;
 
 /// Samples of one target's current window, by stack and observed state. Fx hashing: this
 /// map is hit once per sample, and SipHash over a whole stack showed in the agent's
 /// profile.
 #[derive(Default)]
-pub(super) struct StackCounts(FxHashMap<(Stack, Observed), u64>);
+pub(super) struct StackCounts(Counts);
 
 impl StackCounts {
     /// Adds `n` samples; a stack seen for the first time in this window is handed to the
@@ -52,26 +56,95 @@ impl Tally<'_> {
     }
 }
 
-/// The profile of `target`'s window up to `now_ms` (at least one millisecond long), with
-/// labels `pid`, `process` (comm) and `exe`; the next window starts where this one ends.
-pub(super) fn take_profile(
-    pid: u32,
-    target: &mut Target,
+/// The profiles of every target's window up to `now_ms` (at least one millisecond long),
+/// with labels `pid`, `process` (comm) and `exe`; each next window starts where this one
+/// ends. A target that was followed and exited within this window is merged with the
+/// others of its parent target (or, with none, of its program) that did the same, into
+/// one profile labelled with the parent's pid: a fork-per-connection server gives one
+/// profile per program per window, not one per connection.
+pub(super) fn take_profiles(
+    targets: &mut FxHashMap<u32, Target>,
     service: &str,
     now_ms: i64,
     period_ns: u64,
     symbolizer: &Symbolizer,
+) -> Vec<Profile> {
+    let short_lived = |t: &Target| t.exited && t.new_in_window;
+    // (label pid, comm, exe) -> (window start, counts)
+    let mut groups: BTreeMap<(u32, String, String), (i64, Counts)> = BTreeMap::new();
+    let mut first_pid_of_program: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut pids: Vec<u32> = targets.keys().copied().collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let label_pid = if targets.get(&pid).is_some_and(short_lived) {
+            // The nearest ancestor that is a target with a life of its own.
+            let mut current = pid;
+            let mut found = None;
+            for _ in 0..64 {
+                let Some(parent) = targets.get(&current).map(|t| t.parent) else { break };
+                match targets.get(&parent) {
+                    Some(p) if !short_lived(p) => {
+                        found = Some(parent);
+                        break;
+                    }
+                    Some(_) => current = parent,
+                    None => break,
+                }
+            }
+            found.unwrap_or(pid)
+        } else {
+            pid
+        };
+        let Some(target) = targets.get_mut(&pid) else { continue };
+        let counts = std::mem::take(&mut target.counts).0;
+        let start = target.window_start_ms;
+        target.window_start_ms = now_ms.max(start + 1);
+        // A short-lived process without a target parent is grouped by program, under the
+        // first pid seen.
+        let key_pid = if label_pid == pid && short_lived(target) { 0 } else { label_pid };
+        let entry = groups
+            .entry((key_pid, target.comm.clone(), target.exe.clone()))
+            .or_insert_with(|| (start, FxHashMap::default()));
+        entry.0 = entry.0.min(start);
+        for (key, n) in counts {
+            *entry.1.entry(key).or_insert(0) += n;
+        }
+        if key_pid == 0 {
+            first_pid_of_program.entry((target.comm.clone(), target.exe.clone())).or_insert(pid);
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for ((key_pid, comm, exe), (start, counts)) in groups {
+        let pid = if key_pid == 0 {
+            first_pid_of_program.get(&(comm.clone(), exe.clone())).copied().unwrap_or(0)
+        } else {
+            key_pid
+        };
+        out.push(build_profile(pid, &comm, &exe, counts, service, start, now_ms, period_ns, symbolizer));
+    }
+    out
+}
+
+/// One profile over `[start, end)` from counted stacks, names resolved now.
+#[allow(clippy::too_many_arguments)]
+fn build_profile(
+    pid: u32,
+    comm: &str,
+    exe: &str,
+    counts: Counts,
+    service: &str,
+    start: i64,
+    now_ms: i64,
+    period_ns: u64,
+    symbolizer: &Symbolizer,
 ) -> Profile {
-    let counts = std::mem::take(&mut target.counts).0;
-    let start = target.window_start_ms;
     let end = now_ms.max(start + 1);
-    target.window_start_ms = end;
     let frames: Vec<RawFrame> = counts.keys().flat_map(|(s, _)| s.iter().copied()).collect();
     symbolizer.resolve(&frames);
     let mut builder = ProfileBuilder::new(service, start, end, period_ns)
         .label("pid", &pid.to_string())
-        .label("process", &target.comm)
-        .label("exe", &target.exe);
+        .label("process", comm)
+        .label("exe", exe);
     let mut names: Vec<Arc<str>> = Vec::new();
     for ((stack, state), count) in counts {
         names.clear();

@@ -6,7 +6,7 @@
 //! Out: a `Stack` of `RawFrame`s, leaf first, and the walk's failures in
 //! `SamplerStats`. Must not: name frames or decide states.
 
-use super::procfs::{self, Syscall};
+use super::procfs;
 use super::unwind::{self, FileCache, ProcessImage, WalkEnd};
 use super::{perf, SamplerOptions, SamplerStats, Stack, UnwindMode};
 use crate::symbolize::{RawFrame, Symbolizer};
@@ -93,37 +93,31 @@ impl StackWalker {
         Some(Arc::from(frames))
     }
 
-    /// The user stack of a thread that is off-CPU, from the user sp/pc the kernel saved
-    /// at syscall entry and a copy of its stack memory. /proc does not give the frame
-    /// pointer: `bp` comes from the thread's last sched_switch record when that record
-    /// matches (same sp and pc); otherwise it is guessed (see
-    /// `ProcessImage::unwind_unknown_bp` and docs/thread-states.md).
+    /// The user stack of a thread that is off-CPU, from the user `sp`/`pc` the kernel
+    /// saved at syscall entry and a copy of its stack memory, and whether the walk
+    /// reached the thread's root. /proc does not give the frame pointer: the walk uses
+    /// DWARF CFI alone first and guesses `bp` only for frame-pointer frames (see
+    /// `ProcessImage::unwind_unknown_bp` and docs/thread-states.md); the flag says the
+    /// walk reached the root without a guess. Err when the memory
+    /// cannot be read (EPERM: ptrace access denied; ESRCH: gone).
     pub(super) fn offcpu_stack(
         &mut self,
         pid: u32,
-        syscall: &Syscall,
-        bp: Option<u64>,
+        (sp, pc): (u64, u64),
         image: &mut ProcessImage,
         symbolizer: &Symbolizer,
         stats: &mut SamplerStats,
-    ) -> Stack {
+    ) -> std::io::Result<(Stack, bool)> {
         let (addrs, buf) = (&mut self.addrs, &mut self.stack);
-        addrs.clear();
-        let Some((sp, pc)) = syscall.sp_pc() else {
-            return Arc::from(Vec::new());
-        };
         image.refresh_if_unknown(pc, &mut self.files, symbolizer);
         // Most sleeping stacks are shallow: read one page-sized chunk first, the whole
         // `stack_bytes` only if the walk ran out of it.
         let full = self.opts.stack_bytes.max(FIRST_STACK_READ as u32) as usize;
-        let mut end = WalkEnd::Truncated;
+        let (mut end, mut guessed) = (WalkEnd::Truncated, false);
         for len in [FIRST_STACK_READ, full] {
             addrs.clear();
-            let got = procfs::read_memory(pid, sp, len, buf);
-            end = match bp {
-                Some(bp) => image.unwind(pc, sp, bp, buf, addrs),
-                None => image.unwind_unknown_bp(pc, sp, buf, addrs),
-            };
+            let got = procfs::read_memory(pid, sp, len, buf)?;
+            (end, guessed) = image.unwind_unknown_bp(pc, sp, buf, addrs);
             if end == WalkEnd::Complete || got < len || len == full {
                 break;
             }
@@ -131,7 +125,9 @@ impl StackWalker {
         count_walk(stats, end, addrs.len());
         let mut frames = Vec::with_capacity(addrs.len());
         image.frames_of_walk(addrs, &mut self.files, symbolizer, &mut frames);
-        Arc::from(frames)
+        // Rooted only when DWARF CFI alone reached the root: a walk completed from a
+        // guessed frame pointer may have stopped on a zero it took for the end.
+        Ok((Arc::from(frames), end == WalkEnd::Complete && !guessed))
     }
 }
 

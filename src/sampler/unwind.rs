@@ -131,7 +131,7 @@ impl FileCache {
         }
         let info = if m.path == "[vdso]" {
             let mut buf = Vec::new();
-            procfs::read_memory(pid, m.start, (m.end - m.start) as usize, &mut buf);
+            let _ = procfs::read_memory(pid, m.start, (m.end - m.start) as usize, &mut buf);
             ElfUnwindInfo::parse(&buf).map(Arc::new)
         } else {
             let parsed = std::fs::File::open(open_path).ok().and_then(|f| {
@@ -197,6 +197,17 @@ impl ProcessImage {
         }
     }
 
+    /// The process whose /proc files and memory this image reads (for a forked child
+    /// sharing its parent's image, the parent).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether no module is known yet (a process that just exec'd).
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_empty()
+    }
+
     /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones.
     pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<()> {
         self.last_refresh = Some(Instant::now());
@@ -211,32 +222,67 @@ impl ProcessImage {
             }
         }
         for m in &now {
-            if self.loaded.contains(m) {
-                continue;
+            if !self.loaded.contains(m) {
+                self.insert(m, files, symbolizer);
             }
-            let open_path = self.open_path(m);
-            let info = files.get(self.pid, m, &open_path);
-            let key = match info.as_ref().and_then(|i| i.build_id.clone()) {
-                Some(id) => ModuleKey::BuildId(id),
-                None => ModuleKey::File(m.dev_inode.0.clone(), m.dev_inode.1, m.path.clone()),
-            };
-            let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
-            let module = symbolizer.register_module(key, open_path, display);
-            if let Some(info) = info {
-                let bias =
-                    if m.path == "[vdso]" { info.load_bias(m.start, 0) } else { info.load_bias(m.start, m.offset) };
-                match bias {
-                    Some(bias) => {
-                        self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
-                    }
-                    None => tracing::debug!(path = %m.path, "no load segment for mapping"),
-                }
-            }
-            self.mappings.push(MappedModule { start: m.start, end: m.end, offset: m.offset, module });
         }
         self.mappings.sort_by_key(|m| m.start);
         self.loaded = now;
         Ok(())
+    }
+
+    /// Adds one executable mapping announced by an mmap record, replacing whatever it
+    /// overlaps (a MAP_FIXED mapping over an older one): no /proc read, so the code of a
+    /// process that has exited by the time its records are read is still known.
+    pub fn add_mapping(&mut self, m: Mapping, files: &mut FileCache, symbolizer: &Symbolizer) {
+        if self.loaded.contains(&m) {
+            return;
+        }
+        let overlapped: Vec<u64> =
+            self.loaded.iter().filter(|o| o.start < m.end && m.start < o.end).map(|o| o.start).collect();
+        for start in overlapped {
+            self.unwinder.remove_module(start);
+            self.mappings.retain(|x| x.start != start);
+            self.loaded.retain(|x| x.start != start);
+        }
+        self.insert(&m, files, symbolizer);
+        self.mappings.sort_by_key(|x| x.start);
+        self.loaded.push(m);
+    }
+
+    /// A private copy of this image for `pid` (same modules): a forked child shares its
+    /// parent's image until one of them maps new code.
+    pub fn copy_for(&self, pid: u32, files: &mut FileCache, symbolizer: &Symbolizer) -> ProcessImage {
+        let mut copy = ProcessImage::new(pid);
+        for m in &self.loaded {
+            copy.insert(m, files, symbolizer);
+        }
+        copy.mappings.sort_by_key(|x| x.start);
+        copy.loaded = self.loaded.clone();
+        copy.last_refresh = self.last_refresh;
+        copy
+    }
+
+    /// Registers one mapping with the symbolizer and the unwinder (not in `loaded`).
+    fn insert(&mut self, m: &Mapping, files: &mut FileCache, symbolizer: &Symbolizer) {
+        let open_path = self.open_path(m);
+        let info = files.get(self.pid, m, &open_path);
+        let key = match info.as_ref().and_then(|i| i.build_id.clone()) {
+            Some(id) => ModuleKey::BuildId(id),
+            None => ModuleKey::File(m.dev_inode.0.clone(), m.dev_inode.1, m.path.clone()),
+        };
+        let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
+        let module = symbolizer.register_module(key, open_path, display);
+        if let Some(info) = info {
+            let bias = if m.path == "[vdso]" { info.load_bias(m.start, 0) } else { info.load_bias(m.start, m.offset) };
+            match bias {
+                Some(bias) => {
+                    self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
+                }
+                None => tracing::debug!(path = %m.path, "no load segment for mapping"),
+            }
+        }
+        self.mappings.push(MappedModule { start: m.start, end: m.end, offset: m.offset, module });
     }
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
@@ -293,46 +339,48 @@ impl ProcessImage {
         }
     }
 
-    /// Unwinds a thread whose frame pointer is unknown (blocked since before attach, no
-    /// matching sched_switch record). framehop takes `bp = 0` in an `rbp`-based frame for
+    /// Unwinds a thread whose frame pointer is unknown (an off-CPU thread: /proc gives
+    /// only `sp` and `pc`). framehop takes `bp = 0` in an `rbp`-based frame for
     /// the end of the stack, so the walk starts with an impossible `bp` instead: reaching
     /// such a frame then fails, and a complete walk is a real one (code without frame
     /// pointers never needs `bp`). If it fails, `bp` is guessed: each stack slot, lowest
-    /// first, that starts a plausible frame-pointer chain (a saved `rbp` pointing higher
-    /// up the copy, then a return address into known code) is tried, and the first walk
+    /// first, that is followed by a return address into known code (where a frame-pointer
+    /// prologue would have saved `rbp`) is tried, and the first walk
     /// that reaches the root wins. Otherwise the first, truncated walk is kept.
-    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
+    /// The second value says whether `bp` was guessed (a complete walk from a guess may
+    /// still be a wrong one that met a zero frame pointer).
+    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> (WalkEnd, bool) {
         if self.unwind(ip, sp, IMPOSSIBLE_BP, stack, out) == WalkEnd::Complete {
-            return WalkEnd::Complete;
+            return (WalkEnd::Complete, false);
         }
         let first: Vec<u64> = out.clone();
         let word = |off: usize| -> Option<u64> {
             let b = stack.get(off..off + 8)?;
             Some(u64::from_le_bytes(b.try_into().ok()?))
         };
-        let top = sp + stack.len() as u64;
         let mut tried = 0;
         let mut off = 0;
         while off + 16 <= stack.len() && tried < MAX_BP_GUESSES {
             let slot = sp + off as u64;
-            let plausible = match (word(off), word(off + 8)) {
-                (Some(saved), Some(ret)) => {
-                    saved > slot && saved < top && saved % 8 == 0 && self.find(ret.wrapping_sub(1)).is_some()
-                }
-                _ => false,
+            // The saved `rbp` itself is not checked: the caller of a frame-pointer frame
+            // may be code without frame pointers, whose `rbp` holds any value; requiring a
+            // stack address there skipped the right slot for a higher, wrong one.
+            let plausible = match word(off + 8) {
+                Some(ret) => self.find(ret.wrapping_sub(1)).is_some(),
+                None => false,
             };
             if plausible {
                 tried += 1;
                 out.clear();
                 if self.unwind(ip, sp, slot, stack, out) == WalkEnd::Complete {
-                    return WalkEnd::Complete;
+                    return (WalkEnd::Complete, true);
                 }
             }
             off += 8;
         }
         out.clear();
         out.extend_from_slice(&first);
-        WalkEnd::Truncated
+        (WalkEnd::Truncated, false)
     }
 
     /// Unwinds from `ip`/`sp`/`bp` over `stack` (bytes copied from address `sp`), pushing

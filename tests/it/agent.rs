@@ -7,6 +7,7 @@ use crate::common::{
     eventually, frame_names, free_addr, get, get_json, parse_deep_json, poll, require_root, tempdir, ChildGuard,
     Server, BIN,
 };
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -393,4 +394,108 @@ fn a_started_command_gets_complete_stacks_through_its_libraries() {
         roots.iter().filter(|c| c["name"].as_str() == Some("_start")).map(|c| c["total"].as_f64().unwrap_or(0.0)).sum();
     assert!(total >= 50.0, "too few samples ({total}): {roots:?}\n{stderr}");
     assert!(entry >= 0.8 * total, "only {entry} of {total} samples reach _start: {roots:?}");
+}
+
+/// The kernel's accounting of the fork workload, as it wrote it (`key=value` lines).
+fn read_truth(path: &Path) -> std::collections::HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// Runs tests/fixtures/workloads/forker.c (long-lived workers, a short-lived child every
+/// 30 ms, a `sh -c` child every 400 ms) under the agent chosen by `target_args` (`{pid}`
+/// replaced by the workload's pid), from the agent's attach to the workload's end.
+/// Returns the server's CPU flame graph, its service labels, the workload's own
+/// accounting and the agent's stderr. `name` is the program's name (its comm): each test
+/// its own, since tests run side by side and `--name` sees the whole host.
+fn profile_forker(
+    name: &str,
+    target_args: &[&str],
+) -> (serde_json::Value, serde_json::Value, HashMap<String, f64>, String) {
+    let data = crate::common::tempdir();
+    let exe = data.path().join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/forker.c");
+    let built = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(built, "cc failed to build {}", source.display());
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
+    let truth = data.path().join("truth");
+    let work = ChildGuard::spawn(Command::new(&exe).arg(&truth).args(["4", "2"]));
+    let ready = truth.with_extension("ready");
+    eventually("the workload to start", Duration::from_secs(10), || ready.exists());
+    let pid = work.pid().to_string();
+    let args: Vec<String> = target_args.iter().map(|a| a.replace("{pid}", &pid)).collect();
+    let metrics = free_addr().to_string();
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    extra.extend(["--metrics-listen", &metrics]);
+    let mut agent = agent(&url, &extra, &data.path().join("spool"));
+    let attached = wait_metric(&metrics, "hotframe_agent_targets", 1.0, Duration::from_secs(30));
+    assert!(attached >= 1.0, "the agent did not find the workload");
+    std::fs::write(truth.with_extension("go"), b"").unwrap();
+    let mut work = work;
+    let (status, _) = work.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "workload: {status}");
+    // SIGTERM (or, with --pid, the targets' exit) makes the agent upload its current
+    // window and flush before it exits 0: every sample of the run is on the server then.
+    agent.signal(libc::SIGTERM);
+    let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{stderr}");
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?service=agent-test&from=now-10m&states=cpu"));
+    let services = get_json(&format!("{url}/api/v1/services"));
+    let labels = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "agent-test")
+        .map(|s| s["labels"].clone())
+        .unwrap_or_default();
+    (flame, labels, read_truth(&truth), stderr)
+}
+
+/// CPU seconds in a CPU flame graph: samples over the 99 Hz rate.
+fn flame_cpu_seconds(flame: &serde_json::Value) -> f64 {
+    flame["totals"]["samples"].as_f64().unwrap_or(0.0) / 99.0
+}
+
+#[test]
+fn by_pid_every_descendant_counts_and_cpu_seconds_match_the_kernel() {
+    let (flame, labels, truth, stderr) = profile_forker("forker-pid", &["--pid", "{pid}"]);
+    let (seen, kernel) = (flame_cpu_seconds(&flame), truth["cpu_s"]);
+    eprintln!("hotframe {seen:.3} CPU s, kernel {kernel:.3} (sh -c {:.3}), {truth:?}", truth["sh_cpu_s"]);
+    assert!(
+        (seen / kernel - 1.0).abs() <= 0.10,
+        "hotframe counted {seen:.3} CPU s, the kernel {kernel:.3}: {truth:?}\n{}\n{stderr}",
+        flame["totals"]
+    );
+    // The fork-per-connection children and the sh -c children are under the service.
+    let names = frame_names(&flame["root"]);
+    assert!(names.iter().any(|n| n == "child_burn"), "no short-lived child's frames: {names:?}");
+    assert!(names.iter().any(|n| n == "worker_burn"), "no worker's frames: {names:?}");
+    let processes: Vec<&str> = labels["process"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    assert!(processes.contains(&"sh"), "no sh -c child among {processes:?}");
+}
+
+#[test]
+fn by_name_short_lived_workers_count_and_cpu_seconds_match_the_kernel() {
+    // `sh -c` children exec into another program: not matched by the name, so not counted.
+    let (flame, _, truth, stderr) = profile_forker("forker-name", &["--name", "^forker-name$"]);
+    let (seen, kernel) = (flame_cpu_seconds(&flame), truth["cpu_s"] - truth["sh_cpu_s"]);
+    eprintln!("hotframe {seen:.3} CPU s, kernel {kernel:.3} without sh -c, {truth:?}");
+    assert!(
+        (seen / kernel - 1.0).abs() <= 0.10,
+        "hotframe counted {seen:.3} CPU s, the kernel {kernel:.3}: {truth:?}\n{}\n{stderr}",
+        flame["totals"]
+    );
+    let names = frame_names(&flame["root"]);
+    assert!(names.iter().any(|n| n == "child_burn"), "no short-lived child's frames: {names:?}");
 }

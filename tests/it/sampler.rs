@@ -627,15 +627,15 @@ fn on_cpu_samples_add_up_to_the_cpu_time_of_an_oversubscribed_target() {
     assert!(cpu > 2.0, "the workload used {cpu:.2} CPU seconds in 4 s");
     let ratio = sampled_cpu / cpu;
     eprintln!(
-        "sampled {sampled_cpu:.2} CPU s of {cpu:.2}; perf samples {}, topped up {}, left out {}",
-        stats.samples, stats.oncpu_topup_samples, stats.oncpu_dropped_samples
+        "sampled {sampled_cpu:.2} CPU s of {cpu:.2}; perf samples {}, lost {}, other processes' {}",
+        stats.samples, stats.lost, stats.other_samples
     );
     assert!(
         (0.9..=1.1).contains(&ratio),
         "RUNNABLE samples give {sampled_cpu:.2} CPU s, the kernel counted {cpu:.2} s (ratio {ratio:.3}; \
-         perf samples {}, topped up {}, left out {})",
+         perf samples {}, lost {}, other processes' {})",
         stats.samples,
-        stats.oncpu_topup_samples,
-        stats.oncpu_dropped_samples
+        stats.lost,
+        stats.other_samples
     );
 }

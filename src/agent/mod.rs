@@ -178,6 +178,22 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
     outcome
 }
 
+/// Sets the `process` label to the name the process was started as
+/// (`targets::process_label`: `redis-server`, not the name of the file a symlink points
+/// to), while the process still runs with the `comm` the sampler labelled it with; a
+/// profile of exited or merged short-lived processes keeps the sampler's `comm`.
+fn name_process(labels: &mut std::collections::BTreeMap<String, String>) {
+    let Some(pid) = labels.get("pid").and_then(|p| p.parse::<u32>().ok()) else { return };
+    let Some(labelled) = labels.get("process") else { return };
+    let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { return };
+    if comm.trim_end_matches('\n') != labelled {
+        return;
+    }
+    if let Some(name) = targets::process_label(pid) {
+        labels.insert("process".to_string(), name);
+    }
+}
+
 struct ExternalAgent {
     config: AgentConfig,
     sampler: Sampler,
@@ -186,6 +202,40 @@ struct ExternalAgent {
     child: Option<std::process::Child>,
     /// When the metrics snapshot was last refreshed.
     last_snapshot: Instant,
+}
+
+/// How often the agent repeats that `--name` still matches nothing.
+const NO_MATCH_REPEAT: Duration = Duration::from_secs(30);
+
+/// Says, at start and then every ~30 s (jittered) while it stays so, that `--name`
+/// matches no process: otherwise the only clue is `targets=0` in the health line.
+#[derive(Debug, Default)]
+struct NoMatchNotice {
+    /// When to say it next; None while some process matches.
+    next: Option<Instant>,
+    /// Whether it was said since the last match.
+    said: bool,
+}
+
+impl NoMatchNotice {
+    /// Says it if it is time; true when it was said now.
+    fn check(&mut self, pattern: &str, nothing_matches: bool, now: Instant) -> bool {
+        if !nothing_matches {
+            *self = NoMatchNotice::default();
+            return false;
+        }
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        if self.said {
+            tracing::warn!("still no process matches --name {pattern:?}; waiting for one");
+        } else {
+            tracing::warn!("no process matches --name {pattern:?}; waiting for one (its comm or command line)");
+        }
+        self.said = true;
+        self.next = Some(now + jittered(NO_MATCH_REPEAT, 0.2));
+        true
+    }
 }
 
 /// Why the sampling loop ended without an error.
@@ -201,6 +251,7 @@ impl ExternalAgent {
         let mut next_upload = started + jittered(self.config.upload_interval, 0.1);
         let exits_with_targets = !matches!(self.config.targets, TargetSpec::Name(_));
         let mut poll_errors = 0u64;
+        let mut no_match = NoMatchNotice::default();
         let ending = loop {
             if signals::stop_requested() || stop.load(Ordering::Relaxed) {
                 break Ending::Signal;
@@ -221,6 +272,9 @@ impl ExternalAgent {
                 }
             }
             self.reap_child();
+            if let TargetSpec::Name(pattern) = &self.config.targets {
+                let _ = no_match.check(pattern.as_str(), self.sampler.targets().is_empty(), Instant::now());
+            }
             if Instant::now() >= next_upload {
                 self.upload_profiles();
                 self.report_health(true);
@@ -270,6 +324,7 @@ impl ExternalAgent {
             if profile.total_samples() == 0 {
                 continue;
             }
+            name_process(&mut profile.labels);
             for (k, v) in &self.config.labels {
                 profile.labels.insert(k.clone(), v.clone());
             }
@@ -321,5 +376,21 @@ impl ExternalAgent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_match_is_said_at_start_then_again_while_it_lasts_and_again_after_a_match() {
+        let mut notice = NoMatchNotice::default();
+        let t0 = Instant::now();
+        assert!(notice.check("^x$", true, t0), "said at start");
+        assert!(!notice.check("^x$", true, t0 + Duration::from_secs(1)), "not on every tick");
+        assert!(notice.check("^x$", true, t0 + NO_MATCH_REPEAT * 2), "said again while nothing matches");
+        assert!(!notice.check("^x$", false, t0 + NO_MATCH_REPEAT * 3), "silent while something matches");
+        assert!(notice.check("^x$", true, t0 + NO_MATCH_REPEAT * 3), "said as soon as the matches are gone");
     }
 }

@@ -126,6 +126,22 @@ fn a_pid_that_does_not_exist_is_a_one_line_error() {
     assert!(!stderr.contains("NoSuchProcess") && !stderr.contains("{"), "debug dump in:\n{stderr}");
 }
 
+#[test]
+fn a_name_that_matches_nothing_is_said_at_start() {
+    // Issue 18: `--name` matching nothing used to leave only `targets=0` in the health line.
+    if !require_root(PERF) {
+        return;
+    }
+    let spool = tempdir();
+    let mut agent =
+        agent("http://127.0.0.1:9", &["--name", "^no-such-process-4f1c$", "--duration", "2s"], spool.path());
+    let (status, stderr) = agent.wait_output(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("no process matches --name")).collect();
+    assert_eq!(said.len(), 1, "said once at start (the repeat comes after 30 s):\n{stderr}");
+    assert!(said[0].contains("^no-such-process-4f1c$") && said[0].contains("waiting for one"), "{}", said[0]);
+}
+
 /// Polls the agent's metrics until `name` reaches `at_least` (bounded by `limit`);
 /// returns the last value read.
 fn wait_metric(addr: &str, name: &str, at_least: f64, limit: Duration) -> f64 {

@@ -10,8 +10,8 @@
 
 use hotframe::cost::{CostContext, CostSettings};
 use hotframe::model::ThreadState;
+use hotframe::model::{Aggregate, AggregateSample};
 use hotframe::report::{self, Selection, Side, Win, WinOptions};
-use hotframe::store::{Aggregate, AggregateSample};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -21,7 +21,7 @@ mod work;
 
 // What `aggregate` returns is a model type (pure, shared with `cost`, `report` and the
 // flame-graph builder); the store re-exports it for its callers.
-pub use crate::model::{Aggregate, AggregateSample};
+use crate::model::Aggregate;
 pub use sqlite::SqliteStore;
 
 /// Store failures. User-facing variants say what to do.

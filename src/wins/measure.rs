@@ -12,10 +12,11 @@
 use super::{Prometheus, WinsError};
 use crate::cost::CostContext;
 use crate::model::time::parse_time_at;
+use crate::model::Aggregate;
 use crate::model::Reason;
 use crate::model::ThreadState;
 use crate::report::{self, FramePattern, Interval, Matching, Png, Selection, Side, Win, WinOptions, WorkSource};
-use crate::store::{Aggregate, ProfileStore, Query as StoreQuery, ServiceInfo, StoreError};
+use crate::store::{ProfileStore, Query as StoreQuery, ServiceInfo, StoreError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

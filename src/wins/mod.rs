@@ -22,9 +22,10 @@ pub use prometheus::{Prometheus, PrometheusConfig};
 
 use crate::cost::CostContext;
 use crate::model::time::BadTime;
+use crate::model::Aggregate;
 use crate::model::Reason;
 use crate::report::{ReportError, SendState};
-use crate::store::{Aggregate, ProfileStore, StoreError};
+use crate::store::{ProfileStore, StoreError};
 
 /// Why a win could not be measured, kept or sent. Messages say what to do.
 #[derive(Debug, thiserror::Error)]

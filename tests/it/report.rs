@@ -5,10 +5,10 @@
 use crate::common::{free_port, poll};
 use hotframe::cost::{CostContext, CostSettings};
 use hotframe::model::ThreadState;
+use hotframe::model::{Aggregate, AggregateSample};
 use hotframe::report::{
     self, FramePattern, Mailer, ReportError, RetryPolicy, SendState, SendStatus, Side, SmtpConfig, Win, WinOptions,
 };
-use hotframe::store::{Aggregate, AggregateSample};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -833,7 +833,7 @@ impl ProfileStore for GatedStore {
     fn services(&self) -> Result<Vec<hotframe::store::ServiceInfo>, hotframe::store::StoreError> {
         self.inner.services()
     }
-    fn aggregate(&self, q: &hotframe::store::Query) -> Result<hotframe::store::Aggregate, hotframe::store::StoreError> {
+    fn aggregate(&self, q: &hotframe::store::Query) -> Result<hotframe::model::Aggregate, hotframe::store::StoreError> {
         self.inner.aggregate(q)
     }
     fn timeline(

@@ -48,7 +48,7 @@ fn folded(p: &Profile) -> BTreeMap<(String, ThreadState), u64> {
 }
 
 /// The same for an aggregate, with nanos.
-fn folded_agg(a: &hotframe::store::Aggregate) -> BTreeMap<(String, ThreadState), (u64, u64)> {
+fn folded_agg(a: &hotframe::model::Aggregate) -> BTreeMap<(String, ThreadState), (u64, u64)> {
     let mut out = BTreeMap::new();
     for s in &a.samples {
         let names: Vec<&str> = a.stacks[s.stack as usize].iter().map(|f| a.frames[*f as usize].as_str()).collect();

@@ -358,8 +358,19 @@ impl ProcessImage {
             let b = stack.get(off..off + 8)?;
             Some(u64::from_le_bytes(b.try_into().ok()?))
         };
+        // The frame that needs `bp` is the caller of the last frame the CFI-only walk
+        // reached: its saved `rbp` lies above the slot holding that frame's return
+        // address. Guessing from there, not from the leaf's `sp`, skips the slots of the
+        // deeper frames (whose return addresses look just as plausible) that used up the
+        // guesses before the right one.
+        let mut off = match first.as_slice() {
+            [_, .., last] => {
+                let ret = last.wrapping_add(1);
+                (0..stack.len() / 8).map(|i| i * 8).find(|o| word(*o) == Some(ret)).map_or(0, |o| o + 8)
+            }
+            _ => 0,
+        };
         let mut tried = 0;
-        let mut off = 0;
         while off + 16 <= stack.len() && tried < MAX_BP_GUESSES {
             let slot = sp + off as u64;
             // The saved `rbp` itself is not checked: the caller of a frame-pointer frame

@@ -4,8 +4,8 @@
 //! they fail instead.
 
 use crate::common::{
-    eventually, frame_names, free_addr, get, get_json, parse_deep_json, poll, require_root, tempdir, ChildGuard,
-    Server, BIN,
+    build_workload, eventually, frame_names, free_addr, get, get_json, parse_deep_json, poll, require_root, tempdir,
+    ChildGuard, Server, BIN,
 };
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -388,16 +388,7 @@ fn a_started_command_gets_complete_stacks_through_its_libraries() {
         return;
     }
     let data = tempdir();
-    let exe = data.path().join("shop");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/shop.cpp");
-    let built = Command::new("c++")
-        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(built, "c++ failed to build {}", source.display());
+    let exe = build_workload("c++", "shop.cpp", &["-O2", "-g", "-fomit-frame-pointer"], data.path(), "shop");
     let server = Server::start(&data.path().join("store"), &[]);
     let url = server.url.clone();
     let mut agent = agent(&url, &["--", exe.to_str().unwrap(), "2"], &data.path().join("spool"));
@@ -433,16 +424,7 @@ fn profile_forker(
     target_args: &[&str],
 ) -> (serde_json::Value, serde_json::Value, HashMap<String, f64>, String) {
     let data = crate::common::tempdir();
-    let exe = data.path().join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/forker.c");
-    let built = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(built, "cc failed to build {}", source.display());
+    let exe = build_workload("cc", "forker.c", &["-O2", "-fomit-frame-pointer"], data.path(), name);
     let server = Server::start(&data.path().join("store"), &[]);
     let url = server.url.clone();
     let truth = data.path().join("truth");

@@ -25,6 +25,23 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create temp dir")
 }
 
+/// Builds the workload `tests/fixtures/workloads/<source>` with `compiler` (`cc`, `c++`)
+/// and `flags` into `dir/<name>`; panics with the command when it fails.
+pub fn build_workload(compiler: &str, source: &str, flags: &[&str], dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads").join(source);
+    let built = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(built, "{compiler} {} failed to build {}", flags.join(" "), source.display());
+    exe
+}
+
 /// Where Cargo puts the example `name` of this build (target/debug/examples/NAME, beside
 /// this test binary's deps/ folder); it may not be built.
 pub fn example_path(name: &str) -> PathBuf {

@@ -21,17 +21,7 @@ const STEP_S: i64 = 10;
 
 /// Builds `tests/fixtures/workloads/duty.c` into `dir`.
 fn build_duty(dir: &Path) -> PathBuf {
-    let exe = dir.join("duty");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workloads/duty.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(built, "cc failed to build {}", source.display());
-    exe
+    crate::common::build_workload("cc", "duty.c", &["-O1", "-g"], dir, "duty")
 }
 
 /// `duty DUTY SECONDS TAG`, its report on stdout.

@@ -428,7 +428,7 @@ fn profile_forker(
     let server = Server::start(&data.path().join("store"), &[]);
     let url = server.url.clone();
     let truth = data.path().join("truth");
-    let work = ChildGuard::spawn(Command::new(&exe).arg(&truth).args(["4", "2"]));
+    let work = ChildGuard::spawn(Command::new(&exe).arg(&truth).args([FORKER_SECONDS, "2"]));
     let ready = truth.with_extension("ready");
     eventually("the workload to start", Duration::from_secs(10), || ready.exists());
     let pid = work.pid().to_string();
@@ -464,6 +464,11 @@ fn profile_forker(
 fn flame_cpu_seconds(flame: &serde_json::Value) -> f64 {
     flame["totals"]["samples"].as_f64().unwrap_or(0.0) / 99.0
 }
+
+/// How long the fork workload works: about 0.65 cores for 10 s is ~640 samples at 99 Hz,
+/// enough that the ±10% bound is not crossed by sampling noise alone (4 s gave ~200
+/// samples, a 7% standard deviation, and failed about one CI run in five).
+const FORKER_SECONDS: &str = "10";
 
 /// The flame graph's CPU seconds are within ±10% of `kernel` (what the workload's
 /// getrusage counted for the processes the test expects in the service).

@@ -35,6 +35,7 @@
 //! target (no ptrace).
 
 mod accounting;
+mod bp_guess;
 mod drain;
 mod error;
 mod options;

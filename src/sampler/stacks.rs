@@ -6,6 +6,7 @@
 //! Out: a `Stack` of `RawFrame`s, leaf first, and the walk's failures in
 //! `SamplerStats`. Must not: name frames or decide states.
 
+use super::bp_guess::BpGuess;
 use super::procfs;
 use super::unwind::{self, FileCache, ProcessImage, WalkEnd};
 use super::{perf, SamplerOptions, SamplerStats, Stack, UnwindMode};
@@ -97,8 +98,8 @@ impl StackWalker {
     /// saved at syscall entry and a copy of its stack memory, and whether the walk
     /// reached the thread's root. /proc does not give the frame pointer: the walk uses
     /// DWARF CFI alone first and guesses `bp` only for frame-pointer frames (see
-    /// `ProcessImage::unwind_unknown_bp` and docs/thread-states.md); the flag says the
-    /// walk reached the root without a guess. Err when the memory
+    /// `ProcessImage::guess_bp` and docs/thread-states.md); the flag says the
+    /// walk reached the root without an unchecked guess. Err when the memory
     /// cannot be read (EPERM: ptrace access denied; ESRCH: gone).
     pub(super) fn offcpu_stack(
         &mut self,
@@ -113,21 +114,28 @@ impl StackWalker {
         // Most sleeping stacks are shallow: read one page-sized chunk first, the whole
         // `stack_bytes` only if the walk ran out of it.
         let full = self.opts.stack_bytes.max(FIRST_STACK_READ as u32) as usize;
-        let (mut end, mut guessed) = (WalkEnd::Truncated, false);
+        let mut end = WalkEnd::Truncated;
         for len in [FIRST_STACK_READ, full] {
             addrs.clear();
             let got = procfs::read_memory(pid, sp, len, buf)?;
-            (end, guessed) = image.unwind_unknown_bp(pc, sp, buf, addrs);
+            end = image.unwind_without_bp(pc, sp, buf, addrs);
             if end == WalkEnd::Complete || got < len || len == full {
                 break;
             }
         }
+        // Guess `bp` only on the whole read: a walk that ran out of the first chunk (a
+        // signal frame lies deep) would otherwise take a wrong guess that happens to end.
+        let mut guess = BpGuess::None;
+        if end == WalkEnd::Truncated {
+            (end, guess) = image.guess_bp(pid, pc, sp, buf, addrs);
+        }
         count_walk(stats, end, addrs.len());
         let mut frames = Vec::with_capacity(addrs.len());
         image.frames_of_walk(addrs, &mut self.files, symbolizer, &mut frames);
-        // Rooted only when DWARF CFI alone reached the root: a walk completed from a
-        // guessed frame pointer may have stopped on a zero it took for the end.
-        Ok((Arc::from(frames), end == WalkEnd::Complete && !guessed))
+        // Rooted only when the walk reached the root by DWARF CFI, signal frames and
+        // call-checked frame pointers: a walk completed from an unchecked guess may have
+        // stopped on a zero it took for the end.
+        Ok((Arc::from(frames), end == WalkEnd::Complete && guess != BpGuess::Unchecked))
     }
 }
 

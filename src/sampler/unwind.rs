@@ -10,7 +10,7 @@
 use super::procfs::{self, Mapping};
 use crate::symbolize::{ModuleId, ModuleKey, RawFrame, Symbolizer};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -19,11 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A frame pointer no frame can have (odd, below any stack): see `unwind_unknown_bp`.
+/// A frame pointer no frame can have (odd, below any stack): see `unwind_without_bp`.
 const IMPOSSIBLE_BP: u64 = 1;
-
-/// Frame-pointer guesses tried for a thread whose `bp` is unknown.
-const MAX_BP_GUESSES: usize = 8;
 
 /// Deepest stack kept, in frames.
 pub const MAX_FRAMES: usize = 512;
@@ -49,6 +46,31 @@ pub struct ElfUnwindInfo {
     /// PT_LOAD segments: (p_vaddr, p_offset, p_filesz, executable).
     segments: Vec<(u64, u64, u64, bool)>,
     build_id: Option<Vec<u8>>,
+    /// Stated addresses of signal-return trampolines (see `SIGRETURN_CODE`).
+    sigreturn: Vec<u64>,
+}
+
+/// The x86-64 signal-return trampoline (`mov $15, %rax; syscall`: `rt_sigreturn`),
+/// glibc's and musl's `__restore_rt`. A signal handler returns into it; its frame is the
+/// kernel's signal frame, whose unwind rule (a DWARF expression) framehop does not run.
+const SIGRETURN_CODE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+
+/// Where the interrupted registers lie in the signal frame, from the `sp` the handler
+/// returns with (`struct ucontext`: flags, link, a 24-byte `stack_t`, then
+/// `struct sigcontext` with r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip).
+const UCONTEXT_RBP: u64 = 40 + 10 * 8;
+const UCONTEXT_RSP: u64 = 40 + 15 * 8;
+const UCONTEXT_RIP: u64 = 40 + 16 * 8;
+
+/// Stated addresses of the signal-return trampolines in the executable segments.
+fn find_sigreturn(data: &[u8], segments: &[(u64, u64, u64, bool)]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for &(vaddr, offset, size, _) in segments.iter().filter(|s| s.3) {
+        let (Ok(start), Ok(len)) = (usize::try_from(offset), usize::try_from(size)) else { continue };
+        let Some(code) = data.get(start..start.saturating_add(len)) else { continue };
+        out.extend(memchr::memmem::find_iter(code, &SIGRETURN_CODE).map(|at| vaddr + at as u64));
+    }
+    out
 }
 
 impl ElfUnwindInfo {
@@ -71,8 +93,9 @@ impl ElfUnwindInfo {
                 };
                 (seg.address(), offset, size, exec)
             })
-            .collect();
+            .collect::<Vec<_>>();
         Some(ElfUnwindInfo {
+            sigreturn: find_sigreturn(data, &segments),
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame").map(|(_, b)| b),
@@ -154,12 +177,27 @@ impl FileCache {
 }
 
 /// One executable mapping of the target, normalized.
-#[derive(Debug, Clone)]
-struct MappedModule {
+#[derive(Clone)]
+pub(super) struct MappedModule {
     start: u64,
     end: u64,
     offset: u64,
     module: ModuleId,
+    /// Actual addresses of the signal-return trampolines in this mapping.
+    sigreturn: Vec<u64>,
+    /// The file's unwind information and its load bias, if parsed.
+    info: Option<(Arc<ElfUnwindInfo>, u64)>,
+}
+
+impl MappedModule {
+    /// The start of the function holding `addr` (an address in this mapping), from the
+    /// `.eh_frame_hdr` search table: the highest FDE start at or below it.
+    pub(super) fn function_start(&self, addr: u64) -> Option<u64> {
+        let (info, bias) = self.info.as_ref()?;
+        let (range, hdr) = info.eh_frame_hdr.as_ref()?;
+        let svma = addr.wrapping_sub(*bias);
+        super::bp_guess::fde_start(hdr, range.start, svma).map(|start| start.wrapping_add(*bias))
+    }
 }
 
 /// How a stack walk ended.
@@ -273,16 +311,32 @@ impl ProcessImage {
         };
         let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
         let module = symbolizer.register_module(key, open_path, display);
+        let mut sigreturn = Vec::new();
+        let mut with_bias = None;
         if let Some(info) = info {
             let bias = if m.path == "[vdso]" { info.load_bias(m.start, 0) } else { info.load_bias(m.start, m.offset) };
             match bias {
                 Some(bias) => {
+                    sigreturn = info
+                        .sigreturn
+                        .iter()
+                        .map(|svma| svma.wrapping_add(bias))
+                        .filter(|avma| (m.start..m.end).contains(avma))
+                        .collect();
+                    with_bias = Some((info.clone(), bias));
                     self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
                 }
                 None => tracing::debug!(path = %m.path, "no load segment for mapping"),
             }
         }
-        self.mappings.push(MappedModule { start: m.start, end: m.end, offset: m.offset, module });
+        self.mappings.push(MappedModule {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            module,
+            sigreturn,
+            info: with_bias,
+        });
     }
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
@@ -325,7 +379,7 @@ impl ProcessImage {
         PathBuf::from(format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end))
     }
 
-    fn find(&self, addr: u64) -> Option<&MappedModule> {
+    pub(super) fn find(&self, addr: u64) -> Option<&MappedModule> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
         let m = self.mappings.get(i.checked_sub(1)?)?;
         (addr < m.end).then_some(m)
@@ -340,62 +394,18 @@ impl ProcessImage {
     }
 
     /// Unwinds a thread whose frame pointer is unknown (an off-CPU thread: /proc gives
-    /// only `sp` and `pc`). framehop takes `bp = 0` in an `rbp`-based frame for
-    /// the end of the stack, so the walk starts with an impossible `bp` instead: reaching
-    /// such a frame then fails, and a complete walk is a real one (code without frame
-    /// pointers never needs `bp`). If it fails, `bp` is guessed: each stack slot, lowest
-    /// first, that is followed by a return address into known code (where a frame-pointer
-    /// prologue would have saved `rbp`) is tried, and the first walk
-    /// that reaches the root wins. Otherwise the first, truncated walk is kept.
-    /// The second value says whether `bp` was guessed (a complete walk from a guess may
-    /// still be a wrong one that met a zero frame pointer).
-    pub fn unwind_unknown_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> (WalkEnd, bool) {
-        if self.unwind(ip, sp, IMPOSSIBLE_BP, stack, out) == WalkEnd::Complete {
-            return (WalkEnd::Complete, false);
-        }
-        let first: Vec<u64> = out.clone();
-        let word = |off: usize| -> Option<u64> {
-            let b = stack.get(off..off + 8)?;
-            Some(u64::from_le_bytes(b.try_into().ok()?))
-        };
-        // The frame that needs `bp` is the caller of the last frame the CFI-only walk
-        // reached: its saved `rbp` lies above the slot holding that frame's return
-        // address. Guessing from there, not from the leaf's `sp`, skips the slots of the
-        // deeper frames (whose return addresses look just as plausible) that used up the
-        // guesses before the right one.
-        let mut off = match first.as_slice() {
-            [_, .., last] => {
-                let ret = last.wrapping_add(1);
-                (0..stack.len() / 8).map(|i| i * 8).find(|o| word(*o) == Some(ret)).map_or(0, |o| o + 8)
-            }
-            _ => 0,
-        };
-        let mut tried = 0;
-        while off + 16 <= stack.len() && tried < MAX_BP_GUESSES {
-            let slot = sp + off as u64;
-            // The saved `rbp` itself is not checked: the caller of a frame-pointer frame
-            // may be code without frame pointers, whose `rbp` holds any value; requiring a
-            // stack address there skipped the right slot for a higher, wrong one.
-            let plausible = match word(off + 8) {
-                Some(ret) => self.find(ret.wrapping_sub(1)).is_some(),
-                None => false,
-            };
-            if plausible {
-                tried += 1;
-                out.clear();
-                if self.unwind(ip, sp, slot, stack, out) == WalkEnd::Complete {
-                    return (WalkEnd::Complete, true);
-                }
-            }
-            off += 8;
-        }
-        out.clear();
-        out.extend_from_slice(&first);
-        (WalkEnd::Truncated, false)
+    /// only `sp` and `pc`) by DWARF CFI alone. framehop takes `bp = 0` in an `rbp`-based
+    /// frame for the end of the stack, so the walk starts with an impossible `bp`
+    /// instead: reaching such a frame then fails, and a complete walk is a real one (code
+    /// without frame pointers never needs `bp`). A signal frame restores the exact `bp`.
+    pub fn unwind_without_bp(&mut self, ip: u64, sp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
+        self.unwind(ip, sp, IMPOSSIBLE_BP, stack, out)
     }
 
     /// Unwinds from `ip`/`sp`/`bp` over `stack` (bytes copied from address `sp`), pushing
-    /// lookup addresses (return addresses minus one) leaf first into `out`.
+    /// lookup addresses (return addresses minus one) leaf first into `out`. A signal
+    /// handler's frame continues in the code the signal interrupted, with the registers
+    /// the kernel saved in the signal frame (`rbp` included: exact, never guessed).
     pub fn unwind(&mut self, ip: u64, sp: u64, bp: u64, stack: &[u8], out: &mut Vec<u64>) -> WalkEnd {
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let off = addr.checked_sub(sp).ok_or(())? as usize;
@@ -404,18 +414,46 @@ impl ProcessImage {
             word.copy_from_slice(bytes);
             Ok(u64::from_le_bytes(word))
         };
-        let mut frames =
-            self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut address = FrameAddress::InstructionPointer(ip);
+        out.push(ip);
         loop {
             if out.len() >= MAX_FRAMES {
                 return WalkEnd::Truncated;
             }
-            match frames.next() {
-                Ok(Some(frame)) => out.push(frame.address_for_lookup()),
+            if let FrameAddress::ReturnAddress(ret) = address {
+                if self.is_sigreturn(ret.get()) {
+                    // The handler returned to the trampoline with `sp` at the ucontext.
+                    let mut at = |off: u64| regs.sp().checked_add(off).ok_or(()).and_then(&mut read_stack);
+                    let (Ok(rip), Ok(rsp), Ok(rbp)) = (at(UCONTEXT_RIP), at(UCONTEXT_RSP), at(UCONTEXT_RBP)) else {
+                        return WalkEnd::Truncated;
+                    };
+                    // The interrupted instruction is not a return address: no minus one.
+                    regs = UnwindRegsX86_64::new(rip, rsp, rbp);
+                    address = FrameAddress::InstructionPointer(rip);
+                    out.push(rip);
+                    continue;
+                }
+            }
+            match self.unwinder.unwind_frame(address, &mut regs, &mut self.cache, &mut read_stack) {
+                Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
+                    Some(next) => {
+                        address = next;
+                        // The trampoline is named by its own address (the byte before
+                        // it belongs to another function).
+                        out.push(if self.is_sigreturn(ret) { ret } else { next.address_for_lookup() });
+                    }
+                    None => return WalkEnd::Truncated,
+                },
                 Ok(None) => return WalkEnd::Complete,
                 Err(_) => return WalkEnd::Truncated,
             }
         }
+    }
+
+    /// Whether `addr` is the first instruction of a signal-return trampoline.
+    fn is_sigreturn(&self, addr: u64) -> bool {
+        self.find(addr).is_some_and(|m| m.sigreturn.contains(&addr))
     }
 }
 
@@ -435,6 +473,7 @@ mod tests {
             got_svma: None,
             segments: vec![(0, 0, 0x1230, false), (0x2230, 0x1230, 0x5000, true)],
             build_id: None,
+            sigreturn: Vec::new(),
         };
         // The kernel maps the code segment from page offset 0x1000 at 0x5555_0000_2000.
         let bias = info.load_bias(0x5555_0000_2000, 0x1000).unwrap();

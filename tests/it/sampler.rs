@@ -531,18 +531,38 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("shop");
-    let ok = Command::new("c++")
-        .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
-        .arg(&exe)
-        .arg(fixture("shop.cpp"))
+    compile("c++", &["-O2", "-g", "-fomit-frame-pointer"], "shop.cpp", &exe);
+    // This test is about names, not about attaching mid-exec.
+    let samples = sample_from_libc_to_exit(Command::new(&exe).arg("2").stdout(std::process::Stdio::null()));
+    let hot: Vec<_> = samples.iter().filter(|(s, _, _)| s.iter().any(|f| f == "shop::Cart::total(int)")).collect();
+    assert!(!hot.is_empty(), "no demangled shop::Cart::total(int):\n{}", folded(&samples));
+    // The inlined helper is a frame of its own, right under the function it is inlined into.
+    let inlined = hot
+        .iter()
+        .any(|(s, _, _)| s.windows(2).any(|w| w[0] == "shop::Cart::total(int)" && w[1].contains("mix_price")));
+    assert!(inlined, "no inlined mix_price frame under Cart::total:\n{}", folded(&samples));
+    assert!(hot.iter().all(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main")), "{}", folded(&samples));
+}
+
+/// Compiles fixture `source` with `compiler` and `flags` into `exe`.
+fn compile(compiler: &str, flags: &[&str], source: &str, exe: &Path) {
+    let ok = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(exe)
+        .arg(fixture(source))
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "c++ failed");
-    let reaper = ChildGuard::spawn(Command::new(&exe).arg("2").stdout(std::process::Stdio::null()));
+    assert!(ok, "{compiler} {source} failed");
+}
+
+/// Starts `cmd`, waits until the dynamic loader has mapped libc (so that the walk to
+/// `_start` does not depend on who wins the race with attach), samples it until it
+/// exits, and returns its samples.
+fn sample_from_libc_to_exit(cmd: &mut Command) -> Vec<(Vec<String>, ThreadState, u64)> {
+    let reaper = ChildGuard::spawn(cmd);
     let pid = reaper.pid();
-    // This test is about names, not about attaching mid-exec: wait until the dynamic
-    // loader has mapped libc, so the walk to `_start` does not depend on who wins that race.
     eventually("libc mapped executable in the target", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .unwrap_or_default()
@@ -552,15 +572,7 @@ fn cpp_names_are_demangled_and_inlined_functions_are_frames() {
     let mut sampler = Sampler::new(SamplerOptions::default()).expect("sampler (run as root)");
     sampler.attach(pid).expect("attach");
     let (profiles, _) = sample_until_exit(&mut sampler, pid, Duration::from_secs(30));
-    let samples = samples_of(&profiles, pid);
-    let hot: Vec<_> = samples.iter().filter(|(s, _, _)| s.iter().any(|f| f == "shop::Cart::total(int)")).collect();
-    assert!(!hot.is_empty(), "no demangled shop::Cart::total(int):\n{}", folded(&samples));
-    // The inlined helper is a frame of its own, right under the function it is inlined into.
-    let inlined = hot
-        .iter()
-        .any(|(s, _, _)| s.windows(2).any(|w| w[0] == "shop::Cart::total(int)" && w[1].contains("mix_price")));
-    assert!(inlined, "no inlined mix_price frame under Cart::total:\n{}", folded(&samples));
-    assert!(hot.iter().all(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main")), "{}", folded(&samples));
+    samples_of(&profiles, pid)
 }
 
 /// CPU seconds of a process so far (user + system, from /proc/PID/stat, in clock ticks).
@@ -638,4 +650,37 @@ fn on_cpu_samples_add_up_to_the_cpu_time_of_an_oversubscribed_target() {
         stats.lost,
         stats.other_samples
     );
+}
+
+/// Work done inside a signal handler (postgres's postmaster starts its children from
+/// one, so their every stack holds the signal frame): on-CPU and off-CPU stacks go
+/// through the kernel's signal frame to `main` and `_start`, as `perf` shows them.
+#[test]
+fn stacks_through_a_signal_handler_reach_the_root() {
+    if !require_root(PERF) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("sighandler");
+    compile("cc", &["-O2", "-fomit-frame-pointer"], "sighandler.c", &exe);
+    let samples = sample_from_libc_to_exit(Command::new(&exe).arg("3"));
+    for (function, state) in
+        [("burn_in_handler", ThreadState::Runnable), ("sleep_in_handler", ThreadState::TimedWaiting)]
+    {
+        let of: Vec<_> = samples.iter().filter(|(s, st, _)| *st == state && s.iter().any(|f| f == function)).collect();
+        let total: u64 = of.iter().map(|(_, _, n)| n).sum();
+        let rooted: u64 = of
+            .iter()
+            // `main` is below the handler only when the walk crossed the signal frame.
+            .filter(|(s, _, _)| s[0] == "_start" && s.iter().any(|f| f == "main"))
+            .map(|(_, _, n)| n)
+            .sum();
+        assert!(total >= 20, "too few {state:?} samples in {function}:\n{}", folded(&samples));
+        assert!(
+            rooted as f64 >= 0.99 * total as f64,
+            "{function}: {rooted} of {total} {state:?} samples reach _start through the signal frame:\n{}",
+            folded(&samples)
+        );
+    }
 }

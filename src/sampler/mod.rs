@@ -536,7 +536,7 @@ impl Sampler {
         let (Some(clock), Some(target)) = (thread.clock.as_ref(), self.targets.get_mut(&thread.pid)) else { return };
         let mut tally =
             profiles::Tally { counts: &mut target.counts, prefetch: &mut self.prefetch, stats: &mut self.stats };
-        clock.flush(&mut tally);
+        clock.flush(self.period.as_nanos() as u64, &mut tally);
     }
 
     /// A target process exited: its threads are forgotten, its counts kept for the next

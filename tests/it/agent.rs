@@ -507,3 +507,78 @@ fn by_name_short_lived_workers_count_and_cpu_seconds_match_the_kernel() {
     let names = frame_names(&flame["root"]);
     assert!(names.iter().any(|n| n == "child_burn"), "no short-lived child's frames: {names:?}");
 }
+
+/// The fork workload on two hosts (two agents by `--pid`, labelled `host=hf-a` and
+/// `host=hf-b`, into one server): the service's CPU seconds are what the kernel
+/// accounted to both workloads and all their children (±10%); its cores are that CPU
+/// over the wall time observed per host, bounded by the test's own clock (at least
+/// from each agent's attach to its workload's end, at most from the agents' start to
+/// their exit), ±10%; one timeline point over the range gives the same cores; and W
+/// counts each host's wall time once, whatever the number of processes.
+#[test]
+fn fork_workload_on_two_hosts_costs_its_kernel_cpu_over_the_wall_time_observed() {
+    if !require_root(PERF) {
+        return;
+    }
+    let data = tempdir();
+    let server = Server::start(&data.path().join("store"), &[]);
+    let url = server.url.clone();
+    let from_s = hotframe::model::time::now_ms() / 1000 - 60;
+    let hosts = ["hf-a", "hf-b"];
+    let mut works = Vec::new();
+    for host in hosts {
+        let name = format!("forker-{host}");
+        let exe = build_workload("cc", "forker.c", &["-O2", "-fomit-frame-pointer"], data.path(), &name);
+        let truth = data.path().join(format!("truth-{host}"));
+        let work = ChildGuard::spawn(Command::new(&exe).arg(&truth).args([FORKER_SECONDS, "2"]));
+        let ready = truth.with_extension("ready");
+        eventually("the workload to start", Duration::from_secs(10), || ready.exists());
+        works.push((work, truth));
+    }
+    let started = std::time::Instant::now();
+    let mut agents = Vec::new();
+    for (host, (work, _)) in hosts.iter().zip(&works) {
+        let metrics = free_addr().to_string();
+        let label = format!("host={host}");
+        let pid = work.pid().to_string();
+        let extra = ["--pid", &pid, "--label", &label, "--metrics-listen", &metrics];
+        agents.push(agent(&url, &extra, &data.path().join(format!("spool-{host}"))));
+        let attached = wait_metric(&metrics, "hotframe_agent_targets", 1.0, Duration::from_secs(30));
+        assert!(attached >= 1.0, "the agent of {host} did not find its workload");
+    }
+    let attached = started.elapsed();
+    for (_, truth) in &works {
+        std::fs::write(truth.with_extension("go"), b"").unwrap();
+    }
+    let mut kernel_cpu = 0.0;
+    for (mut work, truth) in works {
+        let (status, _) = work.wait_output(Duration::from_secs(60));
+        assert!(status.success(), "workload: {status}");
+        kernel_cpu += read_truth(&truth)["cpu_s"];
+    }
+    let worked = started.elapsed() - attached;
+    // With --pid each agent uploads, flushes and exits once its workload has exited.
+    for mut agent in agents {
+        let (status, stderr) = agent.wait_output(Duration::from_secs(60));
+        assert!(status.success(), "{status}\n{stderr}");
+    }
+    let observed_at_most = started.elapsed();
+
+    let range = format!("service=agent-test&states=cpu&from={from_s}&until={}", from_s + 600);
+    let flame = get_json(&format!("{url}/api/v1/flamegraph?{range}"));
+    assert_cpu_matches_kernel(&flame, kernel_cpu, &HashMap::new(), "");
+    let cores = flame["totals"]["cores"].as_f64().unwrap();
+    let (lo, hi) = (kernel_cpu / observed_at_most.as_secs_f64(), kernel_cpu / worked.as_secs_f64());
+    eprintln!("hotframe {cores:.3} cores; kernel CPU over the wall time observed: {lo:.3} to {hi:.3} cores");
+    assert!(cores >= 0.9 * lo && cores <= 1.1 * hi, "hotframe {cores} cores, kernel {lo:.3} to {hi:.3}");
+    let cost = &flame["cost"];
+    assert_eq!(cost["profiledHosts"].as_u64(), Some(2), "{cost}");
+    let window = cost["windowSeconds"].as_f64().unwrap();
+    assert!(
+        window >= 0.9 * worked.as_secs_f64() && window <= 1.1 * observed_at_most.as_secs_f64(),
+        "W = {window} s, the test observed {worked:?} to {observed_at_most:?} per host"
+    );
+    let one = get_json(&format!("{url}/api/v1/timeline?{range}&step=600s"));
+    let point = one["points"][0]["cores"]["RUNNABLE"].as_f64().unwrap();
+    assert!((point - cores).abs() <= 1e-9 * cores, "timeline {point} vs flame graph {cores}");
+}

@@ -776,11 +776,16 @@ pub fn compute(
         method: format!(
             "The {unit} is compared before and after. Its variance on each side is the larger of the Poisson \
              variance of the samples (n samples of period p: Σn·p²) and the variation between intervals of the \
-             side (the ratio estimator over {} and {} intervals), so a bursty service is not called significant \
-             on sampling noise alone; the 95% range is the difference ± {:.2}·σ ({}), expressed at the after \
-             side's {} per host, scaled to {} fleet hosts and priced like the saving.",
-            r_before.intervals,
-            r_after.intervals,
+             side ({}), so a bursty service is not called significant on sampling noise alone; the 95% range is \
+             the difference ± {:.2}·σ ({}), expressed at the after side's {} per host, scaled to {} fleet hosts \
+             and priced like the saving.",
+            match (r_before.intervals, r_after.intervals) {
+                (b, a) if (b as usize) < MIN_INTERVALS || (a as usize) < MIN_INTERVALS => format!(
+                    "not used here: a side has fewer than {MIN_INTERVALS} intervals ({b} and {a}), so the Poisson \
+                     variance alone"
+                ),
+                (b, a) => format!("the ratio estimator over {b} and {a} intervals"),
+            },
             diff.quantile,
             if diff.quantile == Z95 { "normal" } else { "Student's t" },
             match normalization {

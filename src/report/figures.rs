@@ -780,7 +780,7 @@ pub fn compute(
              the difference ± {:.2}·σ ({}), expressed at the after side's {} per host, scaled to {} fleet hosts \
              and priced like the saving.",
             match (r_before.intervals, r_after.intervals) {
-                (b, a) if (b as usize) < MIN_INTERVALS || (a as usize) < MIN_INTERVALS => format!(
+                (b, a) if b < MIN_INTERVALS || a < MIN_INTERVALS => format!(
                     "not used here: a side has fewer than {MIN_INTERVALS} intervals ({b} and {a}), so the Poisson \
                      variance alone"
                 ),

@@ -449,6 +449,8 @@ impl Sampler {
         self.stats.processes_followed += 1;
         match why {
             Why::Child => tracing::debug!(pid, parent, "following a child of a target"),
+            // Host-wide, every new process is one: not worth a line each.
+            Why::Matched if self.tagger.is_some() => tracing::debug!(pid, "following process"),
             _ => tracing::info!(pid, ?why, "following process"),
         }
         self.pending.push(SamplerEvent::ProcessFollowed { pid, why });

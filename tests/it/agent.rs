@@ -59,7 +59,7 @@ fn last_health(stderr: &str, key: &str) -> u64 {
 }
 
 /// One value from the agent's Prometheus page, if it answers.
-fn metric(addr: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(addr: &str, name: &str) -> Option<f64> {
     let (status, text) = get(&format!("http://{addr}/metrics"));
     (status == 200).then_some(())?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

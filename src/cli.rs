@@ -89,15 +89,26 @@ pub struct AgentArgs {
     /// Server base URL, e.g. http://127.0.0.1:4040.
     #[arg(long, env = "HOTFRAME_SERVER")]
     pub server: String,
-    /// Service name the profiles belong to.
-    #[arg(long)]
-    pub service: String,
+    /// Service name the profiles belong to (with --all, each process's service is named
+    /// from the config's rules, its systemd unit, its container or its program).
+    #[arg(long, required_unless_present = "all")]
+    pub service: Option<String>,
     /// Process to attach to (repeatable).
     #[arg(long = "pid")]
     pub pids: Vec<u32>,
     /// Attach to every process whose name or command line matches, now and later.
     #[arg(long)]
     pub name: Option<String>,
+    /// Sample every process of the host (but the agent itself, kernel threads and
+    /// --exclude), each under its own service.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: leave out processes whose name or command line matches this regex.
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Agent config file (TOML): `[agent] exclude` and `[[agent.services]]` naming rules.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Sampling frequency, Hz.
     #[arg(long, default_value_t = 99)]
     pub frequency: u32,
@@ -351,18 +362,41 @@ impl ServeArgs {
 impl AgentArgs {
     /// Checks the flags and turns them into the agent's config.
     pub fn into_config(self) -> Result<AgentConfig, AgentError> {
-        if !valid_service_name(&self.service) {
-            return Err(AgentError::BadService(self.service));
-        }
+        let service = match self.service {
+            Some(service) if !valid_service_name(&service) => return Err(AgentError::BadService(service)),
+            Some(service) => service,
+            None if self.all => "all".to_string(),
+            None => return Err(AgentError::NoService),
+        };
         let server = server_base_url(&self.server).map_err(UploadError::from)?;
-        let chosen = [!self.pids.is_empty(), self.name.is_some(), !self.command.is_empty()];
+        let regex = |flag: &'static str, pattern: &String| {
+            regex::Regex::new(pattern).map_err(|e| AgentError::BadRegex {
+                flag,
+                pattern: pattern.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (file_exclude, rules) = match &self.config {
+            Some(path) => crate::agent::services::load(path)?,
+            None => (None, Vec::new()),
+        };
+        if !self.all {
+            if self.exclude.is_some() || file_exclude.is_some() {
+                return Err(AgentError::OnlyWithAll("--exclude"));
+            }
+            if !rules.is_empty() {
+                return Err(AgentError::OnlyWithAll("[[agent.services]] in --config"));
+            }
+        }
+        let chosen = [!self.pids.is_empty(), self.name.is_some(), !self.command.is_empty(), self.all];
         let targets = match chosen.iter().filter(|c| **c).count() {
             0 => return Err(AgentError::NoTarget),
             1 => {
-                if let Some(pattern) = &self.name {
-                    let regex = regex::Regex::new(pattern)
-                        .map_err(|e| AgentError::BadRegex { pattern: pattern.clone(), reason: e.to_string() })?;
-                    TargetSpec::Name(regex)
+                if self.all {
+                    let exclude = self.exclude.or(file_exclude).map(|p| regex("--exclude", &p)).transpose()?;
+                    TargetSpec::All { exclude, rules }
+                } else if let Some(pattern) = &self.name {
+                    TargetSpec::Name(regex("--name", pattern)?)
                 } else if !self.pids.is_empty() {
                     TargetSpec::Pids(self.pids.clone())
                 } else {
@@ -376,7 +410,7 @@ impl AgentArgs {
             "fp" | "frame-pointer" => UnwindMode::FramePointer,
             other => return Err(AgentError::BadUnwind(other.to_string())),
         };
-        let mut config = AgentConfig::new(&server, &self.service, targets);
+        let mut config = AgentConfig::new(&server, &service, targets);
         config.sampler = SamplerOptions {
             frequency_hz: self.frequency,
             unwind,

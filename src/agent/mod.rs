@@ -8,7 +8,9 @@
 //! health lines, an exit status. Must not: wait on the network in the sampling loop
 //! (`Uploader::submit` never blocks), or know about the CLI.
 
+pub mod cgroup;
 pub mod metrics;
+pub mod services;
 pub mod targets;
 
 /// The in-process agent for Rust services (`hotframe::agent::Agent::builder()`).
@@ -36,18 +38,27 @@ pub enum AgentError {
     /// The uploader could not start (spool directory).
     #[error(transparent)]
     Upload(#[from] UploadError),
-    /// None of --pid, --name, -- COMMAND was given.
-    #[error("choose what to profile: --pid PID (repeatable), --name REGEX, or -- COMMAND ARGS")]
+    /// None of --pid, --name, --all, -- COMMAND was given.
+    #[error("choose what to profile: --pid PID (repeatable), --name REGEX, --all, or -- COMMAND ARGS")]
     NoTarget,
+    /// --service is needed (all modes but --all).
+    #[error("give --service NAME (only --all names services itself)")]
+    NoService,
+    /// --exclude or --config's rules without --all.
+    #[error("{0} only applies to --all")]
+    OnlyWithAll(&'static str),
+    /// The --config file cannot be used.
+    #[error(transparent)]
+    ConfigFile(#[from] services::ConfigFileError),
     /// The --server URL is not usable.
     #[error("invalid --server {0:?}: use an http:// base URL such as http://127.0.0.1:4040 (no TLS in the agent: put a TLS proxy in front if needed)")]
     BadServer(String),
-    /// More than one of --pid, --name, -- COMMAND was given.
-    #[error("give only one of --pid, --name and -- COMMAND")]
+    /// More than one of --pid, --name, --all, -- COMMAND was given.
+    #[error("give only one of --pid, --name, --all and -- COMMAND")]
     ConflictingTargets,
-    /// The --name pattern does not compile.
-    #[error("invalid --name regex {pattern:?}: {reason}")]
-    BadRegex { pattern: String, reason: String },
+    /// The --name or --exclude pattern does not compile.
+    #[error("invalid {flag} regex {pattern:?}: {reason}")]
+    BadRegex { flag: &'static str, pattern: String, reason: String },
     /// A --label is not key=value with a valid key.
     #[error("invalid label {0:?}: use --label key=value, key of letters, digits and _")]
     BadLabel(String),
@@ -160,6 +171,11 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
             child = Some(spawned);
         }
         TargetSpec::Name(pattern) => sampler.select_matching(pattern.clone(), config.rescan_interval),
+        TargetSpec::All { exclude, rules } => {
+            let namer = services::ServiceNamer::new(rules.clone());
+            sampler.select_all(exclude.clone(), config.rescan_interval, namer.into_tagger());
+            tracing::info!(targets = sampler.targets().len(), "sampling every process of the host");
+        }
     }
     let uploader = Uploader::start(config.upload.clone())?;
     let health = Arc::new(Mutex::new(AgentHealth::default()));
@@ -249,7 +265,7 @@ impl ExternalAgent {
     fn sample_until_done(&mut self, stop: &AtomicBool) -> Result<(), AgentError> {
         let started = Instant::now();
         let mut next_upload = started + jittered(self.config.upload_interval, 0.1);
-        let exits_with_targets = !matches!(self.config.targets, TargetSpec::Name(_));
+        let exits_with_targets = matches!(self.config.targets, TargetSpec::Pids(_) | TargetSpec::Command(_));
         let mut poll_errors = 0u64;
         let mut no_match = NoMatchNotice::default();
         let ending = loop {
@@ -300,7 +316,9 @@ impl ExternalAgent {
                 SamplerEvent::Exited(pid) => tracing::debug!(pid, "target exited"),
                 SamplerEvent::Lost { count } => tracing::debug!(count, "records lost"),
                 SamplerEvent::ThreadFollowed { pid, tid } => tracing::debug!(pid, tid, "following new thread"),
-                SamplerEvent::ProcessFollowed { pid, why: Why::Matched } => {
+                SamplerEvent::ProcessFollowed { pid, why: Why::Matched }
+                    if matches!(self.config.targets, TargetSpec::Name(_)) =>
+                {
                     tracing::info!(pid, "attached to a process matching --name")
                 }
                 SamplerEvent::ProcessFollowed { pid, why } => tracing::debug!(pid, ?why, "following process"),
@@ -325,6 +343,11 @@ impl ExternalAgent {
                 continue;
             }
             name_process(&mut profile.labels);
+            if matches!(self.config.targets, TargetSpec::All { .. }) && profile.service == self.config.service {
+                // Gone before it could be named: its program names it.
+                let exe = profile.labels.get("exe").map(String::as_str).unwrap_or("");
+                profile.service = services::program_service(exe);
+            }
             for (k, v) in &self.config.labels {
                 profile.labels.insert(k.clone(), v.clone());
             }

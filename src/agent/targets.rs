@@ -1,7 +1,7 @@
 //! Which processes the agent samples: given pids (and their descendants), processes
 //! whose name or command line matches a regex (decided by the sampler at each exec and
-//! first sample, so processes started later are picked up at once), or a command the
-//! agent starts itself.
+//! first sample, so processes started later are picked up at once), a command the
+//! agent starts itself, or every process of the host (`--all`).
 //!
 //! In: the user's choice. Out: a `TargetSpec`. Must not: attach (the agent loop does),
 //! or match the agent itself or the shells that started it (`sampler::selection`
@@ -19,6 +19,14 @@ pub enum TargetSpec {
     Pids(Vec<u32>),
     /// Every process whose `comm` or command line matches, now and later.
     Name(Regex),
+    /// Every process of the host (`--all`) but those `exclude` matches, each named by
+    /// `rules`, its cgroup or its program (`super::services`).
+    All {
+        /// Processes left out (comm or command line).
+        exclude: Option<Regex>,
+        /// The config file's service rules.
+        rules: Vec<super::services::ServiceRule>,
+    },
     /// Start this command and sample it and its descendants; the agent exits when they
     /// have all exited.
     Command(Vec<String>),

@@ -95,9 +95,11 @@ impl Sampler {
     /// whose exit record was read still is until `take_profiles`: the kernel writes that
     /// record before the task is done exiting (closing files, the last switch), and a
     /// fifth of a short-lived postgres backend's samples came after it.
+    /// A target that exec'd into a program the pattern does not match is not: the
+    /// samples after its exec record are that program's (`sh -c` children of `--name`).
     fn is_target(&mut self, pid: u32) -> bool {
-        if self.targets.contains_key(&pid) {
-            return true;
+        if let Some(target) = self.targets.get(&pid) {
+            return !target.left;
         }
         if self.others.contains(&pid) {
             return false;
@@ -117,6 +119,11 @@ impl Sampler {
                 self.selection.matches(Seen { pid, comm: &comm, cmdline: Some(&cmdline) })
             });
         let ancestor = if matched { None } else { self.target_ancestor(pid) };
+        // Under a target matched by name (not by descent) only a fork that still runs the
+        // same program is one: a child that exec'd elsewhere is decided by the pattern.
+        let ancestor = ancestor.filter(|a| {
+            self.targets.get(a).is_some_and(|t| t.by_descent || super::procfs::exe(pid).is_some_and(|e| e == t.exe))
+        });
         if !matched && ancestor.is_none() {
             self.others.insert(pid);
             return false;
@@ -223,12 +230,17 @@ impl Sampler {
             Some(t) => (true, t.by_descent),
             None => (false, false),
         };
-        let cmdline = if self.selection.has_pattern() { selection::read_seen(pid).map(|(_, c)| c) } else { None };
+        let cmdline = if self.selection.wants_cmdline() { selection::read_seen(pid).map(|(_, c)| c) } else { None };
         let seen = Seen { pid, comm: &comm, cmdline: cmdline.as_deref() };
         let now_target = self.selection.at_exec(was_target, by_descent, seen);
         match (was_target, now_target) {
             (true, true) => {
+                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid));
                 let Some(t) = self.targets.get_mut(&pid) else { return };
+                // A new program may run in another cgroup (systemd, runc move it first).
+                if tag.is_some() {
+                    t.tag = tag;
+                }
                 // A new program: a new address space, its code from the mmap records
                 // that follow (or /proc at its first sample).
                 t.image = Arc::new(Mutex::new(super::ProcessImage::new(pid)));
@@ -253,8 +265,12 @@ impl Sampler {
                 self.follow_threads_in_proc(pid);
             }
             (true, false) => {
-                // Matched by name, and no longer: its samples so far are kept.
+                // Matched by name, and no longer: its samples so far are kept, its later
+                // ones are not counted (`is_target`).
                 self.mark_exited(pid);
+                if let Some(t) = self.targets.get_mut(&pid) {
+                    t.left = true;
+                }
                 self.others.insert(pid);
             }
             (false, false) => {

@@ -61,7 +61,7 @@ use prefetch::Prefetch;
 use procfs::ThreadFiles;
 use profiles::StackCounts;
 use rustc_hash::{FxHashMap, FxHashSet};
-use selection::Selection;
+use selection::{ProcessTag, Selection, Tagger};
 use serde::{Deserialize, Serialize};
 use stacks::StackWalker;
 use std::sync::{Arc, Mutex};
@@ -202,6 +202,11 @@ struct Target {
     /// this window.
     new_in_window: bool,
     exited: bool,
+    /// Exec'd into a program that is not a target (`--name`): its counts so far are kept,
+    /// its later samples are another program's and are not.
+    left: bool,
+    /// Service and labels from the agent's tagger (`--all`); None: the caller's service.
+    tag: Option<Arc<ProcessTag>>,
 }
 
 /// Causes of incomplete coverage, each logged once.
@@ -236,6 +241,8 @@ pub struct Sampler {
     prefetch: Prefetch,
     pending: Vec<SamplerEvent>,
     logged: Logged,
+    /// Names each new target's service (host-wide agent); None: one service for all.
+    tagger: Option<Tagger>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -315,6 +322,7 @@ impl Sampler {
             prefetch: Prefetch::default(),
             pending: Vec::new(),
             logged: Logged::default(),
+            tagger: None,
         })
     }
 
@@ -360,6 +368,22 @@ impl Sampler {
     /// matches the records did not show.
     pub fn select_matching(&mut self, pattern: regex::Regex, rescan: Duration) {
         self.selection.set_pattern(pattern);
+        self.start_discovery(rescan);
+    }
+
+    /// Samples every process of the host (with a user space) but those `exclude` matches
+    /// by comm or command line, now and later, never the caller or its ancestors;
+    /// `tagger` names each one's service and labels (a fork inherits its parent's, an
+    /// exec and the /proc scan every `rescan` name it again).
+    pub fn select_all(&mut self, exclude: Option<regex::Regex>, rescan: Duration, tagger: Tagger) {
+        self.selection.set_all(exclude);
+        self.tagger = Some(tagger);
+        self.start_discovery(rescan);
+    }
+
+    /// Decides every process again (earlier decisions were made without the pattern),
+    /// now and every `rescan` from /proc.
+    fn start_discovery(&mut self, rescan: Duration) {
         self.discovery_every = rescan.max(Duration::from_millis(100));
         // Earlier decisions were made without the pattern.
         self.others.clear();
@@ -390,8 +414,19 @@ impl Sampler {
     /// Makes `pid` a target with `image`.
     fn follow(&mut self, pid: u32, parent: u32, by_descent: bool, image: SharedImage, why: Why) {
         self.others.remove(&pid);
+        // What an earlier life of this pid counted in this window (it exec'd away from
+        // the pattern and back, or the pid was reused) is kept, not overwritten.
+        let (counts, window_start_ms) = match self.targets.remove(&pid) {
+            Some(earlier) => (earlier.counts, earlier.window_start_ms),
+            None => (StackCounts::default(), crate::model::time::now_ms()),
+        };
         let (comm, exe) = (procfs::comm(pid), procfs::exe(pid));
         let inherited = self.targets.get(&parent).map(|p| (p.comm.clone(), p.exe.clone()));
+        // A fork shares its parent's image and inherits its tag; anything else is named now.
+        let tag = match self.targets.get(&parent) {
+            Some(p) if Arc::ptr_eq(&p.image, &image) => p.tag.clone(),
+            _ => self.tagger.as_mut().and_then(|tagger| tagger(pid)),
+        };
         let (comm, exe) = match inherited {
             Some((pc, pe)) => (comm.unwrap_or(pc), exe.unwrap_or(pe)),
             None => (comm.unwrap_or_default(), exe.unwrap_or_default()),
@@ -402,17 +437,21 @@ impl Sampler {
                 comm,
                 exe,
                 image,
-                counts: StackCounts::default(),
-                window_start_ms: crate::model::time::now_ms(),
+                counts,
+                window_start_ms,
                 parent,
                 by_descent,
                 new_in_window: why != Why::Attached,
                 exited: false,
+                left: false,
+                tag,
             },
         );
         self.stats.processes_followed += 1;
         match why {
             Why::Child => tracing::debug!(pid, parent, "following a child of a target"),
+            // Host-wide, every new process is one: not worth a line each.
+            Why::Matched if self.tagger.is_some() => tracing::debug!(pid, "following process"),
             _ => tracing::info!(pid, ?why, "following process"),
         }
         self.pending.push(SamplerEvent::ProcessFollowed { pid, why });
@@ -510,8 +549,16 @@ impl Sampler {
     /// Scans /proc for processes the records did not show: matches of the name pattern,
     /// descendants of targets.
     fn discover(&mut self) {
-        if let Some(pattern) = self.selection.pattern().cloned() {
-            for pid in selection::matching_processes(&pattern) {
+        if let Some(tagger) = self.tagger.as_mut() {
+            // A process moved to another cgroup without an exec is renamed here.
+            for (pid, target) in self.targets.iter_mut().filter(|(_, t)| !t.exited) {
+                if let Some(tag) = tagger(*pid) {
+                    target.tag = Some(tag);
+                }
+            }
+        }
+        if self.selection.has_pattern() {
+            for pid in self.selection.matching_processes() {
                 if self.targets.get(&pid).is_none_or(|t| t.exited) {
                     self.follow_existing(pid, false, Why::Matched);
                 }

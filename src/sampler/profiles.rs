@@ -6,6 +6,7 @@
 //! events; the counts come in already weighed.
 
 use super::prefetch::Prefetch;
+use super::selection::ProcessTag;
 use super::state::Observed;
 use super::{SamplerStats, Stack, Target};
 use crate::model::{Profile, ProfileBuilder};
@@ -61,7 +62,8 @@ impl Tally<'_> {
 /// ends. A target that was followed and exited within this window is merged with the
 /// others of its parent target (or, with none, of its program) that did the same, into
 /// one profile labelled with the parent's pid: a fork-per-connection server gives one
-/// profile per program per window, not one per connection.
+/// profile per program per window, not one per connection. A target with a tag (`--all`)
+/// goes to the tag's service with its labels; targets of different tags never merge.
 pub(super) fn take_profiles(
     targets: &mut FxHashMap<u32, Target>,
     service: &str,
@@ -70,9 +72,10 @@ pub(super) fn take_profiles(
     symbolizer: &Symbolizer,
 ) -> Vec<Profile> {
     let short_lived = |t: &Target| t.exited && t.new_in_window;
-    // (label pid, comm, exe) -> (window start, counts)
-    let mut groups: BTreeMap<(u32, String, String), (i64, Counts)> = BTreeMap::new();
-    let mut first_pid_of_program: BTreeMap<(String, String), u32> = BTreeMap::new();
+    // (label pid, comm, exe, tag) -> (window start, counts)
+    type Tag = Option<Arc<ProcessTag>>;
+    let mut groups: BTreeMap<(u32, String, String, Tag), (i64, Counts)> = BTreeMap::new();
+    let mut first_pid_of_program: BTreeMap<(String, String, Tag), u32> = BTreeMap::new();
     let mut pids: Vec<u32> = targets.keys().copied().collect();
     pids.sort_unstable();
     for pid in pids {
@@ -103,24 +106,29 @@ pub(super) fn take_profiles(
         // first pid seen.
         let key_pid = if label_pid == pid && short_lived(target) { 0 } else { label_pid };
         let entry = groups
-            .entry((key_pid, target.comm.clone(), target.exe.clone()))
+            .entry((key_pid, target.comm.clone(), target.exe.clone(), target.tag.clone()))
             .or_insert_with(|| (start, FxHashMap::default()));
         entry.0 = entry.0.min(start);
         for (key, n) in counts {
             *entry.1.entry(key).or_insert(0) += n;
         }
         if key_pid == 0 {
-            first_pid_of_program.entry((target.comm.clone(), target.exe.clone())).or_insert(pid);
+            first_pid_of_program.entry((target.comm.clone(), target.exe.clone(), target.tag.clone())).or_insert(pid);
         }
     }
     let mut out = Vec::with_capacity(groups.len());
-    for ((key_pid, comm, exe), (start, counts)) in groups {
+    for ((key_pid, comm, exe, tag), (start, counts)) in groups {
         let pid = if key_pid == 0 {
-            first_pid_of_program.get(&(comm.clone(), exe.clone())).copied().unwrap_or(0)
+            first_pid_of_program.get(&(comm.clone(), exe.clone(), tag.clone())).copied().unwrap_or(0)
         } else {
             key_pid
         };
-        out.push(build_profile(pid, &comm, &exe, counts, service, start, now_ms, period_ns, symbolizer));
+        let mut profile = build_profile(pid, &comm, &exe, counts, service, start, now_ms, period_ns, symbolizer);
+        if let Some(tag) = tag {
+            profile.service = tag.service.clone();
+            profile.labels.extend(tag.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out.push(profile);
     }
     out
 }

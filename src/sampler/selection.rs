@@ -11,11 +11,30 @@
 //! pools); a process whose comm or command line matches the pattern is a target, decided
 //! at its first sight and again at each exec (a fork inherits its parent's decision,
 //! since it inherits its command line); the agent itself and its ancestors never are.
-//! An `exclude` pattern (reserved for a host-wide `--all`, issue 15) would take the
-//! complement: everything but what matches.
+//! Host-wide (`--all`, `set_all`) every process with a user space is a target but those
+//! an `exclude` pattern matches (comm or command line), decided at the same moments.
+//! Kernel threads (no command line, no user stack) never are.
+//!
+//! Also the types through which a host-wide agent names each target (`ProcessTag`,
+//! `Tagger`): the sampler calls the tagger when a process becomes a target other than
+//! by fork (a fork inherits its parent's tag) and at each exec.
 
 use regex::Regex;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// What a host-wide agent names a process: the service its profiles go to and the labels
+/// they carry beyond `pid`, `process` and `exe` (`unit`, `container_id`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessTag {
+    /// Service of the process's profiles.
+    pub service: String,
+    /// Labels added to its profiles.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Names a live process by pid (None when it is gone); called from the sampling thread.
+pub type Tagger = Box<dyn FnMut(u32) -> Option<Arc<ProcessTag>> + Send>;
 
 /// What makes a process a target.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +45,10 @@ pub struct Selection {
     pattern: Option<Regex>,
     /// This process and its ancestors: never targets.
     never: HashSet<u32>,
+    /// Host-wide: every process is a target but those `exclude` matches.
+    all: bool,
+    /// Host-wide: processes whose comm or command line matches are not targets.
+    exclude: Option<Regex>,
 }
 
 /// What is known of a process when it is decided.
@@ -58,14 +81,21 @@ impl Selection {
         self.pattern = Some(pattern);
     }
 
-    /// The name pattern, if set.
-    pub fn pattern(&self) -> Option<&Regex> {
-        self.pattern.as_ref()
+    /// Every process becomes a target, now and later, but those `exclude` matches.
+    pub fn set_all(&mut self, exclude: Option<Regex>) {
+        self.all = true;
+        self.exclude = exclude;
     }
 
-    /// Whether a name pattern is set (then /proc is scanned for matching sleepers).
+    /// Whether a name pattern or `--all` is set (then /proc is scanned for matching
+    /// sleepers, and a process is decided at its first sample and at each exec).
     pub fn has_pattern(&self) -> bool {
-        self.pattern.is_some()
+        self.pattern.is_some() || self.all
+    }
+
+    /// Whether deciding needs the command line (a pattern or an exclusion may match it).
+    pub fn wants_cmdline(&self) -> bool {
+        self.pattern.is_some() || self.exclude.is_some()
     }
 
     /// Whether `pid` may never be a target (the agent or an ancestor).
@@ -83,8 +113,27 @@ impl Selection {
         if self.excluded(seen.pid) {
             return false;
         }
-        let Some(pattern) = &self.pattern else { return false };
-        pattern.is_match(seen.comm) || seen.cmdline.is_some_and(|c| pattern.is_match(c))
+        let hit = |re: &Regex| re.is_match(seen.comm) || seen.cmdline.is_some_and(|c| re.is_match(c));
+        if self.all {
+            return !self.exclude.as_ref().is_some_and(hit);
+        }
+        self.pattern.as_ref().is_some_and(hit)
+    }
+
+    /// Pids of running processes this selection's pattern (or `--all`) takes, never the
+    /// caller or its ancestors (whose command lines contain the pattern too), never
+    /// kernel threads.
+    pub fn matching_processes(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = all_pids()
+            .into_iter()
+            .filter(|pid| {
+                read_seen(*pid).is_some_and(|(comm, cmdline)| {
+                    self.matches(Seen { pid: *pid, comm: &comm, cmdline: Some(&cmdline) })
+                })
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// A process forked by `parent_is_target`'s parent: a child of a target is one.
@@ -115,16 +164,7 @@ pub fn read_seen(pid: u32) -> Option<(String, String)> {
 pub fn matching_processes(pattern: &Regex) -> Vec<u32> {
     let mut selection = Selection::new();
     selection.set_pattern(pattern.clone());
-    let mut out: Vec<u32> = all_pids()
-        .into_iter()
-        .filter(|pid| {
-            read_seen(*pid).is_some_and(|(comm, cmdline)| {
-                selection.matches(Seen { pid: *pid, comm: &comm, cmdline: Some(&cmdline) })
-            })
-        })
-        .collect();
-    out.sort_unstable();
-    out
+    selection.matching_processes()
 }
 
 /// Every pid in /proc.
@@ -211,5 +251,26 @@ mod tests {
         let pg = Seen { pid: 4245, comm: "postgres", cmdline: None };
         assert!(s.matches(pg));
         assert!(!s.matches(Seen { pid: std::process::id(), ..pg }), "never the agent itself");
+    }
+
+    #[test]
+    fn host_wide_takes_everything_but_the_excluded_and_the_agent() {
+        let mut s = Selection::new();
+        s.set_all(Some(Regex::new("^(sshd|chronyd)").unwrap()));
+        assert!(s.has_pattern() && s.wants_cmdline());
+        let seen = |pid, comm| Seen { pid, comm, cmdline: Some("x") };
+        assert!(s.matches(seen(4242, "nginx")));
+        assert!(!s.matches(seen(4243, "sshd")));
+        assert!(!s.matches(seen(std::process::id(), "nginx")));
+        let sh = Seen { pid: 4244, comm: "sh", cmdline: Some("sh -c true") };
+        assert!(s.at_exec(false, false, sh), "a new program is a target from its exec");
+        // Live processes: this test's own child is found, kernel threads are not.
+        let mut child = std::process::Command::new("sleep").arg("7.5").spawn().unwrap();
+        let all = s.matching_processes();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(all.contains(&child.id()), "{all:?}");
+        assert!(!all.contains(&2), "kthreadd is a kernel thread: {all:?}");
+        assert!(!all.contains(&std::process::id()));
     }
 }

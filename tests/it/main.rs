@@ -14,6 +14,7 @@ mod golden;
 mod hardening;
 #[path = "../browser/harness.rs"]
 mod harness;
+mod hostwide;
 mod import;
 mod inproc;
 mod report;

@@ -507,15 +507,17 @@ fn by_name_short_lived_workers_count_and_cpu_seconds_match_the_kernel() {
     assert!(names.iter().any(|n| n == "child_burn"), "no short-lived child's frames: {names:?}");
 }
 
-/// The fork workload on two hosts (two agents by `--pid`, labelled `host=hf-a` and
-/// `host=hf-b`, into one server): the service's CPU seconds are what the kernel
-/// accounted to both workloads and all their children (±10%); its cores are that CPU
+/// The fork workload on two hosts (two agents labelled `host=hf-a` and `host=hf-b`
+/// into one server, the first attached by `--pid`, the second by `--name`): the
+/// service's CPU seconds are what the kernel accounted to both workloads and their
+/// children (±10%; with `--name`, without the `sh -c` children, which exec into a
+/// program the name does not match); its cores are that CPU
 /// over the wall time observed per host, bounded by the test's own clock (at least
 /// from each agent's attach to its workload's end, at most from the agents' start to
 /// their exit), ±10%; one timeline point over the range gives the same cores; and W
 /// counts each host's wall time once, whatever the number of processes.
 #[test]
-fn fork_workload_on_two_hosts_costs_its_kernel_cpu_over_the_wall_time_observed() {
+fn fork_workload_on_two_hosts_by_pid_and_by_name_costs_its_kernel_cpu_over_the_wall_time() {
     if !require_root(PERF) {
         return;
     }
@@ -540,7 +542,9 @@ fn fork_workload_on_two_hosts_costs_its_kernel_cpu_over_the_wall_time_observed()
         let metrics = free_addr().to_string();
         let label = format!("host={host}");
         let pid = work.pid().to_string();
-        let extra = ["--pid", &pid, "--label", &label, "--metrics-listen", &metrics];
+        let pattern = format!("^forker-{host}$");
+        let target = if *host == "hf-a" { ["--pid", &pid] } else { ["--name", &pattern] };
+        let extra = [target[0], target[1], "--label", &label, "--metrics-listen", &metrics];
         agents.push(agent(&url, &extra, &data.path().join(format!("spool-{host}"))));
         let attached = wait_metric(&metrics, "hotframe_agent_targets", 1.0, Duration::from_secs(30));
         assert!(attached >= 1.0, "the agent of {host} did not find its workload");
@@ -550,14 +554,19 @@ fn fork_workload_on_two_hosts_costs_its_kernel_cpu_over_the_wall_time_observed()
         std::fs::write(truth.with_extension("go"), b"").unwrap();
     }
     let mut kernel_cpu = 0.0;
-    for (mut work, truth) in works {
+    for (host, (mut work, truth)) in hosts.iter().zip(works) {
         let (status, _) = work.wait_output(Duration::from_secs(60));
         assert!(status.success(), "workload: {status}");
-        kernel_cpu += read_truth(&truth)["cpu_s"];
+        let truth = read_truth(&truth);
+        kernel_cpu += if *host == "hf-a" { truth["cpu_s"] } else { truth["cpu_s"] - truth["sh_cpu_s"] };
     }
     let worked = started.elapsed() - attached;
-    // With --pid each agent uploads, flushes and exits once its workload has exited.
-    for mut agent in agents {
+    // With --pid the agent uploads, flushes and exits once its workload has exited;
+    // with --name it runs until stopped.
+    for (host, mut agent) in hosts.iter().zip(agents) {
+        if *host != "hf-a" {
+            agent.signal(libc::SIGTERM);
+        }
         let (status, stderr) = agent.wait_output(Duration::from_secs(60));
         assert!(status.success(), "{status}\n{stderr}");
     }

@@ -326,6 +326,32 @@ impl ThreadClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::prefetch::Prefetch;
+    use crate::sampler::profiles::StackCounts;
+    use crate::sampler::SamplerStats;
+    use crate::symbolize::RawFrame;
+    use std::sync::Arc;
+
+    #[test]
+    fn cpu_carried_under_a_period_counts_when_the_thread_exits() {
+        // 2,000 short-lived threads, each sampled once and using 4 ms of CPU (under one
+        // 10 ms period) before its only tick, then gone: 0.4 samples each on average.
+        let period_ns = 10_000_000;
+        let (mut counts, mut prefetch, mut stats) = (StackCounts::default(), Prefetch::default(), SamplerStats::default());
+        let stack: Stack = Arc::from(vec![RawFrame::Unknown(0x1234)]);
+        let start = Instant::now();
+        for _ in 0..2000 {
+            let mut tally = Tally { counts: &mut counts, prefetch: &mut prefetch, stats: &mut stats };
+            let mut clock = ThreadClock::new(SchedStat::default(), start);
+            clock.sampled(&stack, &mut tally);
+            let tick = Tick { now: start + Duration::from_millis(10), period_ns, runqueue: false };
+            clock.split(SchedStat { cpu_ns: 4_000_000, run_delay_ns: 0, slices: 1 }, tick, &mut tally);
+            clock.flush(period_ns, &mut tally);
+        }
+        // Expected 800, standard deviation about 22.
+        let counted = counts.total();
+        assert!((720..=880).contains(&counted), "{counted} samples for 2,000 x 0.4 periods of CPU");
+    }
 
     #[test]
     fn run_queue_overlap_is_a_debt_that_later_off_cpu_time_pays_first() {

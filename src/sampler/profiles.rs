@@ -26,6 +26,12 @@ type Counts = FxHashMap<(Stack, Observed), u64>;
 pub(super) struct StackCounts(Counts);
 
 impl StackCounts {
+    /// Samples counted, every stack and state.
+    #[cfg(test)]
+    pub(super) fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
     /// Adds `n` samples; a stack seen for the first time in this window is handed to the
     /// symbolizer's worker, so names are ready by `take_profiles`.
     pub(super) fn add(&mut self, prefetch: &mut Prefetch, stack: &Stack, state: Observed, n: u64) {

@@ -293,7 +293,7 @@ impl ThreadClock {
             let reuse = self.offcpu.as_ref().filter(|o| o.syscall == syscall).map(|o| (o.stack.clone(), o.rooted));
             let (stack, rooted) = match reuse {
                 Some(found) => found,
-                None => match walker.offcpu_stack(pid, sp_pc, image, symbolizer, tally.stats) {
+                None => match walker.offcpu_stack((pid, files.tid()), sp_pc, image, symbolizer, tally.stats) {
                     Ok(found) => found,
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Seen::Unreadable,
                     Err(_) => return Seen::Gone,

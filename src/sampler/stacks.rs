@@ -90,6 +90,9 @@ impl StackWalker {
         if frames.is_empty() {
             return None;
         }
+        if let Some(tid) = sample.tid {
+            frames.extend(image.thread_role(tid as u32, symbolizer));
+        }
         Some(Arc::from(frames))
     }
 
@@ -102,7 +105,7 @@ impl StackWalker {
     /// cannot be read (EPERM: ptrace access denied; ESRCH: gone).
     pub(super) fn offcpu_stack(
         &mut self,
-        pid: u32,
+        (pid, tid): (u32, u32),
         (sp, pc): (u64, u64),
         image: &mut ProcessImage,
         symbolizer: &Symbolizer,
@@ -125,6 +128,7 @@ impl StackWalker {
         count_walk(stats, end, addrs.len());
         let mut frames = Vec::with_capacity(addrs.len());
         image.frames_of_walk(addrs, &mut self.files, symbolizer, &mut frames);
+        frames.extend(image.thread_role(tid, symbolizer));
         // Rooted only when DWARF CFI alone reached the root: a walk completed from a
         // guessed frame pointer may have stopped on a zero it took for the end.
         Ok((Arc::from(frames), end == WalkEnd::Complete && !guessed))

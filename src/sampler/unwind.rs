@@ -7,10 +7,11 @@
 //! a sleeping thread read with process_vm_readv). Out: frame addresses leaf first, and
 //! `RawFrame`s for the symbolizer. Must not: name functions or classify states.
 
+use super::jit::JitCode;
 use super::procfs::{self, Mapping};
 use crate::symbolize::{ModuleId, ModuleKey, RawFrame, Symbolizer};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{ExplicitModuleSectionInfo, Module, Unwinder};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
 use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -179,6 +180,8 @@ pub struct ProcessImage {
     mappings: Vec<MappedModule>,
     loaded: Vec<Mapping>,
     last_refresh: Option<Instant>,
+    /// Code the process generated at run time (perf map names, a JVM's threads).
+    jit: JitCode,
 }
 
 /// Re-reading /proc/PID/maps because of an unknown address happens at most this often.
@@ -194,6 +197,7 @@ impl ProcessImage {
             mappings: Vec::new(),
             loaded: Vec::new(),
             last_refresh: None,
+            jit: JitCode::new(pid),
         }
     }
 
@@ -265,6 +269,7 @@ impl ProcessImage {
 
     /// Registers one mapping with the symbolizer and the unwinder (not in `loaded`).
     fn insert(&mut self, m: &Mapping, files: &mut FileCache, symbolizer: &Symbolizer) {
+        self.jit.note_mapping(&m.path);
         let open_path = self.open_path(m);
         let info = files.get(self.pid, m, &open_path);
         let key = match info.as_ref().and_then(|i| i.build_id.clone()) {
@@ -287,7 +292,7 @@ impl ProcessImage {
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
     pub fn refresh_if_unknown(&mut self, addr: u64, files: &mut FileCache, symbolizer: &Symbolizer) {
-        if self.find(addr).is_some() {
+        if self.find(addr).is_some() || self.jit.knows(addr) {
             return;
         }
         if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
@@ -309,10 +314,29 @@ impl ProcessImage {
         symbolizer: &Symbolizer,
         out: &mut Vec<RawFrame>,
     ) {
-        if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none()) {
+        if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none() && !self.jit.knows(**a)) {
             self.refresh_if_unknown(addr, files, symbolizer);
         }
-        out.extend(addrs.iter().map(|a| self.normalize(*a)));
+        for &addr in addrs {
+            let frame = match self.normalize(addr) {
+                RawFrame::Unknown(_) => self.jit.frame(addr, symbolizer).unwrap_or(RawFrame::Unknown(addr)),
+                frame => frame,
+            };
+            out.push(frame);
+        }
+    }
+
+    /// `frame` or, for an address that had no name when sampled, its perf map name now.
+    pub fn late_frame(&mut self, frame: RawFrame, symbolizer: &Symbolizer) -> RawFrame {
+        match frame {
+            RawFrame::Unknown(addr) if self.find(addr).is_none() => self.jit.frame(addr, symbolizer).unwrap_or(frame),
+            frame => frame,
+        }
+    }
+
+    /// The root frame of a runtime's own thread (`[jvm] GC`), if `tid` is one.
+    pub fn thread_role(&mut self, tid: u32, symbolizer: &Symbolizer) -> Option<RawFrame> {
+        self.jit.thread_role(tid, symbolizer)
     }
 
     /// The path the symbolizer and parser open: the mapped file itself if it is still the
@@ -404,16 +428,24 @@ impl ProcessImage {
             word.copy_from_slice(bytes);
             Ok(u64::from_le_bytes(word))
         };
-        let mut frames =
-            self.unwinder.iter_frames(ip, UnwindRegsX86_64::new(ip, sp, bp), &mut self.cache, &mut read_stack);
+        let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut address = FrameAddress::from_instruction_pointer(ip);
         loop {
             if out.len() >= MAX_FRAMES {
                 return WalkEnd::Truncated;
             }
-            match frames.next() {
-                Ok(Some(frame)) => out.push(frame.address_for_lookup()),
+            let lookup = address.address_for_lookup();
+            out.push(lookup);
+            // framehop's step, except out of a CPython perf trampoline (see `jit`).
+            let next = if address.is_return_address() && self.jit.is_python_trampoline(lookup) {
+                super::jit::step_python_trampoline(&mut regs, &mut read_stack)
+            } else {
+                self.unwinder.unwind_frame(address, &mut regs, &mut self.cache, &mut read_stack).map_err(|_| ())
+            };
+            match next.map(|ret| ret.map(FrameAddress::from_return_address)) {
+                Ok(Some(Some(next))) => address = next,
                 Ok(None) => return WalkEnd::Complete,
-                Err(_) => return WalkEnd::Truncated,
+                Ok(Some(None)) | Err(()) => return WalkEnd::Truncated,
             }
         }
     }

@@ -17,6 +17,7 @@ mod harness;
 mod import;
 mod inproc;
 mod report;
+mod runtimes;
 mod sampler;
 mod scrape;
 mod sdk;

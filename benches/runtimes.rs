@@ -74,6 +74,8 @@ fn wait_cpu(child: &Child) -> f64 {
 }
 
 /// The CPU seconds a command takes (run to its end, output discarded).
+// Reaped by `wait_cpu` (wait4, for its CPU time), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn cpu_of(command: &mut Command) -> f64 {
     let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start a helper command");
     wait_cpu(&child)

@@ -246,8 +246,9 @@ pub fn jvm_thread_role(comm: &str, primordial: bool) -> Option<&'static str> {
         .map(|(_, role)| *role)
 }
 
-/// Runs `jcmd PID Compiler.perfmap` as the JVM's user (the attach mechanism accepts only
-/// its own user), with the `jcmd` of the JVM's own JDK if it has one.
+/// Asks the JVM `pid` for its perf map as its user (the attach mechanism accepts only its
+/// own user): through the attach protocol (`jvm_attach`), else by running `jcmd PID
+/// Compiler.perfmap` (the `jcmd` of the JVM's own JDK if it has one).
 fn dump_perf_map(pid: u32) -> Result<(), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
     let id_of = |key: &str| -> Option<u32> {
@@ -255,6 +256,12 @@ fn dump_perf_map(pid: u32) -> Result<(), String> {
         status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().nth(1)?.parse().ok()
     };
     let (uid, gid) = (id_of("Uid:").ok_or("no Uid in status")?, id_of("Gid:").ok_or("no Gid in status")?);
+    // The attach protocol directly first: no second JVM to start.
+    let nspid = perfmap::namespaced_pid(&status).unwrap_or(pid);
+    match super::jvm_attach::jcmd(pid, nspid, (uid, gid), "Compiler.perfmap", JCMD_TIMEOUT) {
+        Ok(_) => return Ok(()),
+        Err(why) => tracing::debug!(pid, "attach protocol: {why}; running jcmd"),
+    }
     let mut child = Command::new(jcmd_of(pid))
         .arg(pid.to_string())
         .arg("Compiler.perfmap")

@@ -38,6 +38,7 @@ mod accounting;
 mod drain;
 mod error;
 mod jit;
+mod jvm_attach;
 mod options;
 pub mod perf;
 mod prefetch;

@@ -129,6 +129,38 @@ fn assert_cpu_split(samples: &Samples, (needle_a, needle_b): (&str, &str), own: 
     assert!((seen - own).abs() <= 0.05, "{needle_a} share {seen:.3}, the workload measured {own:.3}");
 }
 
+/// The JVM workload compiled into `dir`, to run for `seconds` writing `out`, as user
+/// `uid` (and its group) if given.
+fn java_command(dir: &Path, out: &Path, seconds: &str, uid: Option<u32>) -> Command {
+    let compiled =
+        Command::new("javac").arg("-d").arg(dir).arg(fixture("Runtimes.java")).status().is_ok_and(|s| s.success());
+    assert!(compiled, "javac failed");
+    let mut java = Command::new("java");
+    // PreserveFramePointer: JIT code keeps rbp, so stacks unwind through it. alpha and beta
+    // are not inlined into their caller: an inlined method is its caller's frame in a perf
+    // map, as in any perf-map profiler.
+    java.args(["-XX:+PreserveFramePointer", "-XX:CompileCommand=quiet"])
+        .args(["-XX:CompileCommand=dontinline,Runtimes::alpha", "-XX:CompileCommand=dontinline,Runtimes::beta"])
+        .arg("-cp")
+        .arg(dir)
+        .arg("Runtimes")
+        .arg(out)
+        .arg(seconds);
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        java.uid(uid).gid(uid);
+    }
+    java
+}
+
+fn has_jdk() -> bool {
+    require(
+        "a JDK (java, javac, jcmd)",
+        ["java", "javac", "jcmd"].iter().all(|p| on_path(p)),
+        "apt-get install openjdk-17-jdk-headless",
+    )
+}
+
 #[test]
 fn java_frames_states_and_stacks_match_what_the_jvm_measured() {
     if !require_root("perf_event_open")
@@ -142,25 +174,8 @@ fn java_frames_states_and_stacks_match_what_the_jvm_measured() {
     }
     let _serial = serial();
     let dir = crate::common::tempdir();
-    let compiled = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(fixture("Runtimes.java"))
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(compiled, "javac failed");
     let out = dir.path().join("figures");
-    let mut java = Command::new("java");
-    // PreserveFramePointer: JIT code keeps rbp, so stacks unwind through it. alpha and beta
-    // are not inlined into their caller: an inlined method is its caller's frame in a perf
-    // map, as in any perf-map profiler.
-    java.args(["-XX:+PreserveFramePointer", "-XX:CompileCommand=quiet"])
-        .args(["-XX:CompileCommand=dontinline,Runtimes::alpha", "-XX:CompileCommand=dontinline,Runtimes::beta"])
-        .arg("-cp")
-        .arg(dir.path())
-        .arg("Runtimes")
-        .arg(&out)
-        .arg("12");
+    let java = java_command(dir.path(), &out, "12", None);
     let (samples, figures, sampler) = profile_workload(java, &out, Duration::from_secs(90));
     let stats = sampler.stats();
     eprintln!("{}\n{stats:?}\n{figures:?}", folded(&samples, 60));
@@ -217,6 +232,24 @@ fn java_frames_states_and_stacks_match_what_the_jvm_measured() {
     let rooted = rooted_share(&samples);
     eprintln!("rooted {rooted:.3}");
     assert!(rooted >= 0.95, "{rooted:.3} of stacks reach a thread entry\n{}", folded(&samples, 60));
+}
+
+#[test]
+fn a_jvm_of_another_user_is_asked_for_its_perf_map_as_that_user() {
+    // The JVM's attach mechanism accepts only its own user: jcmd must run as `nobody` here.
+    if !require_root("perf_event_open") || !has_jdk() {
+        return;
+    }
+    let _serial = serial();
+    let dir = crate::common::tempdir();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = dir.path().join("figures");
+    let java = java_command(dir.path(), &out, "10", Some(65534));
+    let failures_before = Sampler::new(SamplerOptions::default()).expect("sampler").stats().perfmap_dump_failures;
+    let (samples, _figures, sampler) = profile_workload(java, &out, Duration::from_secs(60));
+    let stats = sampler.stats();
+    assert_eq!(stats.perfmap_dump_failures, failures_before, "{stats:?}");
+    assert!(cpu_samples(&samples, "Runtimes.alpha") > 0, "no named JIT frame\n{}", folded(&samples, 20));
 }
 
 /// Removes the perf map a runtime left in /tmp (they are never removed by the runtime).

@@ -36,6 +36,11 @@ type Samples = Vec<(Vec<String>, ThreadState, u64)>;
 /// Starts `command` (a workload writing `out.ready` once running and `out` when done),
 /// samples it from ready to exit, and returns its samples and figures.
 fn profile_workload(mut command: Command, out: &Path, limit: Duration) -> (Samples, HashMap<String, String>, Sampler) {
+    // In the workload's directory: what a runtime writes beside it (V8's isolate logs under
+    // --perf-basic-prof) goes away with it.
+    if let Some(dir) = out.parent() {
+        command.current_dir(dir);
+    }
     let mut child = ChildGuard::spawn(&mut command);
     let pid = child.pid();
     let ready = out.with_extension("ready");

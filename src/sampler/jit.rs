@@ -11,9 +11,10 @@
 //! In: code addresses no module holds, the paths of the process's mappings, thread ids.
 //! Out: `RawFrame::Named` frames (a method, a stub, `Interpreter`), a root frame
 //! `[jvm] <role>` for a JVM's internal threads. A JVM writes its perf map only when asked:
-//! `jcmd PID Compiler.perfmap` runs (as the JVM's user, on a thread of its own, at most
-//! `JCMD_TIMEOUT`) when the JVM is first seen, every 30-60 s (jittered), and sooner when
-//! many of its frames have no name; failures are logged once per process and counted.
+//! `Compiler.perfmap` is sent to it (the attach protocol, `jvm_attach.rs`, else the `jcmd`
+//! program; as the JVM's user, on a thread of its own, at most `JCMD_TIMEOUT`) when the JVM
+//! is first seen, every 30-60 s (jittered), and sooner when many of its frames have no
+//! name; failures are logged once per process and counted.
 //! Must not: block the sampling loop on a child process, or read the map more often than
 //! `REREAD_EVERY`.
 
@@ -37,8 +38,13 @@ const DUMP_EVERY: Duration = Duration::from_secs(45);
 /// Unnamed frames of a JVM that make the next dump come early...
 const UNNAMED_FOR_EARLY_DUMP: u64 = 200;
 
-/// ... but not earlier than this after the last one.
-const MIN_DUMP_GAP: Duration = Duration::from_secs(5);
+/// ... but not earlier than this after the first one (a JVM compiles most of its hot
+/// code in its first seconds, often after attach)...
+const FIRST_DUMP_GAP: Duration = Duration::from_secs(5);
+
+/// ... or this after any later one (some frames never get a name: a JVM rewriting a
+/// large map every few seconds would cost it and the agent for nothing).
+const MIN_DUMP_GAP: Duration = Duration::from_secs(15);
 
 /// A `jcmd` run longer than this is killed.
 const JCMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -70,6 +76,8 @@ struct Jvm {
     read_generation: u64,
     next_dump: Instant,
     last_dump: Option<Instant>,
+    /// Dumps started so far.
+    dumps: u32,
     unnamed_since_dump: u64,
     /// tid -> the root frame of an internal thread (None: a Java thread).
     roles: FxHashMap<u32, Option<RawFrame>>,
@@ -98,6 +106,7 @@ impl JitCode {
                 read_generation: 0,
                 next_dump: Instant::now(),
                 last_dump: None,
+                dumps: 0,
                 unnamed_since_dump: 0,
                 roles: FxHashMap::default(),
             });
@@ -154,12 +163,14 @@ impl JitCode {
     fn maybe_dump(&mut self) {
         let Some(jvm) = self.jvm.as_mut() else { return };
         let now = Instant::now();
+        let gap = if jvm.dumps <= 1 { FIRST_DUMP_GAP } else { MIN_DUMP_GAP };
         let early = jvm.unnamed_since_dump >= UNNAMED_FOR_EARLY_DUMP
-            && jvm.last_dump.is_none_or(|t| now.duration_since(t) >= MIN_DUMP_GAP);
+            && jvm.last_dump.is_none_or(|t| now.duration_since(t) >= gap);
         if !(now >= jvm.next_dump || early) || jvm.dump.running.swap(true, Ordering::AcqRel) {
             return;
         }
         jvm.last_dump = Some(now);
+        jvm.dumps += 1;
         jvm.next_dump = now + crate::upload::jittered(DUMP_EVERY, 1.0 / 3.0);
         jvm.unnamed_since_dump = 0;
         let (pid, dump) = (self.pid, jvm.dump.clone());

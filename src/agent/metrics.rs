@@ -70,7 +70,7 @@ impl AgentHealth {
     /// Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let (s, u) = (&self.sampler, &self.upload);
-        let rows: [(&str, &str, &str, f64); 34] = [
+        let rows: [(&str, &str, &str, f64); 37] = [
             ("hotframe_agent_targets", "gauge", "Processes sampled now.", self.targets as f64),
             (
                 "hotframe_agent_processes_followed_total",
@@ -154,6 +154,24 @@ impl AgentHealth {
                 s.runqueue_samples as f64,
             ),
             ("hotframe_agent_samples_lost_total", "counter", "Samples the kernel dropped.", s.lost as f64),
+            (
+                "hotframe_agent_jit_frames_named_total",
+                "counter",
+                "Frames named from a runtime's perf map.",
+                s.jit_frames_named as f64,
+            ),
+            (
+                "hotframe_agent_perfmap_dumps_total",
+                "counter",
+                "jcmd Compiler.perfmap runs asking a JVM for its perf map.",
+                s.perfmap_dumps as f64,
+            ),
+            (
+                "hotframe_agent_perfmap_dump_failures_total",
+                "counter",
+                "jcmd Compiler.perfmap runs that failed (no jcmd, timeout, not HotSpot).",
+                s.perfmap_dump_failures as f64,
+            ),
             (
                 "hotframe_agent_unwind_failures_total",
                 "counter",

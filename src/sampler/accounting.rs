@@ -304,7 +304,7 @@ impl ThreadClock {
             let reuse = self.offcpu.as_ref().filter(|o| o.syscall == syscall).map(|o| (o.stack.clone(), o.rooted));
             let (stack, rooted) = match reuse {
                 Some(found) => found,
-                None => match walker.offcpu_stack(pid, sp_pc, image, symbolizer, tally.stats) {
+                None => match walker.offcpu_stack((pid, files.tid()), sp_pc, image, symbolizer, tally.stats) {
                     Ok(found) => found,
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Seen::Unreadable,
                     Err(_) => return Seen::Gone,
@@ -337,7 +337,8 @@ mod tests {
         // 2,000 short-lived threads, each sampled once and using 4 ms of CPU (under one
         // 10 ms period) before its only tick, then gone: 0.4 samples each on average.
         let period_ns = 10_000_000;
-        let (mut counts, mut prefetch, mut stats) = (StackCounts::default(), Prefetch::default(), SamplerStats::default());
+        let (mut counts, mut prefetch, mut stats) =
+            (StackCounts::default(), Prefetch::default(), SamplerStats::default());
         let stack: Stack = Arc::from(vec![RawFrame::Unknown(0x1234)]);
         let start = Instant::now();
         for _ in 0..2000 {

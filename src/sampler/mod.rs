@@ -38,12 +38,15 @@ mod accounting;
 mod bp_guess;
 mod drain;
 mod error;
+mod jit;
+mod jvm_attach;
 mod options;
 pub mod perf;
 mod prefetch;
 mod privileges;
 pub mod procfs;
 mod profiles;
+pub mod runtime_state;
 pub mod selection;
 mod stacks;
 pub mod state;
@@ -155,6 +158,13 @@ pub struct SamplerStats {
     pub symbol_cache_hits: u64,
     /// Frames that needed blazesym.
     pub symbol_cache_misses: u64,
+    /// Frames of run-time generated code named from a runtime's perf map (every sampler
+    /// of this process).
+    pub jit_frames_named: u64,
+    /// `jcmd PID Compiler.perfmap` runs asking a JVM for its perf map (every sampler).
+    pub perfmap_dumps: u64,
+    /// Those that failed (no jcmd, timeout, not HotSpot).
+    pub perfmap_dump_failures: u64,
 }
 
 impl SamplerStats {
@@ -408,7 +418,15 @@ impl Sampler {
     /// Counters since `new`.
     pub fn stats(&self) -> SamplerStats {
         let sym = self.symbolizer.stats();
-        SamplerStats { symbol_cache_hits: sym.cache_hits, symbol_cache_misses: sym.cache_misses, ..self.stats }
+        let jit = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        SamplerStats {
+            symbol_cache_hits: sym.cache_hits,
+            symbol_cache_misses: sym.cache_misses,
+            jit_frames_named: jit(&jit::JIT_FRAMES_NAMED),
+            perfmap_dumps: jit(&jit::PERFMAP_DUMPS),
+            perfmap_dump_failures: jit(&jit::PERFMAP_DUMP_FAILURES),
+            ..self.stats
+        }
     }
 
     /// Makes `pid` a target with `image`.

@@ -166,6 +166,7 @@ pub fn parse_syscall(text: &str) -> Option<Syscall> {
 
 /// Open /proc files of one thread, read with `pread` at every tick.
 pub struct ThreadFiles {
+    tid: u32,
     stat: File,
     schedstat: File,
     syscall: File,
@@ -173,10 +174,16 @@ pub struct ThreadFiles {
 }
 
 impl ThreadFiles {
+    /// The thread.
+    pub fn tid(&self) -> u32 {
+        self.tid
+    }
+
     /// Opens the files of thread `tid` of process `pid`.
     pub fn open(pid: u32, tid: u32) -> io::Result<ThreadFiles> {
         let base = format!("/proc/{pid}/task/{tid}");
         Ok(ThreadFiles {
+            tid,
             stat: File::open(format!("{base}/stat"))?,
             schedstat: File::open(format!("{base}/schedstat"))?,
             syscall: File::open(format!("{base}/syscall"))?,

@@ -105,7 +105,7 @@ pub(super) fn take_profiles(
             pid
         };
         let Some(target) = targets.get_mut(&pid) else { continue };
-        let counts = std::mem::take(&mut target.counts).0;
+        let counts = name_late_jit_frames(std::mem::take(&mut target.counts).0, &target.image, symbolizer);
         let start = target.window_start_ms;
         target.window_start_ms = now_ms.max(start + 1);
         // A short-lived process without a target parent is grouped by program, under the
@@ -135,6 +135,26 @@ pub(super) fn take_profiles(
             profile.labels.extend(tag.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         out.push(profile);
+    }
+    out
+}
+
+/// The counts with frames of run-time generated code that had no name when sampled (a
+/// JVM's perf map is written after attach; a sleeping thread's stack is walked once)
+/// named from the process's perf map as it is now.
+fn name_late_jit_frames(counts: Counts, image: &super::SharedImage, symbolizer: &Symbolizer) -> Counts {
+    if !counts.keys().any(|(stack, _)| stack.iter().any(|f| matches!(f, RawFrame::Unknown(_)))) {
+        return counts;
+    }
+    let mut image = image.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Counts::default();
+    for ((stack, state), n) in counts {
+        let stack = if stack.iter().any(|f| matches!(f, RawFrame::Unknown(_))) {
+            stack.iter().map(|f| image.late_frame(*f, symbolizer)).collect()
+        } else {
+            stack
+        };
+        *out.entry((stack, state)).or_insert(0) += n;
     }
     out
 }

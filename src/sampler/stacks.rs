@@ -91,6 +91,9 @@ impl StackWalker {
         if frames.is_empty() {
             return None;
         }
+        if let Some(tid) = sample.tid {
+            frames.extend(image.thread_role(tid as u32, symbolizer));
+        }
         Some(Arc::from(frames))
     }
 
@@ -103,7 +106,7 @@ impl StackWalker {
     /// cannot be read (EPERM: ptrace access denied; ESRCH: gone).
     pub(super) fn offcpu_stack(
         &mut self,
-        pid: u32,
+        (pid, tid): (u32, u32),
         (sp, pc): (u64, u64),
         image: &mut ProcessImage,
         symbolizer: &Symbolizer,
@@ -132,6 +135,7 @@ impl StackWalker {
         count_walk(stats, end, addrs.len());
         let mut frames = Vec::with_capacity(addrs.len());
         image.frames_of_walk(addrs, &mut self.files, symbolizer, &mut frames);
+        frames.extend(image.thread_role(tid, symbolizer));
         // Rooted only when the walk reached the root by DWARF CFI, signal frames and
         // call-checked frame pointers: a walk completed from an unchecked guess may have
         // stopped on a zero it took for the end.

@@ -108,9 +108,12 @@ impl Observed {
         Observed { state, lock_check: false }
     }
 
-    /// The final state, given the names of the stack (any order).
+    /// The final state, given the names of the stack (root first): a JVM's own frames
+    /// first (`runtime_state`), then lock frames.
     pub fn resolve<S: AsRef<str>>(self, stack_names: &[S]) -> ThreadState {
-        if self.lock_check && is_lock_wait(stack_names) {
+        if let Some(jvm) = self.lock_check.then(|| super::runtime_state::jvm_state(stack_names)).flatten() {
+            jvm
+        } else if self.lock_check && is_lock_wait(stack_names) {
             ThreadState::Blocked
         } else {
             self.state

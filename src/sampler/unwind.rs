@@ -7,6 +7,7 @@
 //! a sleeping thread read with process_vm_readv). Out: frame addresses leaf first, and
 //! `RawFrame`s for the symbolizer. Must not: name functions or classify states.
 
+use super::jit::JitCode;
 use super::procfs::{self, Mapping};
 use crate::symbolize::{ModuleId, ModuleKey, RawFrame, Symbolizer};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
@@ -217,6 +218,8 @@ pub struct ProcessImage {
     mappings: Vec<MappedModule>,
     loaded: Vec<Mapping>,
     last_refresh: Option<Instant>,
+    /// Code the process generated at run time (perf map names, a JVM's threads).
+    jit: JitCode,
 }
 
 /// Re-reading /proc/PID/maps because of an unknown address happens at most this often.
@@ -232,6 +235,7 @@ impl ProcessImage {
             mappings: Vec::new(),
             loaded: Vec::new(),
             last_refresh: None,
+            jit: JitCode::new(pid),
         }
     }
 
@@ -303,6 +307,7 @@ impl ProcessImage {
 
     /// Registers one mapping with the symbolizer and the unwinder (not in `loaded`).
     fn insert(&mut self, m: &Mapping, files: &mut FileCache, symbolizer: &Symbolizer) {
+        self.jit.note_mapping(&m.path);
         let open_path = self.open_path(m);
         let info = files.get(self.pid, m, &open_path);
         let key = match info.as_ref().and_then(|i| i.build_id.clone()) {
@@ -341,7 +346,7 @@ impl ProcessImage {
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
     pub fn refresh_if_unknown(&mut self, addr: u64, files: &mut FileCache, symbolizer: &Symbolizer) {
-        if self.find(addr).is_some() {
+        if self.find(addr).is_some() || self.jit.knows(addr) {
             return;
         }
         if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
@@ -363,10 +368,29 @@ impl ProcessImage {
         symbolizer: &Symbolizer,
         out: &mut Vec<RawFrame>,
     ) {
-        if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none()) {
+        if let Some(&addr) = addrs.iter().find(|a| self.find(**a).is_none() && !self.jit.knows(**a)) {
             self.refresh_if_unknown(addr, files, symbolizer);
         }
-        out.extend(addrs.iter().map(|a| self.normalize(*a)));
+        for &addr in addrs {
+            let frame = match self.normalize(addr) {
+                RawFrame::Unknown(_) => self.jit.frame(addr, symbolizer).unwrap_or(RawFrame::Unknown(addr)),
+                frame => frame,
+            };
+            out.push(frame);
+        }
+    }
+
+    /// `frame` or, for an address that had no name when sampled, its perf map name now.
+    pub fn late_frame(&mut self, frame: RawFrame, symbolizer: &Symbolizer) -> RawFrame {
+        match frame {
+            RawFrame::Unknown(addr) if self.find(addr).is_none() => self.jit.frame(addr, symbolizer).unwrap_or(frame),
+            frame => frame,
+        }
+    }
+
+    /// The root frame of a runtime's own thread (`[jvm] GC`), if `tid` is one.
+    pub fn thread_role(&mut self, tid: u32, symbolizer: &Symbolizer) -> Option<RawFrame> {
+        self.jit.thread_role(tid, symbolizer)
     }
 
     /// The path the symbolizer and parser open: the mapped file itself if it is still the
@@ -435,7 +459,14 @@ impl ProcessImage {
                     continue;
                 }
             }
-            match self.unwinder.unwind_frame(address, &mut regs, &mut self.cache, &mut read_stack) {
+            let lookup = address.address_for_lookup();
+            // framehop's step, except out of a CPython perf trampoline (see `jit`).
+            let next = if address.is_return_address() && self.jit.is_python_trampoline(lookup) {
+                super::jit::step_python_trampoline(&mut regs, &mut read_stack)
+            } else {
+                self.unwinder.unwind_frame(address, &mut regs, &mut self.cache, &mut read_stack).map_err(|_| ())
+            };
+            match next {
                 Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
                     Some(next) => {
                         address = next;
@@ -446,7 +477,7 @@ impl ProcessImage {
                     None => return WalkEnd::Truncated,
                 },
                 Ok(None) => return WalkEnd::Complete,
-                Err(_) => return WalkEnd::Truncated,
+                Err(()) => return WalkEnd::Truncated,
             }
         }
     }

@@ -13,6 +13,7 @@
 //! Must not: read process memory, unwind, or know about samples and thread states.
 
 pub mod names;
+pub mod perfmap;
 
 pub use names::clean_name;
 
@@ -52,6 +53,9 @@ pub enum RawFrame {
     Kernel(u64),
     /// A user address outside every known module (JIT code, unmapped).
     Unknown(u64),
+    /// A name given by the target itself (a runtime's perf map, a thread's role),
+    /// interned with `Symbolizer::intern`.
+    Named(u32),
 }
 
 /// Cache counters.
@@ -83,6 +87,8 @@ const KERNEL_SUFFIX: &str = "_[k]";
 struct Registry {
     modules: Vec<ModuleFile>,
     ids: HashMap<ModuleKey, ModuleId>,
+    /// Interned names (`RawFrame::Named`), by name.
+    named: HashMap<Arc<str>, u32>,
 }
 
 /// What the handle and the worker thread share.
@@ -158,6 +164,21 @@ impl Symbolizer {
         reg.modules.push(ModuleFile { path, display: Arc::from(display) });
         reg.ids.insert(key, id);
         id
+    }
+
+    /// The frame of a name the target gave (a perf map entry, a thread role): interned
+    /// once, named without blazesym.
+    pub fn intern(&self, name: &str) -> RawFrame {
+        let mut reg = lock(&self.shared.registry);
+        if let Some(&id) = reg.named.get(name) {
+            return RawFrame::Named(id);
+        }
+        let id = reg.named.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        reg.named.insert(name.clone(), id);
+        drop(reg);
+        lock(&self.shared.cache).insert(RawFrame::Named(id), Arc::from(vec![name]));
+        RawFrame::Named(id)
     }
 
     /// The short name of a module.
@@ -253,7 +274,7 @@ fn resolve_on_worker(
             match *frame {
                 RawFrame::User { module, file_offset } => by_module.entry(Some(module)).or_default().push(file_offset),
                 RawFrame::Kernel(addr) => by_module.entry(None).or_default().push(addr),
-                RawFrame::Unknown(_) => {
+                RawFrame::Unknown(_) | RawFrame::Named(_) => {
                     shared.misses.fetch_add(1, Ordering::Relaxed);
                     cache.insert(*frame, unknown.clone());
                 }

@@ -18,6 +18,7 @@ mod hostwide;
 mod import;
 mod inproc;
 mod report;
+mod runtimes;
 mod sampler;
 mod scrape;
 mod sdk;

@@ -7,7 +7,8 @@
 //! `-c 8 -j 2` (persistent connections), pgbench `-C` (a new backend process per
 //! transaction), redis-benchmark. Profilers: none, `hotframe agent --name ^postgres`
 //! (or `^redis`), the same with `--cpu-only`, `perf record -a -F 99 --call-graph
-//! dwarf`, and `samply record` (SAMPLY=/path, or on PATH; skipped with a note if absent).
+//! dwarf`, and `samply record -p` (SAMPLY=/path, or on PATH; skipped with a note if absent;
+//! redis only: samply 0.13 cannot record every process on Linux, and `-p` takes one).
 //! Rounds are interleaved in a fresh random order; each profiler attaches 2 s before
 //! the load. Prints per round and as medians: throughput relative to the same round's
 //! unprofiled run (paired), each profiler's CPU during the load (% of a core, from
@@ -78,6 +79,8 @@ struct Bench {
     server_url: String,
     seconds: u64,
     samply: Option<PathBuf>,
+    /// The redis server's pid, which samply attaches to (it cannot record every process).
+    redis_pid: std::cell::Cell<Option<u32>>,
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -235,8 +238,12 @@ impl Bench {
                 cmd
             }
             Profiler::Samply => {
+                // samply 0.13 cannot record every process on Linux ("Profiling all
+                // processes is currently not supported"), and `-p` takes one process:
+                // it is measured on redis (one process) only.
+                let pid = self.redis_pid.get().filter(|_| load == Load::Redis)?;
                 let mut cmd = Command::new(self.samply.as_ref()?);
-                cmd.args(["record", "-a", "-r", "99", "--save-only", "-o"])
+                cmd.args(["record", "-p", &pid.to_string(), "-r", "99", "--save-only", "-o"])
                     .arg(self.scratch.path().join("samply.json"));
                 cmd
             }
@@ -337,6 +344,7 @@ fn main() {
         server_url,
         seconds: env_u64("HOTFRAME_BENCH_SECONDS", 10),
         samply,
+        redis_pid: std::cell::Cell::new(None),
     };
     let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 3) as usize;
     let data = bench.start_postgres();
@@ -348,6 +356,7 @@ fn main() {
             .spawn()
             .expect("start redis")
     });
+    bench.redis_pid.set(redis.as_ref().map(Child::id));
     if redis.is_none() {
         println!("note: redis-server not found (apt-get install redis-server): the redis load is skipped");
     }
@@ -372,6 +381,10 @@ fn main() {
             fastrand::shuffle(&mut order);
             let mut this = Vec::new();
             for p in order {
+                if p == Profiler::Samply && load != Load::Redis {
+                    // See `start_profiler`: samply records one process.
+                    continue;
+                }
                 if p == Profiler::Samply {
                     let _ = std::fs::write("/proc/sys/kernel/perf_event_paranoid", "1");
                 }
@@ -411,6 +424,9 @@ fn main() {
                         counted.push(c / r.kernel_s.max(1e-9));
                     }
                 }
+            }
+            if cpu.is_empty() {
+                continue;
             }
             println!(
                 "{:<34} throughput {:.3}  cpu {:.2}% of a core  rss {:.0} MiB{}",

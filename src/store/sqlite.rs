@@ -281,7 +281,7 @@ impl SqliteStore {
 }
 
 /// Checks what the store relies on, even if the caller validated already.
-fn check_profile(p: &Profile) -> Result<(), StoreError> {
+pub(super) fn check_profile(p: &Profile) -> Result<(), StoreError> {
     if p.start_ms >= p.end_ms {
         return Err(StoreError::Invalid(format!(
             "profile window [{}, {}) ms is empty; until must be after from",
@@ -390,7 +390,7 @@ fn intern(tx: &Connection, cache: &mut HashCache, kind: Interned, bytes: &[u8]) 
 
 /// Two independent 64-bit keys of a stack from the hashes of its frame names (each
 /// name hashed once per profile, memoised in `name_hashes`; (0, 0) = not yet).
-fn names_key(stack: &[u32], names: &[String], name_hashes: &mut [(u64, u64)]) -> (u64, u64) {
+pub(super) fn names_key(stack: &[u32], names: &[String], name_hashes: &mut [(u64, u64)]) -> (u64, u64) {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let (mut k1, mut k2) = (codec::SEED_STORED ^ stack.len() as u64, codec::SEED_CHECK ^ stack.len() as u64);
     for &f in stack {

@@ -16,6 +16,8 @@ mod hardening;
 mod harness;
 mod import;
 mod inproc;
+mod pg;
+mod replicas;
 mod report;
 mod sampler;
 mod scrape;

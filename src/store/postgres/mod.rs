@@ -143,7 +143,8 @@ struct WriteCache {
 /// The shared store. `Send + Sync`: share it in an `Arc` and call it from
 /// `spawn_blocking`.
 pub struct PostgresStore {
-    pool: r2d2::Pool<Manager>,
+    /// Always Some until dropped (see `Drop`).
+    pool: Option<r2d2::Pool<Manager>>,
     config: StoreConfig,
     /// The URL without its password, for messages.
     target: String,
@@ -199,7 +200,7 @@ impl PostgresStore {
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
         let store = PostgresStore {
-            pool,
+            pool: Some(pool),
             target,
             writes: Mutex::new(WriteCache {
                 frames: GenCache::new(config.stack_cache_entries.max(16)),
@@ -227,7 +228,8 @@ impl PostgresStore {
 
     /// A pooled connection, or `Unavailable` after `CONNECT_TIMEOUT`.
     fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool.get().map_err(|e| {
+        let pool = self.pool.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?;
+        pool.get().map_err(|e| {
             StoreError::Unavailable(format!("no connection to {} within {CONNECT_TIMEOUT:?}: {e}", self.target))
         })
     }
@@ -514,6 +516,16 @@ pub(super) fn create_partition(client: &mut Client, day: i64) -> Result<(), Fail
     }
     tx.commit()?;
     Ok(())
+}
+
+impl Drop for PostgresStore {
+    /// Closes the connections on a plain thread: a sync client blocks on its own runtime
+    /// as it closes, which panics on a tokio worker (where the server drops its state).
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// What `intern` interns.

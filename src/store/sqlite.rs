@@ -468,15 +468,7 @@ impl Writer {
             entries.push((codec::entry_key(stack_ids[si], s.state), s.count));
             totals[s.state.index()] = totals[s.state.index()].saturating_add(s.count);
         }
-        entries.sort_unstable_by_key(|e| e.0);
-        entries.dedup_by(|later, kept| {
-            if later.0 == kept.0 {
-                kept.1 = kept.1.saturating_add(later.1);
-                true
-            } else {
-                false
-            }
-        });
+        codec::sort_and_merge(&mut entries);
         let blob = codec::encode_entries(&entries, RAW_BLOB_LEVEL)?;
         let t = totals.map(|v| v.min(i64::MAX as u64) as i64);
         tx.prepare_cached(

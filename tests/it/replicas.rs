@@ -2,11 +2,14 @@
 //! `pg`): ingest through one and query through the other; `kill -9` of a replica in the
 //! middle of ingest loses no acknowledged profile; PostgreSQL restarted under load makes
 //! the replicas answer 503 with `Retry-After` meanwhile, and they recover by themselves;
-//! an ops win's report is emailed once although two replicas run the outbox.
+//! an ops win's report is emailed once although two replicas run the outbox. And, on
+//! the stores themselves: migrations when replicas start together, maintenance in one
+//! replica at a time, retention by whole partitions.
 
 use crate::common::{eventually, free_port, http, Server};
 use crate::pg::{wait_ready, PgCluster};
 use crate::report::SmtpSink;
+use hotframe::store::{PostgresStore, ProfileStore, Query, StoreConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -244,4 +247,98 @@ fn an_ops_win_report_is_emailed_once_with_two_replicas_running_the_outbox() {
     assert_eq!(subjects.len(), wins.len(), "one email per win, not one per replica: {subjects:#?}");
     subjects.dedup();
     assert_eq!(subjects.len(), wins.len(), "{subjects:#?}");
+}
+
+/// Stores on one fresh database of the shared cluster, opened at once from `n` threads
+/// as replicas starting together do.
+fn open_together(url: &str, n: usize) -> Vec<PostgresStore> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, barrier) = (url.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                PostgresStore::open(&url, StoreConfig::default())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap().expect("every replica opens")).collect()
+}
+
+#[test]
+fn migrations_are_safe_when_replicas_start_together() {
+    let Some(pg) = crate::pg::shared() else { return };
+    let url = pg.fresh_database();
+    let stores = open_together(&url, 4);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let version: String = client.query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[]).unwrap().get(0);
+    assert_eq!(version, "1");
+    // Every replica writes and reads through the one schema.
+    let t = hotframe::model::time::now_ms() - 3_600_000;
+    for (i, s) in stores.iter().enumerate() {
+        let mut b = hotframe::model::ProfileBuilder::new("svc", t, t + 10_000, 10_000_000);
+        b.add(&["main", "shared_frame"], hotframe::model::ThreadState::Runnable, 1 + i as u64);
+        s.write(&b.finish()).unwrap();
+    }
+    let q = Query { service: "svc".into(), from_ms: t, until_ms: t + 1, ..Query::default() };
+    let agg = stores[3].aggregate(&q).unwrap();
+    assert_eq!((agg.profiles, agg.samples.len(), agg.frames.len()), (4, 1, 2), "one interned stack: {agg:?}");
+    assert_eq!(agg.samples[0].samples, 1 + 2 + 3 + 4);
+}
+
+#[test]
+fn maintenance_runs_in_one_replica_at_a_time_and_retention_drops_whole_partitions() {
+    let Some(pg) = crate::pg::shared() else { return };
+    let url = pg.fresh_database();
+    let config = StoreConfig { retention_raw_days: 2, ..StoreConfig::default() };
+    let (a, b) = (PostgresStore::open(&url, config.clone()).unwrap(), PostgresStore::open(&url, config).unwrap());
+    let now = hotframe::model::time::now_ms();
+    let day = 86_400_000;
+    for (i, start) in [now - 5 * day, now - 3_600_000].into_iter().enumerate() {
+        let mut p = hotframe::model::ProfileBuilder::new("svc", start, start + 10_000, 10_000_000);
+        p.add(&["main", "work"], hotframe::model::ThreadState::Runnable, 5 + i as u64);
+        a.write(&p.finish()).unwrap();
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let partitions = |client: &mut postgres::Client| -> Vec<String> {
+        let rows = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'profiles'::regclass ORDER BY 1",
+                &[],
+            )
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let old_day = (now - 5 * day).div_euclid(day);
+    let old = format!("profiles_d{old_day}");
+    assert!(partitions(&mut client).contains(&old), "{:?}", partitions(&mut client));
+
+    // Another replica holds the maintenance lock: this one does nothing, at once.
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    holder.execute("SELECT pg_advisory_lock(1752458866, 2)", &[]).unwrap();
+    assert_eq!(b.maintain(now).unwrap(), Default::default());
+    assert!(partitions(&mut client).contains(&old));
+    holder.execute("SELECT pg_advisory_unlock(1752458866, 2)", &[]).unwrap();
+
+    // Two replicas at once: the work is done once.
+    let (ra, rb) = std::thread::scope(|s| {
+        let ra = s.spawn(|| a.maintain(now).unwrap());
+        let rb = s.spawn(|| b.maintain(now).unwrap());
+        (ra.join().unwrap(), rb.join().unwrap())
+    });
+    assert_eq!(ra.raw_deleted + rb.raw_deleted, 1, "{ra:?} {rb:?}");
+    assert_eq!(a.maintain(now).unwrap().raw_deleted, 0);
+    let left = partitions(&mut client);
+    assert!(!left.contains(&old), "the old day's partition is dropped: {left:?}");
+    let today = format!("profiles_d{}", now.div_euclid(day));
+    let tomorrow = format!("profiles_d{}", now.div_euclid(day) + 1);
+    assert!(left.contains(&today) && left.contains(&tomorrow), "made ahead: {left:?}");
+    let exists: bool = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&old]).unwrap().get(0);
+    assert!(!exists, "dropped, not left detached");
+    let stats = b.stats().unwrap();
+    assert_eq!((stats.profiles, stats.samples), (1, 6));
+    // The old profile lives on in its rollups.
+    let q = Query { service: "svc".into(), from_ms: now - 6 * day, until_ms: now, ..Query::default() };
+    assert_eq!(b.aggregate(&q).unwrap().profiles, 2);
 }

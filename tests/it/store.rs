@@ -187,6 +187,7 @@ conformance!(
     corrupt_data_is_an_error_not_a_panic,
     queries_run_while_writes_go_on,
     wins_and_work_round_trip,
+    a_newer_schema_is_refused,
 );
 
 #[test]
@@ -602,13 +603,10 @@ fn absurd_counts_in_the_file_still_open_maintain_and_query() {
     SqliteStore::open(dir.path(), StoreConfig::default()).expect("and it opens again");
 }
 
-#[test]
-fn a_newer_schema_is_refused() {
-    let dir = crate::common::tempdir();
-    drop(open(dir.path()));
-    let conn = rusqlite::Connection::open(dir.path().join("hotframe.db")).unwrap();
-    conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'", []).unwrap();
-    let err = SqliteStore::open(dir.path(), StoreConfig::default()).err().expect("refused");
+fn a_newer_schema_is_refused(b: &Backend) {
+    drop(b.open());
+    b.exec("UPDATE meta SET value = '999' WHERE key = 'schema_version'");
+    let err = b.open_with(StoreConfig::default()).err().expect("refused");
     assert!(err.to_string().contains("999"), "{err}");
 }
 

@@ -11,31 +11,16 @@
 
 use super::query::{piece, RAW_PIECE_COLUMNS, ROLLUP_COLUMNS};
 use super::{create_partition, partition_day, Failure, LOCK_MAINTAIN, LOCK_NAMESPACE};
-use crate::model::coverage::add_interval;
-use crate::model::StateCounts;
-use crate::store::codec::{self, IntMap};
-use crate::store::sqlite::{bucket_of, DAY_MS, HOUR_MS, LEVELS, ROLLUP_BLOB_LEVEL};
+use crate::store::maintain::BucketMerge;
+use crate::store::sqlite::{bucket_of, DAY_MS, HOUR_MS, LEVELS};
 use crate::store::{MaintenanceReport, StoreConfig};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Transaction};
-use std::collections::BTreeMap;
 
 /// Dirty buckets taken per query.
 const BATCH: i64 = 64;
 /// Upper bound on batches per level and pass, so a pass always ends.
 const MAX_BATCHES: usize = 100_000;
-
-/// One period's share of a bucket being rolled up.
-#[derive(Default)]
-struct Acc {
-    profiles: i64,
-    profile_ms: i64,
-    first_ms: i64,
-    last_ms: i64,
-    coverage: Vec<[i64; 2]>,
-    totals: StateCounts,
-    entries: IntMap<u64, u64>,
-}
 
 /// Runs one pass if no other replica runs one.
 pub(super) fn maintain(client: &mut Client, config: &StoreConfig, now_ms: i64) -> Result<MaintenanceReport, Failure> {
@@ -187,33 +172,13 @@ fn rebuild(tx: &mut Transaction<'_>, series: i64, level: usize, bucket: i64) -> 
             below = LEVELS[level - 1]
         )
     };
-    let mut by_period: BTreeMap<u64, Acc> = BTreeMap::new();
-    let mut scratch = Vec::new();
+    let mut merge = BucketMerge::default();
     {
         let end = bucket + res;
         let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&series, &bucket, &end];
         let mut rows = tx.query_raw(sql.as_str(), params)?;
         while let Some(row) = rows.next()? {
-            let p = piece(&row, 0, true)?;
-            let acc = by_period.entry(p.period_ns).or_insert_with(|| Acc {
-                first_ms: i64::MAX,
-                last_ms: i64::MIN,
-                ..Acc::default()
-            });
-            acc.profiles = acc.profiles.saturating_add(p.profiles.min(i64::MAX as u64) as i64);
-            acc.profile_ms = acc.profile_ms.saturating_add(p.profile_ms);
-            acc.first_ms = acc.first_ms.min(p.first_ms);
-            acc.last_ms = acc.last_ms.max(p.last_ms);
-            let coverage = &mut acc.coverage;
-            p.windows(|start, end| add_interval(coverage, start, end))?;
-            for (t, v) in acc.totals.iter_mut().zip(p.totals) {
-                *t = t.saturating_add(v);
-            }
-            let entries = &mut acc.entries;
-            codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
-                let e = entries.entry(key).or_insert(0);
-                *e = e.saturating_add(count);
-            })?;
+            merge.add(&piece(&row, 0, true)?)?;
         }
     }
     tx.execute(
@@ -221,11 +186,8 @@ fn rebuild(tx: &mut Transaction<'_>, series: i64, level: usize, bucket: i64) -> 
         &[&series, &res, &bucket],
     )?;
     let mut written = 0;
-    for (period, acc) in by_period {
-        let mut entries: Vec<(u64, u64)> = acc.entries.into_iter().collect();
-        entries.sort_unstable_by_key(|e| e.0);
-        let blob = codec::encode_entries(&entries, ROLLUP_BLOB_LEVEL)?;
-        let t = acc.totals.map(|v| v.min(i64::MAX as u64) as i64);
+    for r in merge.rows()? {
+        let t = r.totals;
         tx.execute(
             "INSERT INTO rollups (series_id, resolution_ms, bucket_ms, period_ns, profiles, profile_ms, first_ms, last_ms,
                                   s_runnable, s_waiting, s_timed, s_blocked, s_io, entries, samples_blob, coverage)
@@ -234,19 +196,19 @@ fn rebuild(tx: &mut Transaction<'_>, series: i64, level: usize, bucket: i64) -> 
                 &series,
                 &res,
                 &bucket,
-                &(period as i64),
-                &acc.profiles,
-                &acc.profile_ms,
-                &acc.first_ms,
-                &acc.last_ms,
+                &r.period_ns,
+                &r.profiles,
+                &r.profile_ms,
+                &r.first_ms,
+                &r.last_ms,
                 &t[0],
                 &t[1],
                 &t[2],
                 &t[3],
                 &t[4],
-                &(entries.len() as i64),
-                &blob,
-                &codec::encode_intervals(&acc.coverage),
+                &r.entries,
+                &r.blob,
+                &r.coverage,
             ],
         )?;
         written += 1;

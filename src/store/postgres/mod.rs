@@ -438,15 +438,7 @@ impl PostgresStore {
             entries.push((codec::entry_key(stack_ids[s.stack as usize], s.state), s.count));
             totals[s.state.index()] = totals[s.state.index()].saturating_add(s.count);
         }
-        entries.sort_unstable_by_key(|e| e.0);
-        entries.dedup_by(|later, kept| {
-            if later.0 == kept.0 {
-                kept.1 = kept.1.saturating_add(later.1);
-                true
-            } else {
-                false
-            }
-        });
+        codec::sort_and_merge(&mut entries);
         let blob = codec::encode_entries(&entries, RAW_BLOB_LEVEL)?;
         let t = totals.map(|v| v.min(i64::MAX as u64) as i64);
         let samples = totals.iter().fold(0u64, |a, b| a.saturating_add(*b));

@@ -7,9 +7,9 @@
 //! services, work totals. Must not: write.
 
 use super::Failure;
-use crate::model::{Aggregate, AggregateSample, Coverage, Profile, ProfileBuilder, StateCounts};
+use crate::model::{Aggregate, Coverage, Profile, ProfileBuilder, StateCounts};
 use crate::store::codec::{self, IntMap};
-use crate::store::query::{parse_labels, FrameNames, Piece, SeriesRef};
+use crate::store::query::{assemble, parse_labels, FrameNames, Piece, SeriesRef, ServiceListing};
 use crate::store::sqlite::{bucket_of, lock, ReadCache, DAY_MS, LEVELS};
 use crate::store::{Query, ServiceInfo, StoreError, TimelinePoint, WorkTotal};
 use postgres::fallible_iterator::FallibleIterator;
@@ -203,40 +203,7 @@ pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &
     let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
     stack_ids.dedup();
     let (frame_lists, names) = resolve_stacks(tx, cache, &stack_ids)?;
-    let mut frames: Vec<String> = Vec::new();
-    let mut frame_index: IntMap<i64, u32> = IntMap::default();
-    let stacks: Vec<Vec<u32>> = frame_lists
-        .into_iter()
-        .map(|ids| {
-            ids.into_iter()
-                .map(|id| {
-                    *frame_index.entry(id).or_insert_with(|| {
-                        frames.push(names.get(&id).map(|n| n.to_string()).unwrap_or_default());
-                        (frames.len() - 1) as u32
-                    })
-                })
-                .collect()
-        })
-        .collect();
-    let mut samples = Vec::with_capacity(entries.len());
-    let mut local = 0u32;
-    for (i, (key, (count, nanos))) in entries.iter().enumerate() {
-        if i > 0 && entries[i - 1].0 >> 3 != key >> 3 {
-            local += 1;
-        }
-        let (_, state) = codec::split_key(*key)?;
-        samples.push(AggregateSample { stack: local, state, samples: *count, nanos: *nanos });
-    }
-    let any = profiles > 0;
-    Ok(Aggregate {
-        frames,
-        stacks,
-        samples,
-        profiles,
-        coverage,
-        first_ms: if any { first } else { 0 },
-        last_ms: if any { last } else { 0 },
-    })
+    Ok(assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))?)
 }
 
 /// Frame ids of each stack id (root first) and the names of those frames, through the
@@ -367,40 +334,11 @@ pub(super) fn services(tx: &mut Transaction<'_>) -> Result<Vec<ServiceInfo>, Fai
             Ok(())
         })?;
     }
-    let mut by_name: BTreeMap<String, ServiceInfo> = BTreeMap::new();
+    let mut listing = ServiceListing { extent, by_name: BTreeMap::new() };
     for row in tx.query("SELECT id, service, profile_type, labels FROM series ORDER BY service, id", &[])? {
-        let (sid, name, ptype, labels): (i64, String, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-        let Some(&(lo, hi, n)) = extent.get(&sid) else { continue };
-        let info = by_name.entry(name.clone()).or_insert_with(|| ServiceInfo {
-            name,
-            profile_types: Vec::new(),
-            labels: BTreeMap::new(),
-            first_ms: i64::MAX,
-            last_ms: i64::MIN,
-            profiles: 0,
-        });
-        if !info.profile_types.contains(&ptype) {
-            info.profile_types.push(ptype);
-        }
-        for (k, v) in parse_labels(&labels)? {
-            let values = info.labels.entry(k).or_default();
-            if !values.contains(&v) {
-                values.push(v);
-            }
-        }
-        info.first_ms = info.first_ms.min(lo);
-        info.last_ms = info.last_ms.max(hi);
-        info.profiles += n;
+        listing.series(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
     }
-    Ok(by_name
-        .into_values()
-        .map(|mut s| {
-            s.profile_types.sort();
-            s.labels.values_mut().for_each(|v| v.sort());
-            s
-        })
-        .collect())
+    Ok(listing.finish())
 }
 
 /// The work counted by the profiles `q` selects.

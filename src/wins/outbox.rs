@@ -14,7 +14,7 @@ use super::prometheus::PrometheusConfig;
 use super::WinsError;
 use crate::model::time::now_ms;
 use crate::report::{self, Mailer, RetryPolicy, SendStatus, SmtpConfig};
-use crate::store::ProfileStore;
+use crate::store::{ProfileStore, StoreError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -262,8 +262,15 @@ impl Outbox {
     /// or None when there is nothing more to do.
     fn attempt(&self, id: i64) -> Result<Option<Duration>, WinsError> {
         let store = self.store.as_ref();
-        if !store.claim_win_send(id, &self.owner, now_ms(), SEND_LEASE_MS)? {
-            return Ok(Some(crate::upload::jittered(CLAIMED_ELSEWHERE_WAIT, 0.2)));
+        match store.claim_win_send(id, &self.owner, now_ms(), SEND_LEASE_MS) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Some(crate::upload::jittered(CLAIMED_ELSEWHERE_WAIT, 0.2))),
+            // A shared database that is restarting: look again later, the send stays pending.
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(win = id, error = %e, "cannot claim the report's send; retrying");
+                return Ok(Some(crate::upload::jittered(CLAIMED_ELSEWHERE_WAIT, 0.2)));
+            }
+            Err(e) => return Err(e.into()),
         }
         let result = self.attempt_claimed(id);
         if let Err(e) = store.release_win_send(id, &self.owner) {

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, default_value = "./hotframe-data")]
     pub data: PathBuf,
+    /// Keep profiles in a shared PostgreSQL database instead (postgres://user@host/db);
+    /// overrides [store] url in the config file. Several servers may share one.
+    #[arg(long, env = "HOTFRAME_STORE")]
+    pub store: Option<String>,
     /// TOML config file (limits, retention, tokens, per-service cost settings).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -355,6 +359,9 @@ impl ServeArgs {
             .wins
             .with_flags(self.smtp_url.as_deref(), self.mail_from.as_deref(), self.public_url.as_deref())
             .map_err(ConfigError::Wins)?;
+        if let Some(url) = self.store {
+            server.store.url = Some(url);
+        }
         Ok(ServeConfig { listen: self.listen, data: self.data, server })
     }
 }

@@ -73,6 +73,7 @@ reasons! {
     NotFound => "not_found",
     SeriesLimit => "series_limit",
     StackTooDeep => "stack_too_deep",
+    StoreUnavailable => "store_unavailable",
     TooManyStacks => "too_many_stacks",
     Unauthorized => "unauthorized",
     UnsupportedMediaType => "unsupported_media_type",

@@ -50,10 +50,16 @@ pub enum ApiError {
     /// A server this one depends on (Prometheus) failed or is unreachable (502).
     #[error("{0}")]
     Upstream(String),
+    /// The store's database is unreachable or restarting (503 with `Retry-After`).
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: u32 },
 }
 
 /// What a client is told to wait (`Retry-After`) when the store's disk is full.
 pub const DISK_FULL_RETRY_AFTER_SECS: u32 = 30;
+
+/// What a client is told to wait (`Retry-After`) while the store's database is unreachable.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
 
 /// Marks a response with the reason of its failure, for the rejects metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -96,6 +103,7 @@ impl ApiError {
             ApiError::DiskFull { .. } => Reason::DiskFull,
             ApiError::Internal(_) => Reason::Internal,
             ApiError::Upstream(_) => Reason::Upstream,
+            ApiError::Unavailable { .. } => Reason::StoreUnavailable,
         }
     }
 }
@@ -103,7 +111,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // An outage of the database is logged by the store's pool, not once per request.
+        if status.is_server_error() && !matches!(self, ApiError::Unavailable { .. }) {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, status = status.as_u16(), "request refused");
@@ -112,7 +121,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(RejectReason(self.reason()));
         match &self {
-            ApiError::Busy { retry_after_secs } | ApiError::DiskFull { retry_after_secs, .. } => {
+            ApiError::Busy { retry_after_secs }
+            | ApiError::DiskFull { retry_after_secs, .. }
+            | ApiError::Unavailable { retry_after_secs, .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::Unauthorized(_) => {
@@ -160,6 +171,9 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(message) => ApiError::bad(Reason::Invalid, message),
             StoreError::DiskFull(_) => {
                 ApiError::DiskFull { message: e.to_string(), retry_after_secs: DISK_FULL_RETRY_AFTER_SECS }
+            }
+            StoreError::Unavailable(_) => {
+                ApiError::Unavailable { message: e.to_string(), retry_after_secs: UNAVAILABLE_RETRY_AFTER_SECS }
             }
             other => ApiError::Internal(other.to_string()),
         }

@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("cannot open the store in {dir}: {source}")]
+    #[error("cannot open the store at {dir}: {source}")]
     Store { dir: String, source: crate::store::StoreError },
     #[error("cannot listen on {addr}: {source} (is another server running there? pick another --listen)")]
     Bind { addr: String, source: std::io::Error },
@@ -230,8 +230,14 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-/// Opens the embedded store in `dir`.
+/// Opens the store: PostgreSQL when `[store] url` (or `--store`) names one, else the
+/// embedded SQLite store in `dir`.
 fn open_store(dir: &std::path::Path, config: &ServerConfig) -> Result<Arc<dyn ProfileStore>, ServerError> {
+    if let Some(url) = &config.store.url {
+        let store = crate::store::PostgresStore::open(url, config.store.clone())
+            .map_err(|source| ServerError::Store { dir: crate::store::postgres::redacted(url), source })?;
+        return Ok(Arc::new(store));
+    }
     std::fs::create_dir_all(dir)?;
     let store = crate::store::SqliteStore::open(dir, config.store.clone())
         .map_err(|source| ServerError::Store { dir: dir.display().to_string(), source })?;
@@ -284,7 +290,7 @@ pub fn run_serve(serve: ServeConfig) -> Result<(), ServerError> {
     let state = AppState::new(store.clone(), config);
     let served = runtime.block_on(async move {
         let local = listener.local_addr()?;
-        tracing::info!(addr = %local, data = %data.display(), "hotframe serving");
+        tracing::info!(addr = %local, data = %data.display(), postgres = state.config.store.url.is_some(), "hotframe serving");
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

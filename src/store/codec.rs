@@ -72,6 +72,20 @@ pub fn split_key(key: u64) -> Result<(i64, ThreadState), StoreError> {
     Ok(((key >> 3) as i64, state))
 }
 
+/// Sorts entries `(key, count)` by key and merges the counts of equal keys (saturating),
+/// as `encode_entries` needs them.
+pub fn sort_and_merge(entries: &mut Vec<(u64, u64)>) {
+    entries.sort_unstable_by_key(|e| e.0);
+    entries.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1 = kept.1.saturating_add(later.1);
+            true
+        } else {
+            false
+        }
+    });
+}
+
 /// Encodes entries `(key, count)` that are sorted by key with no duplicates, deflated
 /// at `level` (0-9), or plain with `None`.
 pub fn encode_entries(entries: &[(u64, u64)], level: Option<u32>) -> Result<Vec<u8>, StoreError> {

@@ -17,7 +17,7 @@
 //! left there, which are about to go); buckets past rollup retention are not built.
 
 use super::codec::{self, IntMap};
-use super::query::{piece_from_row, RAW_COLUMNS, ROLLUP_COLUMNS};
+use super::query::{piece_from_row, Piece, RAW_COLUMNS, ROLLUP_COLUMNS};
 use super::sqlite::{bucket_of, lock, SqliteStore, DAY_MS, HOUR_MS, LEVELS, ROLLUP_BLOB_LEVEL};
 use super::{MaintenanceReport, StoreError};
 use crate::model::coverage::add_interval;
@@ -44,6 +44,77 @@ struct Acc {
     coverage: Vec<[i64; 2]>,
     totals: StateCounts,
     entries: IntMap<u64, u64>,
+}
+
+/// The merge of the pieces below one rollup bucket, per sampling period (shared by the
+/// SQLite and PostgreSQL stores, which read the pieces and write the rows).
+#[derive(Default)]
+pub(super) struct BucketMerge {
+    by_period: BTreeMap<u64, Acc>,
+    scratch: Vec<u8>,
+}
+
+/// One rollup row to write: a bucket's merge for one sampling period.
+pub(super) struct RollupRow {
+    pub period_ns: i64,
+    pub profiles: i64,
+    pub profile_ms: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// Samples per state, saturated to i64.
+    pub totals: [i64; 5],
+    /// Distinct (stack, state) entries in `blob`.
+    pub entries: i64,
+    /// The plain sample blob (`ROLLUP_BLOB_LEVEL`).
+    pub blob: Vec<u8>,
+    /// The merged coverage intervals (`codec::encode_intervals`).
+    pub coverage: Vec<u8>,
+}
+
+impl BucketMerge {
+    /// Adds a raw profile or a finer rollup row (its blob must be there).
+    pub(super) fn add(&mut self, p: &Piece<'_>) -> Result<(), StoreError> {
+        let acc = self.by_period.entry(p.period_ns).or_insert_with(|| Acc {
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            ..Acc::default()
+        });
+        acc.profiles = acc.profiles.saturating_add(p.profiles.min(i64::MAX as u64) as i64);
+        acc.profile_ms = acc.profile_ms.saturating_add(p.profile_ms);
+        acc.first_ms = acc.first_ms.min(p.first_ms);
+        acc.last_ms = acc.last_ms.max(p.last_ms);
+        let coverage = &mut acc.coverage;
+        p.windows(|start, end| add_interval(coverage, start, end))?;
+        for (t, v) in acc.totals.iter_mut().zip(p.totals) {
+            *t = t.saturating_add(v);
+        }
+        let entries = &mut acc.entries;
+        codec::decode_entries(p.blob.unwrap_or_default(), &mut self.scratch, |key, count| {
+            let e = entries.entry(key).or_insert(0);
+            *e = e.saturating_add(count);
+        })
+    }
+
+    /// The rows to write, one per sampling period.
+    pub(super) fn rows(self) -> Result<Vec<RollupRow>, StoreError> {
+        let mut out = Vec::with_capacity(self.by_period.len());
+        for (period, acc) in self.by_period {
+            let mut entries: Vec<(u64, u64)> = acc.entries.into_iter().collect();
+            entries.sort_unstable_by_key(|e| e.0);
+            out.push(RollupRow {
+                period_ns: period as i64,
+                profiles: acc.profiles,
+                profile_ms: acc.profile_ms,
+                first_ms: acc.first_ms,
+                last_ms: acc.last_ms,
+                totals: acc.totals.map(|v| v.min(i64::MAX as u64) as i64),
+                entries: entries.len() as i64,
+                blob: codec::encode_entries(&entries, ROLLUP_BLOB_LEVEL)?,
+                coverage: codec::encode_intervals(&acc.coverage),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Runs one maintenance pass as of `now_ms`.
@@ -170,32 +241,12 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
             below = LEVELS[level - 1]
         )
     };
-    let mut by_period: BTreeMap<u64, Acc> = BTreeMap::new();
-    let mut scratch = Vec::new();
+    let mut merge = BucketMerge::default();
     {
         let mut stmt = tx.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![series, bucket, bucket + res])?;
         while let Some(row) = rows.next()? {
-            let p = piece_from_row(row, 0, true)?;
-            let acc = by_period.entry(p.period_ns).or_insert_with(|| Acc {
-                first_ms: i64::MAX,
-                last_ms: i64::MIN,
-                ..Acc::default()
-            });
-            acc.profiles = acc.profiles.saturating_add(p.profiles.min(i64::MAX as u64) as i64);
-            acc.profile_ms = acc.profile_ms.saturating_add(p.profile_ms);
-            acc.first_ms = acc.first_ms.min(p.first_ms);
-            acc.last_ms = acc.last_ms.max(p.last_ms);
-            let coverage = &mut acc.coverage;
-            p.windows(|start, end| add_interval(coverage, start, end))?;
-            for (t, v) in acc.totals.iter_mut().zip(p.totals) {
-                *t = t.saturating_add(v);
-            }
-            let entries = &mut acc.entries;
-            codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
-                let e = entries.entry(key).or_insert(0);
-                *e = e.saturating_add(count);
-            })?;
+            merge.add(&piece_from_row(row, 0, true)?)?;
         }
     }
     tx.execute(
@@ -208,28 +259,25 @@ fn rebuild(tx: &Connection, series: i64, level: usize, bucket: i64) -> Result<u6
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     let mut written = 0;
-    for (period, acc) in by_period {
-        let mut entries: Vec<(u64, u64)> = acc.entries.into_iter().collect();
-        entries.sort_unstable_by_key(|e| e.0);
-        let blob = codec::encode_entries(&entries, ROLLUP_BLOB_LEVEL)?;
-        let t = acc.totals.map(|v| v.min(i64::MAX as u64) as i64);
+    for r in merge.rows()? {
+        let t = r.totals;
         insert.execute(params![
             series,
             res,
             bucket,
-            period as i64,
-            acc.profiles,
-            acc.profile_ms,
-            acc.first_ms,
-            acc.last_ms,
+            r.period_ns,
+            r.profiles,
+            r.profile_ms,
+            r.first_ms,
+            r.last_ms,
             t[0],
             t[1],
             t[2],
             t[3],
             t[4],
-            entries.len() as i64,
-            blob,
-            codec::encode_intervals(&acc.coverage)
+            r.entries,
+            r.blob,
+            r.coverage
         ])?;
         written += 1;
     }

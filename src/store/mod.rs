@@ -1,6 +1,7 @@
-//! The embedded profile store: durable writes, queries that merge profiles over a time
-//! range, rollups and retention. One interface (`ProfileStore`) so that a shared
-//! PostgreSQL backend can come later; `sqlite::SqliteStore` is the embedded one.
+//! The profile store: durable writes, queries that merge profiles over a time range,
+//! rollups and retention. One interface (`ProfileStore`) with two backends:
+//! `sqlite::SqliteStore`, the embedded default, and `postgres::PostgresStore`, shared by
+//! several server replicas.
 //!
 //! In: validated `model::Profile`s and queries. Out: merged stacks (`Aggregate`),
 //! timelines, service lists. Must not: speak HTTP or know prices (cost settings are
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 mod cache;
 mod codec;
 mod maintain;
+pub mod postgres;
 mod query;
 mod schema;
 pub mod sqlite;
@@ -22,6 +24,7 @@ mod work;
 // What `aggregate` returns is a model type (pure, shared with `cost`, `report` and the
 // flame-graph builder); the store re-exports it for its callers.
 use crate::model::Aggregate;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures. User-facing variants say what to do.
@@ -43,6 +46,8 @@ pub enum StoreError {
     Sql(String),
     #[error("refused by the store: {0}")]
     Invalid(String),
+    #[error("the database is unreachable ({0}); retry shortly: the server reconnects by itself")]
+    Unavailable(String),
 }
 
 /// Which series a query reads.
@@ -165,6 +170,9 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Reader connections kept open for queries. Default 4.
     pub reader_connections: usize,
+    /// `postgres://user@host/db`: keep profiles in that shared PostgreSQL database (several
+    /// servers may use one) instead of SQLite in the data directory. Default none.
+    pub url: Option<String>,
 }
 
 /// How durable a committed write is. See `StoreConfig::durability`.
@@ -187,6 +195,7 @@ impl Default for StoreConfig {
             stack_cache_entries: 1_000_000,
             durability: Durability::Os,
             reader_connections: 4,
+            url: None,
         }
     }
 }
@@ -225,6 +234,19 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn update_win(&self, id: i64, json: &str) -> Result<bool, StoreError>;
     /// The work counter (`Profile::work`) summed over the profiles `query` selects.
     fn work(&self, query: &Query) -> Result<WorkTotal, StoreError>;
+    /// Takes the send of win `id` for `owner` until `now_ms + lease_ms`: true when the
+    /// caller holds it now (free, expired, or its own already), false when another
+    /// holder's lease runs. Stores shared by several servers decide atomically; one
+    /// process (SQLite) always holds it (its outbox runs one task per win).
+    fn claim_win_send(&self, id: i64, owner: &str, now_ms: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let _ = (id, owner, now_ms, lease_ms);
+        Ok(true)
+    }
+    /// Gives back a send taken by `claim_win_send` (nothing if `owner` does not hold it).
+    fn release_win_send(&self, id: i64, owner: &str) -> Result<(), StoreError> {
+        let _ = (id, owner);
+        Ok(())
+    }
 }
 
 /// Units of work counted by the profiles of a query.

@@ -282,6 +282,20 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
     stack_ids.dedup();
     let (frame_lists, names) = resolve_stacks(conn, cache, &stack_ids)?;
+    assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))
+}
+
+/// The `Aggregate` of merged entries `(key, (samples, nanos))` sorted by key, given the
+/// frame ids of their stacks (in key order, one list per distinct stack) and the frames'
+/// names; shared by both stores.
+pub(super) fn assemble(
+    entries: &[(u64, (u64, u64))],
+    frame_lists: Vec<Vec<i64>>,
+    names: &FrameNames,
+    coverage: Coverage,
+    profiles: u64,
+    (first, last): (i64, i64),
+) -> Result<Aggregate, StoreError> {
     // Interned frames have one id per name, so ids can be numbered directly.
     let mut frames: Vec<String> = Vec::new();
     let mut frame_index: IntMap<i64, u32> = IntMap::default();
@@ -474,14 +488,28 @@ pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError
             e.2 += n as u64;
         }
     }
-    let mut by_name: BTreeMap<String, ServiceInfo> = BTreeMap::new();
+    let mut listing = ServiceListing { extent, by_name: BTreeMap::new() };
     let mut stmt = conn.prepare("SELECT id, service, profile_type, labels FROM series ORDER BY service, id")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let (sid, name, ptype, labels): (i64, String, String, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-        let Some(&(lo, hi, n)) = extent.get(&sid) else { continue };
-        let info = by_name.entry(name.clone()).or_insert_with(|| ServiceInfo {
+        listing.series(row.get(0)?, row.get(1)?, row.get(2)?, &row.get::<_, String>(3)?)?;
+    }
+    Ok(listing.finish())
+}
+
+/// Services built from series rows and per-series extents (shared by both stores).
+pub(super) struct ServiceListing {
+    /// Series id -> (first start, last end, raw profiles).
+    pub extent: IntMap<i64, (i64, i64, u64)>,
+    /// Services so far, by name.
+    pub by_name: BTreeMap<String, ServiceInfo>,
+}
+
+impl ServiceListing {
+    /// Adds one series row (skipped when it has no extent: nothing stored).
+    pub fn series(&mut self, sid: i64, name: String, ptype: String, labels: &str) -> Result<(), StoreError> {
+        let Some(&(lo, hi, n)) = self.extent.get(&sid) else { return Ok(()) };
+        let info = self.by_name.entry(name.clone()).or_insert_with(|| ServiceInfo {
             name,
             profile_types: Vec::new(),
             labels: BTreeMap::new(),
@@ -492,7 +520,7 @@ pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError
         if !info.profile_types.contains(&ptype) {
             info.profile_types.push(ptype);
         }
-        for (k, v) in parse_labels(&labels)? {
+        for (k, v) in parse_labels(labels)? {
             let values = info.labels.entry(k).or_default();
             if !values.contains(&v) {
                 values.push(v);
@@ -501,13 +529,18 @@ pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError
         info.first_ms = info.first_ms.min(lo);
         info.last_ms = info.last_ms.max(hi);
         info.profiles += n;
+        Ok(())
     }
-    Ok(by_name
-        .into_values()
-        .map(|mut s| {
-            s.profile_types.sort();
-            s.labels.values_mut().for_each(|v| v.sort());
-            s
-        })
-        .collect())
+
+    /// The services, names and label values sorted.
+    pub fn finish(self) -> Vec<ServiceInfo> {
+        self.by_name
+            .into_values()
+            .map(|mut s| {
+                s.profile_types.sort();
+                s.labels.values_mut().for_each(|v| v.sort());
+                s
+            })
+            .collect()
+    }
 }

@@ -281,7 +281,7 @@ impl SqliteStore {
 }
 
 /// Checks what the store relies on, even if the caller validated already.
-fn check_profile(p: &Profile) -> Result<(), StoreError> {
+pub(super) fn check_profile(p: &Profile) -> Result<(), StoreError> {
     if p.start_ms >= p.end_ms {
         return Err(StoreError::Invalid(format!(
             "profile window [{}, {}) ms is empty; until must be after from",
@@ -390,7 +390,7 @@ fn intern(tx: &Connection, cache: &mut HashCache, kind: Interned, bytes: &[u8]) 
 
 /// Two independent 64-bit keys of a stack from the hashes of its frame names (each
 /// name hashed once per profile, memoised in `name_hashes`; (0, 0) = not yet).
-fn names_key(stack: &[u32], names: &[String], name_hashes: &mut [(u64, u64)]) -> (u64, u64) {
+pub(super) fn names_key(stack: &[u32], names: &[String], name_hashes: &mut [(u64, u64)]) -> (u64, u64) {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let (mut k1, mut k2) = (codec::SEED_STORED ^ stack.len() as u64, codec::SEED_CHECK ^ stack.len() as u64);
     for &f in stack {
@@ -468,15 +468,7 @@ impl Writer {
             entries.push((codec::entry_key(stack_ids[si], s.state), s.count));
             totals[s.state.index()] = totals[s.state.index()].saturating_add(s.count);
         }
-        entries.sort_unstable_by_key(|e| e.0);
-        entries.dedup_by(|later, kept| {
-            if later.0 == kept.0 {
-                kept.1 = kept.1.saturating_add(later.1);
-                true
-            } else {
-                false
-            }
-        });
+        codec::sort_and_merge(&mut entries);
         let blob = codec::encode_entries(&entries, RAW_BLOB_LEVEL)?;
         let t = totals.map(|v| v.min(i64::MAX as u64) as i64);
         tx.prepare_cached(

@@ -5,15 +5,16 @@
 //! In: win ids whose send state is pending. Out: emails, and the send state written
 //! back to the win after every attempt, so a pending send survives a restart
 //! (`Outbox::resume_pending` picks it up). Must not: send one win from two tasks at
-//! once (the `Outbox` value, one per server, knows which wins have a task), or lose a
-//! win whatever the SMTP server does.
+//! once (the `Outbox` value, one per server, knows which wins have a task; servers that
+//! share a PostgreSQL store claim each attempt in the store first), or lose a win
+//! whatever the SMTP server does.
 
 use super::ledger::{load, save};
 use super::prometheus::PrometheusConfig;
 use super::WinsError;
 use crate::model::time::now_ms;
 use crate::report::{self, Mailer, RetryPolicy, SendStatus, SmtpConfig};
-use crate::store::ProfileStore;
+use crate::store::{ProfileStore, StoreError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -207,12 +208,21 @@ pub struct Outbox {
     config: Arc<WinsConfig>,
     /// Wins with a send task running.
     running: RunningSet,
+    /// Who this server is when it claims a send in a store shared with other servers.
+    owner: Arc<str>,
 }
+
+/// How long a claimed send stays this server's: longer than any SMTP exchange, short
+/// enough that another server takes over soon after this one dies mid-send.
+const SEND_LEASE_MS: i64 = 120_000;
+/// How long a server waits before looking again at a send another server holds.
+const CLAIMED_ELSEWHERE_WAIT: Duration = Duration::from_secs(5);
 
 impl Outbox {
     /// The outbox of the wins in `store`, sent with `config`.
     pub fn new(store: Arc<dyn ProfileStore>, config: WinsConfig) -> Outbox {
-        Outbox { store, config: Arc::new(config), running: RunningSet::default() }
+        let owner = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
+        Outbox { store, config: Arc::new(config), running: RunningSet::default(), owner: owner.into() }
     }
 
     /// True while a task sends (or waits to retry) win `id`'s report.
@@ -246,9 +256,31 @@ impl Outbox {
         });
     }
 
-    /// One step of win `id`'s send: an attempt if one is due. Returns the wait before the
-    /// next step, or None when there is nothing more to do.
+    /// One step of win `id`'s send, claimed in the store first (with several servers on
+    /// one store, only the holder of the claim reads the send state and sends; the
+    /// others look again later and find it sent). Returns the wait before the next step,
+    /// or None when there is nothing more to do.
     fn attempt(&self, id: i64) -> Result<Option<Duration>, WinsError> {
+        let store = self.store.as_ref();
+        match store.claim_win_send(id, &self.owner, now_ms(), SEND_LEASE_MS) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Some(crate::upload::jittered(CLAIMED_ELSEWHERE_WAIT, 0.2))),
+            // A shared database that is restarting: look again later, the send stays pending.
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(win = id, error = %e, "cannot claim the report's send; retrying");
+                return Ok(Some(crate::upload::jittered(CLAIMED_ELSEWHERE_WAIT, 0.2)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let result = self.attempt_claimed(id);
+        if let Err(e) = store.release_win_send(id, &self.owner) {
+            tracing::warn!(win = id, error = %e, "cannot release the claim on the send; it expires by itself");
+        }
+        result
+    }
+
+    /// `attempt` once this server holds the claim.
+    fn attempt_claimed(&self, id: i64) -> Result<Option<Duration>, WinsError> {
         let store = self.store.as_ref();
         let mut record = load(store, id)?;
         let Some(send) = record.send.as_ref() else { return Ok(None) };

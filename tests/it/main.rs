@@ -17,6 +17,8 @@ mod harness;
 mod hostwide;
 mod import;
 mod inproc;
+mod pg;
+mod replicas;
 mod report;
 mod runtimes;
 mod sampler;

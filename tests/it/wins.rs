@@ -19,7 +19,7 @@ fn call(request: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16,
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn post_json(url: &str, body: &Value) -> (u16, Value) {
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
     call(agent().post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes()))
 }
 
@@ -68,20 +68,26 @@ fn seeded(data: &Path, config: &Path, extra: &[&str]) -> (Server, i64) {
     let mut args = vec!["--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
     let server = Server::start(data, &args);
+    let t0 = seed(&server.url);
+    (server, t0)
+}
+
+/// Seeds the server at `url` as `seeded` does; returns t0.
+pub fn seed(url: &str) -> i64 {
     let t0 = base_s();
-    ingest(&server.url, t0, 24_000);
-    ingest(&server.url, t0 + 3600, 1_200);
+    ingest(url, t0, 24_000);
+    ingest(url, t0 + 3600, 1_200);
     let (status, body) = call(
         agent()
-            .put(&format!("{}/api/v1/services/checkout/settings", server.url))
+            .put(&format!("{url}/api/v1/services/checkout/settings"))
             .header("Content-Type", "application/json")
             .send(r#"{"pricePerCoreHour": 0.05, "fleetHosts": 10}"#.as_bytes()),
     );
     assert_eq!(status, 200, "{body}");
-    (server, t0)
+    t0
 }
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+pub fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("hotframe.toml");
     std::fs::write(
         &path,
@@ -102,7 +108,7 @@ cap_ms = 400
     path
 }
 
-fn new_win(t0: i64, title: &str) -> Value {
+pub fn new_win(t0: i64, title: &str) -> Value {
     json!({
         "service": "checkout",
         "title": title,
@@ -117,7 +123,7 @@ fn new_win(t0: i64, title: &str) -> Value {
 }
 
 /// Polls win `id` until its send status is `status` (bounded), and returns it.
-fn wait_status(url: &str, id: i64, status: &str, timeout: Duration) -> Value {
+pub fn wait_status(url: &str, id: i64, status: &str, timeout: Duration) -> Value {
     eventually(&format!("win {id} to be {status}"), timeout, || {
         let (code, win) = get_json(&format!("{url}/api/v1/wins/{id}"));
         assert_eq!(code, 200, "{win}");

@@ -300,7 +300,7 @@ fn read_pending(conn: &Connection, after: i64) -> Result<PendingBatch, StoreErro
          WHERE q.profile_id > ?1 ORDER BY q.profile_id LIMIT ?2",
     )?;
     let mut rows = stmt.query(params![after, PENDING_BATCH as i64])?;
-    let mut scratch = Vec::new();
+    let (mut scratch, mut decoded) = (Vec::new(), Vec::new());
     let mut n = 0;
     while let Some(row) = rows.next()? {
         n += 1;
@@ -320,23 +320,24 @@ fn read_pending(conn: &Connection, after: i64) -> Result<PendingBatch, StoreErro
         }
         let (end, period): (i64, i64) = (row.get(2)?, row.get(3)?);
         let (ptype, host): (String, Option<String>) = (row.get(6)?, row.get(7)?);
-        let mut one = Delta::default();
-        let period = period.max(0) as u64;
-        let entries = &mut one.entries;
-        let decoded = codec::decode_entries(blob, &mut scratch, |key, count| {
-            let e = entries.entry(key).or_insert((0, 0));
-            e.0 = e.0.saturating_add(count);
-            e.1 = e.1.saturating_add(count.saturating_mul(period));
-        });
-        if let Err(e) = decoded {
+        // Decoded whole before anything is merged: a corrupt blob merges nothing.
+        decoded.clear();
+        if let Err(e) = codec::decode_entries(blob, &mut scratch, |key, count| decoded.push((key, count))) {
             tracing::warn!(profile = id, error = %e, "a stored profile does not decode; it stays out of the service buckets");
             continue;
         }
-        one.profiles = 1;
-        (one.first_start, one.last_start, one.last_end) = (start, start, end);
-        one.coverage.add(host.as_deref(), start, end);
-        let minute = bucket_of(start, MINUTE_MS);
-        out.minutes.entry((service, ptype, minute)).or_default().absorb(&one);
+        let period = period.max(0) as u64;
+        let minute = out.minutes.entry((service, ptype, bucket_of(start, MINUTE_MS))).or_default();
+        for &(key, count) in &decoded {
+            let e = minute.entries.entry(key).or_insert((0, 0));
+            e.0 = e.0.saturating_add(count);
+            e.1 = e.1.saturating_add(count.saturating_mul(period));
+        }
+        minute.profiles = minute.profiles.saturating_add(1);
+        minute.first_start = minute.first_start.min(start);
+        minute.last_start = minute.last_start.max(start);
+        minute.last_end = minute.last_end.max(end);
+        minute.coverage.add(host.as_deref(), start, end);
         out.done.push(id);
         out.merged += 1;
     }

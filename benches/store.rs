@@ -9,7 +9,11 @@
 //! thread state chosen by its leaf (55% RUNNABLE, 25% WAITING, 10% TIMED_WAITING, 5%
 //! BLOCKED, 5% IO).
 
-use hotframe::model::{Profile, ProfileBuilder, ThreadState};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{median, pool, Pool};
+use hotframe::model::Profile;
 use hotframe::store::{Durability, ProfileStore, Query, SqliteStore, StoreConfig};
 use std::time::{Duration, Instant};
 
@@ -17,113 +21,9 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 86_400_000;
 /// "Now" of the simulation: 2026-11-20 13:37:00 UTC (mid-hour, like a user's now).
 const NOW: i64 = 1_795_700_220_000;
-const POOL_STACKS: usize = 10_000;
 const HOSTS: usize = 20;
 const RUNS: usize = 5;
-
-/// Function names that look like a Rust/C++ service's.
-fn frame_names(n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-    let crates =
-        ["tokio", "hyper", "serde_json", "checkout", "std", "core", "alloc", "tower", "sqlx", "prost", "h2", "regex"];
-    let modules = ["runtime", "task", "io", "ser", "de", "proto", "handler", "pool", "codec", "sync", "raw", "fmt"];
-    let types =
-        ["Harness<T,S>", "Connection", "Serializer<W,F>", "OrderService", "RawVec<T>", "Mutex<T>", "Encoder", "Pool"];
-    let verbs = [
-        "poll",
-        "call",
-        "encode",
-        "decode",
-        "write_all",
-        "lock",
-        "parse",
-        "handle_request",
-        "format_escaped_str",
-        "grow",
-    ];
-    (0..n)
-        .map(|i| {
-            format!(
-                "{}::{}::{}::{}_{}",
-                crates[rng.usize(..crates.len())],
-                modules[rng.usize(..modules.len())],
-                types[rng.usize(..types.len())],
-                verbs[rng.usize(..verbs.len())],
-                i
-            )
-        })
-        .collect()
-}
-
-/// The pool: stacks (root first) of frame indices, with their thread state.
-struct Pool {
-    names: Vec<String>,
-    stacks: Vec<(Vec<u32>, ThreadState)>,
-    /// Cumulative Zipf-like weights over `stacks`.
-    cumulative: Vec<f64>,
-}
-
-fn pool(rng: &mut fastrand::Rng) -> Pool {
-    let names = frame_names(6_000, rng);
-    let mut seen = std::collections::HashSet::new();
-    let mut stacks = Vec::new();
-    while stacks.len() < POOL_STACKS {
-        // A walk down a call tree: the child at each level is a function of the parent
-        // and a small, skewed choice, so stacks share long prefixes.
-        let depth = rng.usize(10..=40);
-        let mut frame = rng.usize(..3) as u64;
-        let mut stack = Vec::with_capacity(depth);
-        for _ in 0..depth {
-            stack.push((frame % names.len() as u64) as u32);
-            let choice = (rng.f64().powi(3) * 6.0) as u64;
-            frame = frame.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(choice * 7919 + 1) >> 7;
-        }
-        if seen.insert(stack.clone()) {
-            let state = match rng.u32(..100) {
-                0..=54 => ThreadState::Runnable,
-                55..=79 => ThreadState::Waiting,
-                80..=89 => ThreadState::TimedWaiting,
-                90..=94 => ThreadState::Blocked,
-                _ => ThreadState::Io,
-            };
-            stacks.push((stack, state));
-        }
-    }
-    let mut total = 0.0;
-    let cumulative = (0..stacks.len())
-        .map(|i| {
-            total += 1.0 / (i as f64 + 1.0).powf(0.9);
-            total
-        })
-        .collect();
-    Pool { names, stacks, cumulative }
-}
-
-impl Pool {
-    fn draw(&self, rng: &mut fastrand::Rng) -> usize {
-        let x = rng.f64() * self.cumulative[self.cumulative.len() - 1];
-        self.cumulative.partition_point(|&c| c < x).min(self.stacks.len() - 1)
-    }
-
-    /// A profile template with `distinct` distinct stacks; counts are the draws times
-    /// `scale` (longer windows have proportionally more samples).
-    fn profile(&self, rng: &mut fastrand::Rng, distinct: usize, scale: u64, len_ms: i64) -> Profile {
-        let mut counts = std::collections::HashMap::new();
-        while counts.len() < distinct {
-            *counts.entry(self.draw(rng)).or_insert(0u64) += 1;
-        }
-        let mut b = ProfileBuilder::new("checkout", 0, len_ms, 10_101_010)
-            .label("version", "1.4.2")
-            .label("region", "eu-west-1");
-        let mut names: Vec<&str> = Vec::new();
-        for (i, n) in counts {
-            let (stack, state) = &self.stacks[i];
-            names.clear();
-            names.extend(stack.iter().map(|f| self.names[*f as usize].as_str()));
-            b.add(&names, *state, n * scale);
-        }
-        b.finish()
-    }
-}
+const POOL_STACKS: usize = 10_000;
 
 /// Sets a template's window and host for one write (no clone per write).
 fn place(p: &mut Profile, start: i64, len: i64, host: usize) {
@@ -139,11 +39,6 @@ fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes one timespec into the valid pointer it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {
@@ -179,7 +74,7 @@ fn wanted(part: &str) -> bool {
 
 fn main() {
     let mut rng = fastrand::Rng::with_seed(42);
-    let pool = pool(&mut rng);
+    let pool = pool(&mut rng, POOL_STACKS);
     let mut ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(&mut rng, 2_000, 1, 10_000)).collect();
     let avg_depth = pool.stacks.iter().map(|s| s.0.len()).sum::<usize>() as f64 / pool.stacks.len() as f64;
     let per_profile = ten_s.iter().map(|p| p.total_samples()).sum::<u64>() as f64 / ten_s.len() as f64;

@@ -225,6 +225,23 @@ async fn maintenance_loop(store: Arc<dyn ProfileStore>, interval: Duration) {
     }
 }
 
+/// How often profiles are merged into the service buckets: every profile older than
+/// this (plus jitter) is read from a bucket, not raw, by queries.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Merges new profiles into the service buckets every `COMPACT_INTERVAL` (jittered).
+async fn compaction_loop(store: Arc<dyn ProfileStore>) {
+    loop {
+        tokio::time::sleep(jittered(COMPACT_INTERVAL, MAINTENANCE_JITTER)).await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.compact()).await {
+            Ok(Ok(merged)) => tracing::debug!(merged, "profiles merged into service buckets"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "merging into service buckets failed; retrying at the next pass"),
+            Err(e) => tracing::warn!(error = %e, "compaction task panicked"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     crate::signals::stopped().await;
     tracing::info!("shutting down: finishing requests in flight");
@@ -297,6 +314,7 @@ pub fn run_serve(serve: ServeConfig) -> Result<(), ServerError> {
             let _ = writeln!(out, "listening on http://{local}");
             let _ = out.flush();
         }
+        tokio::spawn(compaction_loop(store.clone()));
         tokio::spawn(maintenance_loop(store, interval));
         tokio::spawn(wins::resume_pending(state.clone()));
         axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;

@@ -22,6 +22,8 @@ use axum::Json;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A minute, ms.
+const MINUTE_MS: i64 = 60_000;
 /// Default node budget of a flame graph.
 const DEFAULT_MAX_NODES: usize = 10_000;
 /// Most buckets a timeline may have.
@@ -147,7 +149,13 @@ struct FlamegraphAnswer {
 
 /// `GET /api/v1/flamegraph`.
 pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
-    let sel = selection(&params, now_ms())?;
+    let mut sel = selection(&params, now_ms())?;
+    // A relative start ("the last hour") begins at a whole minute: the store then reads
+    // merged minutes instead of the raw profiles of a ragged first minute (at fleet
+    // volume, thousands). The answer's `from` says where it began.
+    if params.get("from").is_none_or(|f| f.trim_start().starts_with("now")) {
+        sel.query.from_ms = sel.query.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+    }
     let max_nodes = params.positive("maxNodes", DEFAULT_MAX_NODES as f64, Reason::BadMaxNodes)? as usize;
     let st = state.clone();
     let answer = with_store(&state, move |store| {

@@ -166,6 +166,12 @@ pub(super) fn maintain(store: &SqliteStore, now_ms: i64) -> Result<MaintenanceRe
         }
     }
 
+    // Service buckets end where raw data ends (before it, per-series rollups answer).
+    let buckets_deleted = super::buckets::expire(store, raw_cutoff)?;
+    if buckets_deleted > 0 {
+        tracing::info!(buckets_deleted, "service buckets past raw retention dropped");
+    }
+
     // Raw retention, in short transactions.
     for _ in 0..MAX_BATCHES {
         let w = lock(store.writer());

@@ -11,6 +11,7 @@ use crate::model::{Coverage, Profile, StateCounts, ThreadState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod buckets;
 mod cache;
 mod codec;
 mod maintain;
@@ -173,6 +174,10 @@ pub struct StoreConfig {
     /// `postgres://user@host/db`: keep profiles in that shared PostgreSQL database (several
     /// servers may use one) instead of SQLite in the data directory. Default none.
     pub url: Option<String>,
+    /// Whether queries without label filters read the service buckets (every series
+    /// of a service merged per minute, ..., day; see `compact`). Default true; false
+    /// answers from per-series data only (the same result, slower with many series).
+    pub service_buckets: bool,
 }
 
 /// How durable a committed write is. See `StoreConfig::durability`.
@@ -196,6 +201,7 @@ impl Default for StoreConfig {
             durability: Durability::Os,
             reader_connections: 4,
             url: None,
+            service_buckets: true,
         }
     }
 }
@@ -246,6 +252,13 @@ pub trait ProfileStore: Send + Sync + 'static {
     fn release_win_send(&self, id: i64, owner: &str) -> Result<(), StoreError> {
         let _ = (id, owner);
         Ok(())
+    }
+    /// Merges the profiles written since the last call into the service buckets (one
+    /// tree per service and minute, 10 minutes, hour, 6 hours, day), so that queries
+    /// read no raw profile of a closed bucket; returns the profiles merged. Called every
+    /// few seconds by the server. A backend without buckets merges nothing.
+    fn compact(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }
 

@@ -148,7 +148,7 @@ fn id_list(ids: impl Iterator<Item = i64>) -> String {
 }
 
 /// Smallest multiple of `len` at or after `t`.
-fn ceil_to(t: i64, len: i64) -> i64 {
+pub(super) fn ceil_to(t: i64, len: i64) -> i64 {
     bucket_of(t, len) + if t.rem_euclid(len) == 0 { 0 } else { len }
 }
 
@@ -251,38 +251,101 @@ pub(super) fn scan(
 /// Merges the profiles matching `q`.
 pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, StoreError> {
     let series = matching_series(conn, q)?;
-    let mut keep = [q.states.is_empty(); 5];
-    for s in &q.states {
-        keep[s.index()] = true;
+    let mut merged = Merged::new(&q.states);
+    merge_scan(conn, &series, q.from_ms, q.until_ms, &mut merged)?;
+    merged.finish(conn, cache)
+}
+
+/// Merges every piece `scan` finds in `[from, until)` of `series` into `merged`.
+pub(super) fn merge_scan(
+    conn: &Connection,
+    series: &[SeriesRef],
+    from: i64,
+    until: i64,
+    merged: &mut Merged,
+) -> Result<(), StoreError> {
+    scan(conn, series, from, until, true, &|_, _| true, &mut |p| merged.add_piece(&p, series[p.series].host.as_deref()))
+}
+
+/// What a query merges as it goes: (stack, state) -> (samples, nanos), the wall time per
+/// host, the profiles and their extent. Memory grows with the distinct stacks only.
+pub(super) struct Merged {
+    keep: [bool; 5],
+    entries: IntMap<u64, (u64, u64)>,
+    coverage: Coverage,
+    profiles: u64,
+    first: i64,
+    last: i64,
+    scratch: Vec<u8>,
+}
+
+impl Merged {
+    /// An empty merge keeping `states` (all when empty).
+    pub(super) fn new(states: &[crate::model::ThreadState]) -> Merged {
+        let mut keep = [states.is_empty(); 5];
+        for s in states {
+            keep[s.index()] = true;
+        }
+        Merged {
+            keep,
+            // Sized for a typical service, so that it rarely rehashes while merging.
+            entries: IntMap::with_capacity_and_hasher(1 << 14, Default::default()),
+            coverage: Coverage::default(),
+            profiles: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+            scratch: Vec::new(),
+        }
     }
-    // Sized for a typical service, so that it rarely rehashes while merging.
-    let mut merged: IntMap<u64, (u64, u64)> = IntMap::with_capacity_and_hasher(1 << 14, Default::default());
-    let mut coverage = Coverage::default();
-    let (mut profiles, mut first, mut last) = (0u64, i64::MAX, i64::MIN);
-    let mut scratch = Vec::new();
-    scan(conn, &series, q.from_ms, q.until_ms, true, &|_, _| true, &mut |p| {
-        let host = series[p.series].host.as_deref();
+
+    /// Adds one (key, samples, nanos) entry, if its state is kept.
+    pub(super) fn add_entry(&mut self, key: u64, count: u64, nanos: u64) {
+        if self.keep[(key & 7) as usize] {
+            let e = self.entries.entry(key).or_insert((0, 0));
+            e.0 = e.0.saturating_add(count);
+            e.1 = e.1.saturating_add(nanos);
+        }
+    }
+
+    /// Adds `profiles` profiles spanning `[first, last)`.
+    pub(super) fn add_extent(&mut self, profiles: u64, first: i64, last: i64) {
+        self.profiles = self.profiles.saturating_add(profiles);
+        self.first = self.first.min(first);
+        self.last = self.last.max(last);
+    }
+
+    /// Adds observed wall time on `host`.
+    pub(super) fn add_window(&mut self, host: Option<&str>, start: i64, end: i64) {
+        self.coverage.add(host, start, end);
+    }
+
+    /// Adds a stored piece (raw profile or per-series rollup) of a series on `host`.
+    pub(super) fn add_piece(&mut self, p: &Piece<'_>, host: Option<&str>) -> Result<(), StoreError> {
+        let coverage = &mut self.coverage;
         p.windows(|start, end| coverage.add(host, start, end))?;
-        profiles = profiles.saturating_add(p.profiles);
-        first = first.min(p.first_ms);
-        last = last.max(p.last_ms);
+        self.add_extent(p.profiles, p.first_ms, p.last_ms);
         let period = p.period_ns;
-        codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
+        let Merged { keep, entries, scratch, .. } = self;
+        codec::decode_entries(p.blob.unwrap_or_default(), scratch, |key, count| {
             if keep[(key & 7) as usize] {
-                let e = merged.entry(key).or_insert((0, 0));
+                let e = entries.entry(key).or_insert((0, 0));
                 e.0 = e.0.saturating_add(count);
                 e.1 = e.1.saturating_add(count.saturating_mul(period));
             }
         })
-    })?;
-    let mut entries: Vec<(u64, (u64, u64))> = merged.into_iter().collect();
-    entries.sort_unstable_by_key(|e| e.0);
+    }
 
-    // Stacks (global ids, ascending) -> local indices; frames numbered on first use.
-    let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
-    stack_ids.dedup();
-    let (frame_lists, names) = resolve_stacks(conn, cache, &stack_ids)?;
-    assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))
+    /// The merged stacks with their frame names, as an `Aggregate`.
+    pub(super) fn finish(self, conn: &Connection, cache: &Mutex<ReadCache>) -> Result<Aggregate, StoreError> {
+        let Merged { entries, coverage, profiles, first, last, .. } = self;
+        let mut entries: Vec<(u64, (u64, u64))> = entries.into_iter().collect();
+        entries.sort_unstable_by_key(|e| e.0);
+        // Stacks (global ids, ascending) -> local indices; frames numbered on first use.
+        let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
+        stack_ids.dedup();
+        let (frame_lists, names) = resolve_stacks(conn, cache, &stack_ids)?;
+        assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))
+    }
 }
 
 /// The `Aggregate` of merged entries `(key, (samples, nanos))` sorted by key, given the

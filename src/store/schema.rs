@@ -104,6 +104,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE rollups ADD COLUMN coverage BLOB;",
     // 4: the work counter of profiles (requests per window).
     super::work::MIGRATION,
+    // 5: service buckets (store/buckets.rs).
+    super::buckets::MIGRATION,
 ];
 
 /// The schema version this build writes.

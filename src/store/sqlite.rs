@@ -120,6 +120,8 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     read_cache: Mutex<ReadCache>,
+    /// Serialises `compact` and the retention of service buckets.
+    compact_lock: Mutex<()>,
     profiles: AtomicU64,
     samples: AtomicU64,
 }
@@ -179,6 +181,7 @@ impl SqliteStore {
             }),
             readers: Mutex::new(Vec::new()),
             read_cache: Mutex::new(ReadCache { stacks: GenCache::new(entries), frames: GenCache::new(entries) }),
+            compact_lock: Mutex::new(()),
             profiles: AtomicU64::new(profiles as u64),
             // `as` saturates a float.
             samples: AtomicU64::new(samples.max(0.0) as u64),
@@ -222,6 +225,11 @@ impl SqliteStore {
             pool.push(conn);
         }
         result
+    }
+
+    /// The lock `compact` and bucket retention hold.
+    pub(super) fn compact_lock(&self) -> &Mutex<()> {
+        &self.compact_lock
     }
 
     /// The writer, for `maintain`.
@@ -489,6 +497,7 @@ impl Writer {
             blob
         ])?;
         let profile_id = tx.last_insert_rowid();
+        super::buckets::enqueue(&tx, profile_id, series_id, p.start_ms)?;
         if let Some(units) = p.work {
             super::work::insert(&tx, series_id, p.start_ms, p.end_ms, units)?;
         }
@@ -532,6 +541,9 @@ impl ProfileStore for SqliteStore {
     }
 
     fn aggregate(&self, q: &Query) -> Result<Aggregate, StoreError> {
+        if self.config.service_buckets && q.labels.is_empty() {
+            return self.with_reader(|conn| super::buckets::aggregate(conn, &self.read_cache, q));
+        }
         self.with_reader(|conn| query::aggregate(conn, &self.read_cache, q))
     }
 
@@ -560,6 +572,10 @@ impl ProfileStore for SqliteStore {
 
     fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport, StoreError> {
         maintain::maintain(self, now_ms)
+    }
+
+    fn compact(&self) -> Result<u64, StoreError> {
+        super::buckets::compact(self)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

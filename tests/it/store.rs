@@ -190,6 +190,13 @@ conformance!(
     a_newer_schema_is_refused,
 );
 
+/// A store that answers from per-series data only (rollups and raw profiles), for the
+/// tests that check the rollups by deleting raw rows behind the store's back: the
+/// service buckets hold those rows too (see `service_buckets_give_the_same_answers`).
+fn open_per_series(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir, StoreConfig { service_buckets: false, ..StoreConfig::default() }).expect("open store")
+}
+
 #[test]
 fn store_is_send_and_sync() {
     fn check<T: Send + Sync + 'static>() {}
@@ -313,7 +320,9 @@ fn write_days(store: &dyn ProfileStore) -> Vec<Profile> {
 }
 
 fn rollups_give_the_same_answers_as_raw_data(b: &Backend) {
-    let store = b.open();
+    // Per-series data only: raw rows are deleted behind the store's back below, and
+    // the service buckets hold them too.
+    let store = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).expect("open store");
     let written = write_days(&*store);
     let mut ranges = vec![
         (NOW - 4 * DAY, NOW),                                             // everything
@@ -399,7 +408,8 @@ fn coverage_of(agg: &hotframe::model::Aggregate) -> Vec<(Option<String>, f64)> {
 }
 
 fn coverage_is_the_union_per_host_across_processes_and_rollups(b: &Backend) {
-    let store = b.open();
+    // Per-series data only (see rollups_give_the_same_answers_as_raw_data).
+    let store = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).expect("open store");
     let day = NOW - NOW.rem_euclid(DAY) - 2 * DAY;
     let t0 = day + 3 * HOUR;
     // Host a: three processes (three series): p1 over [0, 60 s) and p2 over [5 s, 65 s)
@@ -444,7 +454,7 @@ fn coverage_is_the_union_per_host_across_processes_and_rollups(b: &Backend) {
     )
     .unwrap();
     drop(conn);
-    let store = open(dir.path());
+    let store = open_per_series(dir.path());
     let old = store.aggregate(&whole_day).unwrap();
     assert_eq!(coverage_of(&old), coverage_of(&raw));
     assert_eq!(old.coverage.per_host()[1].intervals, [[t0, t0 + 30_000]]);
@@ -743,4 +753,118 @@ fn wins_and_work_round_trip(b: &Backend) {
     assert_eq!(total(None, 0, NOW), (35, 3));
     assert_eq!(total(Some("a"), 0, NOW), (30, 2));
     assert_eq!(total(None, NOW - HOUR + 10_000, NOW - HOUR + 20_000), (20, 1));
+}
+
+/// Issue 14: the service buckets (every series of a service merged per minute, ...,
+/// day) give the same aggregates as the per-series path, before and after `compact`,
+/// with late data, ragged edges, the open minute, retention and a store migrated from
+/// before the buckets; and they are really read (raw rows deleted behind the store's
+/// back do not change a bucketed answer).
+#[test]
+fn service_buckets_give_the_same_answers() {
+    let dir = crate::common::tempdir();
+    let store = open(dir.path());
+    let per_series = open_per_series(dir.path());
+    let written = write_days(&store);
+    // The open minute: a profile that started 5 s before "now".
+    let newest = profile("svc", "b", "1", NOW - 5_000, 10_000, 10_000_000, 7_777);
+    store.write(&newest).unwrap();
+    let day = NOW - NOW.rem_euclid(DAY);
+    let mut ranges = vec![
+        (NOW - 4 * DAY, NOW),                                 // everything, ragged start
+        (NOW - 3 * DAY + 7 * 60_000 + 1, NOW - 2 * HOUR + 1), // ragged both ends
+        (day - 2 * DAY, day),                                 // two whole days
+        (NOW - 5 * HOUR, NOW - 2 * HOUR),                     // whole minutes
+        (NOW - HOUR, NOW),                                    // the last hour, with the open minute
+        (NOW - 2 * 60_000 - 1, NOW - 2 * 60_000 + 1),         // inside one minute
+    ];
+    // Edges that cut through a profile's minute (write_days starts at xx:xx:00, +1 s, +2 s).
+    let t = written[30].start_ms;
+    ranges.push((t + 1_000, t + 60_000 * 74));
+    ranges.push((t - 60_000 * 40, t + 2_000));
+    let queries: Vec<Query> = ranges
+        .iter()
+        .flat_map(|&(from, until)| {
+            [
+                query("svc", from, until),
+                Query { states: vec![ThreadState::Runnable, ThreadState::Io], ..query("svc", from, until) },
+            ]
+        })
+        .collect();
+    let check = |when: &str| {
+        for q in &queries {
+            assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
+        }
+    };
+    // Everything pending: read raw.
+    check("before compact");
+    let everything: Vec<&Profile> = written.iter().chain([&newest]).collect();
+    assert_eq!(folded_agg(&store.aggregate(&queries[0]).unwrap()), expected(&everything, &[]));
+    let merged = store.compact().unwrap();
+    assert_eq!(merged, everything.len() as u64);
+    assert_eq!(store.compact().unwrap(), 0, "nothing left to merge");
+    check("after compact");
+    store.maintain(NOW).unwrap();
+    check("after compact and rollups");
+
+    // Late data for an old minute, pending then merged.
+    let late = profile("svc", "c", "2", day - DAY + 31 * 60_000 + 500, 60_000, 20_000_000, 9_999);
+    store.write(&late).unwrap();
+    // ... and one in a merged minute that a ragged edge cuts (that edge is read raw).
+    store.write(&profile("svc", "a", "1", t + 1_500, 10_000, 10_000_000, 9_998)).unwrap();
+    check("late, pending");
+    assert_eq!(store.compact().unwrap(), 2);
+    check("late, merged");
+    assert_eq!(store.aggregate(&queries[4]).unwrap().profiles, per_series.aggregate(&queries[4]).unwrap().profiles);
+
+    // The buckets are read: with the raw rows of two whole days gone behind the
+    // store's back, the bucketed answer stays and the per-series one (raw before
+    // maintain rebuilt the 10-minute rollups of the late minute) changes.
+    let whole_days = queries[4].clone();
+    let before = store.aggregate(&whole_days).unwrap();
+    let conn = rusqlite::Connection::open(store.db_path()).unwrap();
+    let gone =
+        conn.execute("DELETE FROM profiles WHERE start_ms >= ?1 AND start_ms < ?2", [day - 2 * DAY, day]).unwrap();
+    assert!(gone > 0);
+    assert_eq!(store.aggregate(&whole_days).unwrap(), before);
+    assert_ne!(per_series.aggregate(&whole_days).unwrap(), before);
+    drop((store, per_series));
+
+    // A store from before the buckets (schema 4): its profiles are queued by the
+    // migration, read raw until merged, and the same afterwards.
+    let dir = crate::common::tempdir();
+    drop(open(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("hotframe.db")).unwrap();
+    conn.execute_batch(
+        "DROP TABLE service_buckets; DROP TABLE bucket_pending; DELETE FROM meta WHERE key = 'bucket_floor_ms';
+         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    let old = open_per_series(dir.path());
+    write_days(&old);
+    drop(old);
+    conn.execute_batch(
+        "DROP TABLE service_buckets; DROP TABLE bucket_pending; DELETE FROM meta WHERE key = 'bucket_floor_ms';
+         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    let store = open(dir.path());
+    let per_series = open_per_series(dir.path());
+    check_same(&store, &per_series, &queries, "migrated, pending");
+    assert!(store.compact().unwrap() > 0);
+    check_same(&store, &per_series, &queries, "migrated, merged");
+
+    // Retention raises the floor: ranges before it are answered per series.
+    store.maintain(NOW + 29 * DAY + 12 * HOUR).unwrap();
+    check_same(&store, &per_series, &queries, "after retention");
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM service_buckets WHERE bucket_ms < ?1", [NOW - 2 * DAY], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "buckets before the floor are dropped");
+}
+
+fn check_same(store: &SqliteStore, per_series: &SqliteStore, queries: &[Query], when: &str) {
+    for q in queries {
+        assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
+    }
 }

@@ -1,0 +1,311 @@
+//! Flame graphs at fleet volume (`cargo bench --bench fleet`, issue 14 point 3): one
+//! service of `FLEET_HOSTS` hosts (default 20; 1000 is the issue's fleet) x 3 processes,
+//! each process a series uploading a 10-second profile of ~2,000 distinct stacks. Times
+//! `GET /api/v1/flamegraph` of the last hour (with ingest over HTTP at the fleet's rate
+//! meanwhile) and of the last 7 days through a real `hotframe serve` process, and that
+//! process's memory when `FLEET_CLIENTS` (default 4) such queries run at once: first
+//! with `[store] service_buckets = false` (the per-series path: rollups and raw
+//! profiles), then with the service buckets, on the same data in the same run.
+//!
+//! The data go straight into the store through `ProfileStore::write` (not over HTTP, to
+//! load in minutes): 10-second profiles for the last 65 minutes, as agents send them;
+//! before that, back to 7 days + 1 hour ago, one 1-hour profile per series and hour
+//! (~5,000 distinct stacks each: a day's merged tree is alike, at a 360th of the
+//! writes). Then `compact` and `maintain` run once, as the server's loops would have.
+//! Profiles come from `common::pool` (10,000 stacks, Zipf-like weights).
+//!
+//! Memory: the server's VmRSS before, VmHWM during (reset through
+//! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
+//! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_DIR (keep the data
+//! there and reuse it when it exists: generation is most of the run at full size).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_u64, median, pool, Pool};
+use hotframe::model::Profile;
+use hotframe::store::{ProfileStore, SqliteStore, StoreConfig};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hotframe");
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+const PROCESSES: usize = 3;
+const FINE_MS: i64 = 65 * MINUTE;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Labels of series `i`: host, process, version, region.
+fn label(p: &mut Profile, series: usize) {
+    let host = series / PROCESSES;
+    p.labels.insert("host".into(), format!("ip-10-{}-{}-{}.ec2.internal", host / 65_536, host / 256 % 256, host % 256));
+    p.labels.insert("process".into(), format!("worker-{}", series % PROCESSES));
+}
+
+fn place(p: &mut Profile, start: i64, len: i64, series: usize) {
+    p.start_ms = start;
+    p.end_ms = start + len;
+    label(p, series);
+}
+
+/// Fills `dir` with the fleet ending at `now`; returns the profiles written.
+fn generate(dir: &Path, series: usize, now: i64, pool: &Pool, rng: &mut fastrand::Rng) -> u64 {
+    let config = StoreConfig { max_series_per_service: series + 100, ..StoreConfig::default() };
+    let store = SqliteStore::open(dir, config).expect("open store");
+    let mut ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(rng, 2_000, 1, 10_000)).collect();
+    let mut hourly: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
+    let fine_start = now - FINE_MS;
+    let mut t = (now - 7 * DAY - HOUR).div_euclid(HOUR) * HOUR;
+    let began = Instant::now();
+    let mut n = 0u64;
+    let progress = |n: u64, what: &str| {
+        if n % 20_000 == 0 {
+            eprintln!("  {n} profiles written ({what}), {:.0} s", began.elapsed().as_secs_f64());
+        }
+    };
+    while t < fine_start {
+        let len = HOUR.min(fine_start - t);
+        for s in 0..series {
+            let p = &mut hourly[(n as usize + s) % 16];
+            place(p, t, len, s);
+            store.write(p).expect("write");
+            n += 1;
+            progress(n, "hourly");
+        }
+        t += len;
+    }
+    let coarse = n;
+    let coarse_s = began.elapsed().as_secs_f64();
+    let mut t = fine_start;
+    while t < now - 10_000 {
+        for s in 0..series {
+            // Agents upload at their own phase within the 10 s.
+            let p = &mut ten_s[(n as usize + s) % 32];
+            place(p, t + (s as i64 * 7_919) % 10_000, 10_000, s);
+            store.write(p).expect("write");
+            n += 1;
+            progress(n, "10-second");
+        }
+        t += 10_000;
+    }
+    let fine_s = began.elapsed().as_secs_f64() - coarse_s;
+    let c = Instant::now();
+    let merged = store.compact().expect("compact");
+    let compact_s = c.elapsed().as_secs_f64();
+    let m = Instant::now();
+    let report = store.maintain(now_ms()).expect("maintain");
+    println!(
+        "generated: {coarse} hourly profiles in {coarse_s:.0} s, {} 10-second profiles in {fine_s:.0} s ({:.0} profiles/s through ProfileStore::write);",
+        n - coarse,
+        (n - coarse) as f64 / fine_s
+    );
+    println!(
+        "  compact merged {merged} profiles in {compact_s:.1} s ({:.0} profiles/s); maintain {:.1} s ({} rollup rows)",
+        merged as f64 / compact_s,
+        m.elapsed().as_secs_f64(),
+        report.rollups_written
+    );
+    let stats = store.stats().expect("stats");
+    println!("  store: {} MiB on disk, {} series, {} stacks", stats.bytes_on_disk >> 20, stats.series, stats.stacks);
+    n
+}
+
+/// A running `hotframe serve`.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path, config: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--config")
+            .arg(config)
+            .env("HOTFRAME_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hotframe serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let url = line.trim().strip_prefix("listening on ").expect("listening on ...").to_string();
+        Server { child, url }
+    }
+
+    fn status(&self, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// One flame graph: (ms, profiles merged, samples).
+fn flamegraph(url: &str, from: &str) -> (f64, u64, u64) {
+    let t = Instant::now();
+    let body = ureq::get(&format!("{url}/api/v1/flamegraph?service=checkout&from={from}"))
+        .call()
+        .expect("flamegraph")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    (ms, v["totals"]["profiles"].as_u64().unwrap_or(0), v["totals"]["samples"].as_u64().unwrap_or(0))
+}
+
+/// Posts 10-second profiles of every series at the fleet's rate until stopped.
+fn ingest(url: String, series: usize, bodies: Vec<Vec<u8>>, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+    let per_second = series as f64 / 10.0;
+    let began = Instant::now();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let due = began + Duration::from_secs_f64(i as f64 / per_second);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+            continue;
+        }
+        let s = i % series;
+        let host = s / PROCESSES;
+        let now = now_ms();
+        let u = format!(
+            "{url}/api/v1/profiles?service=checkout&label.host=ip-10-{}-{}-{}.ec2.internal&label.process=worker-{}&label.version=1.4.2&label.region=eu-west-1&from={}&until={}",
+            host / 65_536,
+            host / 256 % 256,
+            host % 256,
+            s % PROCESSES,
+            now - 10_000,
+            now
+        );
+        if ureq::post(&u).send(&bodies[i % bodies.len()][..]).is_ok() {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+        i += 1;
+    }
+}
+
+/// `clients` flame graphs at once: (peak RSS over the baseline per query, RSS after - before).
+fn memory(server: &Server, from: &str, clients: usize) -> (f64, f64, f64) {
+    let before = server.status("VmRSS:");
+    server.reset_peak();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = server.url.clone();
+            let from = from.to_string();
+            std::thread::spawn(move || flamegraph(&url, &from))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("query thread");
+    }
+    let peak = server.status("VmHWM:");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = server.status("VmRSS:");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    (mib(before), mib(peak.saturating_sub(before)) / clients as f64, mib(after) - mib(before))
+}
+
+fn main() {
+    let hosts = env_u64("FLEET_HOSTS", 20) as usize;
+    let runs = env_u64("FLEET_RUNS", 5).max(1) as usize;
+    let clients = env_u64("FLEET_CLIENTS", 4).max(1) as usize;
+    let series = hosts * PROCESSES;
+    let mut rng = fastrand::Rng::with_seed(14);
+    let pool = pool(&mut rng, 10_000);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir: PathBuf = std::env::var_os("FLEET_DIR").map(PathBuf::from).unwrap_or_else(|| temp.path().join("data"));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "fleet benchmark: {hosts} hosts x {PROCESSES} processes = {series} series, 10-second profiles of ~2,000 distinct stacks \
+         ({:.0} profiles/s, {:.0} a minute); {runs} runs, {clients} concurrent clients; load {}",
+        series as f64 / 10.0,
+        series as f64 * 6.0,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    if dir.join("hotframe.db").exists() {
+        println!("reusing the data in {} (its hour of 10-second profiles ended when it was made)", dir.display());
+    } else {
+        generate(&dir, series, now_ms(), &pool, &mut rng);
+    }
+    let bodies: Vec<Vec<u8>> = (0..8)
+        .map(|_| {
+            hotframe::model::pprof::gzip(&hotframe::model::pprof::encode(&pool.profile(&mut rng, 2_000, 1, 10_000)))
+        })
+        .collect();
+
+    println!();
+    println!(
+        "{:<26} {:>10} {:>10} {:>10} {:>10} {:>11} {:>14} {:>12}",
+        "GET /api/v1/flamegraph", "median ms", "min ms", "max ms", "profiles", "ingest/s", "MiB per query", "MiB kept"
+    );
+    for (label, buckets) in [("per series", false), ("service buckets", true)] {
+        let config = temp.path().join(format!("config-{buckets}.toml"));
+        let mut f = std::fs::File::create(&config).expect("config");
+        writeln!(f, "[store]\nservice_buckets = {buckets}\nmax_series_per_service = {}", series + 100)
+            .expect("write config");
+        let server = Server::start(&dir, &config);
+        flamegraph(&server.url, "now-1h"); // warm-up: the reader caches fill once
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let feeder = {
+            let (url, bodies, stop, sent) = (server.url.clone(), bodies.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || ingest(url, series, bodies, stop, sent))
+        };
+        let began = Instant::now();
+        let hour: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "now-1h")).collect();
+        let rate = sent.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64();
+        let (_, mem_hour, kept_hour) = memory(&server, "now-1h", clients);
+        stop.store(true, Ordering::Relaxed);
+        feeder.join().expect("ingest thread");
+
+        let week: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "now-7d")).collect();
+        let (base, mem_week, kept_week) = memory(&server, "now-7d", clients);
+        for (what, rows, rate, mem, kept) in
+            [("1 h, ingest running", &hour, rate, mem_hour, kept_hour), ("7 d", &week, 0.0, mem_week, kept_week)]
+        {
+            let times: Vec<f64> = rows.iter().map(|r| r.0).collect();
+            let min = times.iter().cloned().fold(f64::MAX, f64::min);
+            let max = times.iter().cloned().fold(0.0, f64::max);
+            println!(
+                "{:<26} {:>10.0} {:>10.0} {:>10.0} {:>10} {:>11.0} {:>14.1} {:>12.1}",
+                format!("{what}, {label}"),
+                median(times),
+                min,
+                max,
+                rows.last().map(|r| r.1).unwrap_or(0),
+                rate,
+                mem,
+                kept
+            );
+        }
+        println!("{:<26} server RSS before the concurrent queries: {base:.0} MiB", "");
+        server.stop();
+    }
+    println!();
+    println!("MiB per query = (VmHWM during {clients} concurrent queries - VmRSS before) / {clients}; MiB kept = VmRSS 2 s after - before.");
+}

@@ -8,7 +8,8 @@
 //! loop (a new client process every few thousand requests). Profilers: none, `hotframe
 //! agent --all` (default and `--cpu-only`), `perf record -a -g` and `perf record -a
 //! --call-graph dwarf`, all at 99 Hz, in interleaved rounds in a fresh random order, each
-//! started 2 s before the load.
+//! started HOTFRAME_BENCH_WARMUP seconds (2) before the load: the agent's start-up (every
+//! process's code and first names) falls before the load with a longer warm-up.
 //!
 //! Prints per run and as medians over rounds: each profiler's CPU during the load (% of
 //! one core, utime + stime from /proc/PID/stat), its peak RSS (VmHWM at the end of the
@@ -20,7 +21,8 @@
 //! Run as root: `cargo bench --bench hostwide --no-run`, then the binary from
 //! target/release/deps with HOTFRAME_BIN set to a copy of target/release/hotframe (a
 //! concurrent build cannot replace it). Knobs: HOTFRAME_BENCH_ROUNDS (3),
-//! HOTFRAME_BENCH_SECONDS (10), HOTFRAME_BIN, PG_BIN (/usr/lib/postgresql/15/bin).
+//! HOTFRAME_BENCH_SECONDS (10), HOTFRAME_BENCH_WARMUP (2), HOTFRAME_BIN, PG_BIN
+//! (/usr/lib/postgresql/15/bin).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -97,6 +99,7 @@ struct Bench {
     nginx_port: u16,
     server_url: String,
     seconds: u64,
+    warmup: u64,
 }
 
 /// `ctxt` and `processes` (forks since boot) of /proc/stat.
@@ -241,7 +244,7 @@ impl Bench {
     fn run(&self, profiler: Profiler, round: usize) -> Run {
         let log = self.scratch.path().join("profiler.log");
         let mut child = self.start_profiler(profiler, round, &log);
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(self.warmup));
         let pid = child.as_ref().map(|c| c.id());
         let cpu0 = pid.map(|p| proc_cpu_s(p, false)).unwrap_or(0.0);
         let (ctxt0, forks0) = host_counters();
@@ -294,6 +297,7 @@ fn main() {
         nginx_port: free_port(),
         server_url,
         seconds: env_u64("HOTFRAME_BENCH_SECONDS", 10),
+        warmup: env_u64("HOTFRAME_BENCH_WARMUP", 2),
     };
     let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 3) as usize;
     let data = start_postgres(bench.scratch.path(), &pg_bin, bench.pg_port);
@@ -304,8 +308,9 @@ fn main() {
         .expect("start redis");
     let mut nginx = bench.start_nginx();
     println!(
-        "== pgbench -C -c 8 -j 2 + ab -k -c 50 (nginx) + redis-benchmark, all at once ({rounds} rounds of {} s) ==",
-        bench.seconds
+        "== pgbench -C -c 8 -j 2 + ab -k -c 50 (nginx) + redis-benchmark, all at once ({rounds} rounds of {} s, \
+         profilers started {} s before) ==",
+        bench.seconds, bench.warmup
     );
     let mut runs: Vec<Vec<(Profiler, Run)>> = Vec::new();
     for round in 0..rounds {

@@ -260,6 +260,12 @@ impl std::fmt::Debug for Sampler {
 /// tables otherwise (issue 15: 503 MiB). Services' own binaries are seldom above it.
 const HOSTWIDE_DWARF_MAX_BYTES: u64 = 16 << 20;
 
+/// Host-wide, the tick spends this share of its budgets (0.1% of a core on schedstat
+/// reads, 0.2% on off-CPU observations): sampling every process costs 0.8% already
+/// (benches/hostwide.rs, `--cpu-only`). Off-CPU time stays exact; its stacks are
+/// observed less often.
+const HOSTWIDE_TICK_SHARE: f64 = 0.5;
+
 /// Threads and liveness of every target are re-read from /proc this often, as a
 /// backstop to fork and exit records (lost when a ring overflows).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -386,6 +392,7 @@ impl Sampler {
     pub fn select_all(&mut self, exclude: Option<regex::Regex>, rescan: Duration, tagger: Tagger) {
         self.selection.set_all(exclude);
         self.symbolizer.limit_dwarf(HOSTWIDE_DWARF_MAX_BYTES);
+        self.ticker.share_budgets(HOSTWIDE_TICK_SHARE);
         self.tagger = Some(tagger);
         self.start_discovery(rescan);
     }

@@ -26,14 +26,11 @@ use std::process::{Child, Command, Stdio};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{env_u64, on_path, Profiler};
+use common::{
+    env_u64, free_port, hotframe_bin as bin, median, on_path, proc_cpu_s, sh, signal, start_postgres, start_server,
+    stop_postgres, wait_rss_mib, Profiler,
+};
 use std::time::{Duration, Instant};
-
-const BUILT_BIN: &str = env!("CARGO_BIN_EXE_hotframe");
-
-fn bin() -> String {
-    std::env::var("HOTFRAME_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
@@ -83,23 +80,6 @@ struct Bench {
     redis_pid: std::cell::Cell<Option<u32>>,
 }
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.stderr(Stdio::null()).output().expect("run command");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// utime + stime (+ cutime + cstime with `children`) of a process, seconds.
-fn proc_cpu_s(pid: u32, children: bool) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(close) = stat.rfind(')') else { return 0.0 };
-    let f: Vec<u64> = stat[close + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let ticks = f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
-    let child_ticks = if children { f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0) } else { 0 };
-    (ticks + child_ticks) as f64 / hz
-}
-
 /// CPU seconds the kernel accounted to postgres so far: every live postgres process,
 /// plus the postmaster's reaped children.
 fn postgres_kernel_cpu_s(postmaster: u32) -> f64 {
@@ -124,53 +104,9 @@ fn postmaster_pid(data: &Path) -> u32 {
         .expect("postmaster.pid")
 }
 
-fn wait_rss_mib(child: &mut Child) -> f64 {
-    let mut status = 0;
-    // SAFETY: wait4 on our own child with a zeroed rusage we own.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
-        usage.ru_maxrss as f64 / 1024.0
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on a child we started.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
-
 impl Bench {
     fn start_postgres(&self) -> PathBuf {
-        let dir = self.scratch.path().join("pg");
-        std::fs::create_dir_all(&dir).expect("pg dir");
-        sh(Command::new("chown").arg("postgres").arg(&dir));
-        let data = dir.join("data");
-        let as_pg = |args: &str| {
-            sh(Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", args]));
-        };
-        as_pg(&format!("{}/initdb -D {} -A trust -U postgres", self.pg_bin.display(), data.display()));
-        as_pg(&format!(
-            "{}/pg_ctl -D {} -l {}/log -o '-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100' -w start",
-            self.pg_bin.display(),
-            data.display(),
-            dir.display(),
-            self.pg_port,
-            dir.display()
-        ));
-        sh(Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &self.pg_port.to_string(), "-U", "postgres"])
-            .args(["-i", "-s", "10", "postgres"]));
-        data
-    }
-
-    fn stop_postgres(&self, data: &Path) {
-        sh(Command::new("su").args([
-            "postgres",
-            "-s",
-            "/bin/sh",
-            "-c",
-            &format!("{}/pg_ctl -D {} -m fast stop", self.pg_bin.display(), data.display()),
-        ]));
+        start_postgres(self.scratch.path(), &self.pg_bin, self.pg_port)
     }
 
     fn load(&self, load: Load) -> f64 {
@@ -295,21 +231,8 @@ impl Bench {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("service_overhead: needs root (perf_event_open system-wide, su postgres); skipped");
-        return;
-    }
-    let pg_bin = PathBuf::from(std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
+    let Some(pg_bin) = common::postgres_bench_start("service_overhead") else { return };
     if !pg_bin.join("initdb").exists() || on_path("pgbench").is_none() {
         eprintln!("service_overhead: postgres 15 not installed (apt-get install postgresql); skipped");
         return;
@@ -323,24 +246,12 @@ fn main() {
         println!("note: perf not found (apt-get install linux-perf): its column is skipped");
     }
     let scratch = tempfile::tempdir().expect("temp dir");
-    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
-    let mut server = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(scratch.path().join("store"))
-        .env("HOTFRAME_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hotframe serve");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().expect("server stdout")), &mut line)
-        .expect("server address");
-    let server_url = line.trim().trim_start_matches("listening on ").to_string();
+    let (mut server, server_url) = start_server(&bin(), &scratch.path().join("store"));
     let bench = Bench {
         scratch,
         pg_bin,
-        pg_port: free_port().expect("port"),
-        redis_port: free_port().expect("port"),
+        pg_port: free_port(),
+        redis_port: free_port(),
         server_url,
         seconds: env_u64("HOTFRAME_BENCH_SECONDS", 10),
         samply,
@@ -442,7 +353,7 @@ fn main() {
             );
         }
     }
-    bench.stop_postgres(&data);
+    stop_postgres(&bench.pg_bin, &data);
     if let Some(r) = redis.as_mut() {
         let _ = r.kill();
         let _ = r.wait();

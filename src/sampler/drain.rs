@@ -71,6 +71,8 @@ impl Sampler {
                 }
                 EventRecord::Lost(l) => {
                     self.stats.lost += l.count;
+                    // Forks or exits may be among them: check the targets soon.
+                    self.next_rescan = self.next_rescan.min(std::time::Instant::now() + super::RESCAN_INTERVAL);
                     if !self.logged.lost {
                         self.logged.lost = true;
                         tracing::warn!(
@@ -109,7 +111,7 @@ impl Sampler {
 
     /// A process never seen in a record (it existed before the sampler, or its fork
     /// record was lost): a target if the name pattern matches or an ancestor is one.
-    fn decide_first_sight(&mut self, pid: u32) -> bool {
+    pub(super) fn decide_first_sight(&mut self, pid: u32) -> bool {
         if pid == 0 || self.selection.excluded(pid) {
             self.others.insert(pid);
             return false;

@@ -265,9 +265,23 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
+/// Host-wide, a module with more DWARF than this is named from its symbol table: the
+/// host's large debug builds (a compiler, a test binary) cost hundreds of MiB of line
+/// tables otherwise (issue 15: 503 MiB). Services' own binaries are seldom above it.
+const HOSTWIDE_DWARF_MAX_BYTES: u64 = 16 << 20;
+
+/// Host-wide, the tick spends this share of its budgets (0.1% of a core on schedstat
+/// reads, 0.2% on off-CPU observations): sampling every process costs 0.8% already
+/// (benches/hostwide.rs, `--cpu-only`). Off-CPU time stays exact; its stacks are
+/// observed less often.
+const HOSTWIDE_TICK_SHARE: f64 = 0.5;
+
 /// Threads and liveness of every target are re-read from /proc this often, as a
 /// backstop to fork and exit records (lost when a ring overflows).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The same for a host-wide agent while no records are lost.
+const HOSTWIDE_RESCAN_INTERVAL: Duration = Duration::from_secs(20);
 
 /// /proc is scanned for matching processes (or descendants of roots) this often, as a
 /// backstop to exec and fork records.
@@ -387,6 +401,8 @@ impl Sampler {
     /// exec and the /proc scan every `rescan` name it again).
     pub fn select_all(&mut self, exclude: Option<regex::Regex>, rescan: Duration, tagger: Tagger) {
         self.selection.set_all(exclude);
+        self.symbolizer.limit_dwarf(HOSTWIDE_DWARF_MAX_BYTES);
+        self.ticker.share_budgets(HOSTWIDE_TICK_SHARE);
         self.tagger = Some(tagger);
         self.start_discovery(rescan);
     }
@@ -438,16 +454,16 @@ impl Sampler {
             Some(earlier) => (earlier.counts, earlier.window_start_ms),
             None => (StackCounts::default(), crate::model::time::now_ms()),
         };
-        let (comm, exe) = (procfs::comm(pid), procfs::exe(pid));
-        let inherited = self.targets.get(&parent).map(|p| (p.comm.clone(), p.exe.clone()));
-        // A fork shares its parent's image and inherits its tag; anything else is named now.
-        let tag = match self.targets.get(&parent) {
-            Some(p) if Arc::ptr_eq(&p.image, &image) => p.tag.clone(),
-            _ => self.tagger.as_mut().and_then(|tagger| tagger(pid)),
-        };
-        let (comm, exe) = match inherited {
-            Some((pc, pe)) => (comm.unwrap_or(pc), exe.unwrap_or(pe)),
-            None => (comm.unwrap_or_default(), exe.unwrap_or_default()),
+        // A fork shares its parent's image and inherits its tag, comm and exe (a rename
+        // comes as a comm record): no /proc read for each of a busy host's forks.
+        // Anything else is read and named now.
+        let (comm, exe, tag) = match self.targets.get(&parent) {
+            Some(p) if Arc::ptr_eq(&p.image, &image) => (p.comm.clone(), p.exe.clone(), p.tag.clone()),
+            parent => {
+                let inherited = parent.map(|p| (p.comm.clone(), p.exe.clone())).unwrap_or_default();
+                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid));
+                (procfs::comm(pid).unwrap_or(inherited.0), procfs::exe(pid).unwrap_or(inherited.1), tag)
+            }
         };
         self.targets.insert(
             pid,
@@ -531,7 +547,9 @@ impl Sampler {
         }
         self.prefetch.send(&self.symbolizer);
         if now >= self.next_rescan {
-            self.next_rescan = now + RESCAN_INTERVAL;
+            // Host-wide the fork and exit records say it all unless some were lost (the
+            // drain then brings the rescan forward): a rescan reads every process.
+            self.next_rescan = now + if self.tagger.is_some() { HOSTWIDE_RESCAN_INTERVAL } else { RESCAN_INTERVAL };
             self.rescan();
         }
         if now >= self.next_discovery {
@@ -544,15 +562,19 @@ impl Sampler {
     /// Checks liveness of every target and picks up threads no record announced.
     fn rescan(&mut self) {
         let pids: Vec<u32> = self.targets.iter().filter(|(_, t)| !t.exited).map(|(p, _)| *p).collect();
+        // Threads known per process, counted once (host-wide: hundreds of processes).
+        let mut known: FxHashMap<u32, usize> = FxHashMap::default();
+        for thread in self.threads.values() {
+            *known.entry(thread.pid).or_default() += 1;
+        }
         for pid in pids {
             if !procfs::is_alive(pid) {
                 self.mark_exited(pid);
                 continue;
             }
             if self.opts.wall_clock {
-                let known: usize = self.threads.values().filter(|t| t.pid == pid).count();
                 let tids = procfs::thread_ids(pid).unwrap_or_default();
-                if tids.len() != known {
+                if tids.len() != known.get(&pid).copied().unwrap_or(0) {
                     for tid in tids {
                         if !self.threads.contains_key(&tid) {
                             self.follow_thread(pid, tid);
@@ -574,6 +596,16 @@ impl Sampler {
                     target.tag = Some(tag);
                 }
             }
+        }
+        if self.tagger.is_some() {
+            // Host-wide every process is a target unless excluded: only pids never
+            // decided need reading (was: every process's comm, command line and parent).
+            for pid in selection::all_pids() {
+                if self.targets.get(&pid).is_none_or(|t| t.exited) && !self.others.contains(&pid) {
+                    self.decide_first_sight(pid);
+                }
+            }
+            return;
         }
         if self.selection.has_pattern() {
             for pid in self.selection.matching_processes() {
@@ -614,7 +646,8 @@ impl Sampler {
         if let Some(t) = self.targets.get_mut(&pid) {
             if !t.exited {
                 t.exited = true;
-                if self.selection.is_root(pid) || !t.new_in_window {
+                // Host-wide, processes come and go all the time: not worth a line each.
+                if self.selection.is_root(pid) || (!t.new_in_window && self.tagger.is_none()) {
                     tracing::info!(pid, "target exited");
                 } else {
                     tracing::debug!(pid, "target exited");
@@ -637,12 +670,37 @@ impl Sampler {
         if self.opts.wall_clock {
             self.tick(Instant::now(), true);
         }
+        self.name_window_draining();
         let out = profiles::take_profiles(&mut self.targets, service, now_ms, period_ns, &self.symbolizer);
         self.targets.retain(|_, t| !t.exited);
+        self.walker.files.prune();
         for t in self.targets.values_mut() {
             t.new_in_window = false;
         }
         out
+    }
+}
+
+/// How often the rings are read while the symbolizer names a window's frames.
+const DRAIN_WHILE_NAMING: Duration = Duration::from_millis(100);
+
+impl Sampler {
+    /// Has the symbolizer's worker name every frame counted so far, reading the rings
+    /// while it works: a ring holds about 0.6 s of a busy CPU, and naming a large binary
+    /// for the first time takes longer (host-wide, `take_profiles` waiting on it lost
+    /// records). Frames the drains bring are sent again, a few rounds at most; what is
+    /// left `take_profiles` names itself.
+    fn name_window_draining(&mut self) {
+        for _ in 0..3 {
+            self.prefetch.flush(&self.symbolizer);
+            let Some(done) = self.symbolizer.resolve_later(Vec::new()) else { return };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(DRAIN_WHILE_NAMING) {
+                self.drain_all();
+            }
+            if !self.prefetch.has_pending() {
+                return;
+            }
+        }
     }
 }
 

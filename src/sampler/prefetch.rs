@@ -45,9 +45,21 @@ impl Prefetch {
     pub(super) fn send(&mut self, symbolizer: &Symbolizer) {
         let now = Instant::now();
         let due = self.last_sent.is_none_or(|t| now.duration_since(t) >= PREFETCH_EVERY);
-        if !self.pending.is_empty() && (due || self.pending.len() >= PREFETCH_BATCH) {
-            symbolizer.prefetch(std::mem::take(&mut self.pending));
-            self.last_sent = Some(now);
+        if due || self.pending.len() >= PREFETCH_BATCH {
+            self.flush(symbolizer);
         }
+    }
+
+    /// Sends the queued frames now.
+    pub(super) fn flush(&mut self, symbolizer: &Symbolizer) {
+        if !self.pending.is_empty() {
+            symbolizer.prefetch(std::mem::take(&mut self.pending));
+            self.last_sent = Some(Instant::now());
+        }
+    }
+
+    /// Frames are queued, not sent yet.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 }

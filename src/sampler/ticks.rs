@@ -43,6 +43,8 @@ pub(super) struct Ticker {
     observe_cost_ns: f64,
     /// Observations the budget allows now.
     tokens: f64,
+    /// Share of `SPLIT_BUDGET` and `OBSERVE_BUDGET` this agent may spend (1, or less host-wide).
+    share: f64,
 }
 
 impl Ticker {
@@ -54,7 +56,14 @@ impl Ticker {
             split_cost_ns: 3_000.0,
             observe_cost_ns: 30_000.0,
             tokens: 16.0,
+            share: 1.0,
         }
+    }
+
+    /// Spends only `share` (0 to 1) of the budgets: a host-wide agent, whose sampling of
+    /// every process costs more than a service's, keeps its whole cost under 1% of a core.
+    pub(super) fn share_budgets(&mut self, share: f64) {
+        self.share = share.clamp(0.01, 1.0);
     }
 
     /// When the next tick is due.
@@ -64,7 +73,7 @@ impl Ticker {
 
     /// Observations allowed per second by the budget and the measured cost.
     fn observe_rate(&self) -> f64 {
-        (OBSERVE_BUDGET * 1e9 / self.observe_cost_ns.max(1.0)).min(MAX_OBSERVATIONS_PER_SEC)
+        (self.share * OBSERVE_BUDGET * 1e9 / self.observe_cost_ns.max(1.0)).min(MAX_OBSERVATIONS_PER_SEC)
     }
 
     /// Refills the observation budget for the time since the last tick.
@@ -94,7 +103,7 @@ impl Ticker {
             let per = observing.as_nanos() as f64 / observed as f64;
             self.observe_cost_ns = 0.9 * self.observe_cost_ns + 0.1 * per;
         }
-        let paced = Duration::from_nanos((threads as f64 * self.split_cost_ns / SPLIT_BUDGET) as u64);
+        let paced = Duration::from_nanos((threads as f64 * self.split_cost_ns / (self.share * SPLIT_BUDGET)) as u64);
         let interval = paced.clamp(self.period, MAX_TICK);
         self.next = now + jittered(interval, 0.2);
     }

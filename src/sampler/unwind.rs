@@ -148,6 +148,12 @@ pub struct FileCache {
 }
 
 impl FileCache {
+    /// Forgets files no live image maps any more (host-wide, every binary a compiler or
+    /// a test run ever mapped would stay otherwise); they are parsed again if mapped.
+    pub fn prune(&mut self) {
+        self.files.retain(|_, info| info.as_ref().is_some_and(|i| Arc::strong_count(i) > 1));
+    }
+
     fn get(&mut self, pid: u32, m: &Mapping, open_path: &std::path::Path) -> Option<Arc<ElfUnwindInfo>> {
         let key = (m.dev_inode.0.clone(), m.dev_inode.1, m.path.clone());
         if let Some(info) = self.files.get(&key) {

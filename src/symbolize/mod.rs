@@ -98,6 +98,8 @@ struct Shared {
     cache: Mutex<HashMap<RawFrame, FrameNames>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Modules with more DWARF than this (bytes) are named from their symbol table; 0: no limit.
+    dwarf_cap: AtomicU64,
 }
 
 enum Request {
@@ -181,6 +183,13 @@ impl Symbolizer {
         RawFrame::Named(id)
     }
 
+    /// From now on, a module whose DWARF sections exceed `max_bytes` is named from its
+    /// symbol table (no inlined frames) instead: a host-wide agent meets large debug
+    /// builds whose line tables would cost it hundreds of MiB.
+    pub fn limit_dwarf(&self, max_bytes: u64) {
+        self.shared.dwarf_cap.store(max_bytes.max(1), Ordering::Relaxed);
+    }
+
     /// The short name of a module.
     pub fn module_name(&self, module: ModuleId) -> Option<Arc<str>> {
         lock(&self.shared.registry).modules.get(module.0 as usize).map(|m| m.display.clone())
@@ -212,11 +221,18 @@ impl Symbolizer {
         if missing.is_empty() {
             return;
         }
-        let Some(tx) = &self.requests else { return };
-        let (done_tx, done_rx) = mpsc::channel();
-        if tx.send(Request::Resolve(missing, done_tx)).is_ok() {
-            let _ = done_rx.recv();
+        if let Some(done) = self.resolve_later(missing) {
+            let _ = done.recv();
         }
+    }
+
+    /// Asks the worker to resolve `frames`, after everything asked before, without
+    /// waiting: the receiver hears (or disconnects) when that is done. None without a
+    /// worker.
+    pub fn resolve_later(&self, frames: Vec<RawFrame>) -> Option<mpsc::Receiver<()>> {
+        let (done_tx, done_rx) = mpsc::channel();
+        self.requests.as_ref()?.send(Request::Resolve(frames, done_tx)).ok()?;
+        Some(done_rx)
     }
 
     /// Names of `frame`, outermost first (a function and what is inlined into it).
@@ -290,9 +306,15 @@ fn resolve_on_worker(
                 let file =
                     lock(&shared.registry).modules.get(id.0 as usize).map(|m| (m.path.clone(), m.display.clone()));
                 match file {
-                    Some((path, display)) => match lookups.entry(id).or_insert_with(|| lookup_of(&path)) {
+                    Some((path, display)) => match lookups
+                        .entry(id)
+                        .or_insert_with(|| lookup_of(&path, shared.dwarf_cap.load(Ordering::Relaxed)))
+                    {
                         Lookup::Module => {
                             symbolize_elf(blaze, &path, true, Input::FileOffset(&addrs), addrs.len(), &display)
+                        }
+                        Lookup::Symtab => {
+                            symbolize_elf(blaze, &path, false, Input::FileOffset(&addrs), addrs.len(), &display)
                         }
                         Lookup::DebugSymtab { debug, segments } => {
                             let vaddrs: Vec<u64> = addrs.iter().map(|&off| virtual_address(segments, off)).collect();
@@ -343,6 +365,8 @@ enum Lookup {
     /// blazesym on the module file: its own DWARF (with inlined functions), else its
     /// debug link, else its symbol table.
     Module,
+    /// The module's own symbol table only: its DWARF is over `Symbolizer::limit_dwarf`.
+    Symtab,
     /// A library without DWARF of its own whose debug info is a separate file under
     /// /usr/lib/debug/.build-id (Debian's -dbg packages: libc6-dbg): names from that
     /// file's symbol table, at the virtual addresses the module's segments give (the
@@ -360,14 +384,20 @@ enum Lookup {
 /// Where split debug info lives, by GNU build id.
 const DEBUG_BUILD_ID_DIR: &str = "/usr/lib/debug/.build-id";
 
-fn lookup_of(path: &std::path::Path) -> Lookup {
-    use object::{Object, ObjectSegment};
+/// How to name `path`'s frames; `dwarf_cap` as in `Shared`.
+fn lookup_of(path: &std::path::Path, dwarf_cap: u64) -> Lookup {
+    use object::{Object, ObjectSection, ObjectSegment};
     let Ok(file) = std::fs::File::open(path) else { return Lookup::Module };
     // SAFETY: a read-only map of a module file, only parsed (blazesym maps the same files).
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return Lookup::Module };
     let Ok(elf) = object::File::parse(&*map) else { return Lookup::Module };
     if elf.section_by_name(".debug_info").is_some() {
-        return Lookup::Module;
+        let dwarf: u64 = elf
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug_") || n.starts_with(".zdebug_")))
+            .map(|s| s.size())
+            .sum();
+        return if dwarf_cap == 0 || dwarf <= dwarf_cap { Lookup::Module } else { Lookup::Symtab };
     }
     let Some(debug) = build_id(&elf).and_then(|id| debug_file_of(&id)) else { return Lookup::Module };
     if !debug.is_file() {
@@ -464,6 +494,25 @@ mod tests {
         assert_eq!(s.stats().cache_misses, 1);
     }
 
+    #[test]
+    fn a_module_over_the_dwarf_limit_is_named_from_its_symbol_table() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert!(matches!(lookup_of(&exe, 0), Lookup::Module), "no limit: its DWARF");
+        assert!(matches!(lookup_of(&exe, 1), Lookup::Symtab), "over the limit: its symbol table");
+        let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mapping = crate::sampler::procfs::parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.start <= addr && addr < m.end)
+            .expect("mapping of the test function");
+        let s = Symbolizer::new();
+        s.limit_dwarf(1);
+        let id = s.register_module(ModuleKey::File("0:0".into(), 2, mapping.path.clone()), exe, "test");
+        let names = s.names(RawFrame::User { module: id, file_offset: addr - mapping.start + mapping.offset });
+        assert_eq!(names.len(), 1, "no inlined frames without DWARF: {names:?}");
+        assert!(names[0].contains("marker_function_for_symbolizer_test"), "{names:?}");
+    }
+
     /// This process's libc registered with a new symbolizer, and the file offset of the
     /// function `symbol` (as libc's debug file spells it) plus 4, as a return address
     /// inside it would be; None without libc6-dbg (then the debug file must be missing).
@@ -474,7 +523,7 @@ mod tests {
             .into_iter()
             .find(|m| m.path.contains("/libc.so"))
             .expect("libc mapped");
-        let lookup = lookup_of(std::path::Path::new(&libc.path));
+        let lookup = lookup_of(std::path::Path::new(&libc.path), 0);
         let Lookup::DebugSymtab { debug, segments } = lookup else {
             // Without libc6-dbg the module path (its own symbols) is the only way.
             let bytes = std::fs::read(&libc.path).unwrap();

@@ -266,6 +266,13 @@ mod tests {
         assert!(s.at_exec(false, false, sh), "a new program is a target from its exec");
         // Live processes: this test's own child is found, kernel threads are not.
         let mut child = std::process::Command::new("sleep").arg("7.5").spawn().unwrap();
+        // Until its exec is done (the comm changes before the command line is set), the
+        // child is a copy of this process (never a target) or has no command line yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while read_seen(child.id()).is_none_or(|(comm, _)| comm != "sleep") {
+            assert!(std::time::Instant::now() < deadline, "the child did not exec sleep");
+            std::thread::yield_now();
+        }
         let all = s.matching_processes();
         child.kill().unwrap();
         child.wait().unwrap();

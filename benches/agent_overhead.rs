@@ -378,17 +378,7 @@ fn main() {
     if !perf {
         eprintln!("note: perf not found (apt-get install linux-perf): skipped");
     }
-    let mut server = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(scratch.path().join("store"))
-        .env("HOTFRAME_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start hotframe serve");
-    let mut first = [0u8; 128];
-    let n = server.stdout.as_mut().expect("stdout").read(&mut first).expect("server address");
-    let line = String::from_utf8_lossy(&first[..n]).to_string();
-    let url = line.trim().strip_prefix("listening on ").expect("listening on http://...").to_string();
+    let (mut server, url) = common::start_server(&bin(), &scratch.path().join("store"));
     let setup = Setup { seconds, upload, server: url, samply, perf, scratch };
 
     let mut profilers = vec![Profiler::None, Profiler::Hotframe, Profiler::HotframeCpuOnly];

@@ -206,17 +206,7 @@ fn main() {
     let classes = scratch.path().join("classes");
     let compiled = Command::new("javac").arg("-d").arg(&classes).arg(&source).status().is_ok_and(|s| s.success());
     assert!(compiled, "javac {} failed", source.display());
-    let mut server = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(scratch.path().join("store"))
-        .env("HOTFRAME_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start hotframe serve");
-    let mut first = [0u8; 128];
-    let n = server.stdout.as_mut().expect("stdout").read(&mut first).expect("server address");
-    let line = String::from_utf8_lossy(&first[..n]).to_string();
-    let url = line.trim().strip_prefix("listening on ").expect("listening on http://...").to_string();
+    let (mut server, url) = common::start_server(&bin(), &scratch.path().join("store"));
 
     let profilers = [Profiler::Agent, Profiler::AgentCpuOnly, Profiler::PerfFp];
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); profilers.len()];

@@ -472,7 +472,12 @@ const FORKER_SECONDS: &str = "10";
 
 /// The flame graph's CPU seconds are within ±10% of `kernel` (what the workload's
 /// getrusage counted for the processes the test expects in the service).
-fn assert_cpu_matches_kernel(flame: &serde_json::Value, kernel: f64, truth: &HashMap<String, f64>, stderr: &str) {
+pub(crate) fn assert_cpu_matches_kernel(
+    flame: &serde_json::Value,
+    kernel: f64,
+    truth: &HashMap<String, f64>,
+    stderr: &str,
+) {
     let seen = flame_cpu_seconds(flame);
     eprintln!("hotframe {seen:.3} CPU s, kernel {kernel:.3}, {truth:?}");
     assert!(

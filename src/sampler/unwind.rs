@@ -446,24 +446,24 @@ impl ProcessImage {
         };
         let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
         let mut address = FrameAddress::InstructionPointer(ip);
+        // Whether `address` is a signal-return trampoline (decided once, when found).
+        let mut in_trampoline = false;
         out.push(ip);
         loop {
             if out.len() >= MAX_FRAMES {
                 return WalkEnd::Truncated;
             }
-            if let FrameAddress::ReturnAddress(ret) = address {
-                if self.is_sigreturn(ret.get()) {
-                    // The handler returned to the trampoline with `sp` at the ucontext.
-                    let mut at = |off: u64| regs.sp().checked_add(off).ok_or(()).and_then(&mut read_stack);
-                    let (Ok(rip), Ok(rsp), Ok(rbp)) = (at(UCONTEXT_RIP), at(UCONTEXT_RSP), at(UCONTEXT_RBP)) else {
-                        return WalkEnd::Truncated;
-                    };
-                    // The interrupted instruction is not a return address: no minus one.
-                    regs = UnwindRegsX86_64::new(rip, rsp, rbp);
-                    address = FrameAddress::InstructionPointer(rip);
-                    out.push(rip);
-                    continue;
-                }
+            if std::mem::take(&mut in_trampoline) {
+                // The handler returned to the trampoline with `sp` at the ucontext.
+                let mut at = |off: u64| regs.sp().checked_add(off).ok_or(()).and_then(&mut read_stack);
+                let (Ok(rip), Ok(rsp), Ok(rbp)) = (at(UCONTEXT_RIP), at(UCONTEXT_RSP), at(UCONTEXT_RBP)) else {
+                    return WalkEnd::Truncated;
+                };
+                // The interrupted instruction is not a return address: no minus one.
+                regs = UnwindRegsX86_64::new(rip, rsp, rbp);
+                address = FrameAddress::InstructionPointer(rip);
+                out.push(rip);
+                continue;
             }
             let lookup = address.address_for_lookup();
             // framehop's step, except out of a CPython perf trampoline (see `jit`).
@@ -476,9 +476,10 @@ impl ProcessImage {
                 Ok(Some(ret)) => match FrameAddress::from_return_address(ret) {
                     Some(next) => {
                         address = next;
+                        in_trampoline = self.is_sigreturn(ret);
                         // The trampoline is named by its own address (the byte before
                         // it belongs to another function).
-                        out.push(if self.is_sigreturn(ret) { ret } else { next.address_for_lookup() });
+                        out.push(if in_trampoline { ret } else { next.address_for_lookup() });
                     }
                     None => return WalkEnd::Truncated,
                 },

@@ -15,7 +15,7 @@
 use super::codec::{self, IntMap};
 use super::sqlite::{bucket_of, ReadCache, DAY_MS, LEVELS};
 use super::{Query, ServiceInfo, StoreError, TimelinePoint};
-use crate::model::{Aggregate, AggregateSample, Coverage, StateCounts};
+use crate::model::{Aggregate, AggregateSample, Coverage, Profile, ProfileBuilder, StateCounts};
 use rusqlite::{Connection, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -394,6 +394,25 @@ pub(super) fn assemble(
         first_ms: if any { first } else { 0 },
         last_ms: if any { last } else { 0 },
     })
+}
+
+/// A stored profile rebuilt from its decoded `(key, count)` entries, the frame ids of
+/// each entry's stack (same order) and the frames' names; `b` holds its header and labels.
+/// Shared by both stores' `profile`.
+pub(super) fn rebuild_profile(
+    mut b: ProfileBuilder,
+    entries: &[(u64, u64)],
+    frame_lists: &[Vec<i64>],
+    names: &FrameNames,
+) -> Result<Profile, StoreError> {
+    let mut stack: Vec<&str> = Vec::new();
+    for ((key, count), ids) in entries.iter().zip(frame_lists) {
+        let (_, state) = codec::split_key(*key)?;
+        stack.clear();
+        stack.extend(ids.iter().map(|id| names.get(id).map(|n| &**n).unwrap_or("[unknown]")));
+        b.add(&stack, state, *count);
+    }
+    Ok(b.finish())
 }
 
 /// Frame id -> name.

@@ -276,14 +276,7 @@ impl SqliteStore {
             let (frame_lists, names) = query::resolve_stacks(conn, &self.read_cache, &stack_ids)?;
             let mut b = ProfileBuilder::new(&service, start_ms, end_ms, period_ns as u64).profile_type(&profile_type);
             *b.labels_mut() = labels;
-            let mut stack: Vec<&str> = Vec::new();
-            for ((key, count), ids) in entries.iter().zip(&frame_lists) {
-                let (_, state) = codec::split_key(*key)?;
-                stack.clear();
-                stack.extend(ids.iter().map(|id| names.get(id).map(|n| &**n).unwrap_or("[unknown]")));
-                b.add(&stack, state, *count);
-            }
-            Ok(Some(b.finish()))
+            Ok(Some(query::rebuild_profile(b, &entries, &frame_lists, &names)?))
         })
     }
 }

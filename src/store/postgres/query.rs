@@ -9,7 +9,7 @@
 use super::Failure;
 use crate::model::{Aggregate, Coverage, Profile, ProfileBuilder, StateCounts};
 use crate::store::codec::{self, IntMap};
-use crate::store::query::{assemble, parse_labels, FrameNames, Piece, SeriesRef, ServiceListing};
+use crate::store::query::{assemble, parse_labels, rebuild_profile, FrameNames, Piece, SeriesRef, ServiceListing};
 use crate::store::sqlite::{bucket_of, lock, ReadCache, DAY_MS, LEVELS};
 use crate::store::{Query, ServiceInfo, StoreError, TimelinePoint, WorkTotal};
 use postgres::fallible_iterator::FallibleIterator;
@@ -370,12 +370,5 @@ pub(super) fn profile(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, id: i6
     let (frame_lists, names) = resolve_stacks(tx, cache, &stack_ids)?;
     let mut b = ProfileBuilder::new(&service, start_ms, end_ms, period_ns.max(1) as u64).profile_type(&profile_type);
     *b.labels_mut() = parse_labels(&labels)?;
-    let mut stack: Vec<&str> = Vec::new();
-    for ((key, count), ids) in entries.iter().zip(&frame_lists) {
-        let (_, state) = codec::split_key(*key)?;
-        stack.clear();
-        stack.extend(ids.iter().map(|id| names.get(id).map(|n| &**n).unwrap_or("[unknown]")));
-        b.add(&stack, state, *count);
-    }
-    Ok(Some(b.finish()))
+    Ok(Some(rebuild_profile(b, &entries, &frame_lists, &names)?))
 }

@@ -9,14 +9,15 @@
 //!
 //! The data go straight into the store through `ProfileStore::write` (not over HTTP, to
 //! load in minutes): 10-second profiles for the last 65 minutes, as agents send them;
-//! before that, back to 7 days + 1 hour ago, one 1-hour profile per series and hour
-//! (~5,000 distinct stacks each: a day's merged tree is alike, at a 360th of the
-//! writes). Then `compact` and `maintain` run once, as the server's loops would have.
+//! before that, back to 7 days + 1 hour ago, one profile per series and `FLEET_COARSE_H`
+//! hours (default 1; ~5,000 distinct stacks each: a day's merged tree is alike, at a
+//! 360th of the writes or fewer). Then `compact` (until nothing is pending) and
+//! `maintain` run, as the server's loops would have.
 //! Profiles come from `common::pool` (10,000 stacks, Zipf-like weights).
 //!
 //! Memory: the server's VmRSS before, VmHWM during (reset through
 //! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
-//! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_DIR (keep the data
+//! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H, FLEET_DIR (keep the data
 //! there and reuse it when it exists: generation is most of the run at full size).
 
 #[path = "common/mod.rs"]
@@ -57,13 +58,13 @@ fn place(p: &mut Profile, start: i64, len: i64, series: usize) {
 }
 
 /// Fills `dir` with the fleet ending at `now`; returns the profiles written.
-fn generate(dir: &Path, series: usize, now: i64, pool: &Pool, rng: &mut fastrand::Rng) -> u64 {
+fn generate(dir: &Path, series: usize, coarse_ms: i64, now: i64, pool: &Pool, rng: &mut fastrand::Rng) -> u64 {
     let config = StoreConfig { max_series_per_service: series + 100, ..StoreConfig::default() };
     let store = SqliteStore::open(dir, config).expect("open store");
     let mut ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(rng, 2_000, 1, 10_000)).collect();
-    let mut hourly: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
+    let mut long: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
     let fine_start = now - FINE_MS;
-    let mut t = (now - 7 * DAY - HOUR).div_euclid(HOUR) * HOUR;
+    let mut t = (now - 7 * DAY - HOUR).div_euclid(coarse_ms) * coarse_ms;
     let began = Instant::now();
     let mut n = 0u64;
     let progress = |n: u64, what: &str| {
@@ -72,13 +73,13 @@ fn generate(dir: &Path, series: usize, now: i64, pool: &Pool, rng: &mut fastrand
         }
     };
     while t < fine_start {
-        let len = HOUR.min(fine_start - t);
+        let len = coarse_ms.min(fine_start - t);
         for s in 0..series {
-            let p = &mut hourly[(n as usize + s) % 16];
+            let p = &mut long[(n as usize + s) % 16];
             place(p, t, len, s);
             store.write(p).expect("write");
             n += 1;
-            progress(n, "hourly");
+            progress(n, "coarse");
         }
         t += len;
     }
@@ -98,12 +99,21 @@ fn generate(dir: &Path, series: usize, now: i64, pool: &Pool, rng: &mut fastrand
     }
     let fine_s = began.elapsed().as_secs_f64() - coarse_s;
     let c = Instant::now();
-    let merged = store.compact().expect("compact");
+    let mut merged = 0;
+    loop {
+        let m = store.compact().expect("compact");
+        if m == 0 {
+            break;
+        }
+        merged += m;
+        eprintln!("  compact: {merged} profiles merged, {:.0} s", c.elapsed().as_secs_f64());
+    }
     let compact_s = c.elapsed().as_secs_f64();
     let m = Instant::now();
     let report = store.maintain(now_ms()).expect("maintain");
     println!(
-        "generated: {coarse} hourly profiles in {coarse_s:.0} s, {} 10-second profiles in {fine_s:.0} s ({:.0} profiles/s through ProfileStore::write);",
+        "generated: {coarse} profiles of {} h in {coarse_s:.0} s, {} 10-second profiles in {fine_s:.0} s ({:.0} profiles/s through ProfileStore::write);",
+        coarse_ms / HOUR,
         n - coarse,
         (n - coarse) as f64 / fine_s
     );
@@ -249,7 +259,8 @@ fn main() {
     if dir.join("hotframe.db").exists() {
         println!("reusing the data in {} (its hour of 10-second profiles ended when it was made)", dir.display());
     } else {
-        generate(&dir, series, now_ms(), &pool, &mut rng);
+        let coarse_ms = env_u64("FLEET_COARSE_H", 1).clamp(1, 24) as i64 * HOUR;
+        generate(&dir, series, coarse_ms, now_ms(), &pool, &mut rng);
     }
     let bodies: Vec<Vec<u8>> = (0..8)
         .map(|_| {

@@ -1,9 +1,12 @@
 //! Flame graphs at fleet volume (`cargo bench --bench fleet`, issue 14 point 3): one
 //! service of `FLEET_HOSTS` hosts (default 20; 1000 is the issue's fleet) x 3 processes,
 //! each process a series uploading a 10-second profile of ~2,000 distinct stacks. Times
-//! `GET /api/v1/flamegraph` of the last hour (with ingest over HTTP at the fleet's rate
-//! meanwhile) and of the last 7 days through a real `hotframe serve` process, and that
-//! process's memory when `FLEET_CLIENTS` (default 4) such queries run at once: first
+//! `GET /api/v1/flamegraph` through a real `hotframe serve` process: the stored last hour
+//! (the hour before the generated data end, whole minutes, so that the time generation
+//! takes at full size does not empty it) and the last 5 minutes, both while a thread
+//! posts profiles over HTTP at the fleet's rate (the second reads what it posted: merged
+//! minutes and profiles still pending), then the stored 7 days; and the server's memory
+//! when `FLEET_CLIENTS` (default 4) of the long queries run at once: first
 //! with `[store] service_buckets = false` (the per-series path: rollups and raw
 //! profiles), then with the service buckets, on the same data in the same run.
 //!
@@ -17,8 +20,10 @@
 //!
 //! Memory: the server's VmRSS before, VmHWM during (reset through
 //! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
-//! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H, FLEET_DIR (keep the data
-//! there and reuse it when it exists: generation is most of the run at full size).
+//! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H,
+//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_DIR (keep the data there and reuse
+//! it when it exists: generation is most of the run at full size; the data's end is
+//! kept in `generated_until_ms`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -174,10 +179,10 @@ impl Server {
     }
 }
 
-/// One flame graph: (ms, profiles merged, samples).
-fn flamegraph(url: &str, from: &str) -> (f64, u64, u64) {
+/// One flame graph of `range` (`from=...&until=...`): (ms, profiles merged, samples).
+fn flamegraph(url: &str, range: &str) -> (f64, u64, u64) {
     let t = Instant::now();
-    let body = ureq::get(&format!("{url}/api/v1/flamegraph?service=checkout&from={from}"))
+    let body = ureq::get(&format!("{url}/api/v1/flamegraph?service=checkout&{range}"))
         .call()
         .expect("flamegraph")
         .into_body()
@@ -219,14 +224,14 @@ fn ingest(url: String, series: usize, bodies: Vec<Vec<u8>>, stop: Arc<AtomicBool
 }
 
 /// `clients` flame graphs at once: (peak RSS over the baseline per query, RSS after - before).
-fn memory(server: &Server, from: &str, clients: usize) -> (f64, f64, f64) {
+fn memory(server: &Server, range: &str, clients: usize) -> (f64, f64, f64) {
     let before = server.status("VmRSS:");
     server.reset_peak();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
             let url = server.url.clone();
-            let from = from.to_string();
-            std::thread::spawn(move || flamegraph(&url, &from))
+            let range = range.to_string();
+            std::thread::spawn(move || flamegraph(&url, &range))
         })
         .collect();
     for t in threads {
@@ -256,30 +261,50 @@ fn main() {
         series as f64 * 6.0,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
+    // Where the generated data end: the queries of the stored hour and week end there
+    // (on a whole minute), however long generation took or how old reused data are.
+    let end_file = dir.join("generated_until_ms");
     if dir.join("hotframe.db").exists() {
-        println!("reusing the data in {} (its hour of 10-second profiles ended when it was made)", dir.display());
+        println!("reusing the data in {}", dir.display());
     } else {
         let coarse_ms = env_u64("FLEET_COARSE_H", 1).clamp(1, 24) as i64 * HOUR;
-        generate(&dir, series, coarse_ms, now_ms(), &pool, &mut rng);
+        let now = now_ms();
+        generate(&dir, series, coarse_ms, now, &pool, &mut rng);
+        std::fs::write(&end_file, now.to_string()).expect("write generated_until_ms");
     }
+    let end = std::fs::read_to_string(&end_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .expect("generated_until_ms in FLEET_DIR (the end of the generated data, ms)")
+        .div_euclid(MINUTE)
+        * MINUTE;
+    let baseline = env_u64("FLEET_BASELINE", 1) != 0;
     let bodies: Vec<Vec<u8>> = (0..8)
         .map(|_| {
             hotframe::model::pprof::gzip(&hotframe::model::pprof::encode(&pool.profile(&mut rng, 2_000, 1, 10_000)))
         })
         .collect();
 
+    let hour = format!("from={}&until={end}", end - HOUR);
+    let week = format!("from={}&until={end}", end - 7 * DAY);
     println!();
     println!(
-        "{:<26} {:>10} {:>10} {:>10} {:>10} {:>11} {:>14} {:>12}",
+        "stored hour and week end at {end} ({:.0} min ago); \"last 5 min\" reads what the ingest thread posts meanwhile",
+        (now_ms() - end) as f64 / MINUTE as f64
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10} {:>11} {:>14} {:>12}",
         "GET /api/v1/flamegraph", "median ms", "min ms", "max ms", "profiles", "ingest/s", "MiB per query", "MiB kept"
     );
-    for (label, buckets) in [("per series", false), ("service buckets", true)] {
+    let modes: &[(&str, bool)] =
+        if baseline { &[("per series", false), ("service buckets", true)] } else { &[("service buckets", true)] };
+    for &(label, buckets) in modes {
         let config = temp.path().join(format!("config-{buckets}.toml"));
         let mut f = std::fs::File::create(&config).expect("config");
         writeln!(f, "[store]\nservice_buckets = {buckets}\nmax_series_per_service = {}", series + 100)
             .expect("write config");
         let server = Server::start(&dir, &config);
-        flamegraph(&server.url, "now-1h"); // warm-up: the reader caches fill once
+        flamegraph(&server.url, &hour); // warm-up: the reader caches fill once
 
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
@@ -288,22 +313,25 @@ fn main() {
             std::thread::spawn(move || ingest(url, series, bodies, stop, sent))
         };
         let began = Instant::now();
-        let hour: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "now-1h")).collect();
+        let stored_hour: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, &hour)).collect();
+        let (_, mem_hour, kept_hour) = memory(&server, &hour, clients);
+        let fresh: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "from=now-5m")).collect();
         let rate = sent.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64();
-        let (_, mem_hour, kept_hour) = memory(&server, "now-1h", clients);
         stop.store(true, Ordering::Relaxed);
         feeder.join().expect("ingest thread");
 
-        let week: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "now-7d")).collect();
-        let (base, mem_week, kept_week) = memory(&server, "now-7d", clients);
-        for (what, rows, rate, mem, kept) in
-            [("1 h, ingest running", &hour, rate, mem_hour, kept_hour), ("7 d", &week, 0.0, mem_week, kept_week)]
-        {
+        let stored_week: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, &week)).collect();
+        let (base, mem_week, kept_week) = memory(&server, &week, clients);
+        for (what, rows, rate, mem, kept) in [
+            ("stored hour, ingest running", &stored_hour, rate, mem_hour, kept_hour),
+            ("last 5 min, ingest running", &fresh, rate, f64::NAN, f64::NAN),
+            ("stored 7 days", &stored_week, 0.0, mem_week, kept_week),
+        ] {
             let times: Vec<f64> = rows.iter().map(|r| r.0).collect();
             let min = times.iter().cloned().fold(f64::MAX, f64::min);
             let max = times.iter().cloned().fold(0.0, f64::max);
             println!(
-                "{:<26} {:>10.0} {:>10.0} {:>10.0} {:>10} {:>11.0} {:>14.1} {:>12.1}",
+                "{:<40} {:>10.0} {:>10.0} {:>10.0} {:>10} {:>11.0} {:>14.1} {:>12.1}",
                 format!("{what}, {label}"),
                 median(times),
                 min,
@@ -314,7 +342,7 @@ fn main() {
                 kept
             );
         }
-        println!("{:<26} server RSS before the concurrent queries: {base:.0} MiB", "");
+        println!("{:<40} server RSS before the concurrent queries: {base:.0} MiB", "");
         server.stop();
     }
     println!();

@@ -21,7 +21,7 @@
 //! Memory: the server's VmRSS before, VmHWM during (reset through
 //! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
 //! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H,
-//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_DIR (keep the data there and reuse
+//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_FEEDERS (ingest threads, default 4), FLEET_DIR (keep the data there and reuse
 //! it when it exists: generation is most of the run at full size; the data's end is
 //! kept in `generated_until_ms`).
 
@@ -193,11 +193,20 @@ fn flamegraph(url: &str, range: &str) -> (f64, u64, u64) {
     (ms, v["totals"]["profiles"].as_u64().unwrap_or(0), v["totals"]["samples"].as_u64().unwrap_or(0))
 }
 
-/// Posts 10-second profiles of every series at the fleet's rate until stopped.
-fn ingest(url: String, series: usize, bodies: Vec<Vec<u8>>, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+/// Posts 10-second profiles of every `lanes`th series from `lane` on at the fleet's rate
+/// until stopped (one connection each: `lanes` threads together keep the fleet's rate).
+fn ingest(
+    url: String,
+    series: usize,
+    lane: usize,
+    lanes: usize,
+    bodies: Vec<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) {
     let per_second = series as f64 / 10.0;
     let began = Instant::now();
-    let mut i = 0usize;
+    let mut i = lane;
     while !stop.load(Ordering::Relaxed) {
         let due = began + Duration::from_secs_f64(i as f64 / per_second);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -219,7 +228,7 @@ fn ingest(url: String, series: usize, bodies: Vec<Vec<u8>>, stop: Arc<AtomicBool
         if ureq::post(&u).send(&bodies[i % bodies.len()][..]).is_ok() {
             sent.fetch_add(1, Ordering::Relaxed);
         }
-        i += 1;
+        i += lanes;
     }
 }
 
@@ -279,6 +288,7 @@ fn main() {
         .div_euclid(MINUTE)
         * MINUTE;
     let baseline = env_u64("FLEET_BASELINE", 1) != 0;
+    let lanes = env_u64("FLEET_FEEDERS", 4).max(1) as usize;
     let bodies: Vec<Vec<u8>> = (0..8)
         .map(|_| {
             hotframe::model::pprof::gzip(&hotframe::model::pprof::encode(&pool.profile(&mut rng, 2_000, 1, 10_000)))
@@ -308,17 +318,21 @@ fn main() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
-        let feeder = {
-            let (url, bodies, stop, sent) = (server.url.clone(), bodies.clone(), stop.clone(), sent.clone());
-            std::thread::spawn(move || ingest(url, series, bodies, stop, sent))
-        };
+        let feeders: Vec<_> = (0..lanes)
+            .map(|lane| {
+                let (url, bodies, stop, sent) = (server.url.clone(), bodies.clone(), stop.clone(), sent.clone());
+                std::thread::spawn(move || ingest(url, series, lane, lanes, bodies, stop, sent))
+            })
+            .collect();
         let began = Instant::now();
         let stored_hour: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, &hour)).collect();
         let (_, mem_hour, kept_hour) = memory(&server, &hour, clients);
         let fresh: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, "from=now-5m")).collect();
         let rate = sent.load(Ordering::Relaxed) as f64 / began.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
-        feeder.join().expect("ingest thread");
+        for feeder in feeders {
+            feeder.join().expect("ingest thread");
+        }
 
         let stored_week: Vec<(f64, u64, u64)> = (0..runs).map(|_| flamegraph(&server.url, &week)).collect();
         let (base, mem_week, kept_week) = memory(&server, &week, clients);

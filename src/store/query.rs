@@ -337,14 +337,23 @@ impl Merged {
 
     /// The merged stacks with their frame names, as an `Aggregate`.
     pub(super) fn finish(self, conn: &Connection, cache: &Mutex<ReadCache>) -> Result<Aggregate, StoreError> {
+        self.finish_with(|stack_ids| resolve_stacks(conn, cache, stack_ids))
+    }
+
+    /// The same, with `resolve` giving the frame ids of the stacks and the frames' names
+    /// (`resolve_stacks` of the backend).
+    pub(super) fn finish_with<E: From<StoreError>>(
+        self,
+        resolve: impl FnOnce(&[i64]) -> Result<(Vec<Vec<i64>>, FrameNames), E>,
+    ) -> Result<Aggregate, E> {
         let Merged { entries, coverage, profiles, first, last, .. } = self;
         let mut entries: Vec<(u64, (u64, u64))> = entries.into_iter().collect();
         entries.sort_unstable_by_key(|e| e.0);
         // Stacks (global ids, ascending) -> local indices; frames numbered on first use.
         let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
         stack_ids.dedup();
-        let (frame_lists, names) = resolve_stacks(conn, cache, &stack_ids)?;
-        assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))
+        let (frame_lists, names) = resolve(&stack_ids)?;
+        Ok(assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))?)
     }
 }
 

@@ -9,7 +9,7 @@
 use super::Failure;
 use crate::model::{Aggregate, Coverage, Profile, ProfileBuilder, StateCounts};
 use crate::store::codec::{self, IntMap};
-use crate::store::query::{assemble, parse_labels, rebuild_profile, FrameNames, Piece, SeriesRef, ServiceListing};
+use crate::store::query::{parse_labels, rebuild_profile, FrameNames, Merged, Piece, SeriesRef, ServiceListing};
 use crate::store::sqlite::{bucket_of, lock, ReadCache, DAY_MS, LEVELS};
 use crate::store::{Query, ServiceInfo, StoreError, TimelinePoint, WorkTotal};
 use postgres::fallible_iterator::FallibleIterator;
@@ -50,7 +50,7 @@ pub(super) fn piece(row: &Row, series: usize, with_blob: bool) -> Result<Piece<'
 }
 
 /// Runs `sql` and visits its rows as they arrive.
-fn each_row(
+pub(super) fn each_row(
     tx: &mut Transaction<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -174,41 +174,27 @@ fn scan(
 /// Merges the profiles matching `q`.
 pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, Failure> {
     let series = matching_series(tx, q)?;
-    let mut keep = [q.states.is_empty(); 5];
-    for s in &q.states {
-        keep[s.index()] = true;
-    }
-    let mut merged: IntMap<u64, (u64, u64)> = IntMap::with_capacity_and_hasher(1 << 14, Default::default());
-    let mut coverage = Coverage::default();
-    let (mut profiles, mut first, mut last) = (0u64, i64::MAX, i64::MIN);
-    let mut scratch = Vec::new();
-    scan(tx, &series, (q.from_ms, q.until_ms), true, &|_, _| true, &mut |p| {
-        let host = series[p.series].host.as_deref();
-        p.windows(|start, end| coverage.add(host, start, end))?;
-        profiles = profiles.saturating_add(p.profiles);
-        first = first.min(p.first_ms);
-        last = last.max(p.last_ms);
-        let period = p.period_ns;
-        codec::decode_entries(p.blob.unwrap_or_default(), &mut scratch, |key, count| {
-            if keep[(key & 7) as usize] {
-                let e = merged.entry(key).or_insert((0, 0));
-                e.0 = e.0.saturating_add(count);
-                e.1 = e.1.saturating_add(count.saturating_mul(period));
-            }
-        })?;
-        Ok(())
-    })?;
-    let mut entries: Vec<(u64, (u64, u64))> = merged.into_iter().collect();
-    entries.sort_unstable_by_key(|e| e.0);
-    let mut stack_ids: Vec<i64> = entries.iter().map(|e| (e.0 >> 3) as i64).collect();
-    stack_ids.dedup();
-    let (frame_lists, names) = resolve_stacks(tx, cache, &stack_ids)?;
-    Ok(assemble(&entries, frame_lists, &names, coverage, profiles, (first, last))?)
+    let mut merged = Merged::new(&q.states);
+    merge_scan(tx, &series, q.from_ms, q.until_ms, &mut merged)?;
+    merged.finish_with(|stack_ids| resolve_stacks(tx, cache, stack_ids))
+}
+
+/// Merges every piece `scan` finds in `[from, until)` of `series` into `merged`.
+pub(super) fn merge_scan(
+    tx: &mut Transaction<'_>,
+    series: &[SeriesRef],
+    from: i64,
+    until: i64,
+    merged: &mut Merged,
+) -> Result<(), Failure> {
+    scan(tx, series, (from, until), true, &|_, _| true, &mut |p| {
+        Ok(merged.add_piece(&p, series[p.series].host.as_deref())?)
+    })
 }
 
 /// Frame ids of each stack id (root first) and the names of those frames, through the
 /// bounded read cache.
-fn resolve_stacks(
+pub(super) fn resolve_stacks(
     tx: &mut Transaction<'_>,
     cache: &Mutex<ReadCache>,
     stack_ids: &[i64],

@@ -14,14 +14,14 @@
 //! (`expire`, in the one replica that maintains) holds it exclusive, so the floor never
 //! moves under a batch.
 
-use super::query::{each_row, matching_series, merge_scan, piece, resolve_stacks, RAW_PIECE_COLUMNS};
+use super::query::{each_row, piece, PgRows, RAW_PIECE_COLUMNS};
 use super::{Failure, LOCK_BUCKETS, LOCK_NAMESPACE};
 use crate::model::Aggregate;
 use crate::store::buckets::{
     merge_planned, merged_row, parse_floor, BucketKey, BucketReader, BucketRow, Delta, PendingBatch, PendingProfile,
     StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
-use crate::store::query::{Merged, Piece, SeriesRef};
+use crate::store::query::{Merged, Piece, Rows, SeriesRef};
 use crate::store::sqlite::ReadCache;
 use crate::store::{Query, StoreError};
 use postgres::{Client, Row, Transaction};
@@ -199,13 +199,13 @@ pub(super) fn expire(client: &mut Client, cutoff_ms: i64) -> Result<u64, Failure
 /// Merges the profiles of `q` (no label filters) from the service buckets, pending
 /// profiles and, before the floor or at an edge no bucket fits, the per-series data.
 pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, Failure> {
-    let series = matching_series(tx, q)?;
+    let series = PgRows(tx).matching_series(q)?;
     let mut merged = Merged::new(&q.states);
     let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
     let floor = floor(tx)?;
     let mut reader = Reader { tx: &mut *tx, service: &q.service, ptype };
     merge_planned(&mut reader, &series, floor, (q.from_ms, q.until_ms), &mut merged)?;
-    merged.finish_with(|stack_ids| resolve_stacks(tx, cache, stack_ids))
+    merged.finish_with(|stack_ids| PgRows(tx).resolve_stacks(cache, stack_ids))
 }
 
 /// One query's reads of the service buckets, in its read transaction.
@@ -257,6 +257,6 @@ impl BucketReader for Reader<'_, '_> {
     }
 
     fn scan(&mut self, series: &[SeriesRef], from: i64, until: i64, merged: &mut Merged) -> Result<(), Failure> {
-        merge_scan(self.tx, series, from, until, merged)
+        PgRows(self.tx).merge_scan(series, from, until, merged)
     }
 }

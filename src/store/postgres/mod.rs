@@ -34,6 +34,7 @@ mod schema;
 
 use super::cache::GenCache;
 use super::codec;
+use super::query::Rows;
 use super::sqlite::{bucket_of, check_profile, lock, names_key, ReadCache, DAY_MS, LEVELS, RAW_BLOB_LEVEL};
 use super::{
     MaintenanceReport, ProfileStore, Query, ServiceInfo, StoreConfig, StoreError, StoreStats, TimelinePoint, WorkTotal,
@@ -42,6 +43,7 @@ use super::{
 use crate::model::{Aggregate, Profile, StateCounts};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
+use query::PgRows;
 use r2d2_postgres::PostgresConnectionManager;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -595,11 +597,11 @@ impl ProfileStore for PostgresStore {
         if self.config.service_buckets && q.labels.is_empty() {
             return self.read(|tx| buckets::aggregate(tx, &self.read_cache, q));
         }
-        self.read(|tx| query::aggregate(tx, &self.read_cache, q))
+        self.read(|tx| PgRows(tx).aggregate(&self.read_cache, q))
     }
 
     fn timeline(&self, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
-        self.read(|tx| query::timeline(tx, q, step_ms))
+        self.read(|tx| PgRows(tx).timeline(q, step_ms))
     }
 
     fn settings(&self, service: &str) -> Result<Option<String>, StoreError> {

@@ -17,12 +17,11 @@
 //! a minute bucket at a ragged edge is used only if all its profiles start inside the
 //! range (agents' clocks: the open minute before `now` qualifies), else that edge is read
 //! raw; pending profiles are read raw; before the floor (data from before the buckets,
-//! or past raw retention) the per-series path (`query::scan`) answers. Late data is just
+//! or past raw retention) the per-series path (`query::Rows::scan`) answers. Late data is just
 //! merged into old buckets: there is nothing to invalidate.
 //!
 //! A bucket row keeps (stack, state) -> (samples, thread nanoseconds) in plain varints,
 //! and the wall time per host as merged intervals, so the cost window stays a union.
-
 //!
 //! This module holds what both stores share: the bucket blob format, the merge of
 //! pending profiles into deltas, the read-modify-write of a bucket row, and the query

@@ -292,27 +292,9 @@ pub(super) trait Rows {
 
     /// Per-state totals in buckets of `step_ms` from `q.from_ms`.
     fn timeline(&mut self, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, Self::Error> {
-        if step_ms <= 0 {
-            return Err(StoreError::Invalid(format!("timeline step {step_ms} ms must be positive")).into());
-        }
-        let span = q.until_ms.saturating_sub(q.from_ms).max(0);
-        let n = span / step_ms + i64::from(span % step_ms != 0);
-        if n > MAX_TIMELINE_POINTS {
-            return Err(StoreError::Invalid(format!(
-                "timeline of {n} points is over the limit of {MAX_TIMELINE_POINTS}; use a larger step"
-            ))
-            .into());
-        }
+        let mut points = empty_points(q, step_ms)?;
         let series = self.matching_series(q)?;
         let from = q.from_ms;
-        let mut points: Vec<TimelinePoint> = (0..n)
-            .map(|i| TimelinePoint {
-                t_ms: from + i * step_ms,
-                samples: StateCounts::default(),
-                nanos: StateCounts::default(),
-                coverage: Coverage::default(),
-            })
-            .collect();
         // A rollup bucket is usable only if it falls inside one point.
         let usable = |res: i64, bucket: i64| (bucket - from) / step_ms == (bucket + res - 1 - from) / step_ms;
         self.scan(&series, (from, q.until_ms), false, &usable, &mut |p| {
@@ -518,17 +500,6 @@ pub(super) fn aggregate(conn: &Connection, cache: &Mutex<ReadCache>, q: &Query) 
     SqliteRows(conn).aggregate(cache, q)
 }
 
-/// Merges every piece the plan finds in `[from, until)` of `series` into `merged`.
-pub(super) fn merge_scan(
-    conn: &Connection,
-    series: &[SeriesRef],
-    from: i64,
-    until: i64,
-    merged: &mut Merged,
-) -> Result<(), StoreError> {
-    SqliteRows(conn).merge_scan(series, from, until, merged)
-}
-
 /// Frame ids of each stack id and the frames' names (see `Rows::resolve_stacks`).
 pub(super) fn resolve_stacks(
     conn: &Connection,
@@ -698,6 +669,29 @@ pub(super) fn rebuild_profile(
         b.add(&stack, state, *count);
     }
     Ok(b.finish())
+}
+
+/// The zero points of a timeline of `q` in steps of `step_ms` (refused when the step is
+/// not positive or makes too many points).
+pub(super) fn empty_points(q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
+    if step_ms <= 0 {
+        return Err(StoreError::Invalid(format!("timeline step {step_ms} ms must be positive")));
+    }
+    let span = q.until_ms.saturating_sub(q.from_ms).max(0);
+    let n = span / step_ms + i64::from(span % step_ms != 0);
+    if n > MAX_TIMELINE_POINTS {
+        return Err(StoreError::Invalid(format!(
+            "timeline of {n} points is over the limit of {MAX_TIMELINE_POINTS}; use a larger step"
+        )));
+    }
+    Ok((0..n)
+        .map(|i| TimelinePoint {
+            t_ms: q.from_ms + i * step_ms,
+            samples: StateCounts::default(),
+            nanos: StateCounts::default(),
+            coverage: Coverage::default(),
+        })
+        .collect())
 }
 
 /// Frame id -> name.

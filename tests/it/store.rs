@@ -823,11 +823,7 @@ fn service_buckets_give_the_same_answers(b: &Backend) {
             ]
         })
         .collect();
-    let check = |when: &str| {
-        for q in &queries {
-            assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
-        }
-    };
+    let check = |when: &str| check_same(&*store, &*per_series, &queries, when);
     // Everything pending: read raw.
     check("before compact");
     let everything: Vec<&Profile> = written.iter().chain([&newest]).collect();
@@ -854,10 +850,13 @@ fn service_buckets_give_the_same_answers(b: &Backend) {
     // maintain rebuilt the 10-minute rollups of the late minute) changes.
     let whole_days = queries[4].clone();
     let before = store.aggregate(&whole_days).unwrap();
+    let timeline_before = store.timeline(&whole_days, HOUR).unwrap();
     let gone = b.exec(&format!("DELETE FROM profiles WHERE start_ms >= {} AND start_ms < {day}", day - 2 * DAY));
     assert!(gone > 0);
     assert_eq!(store.aggregate(&whole_days).unwrap(), before);
     assert_ne!(per_series.aggregate(&whole_days).unwrap(), before);
+    assert_eq!(store.timeline(&whole_days, HOUR).unwrap(), timeline_before);
+    assert_ne!(per_series.timeline(&whole_days, HOUR).unwrap(), timeline_before);
     drop((store, per_series));
 
     // A store from before the buckets (SQLite schema 4, PostgreSQL 1): its profiles are queued by the
@@ -884,9 +883,16 @@ fn service_buckets_give_the_same_answers(b: &Backend) {
     assert!(floor > NOW - DAY && floor <= NOW, "the floor is where raw retention ends: {floor}");
 }
 
+/// Same aggregates, and same timelines in steps that cut minutes (a seventh of the
+/// range) and in whole minutes or hours.
 fn check_same(store: &dyn ProfileStore, per_series: &dyn ProfileStore, queries: &[Query], when: &str) {
     for q in queries {
         assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
+        let span = q.until_ms - q.from_ms;
+        for step in [(span / 7).max(1), if span <= 6 * HOUR { 60_000 } else { HOUR }] {
+            let timeline = store.timeline(q, step).unwrap();
+            assert_eq!(timeline, per_series.timeline(q, step).unwrap(), "{when}: timeline in steps of {step} ms of {q:?}");
+        }
     }
 }
 

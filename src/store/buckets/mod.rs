@@ -68,12 +68,12 @@ pub(super) use bucket_tables;
 
 pub(super) mod sqlite;
 
-pub(super) use sqlite::{aggregate, compact, enqueue, expire, MIGRATION};
+pub(super) use sqlite::{aggregate, compact, enqueue, expire, timeline, MIGRATION};
 
 use super::codec::{self, get_varint, put_varint, IntMap};
-use super::query::{ceil_to, Merged, Piece, SeriesRef};
+use super::query::{ceil_to, empty_points, Merged, Piece, SeriesRef};
 use super::sqlite::{bucket_of, LEVELS};
-use super::StoreError;
+use super::{Query, StoreError, TimelinePoint};
 use crate::model::Coverage;
 use std::collections::BTreeMap;
 
@@ -441,19 +441,114 @@ pub(super) trait BucketReader {
         hi: i64,
         visit: &mut dyn FnMut(i64, &Piece<'_>) -> Result<(), StoreError>,
     ) -> Result<(), Self::Error>;
-    /// The per-series path (`query::scan`) over `[from, until)` of `series`.
-    fn scan(&mut self, series: &[SeriesRef], from: i64, until: i64, merged: &mut Merged) -> Result<(), Self::Error>;
+    /// The per-series path (`query::Rows::scan`, every rollup usable) over `range` of
+    /// `series`: `visit(piece)` with the piece's `series` set.
+    fn scan(
+        &mut self,
+        series: &[SeriesRef],
+        range: (i64, i64),
+        with_blobs: bool,
+        visit: &mut dyn FnMut(Piece<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// What the bucket plan adds what it reads into: a flame graph's `Merged`, or the
+/// per-state totals of one timeline point (`Totals`).
+pub(super) trait Sink {
+    /// Adds one stored bucket.
+    fn add_bucket(&mut self, b: &StoredBucket<'_>) -> Result<(), StoreError>;
+    /// Adds one raw profile or per-series rollup of a series on `host`.
+    fn add_piece(&mut self, p: &Piece<'_>, host: Option<&str>) -> Result<(), StoreError>;
+    /// Whether raw pieces must carry their sample blobs (else their totals are enough).
+    fn wants_blobs(&self) -> bool;
+}
+
+impl Sink for Merged {
+    fn add_bucket(&mut self, b: &StoredBucket<'_>) -> Result<(), StoreError> {
+        merge_bucket(b, self)
+    }
+
+    fn add_piece(&mut self, p: &Piece<'_>, host: Option<&str>) -> Result<(), StoreError> {
+        Merged::add_piece(self, p, host)
+    }
+
+    fn wants_blobs(&self) -> bool {
+        true
+    }
+}
+
+/// One timeline point being summed: samples and thread time per kept state, and the
+/// wall time per host, exactly as the per-series timeline sums them.
+struct Totals {
+    keep: [bool; 5],
+    point: TimelinePoint,
+}
+
+impl Totals {
+    fn add(&mut self, state: u64, samples: u64, nanos: u64) {
+        let s = state as usize;
+        if self.keep.get(s).copied().unwrap_or(false) {
+            self.point.samples[s] = self.point.samples[s].saturating_add(samples);
+            self.point.nanos[s] = self.point.nanos[s].saturating_add(nanos);
+        }
+    }
+}
+
+impl Sink for Totals {
+    fn add_bucket(&mut self, b: &StoredBucket<'_>) -> Result<(), StoreError> {
+        decode_entries(b.blob, |key, samples, nanos| self.add(key & 7, samples, nanos))?;
+        let coverage = &mut self.point.coverage;
+        decode_coverage(b.coverage, |host, start, end| coverage.add(host, start, end))
+    }
+
+    fn add_piece(&mut self, p: &Piece<'_>, host: Option<&str>) -> Result<(), StoreError> {
+        let coverage = &mut self.point.coverage;
+        p.windows(|start, end| coverage.add(host, start, end))?;
+        for (state, &count) in p.totals.iter().enumerate() {
+            self.add(state as u64, count, count.saturating_mul(p.period_ns));
+        }
+        Ok(())
+    }
+
+    fn wants_blobs(&self) -> bool {
+        false
+    }
+}
+
+/// The timeline of `q` (no label filters) in points of `step_ms` from `q.from_ms`: each
+/// point planned like a flame graph of its own range (whole buckets, pending profiles,
+/// per-series data before the floor or at an edge no bucket fits). Points on whole
+/// minutes read no raw profile but the pending ones.
+pub(super) fn timeline_planned<R: BucketReader>(
+    r: &mut R,
+    series: &[SeriesRef],
+    floor: i64,
+    q: &Query,
+    step_ms: i64,
+) -> Result<Vec<TimelinePoint>, R::Error> {
+    let mut keep = [q.states.is_empty(); 5];
+    for s in &q.states {
+        keep[s.index()] = true;
+    }
+    let mut out = Vec::new();
+    for point in empty_points(q, step_ms)? {
+        let range = (point.t_ms, point.t_ms.saturating_add(step_ms).min(q.until_ms));
+        let mut totals = Totals { keep, point };
+        merge_planned(r, series, floor, range, &mut totals)?;
+        out.push(totals.point);
+    }
+    Ok(out)
 }
 
 /// Merges `[from, until)` of `series` (every series of the service: no label filter)
 /// into `merged` from the service buckets, pending profiles and, before `floor` or at
 /// an edge no bucket fits, the per-series path.
-pub(super) fn merge_planned<R: BucketReader>(
+pub(super) fn merge_planned<R: BucketReader, S: Sink>(
     r: &mut R,
     series: &[SeriesRef],
     floor: i64,
     (from, until): (i64, i64),
-    merged: &mut Merged,
+    merged: &mut S,
 ) -> Result<(), R::Error> {
     if series.is_empty() || from >= until {
         return Ok(());
@@ -486,24 +581,25 @@ pub(super) fn merge_planned<R: BucketReader>(
             merged.add_piece(piece, series[s].host.as_deref())
         })?;
     }
-    for (f, u) in raw {
-        r.scan(series, f, u, merged)?;
+    let blobs = merged.wants_blobs();
+    for range in raw {
+        r.scan(series, range, blobs, &mut |p| merged.add_piece(&p, series[p.series].host.as_deref()))?;
     }
     Ok(())
 }
 
 /// `[lo, hi)` inside the minute `minute`: its bucket if all its profiles start in the
 /// range, else the range is read raw.
-fn edge<R: BucketReader>(
+fn edge<R: BucketReader, S: Sink>(
     r: &mut R,
     minute: i64,
     (lo, hi): (i64, i64),
-    merged: &mut Merged,
+    merged: &mut S,
     raw: &mut Vec<(i64, i64)>,
 ) -> Result<(), R::Error> {
     r.buckets(MINUTE_MS, minute, minute + MINUTE_MS, &mut |b| {
         if b.first_start >= lo && b.last_start < hi {
-            merge_bucket(b, merged)
+            merged.add_bucket(b)
         } else {
             raw.push((lo, hi));
             Ok(())
@@ -513,7 +609,7 @@ fn edge<R: BucketReader>(
 
 /// Whole minutes `[a, b)`: the coarsest buckets that fit, finer ones in the gaps. A
 /// minute with no bucket has nothing merged (pending profiles are read apart).
-fn cover<R: BucketReader>(r: &mut R, a: i64, b: i64, merged: &mut Merged) -> Result<(), R::Error> {
+fn cover<R: BucketReader, S: Sink>(r: &mut R, a: i64, b: i64, merged: &mut S) -> Result<(), R::Error> {
     let mut gaps = vec![(a, b)];
     for &res in BUCKET_LEVELS.iter().rev() {
         let mut next = Vec::new();
@@ -525,7 +621,7 @@ fn cover<R: BucketReader>(r: &mut R, a: i64, b: i64, merged: &mut Merged) -> Res
             }
             let mut at = glo;
             r.buckets(res, first, end, &mut |bucket| {
-                merge_bucket(bucket, merged)?;
+                merged.add_bucket(bucket)?;
                 if bucket.bucket_ms > at {
                     next.push((at, bucket.bucket_ms));
                 }

@@ -7,13 +7,13 @@
 //! read-modify-write of the bucket rows).
 
 use super::{
-    merge_planned, merged_row, parse_floor, BucketKey, BucketReader, Delta, PendingBatch, PendingProfile, StoredBucket,
+    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, Delta, PendingBatch, PendingProfile, StoredBucket,
     BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
 use crate::model::Aggregate;
-use crate::store::query::{matching_series, merge_scan, piece_from_row, Merged, Piece, SeriesRef, RAW_COLUMNS};
+use crate::store::query::{matching_series, piece_from_row, Merged, Piece, Rows, SeriesRef, SqliteRows, RAW_COLUMNS};
 use crate::store::sqlite::{lock, ReadCache, SqliteStore};
-use crate::store::{Query, StoreError};
+use crate::store::{Query, StoreError, TimelinePoint};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::sync::Mutex;
 
@@ -191,6 +191,14 @@ pub(in crate::store) fn aggregate(
     merged.finish(conn, cache)
 }
 
+/// The timeline of `q` (no label filters) from the service buckets, like `aggregate`.
+pub(in crate::store) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
+    let series = matching_series(conn, q)?;
+    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let mut reader = Reader { conn, service: &q.service, ptype };
+    timeline_planned(&mut reader, &series, floor(conn)?, q, step_ms)
+}
+
 /// One query's reads of the service buckets.
 struct Reader<'a> {
     conn: &'a Connection,
@@ -237,7 +245,13 @@ impl BucketReader for Reader<'_> {
         Ok(())
     }
 
-    fn scan(&mut self, series: &[SeriesRef], from: i64, until: i64, merged: &mut Merged) -> Result<(), StoreError> {
-        merge_scan(self.conn, series, from, until, merged)
+    fn scan(
+        &mut self,
+        series: &[SeriesRef],
+        range: (i64, i64),
+        with_blobs: bool,
+        visit: &mut dyn FnMut(Piece<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        SqliteRows(self.conn).scan(series, range, with_blobs, &|_, _| true, visit)
     }
 }

@@ -18,12 +18,12 @@ use super::query::{each_row, piece, PgRows, RAW_PIECE_COLUMNS};
 use super::{Failure, LOCK_BUCKETS, LOCK_NAMESPACE};
 use crate::model::Aggregate;
 use crate::store::buckets::{
-    merge_planned, merged_row, parse_floor, BucketKey, BucketReader, BucketRow, Delta, PendingBatch, PendingProfile,
+    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, BucketRow, Delta, PendingBatch, PendingProfile,
     StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
 use crate::store::query::{Merged, Piece, Rows, SeriesRef};
 use crate::store::sqlite::ReadCache;
-use crate::store::{Query, StoreError};
+use crate::store::{Query, StoreError, TimelinePoint};
 use postgres::{Client, Row, Transaction};
 use std::sync::Mutex;
 
@@ -208,6 +208,15 @@ pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &
     merged.finish_with(|stack_ids| PgRows(tx).resolve_stacks(cache, stack_ids))
 }
 
+/// The timeline of `q` (no label filters) from the service buckets, like `aggregate`.
+pub(super) fn timeline(tx: &mut Transaction<'_>, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, Failure> {
+    let series = PgRows(tx).matching_series(q)?;
+    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let floor = floor(tx)?;
+    let mut reader = Reader { tx: &mut *tx, service: &q.service, ptype };
+    timeline_planned(&mut reader, &series, floor, q, step_ms)
+}
+
 /// One query's reads of the service buckets, in its read transaction.
 struct Reader<'a, 't> {
     tx: &'a mut Transaction<'t>,
@@ -256,7 +265,13 @@ impl BucketReader for Reader<'_, '_> {
         )
     }
 
-    fn scan(&mut self, series: &[SeriesRef], from: i64, until: i64, merged: &mut Merged) -> Result<(), Failure> {
-        PgRows(self.tx).merge_scan(series, from, until, merged)
+    fn scan(
+        &mut self,
+        series: &[SeriesRef],
+        range: (i64, i64),
+        with_blobs: bool,
+        visit: &mut dyn FnMut(Piece<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), Failure> {
+        PgRows(self.tx).scan(series, range, with_blobs, &|_, _| true, visit)
     }
 }

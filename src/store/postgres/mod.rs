@@ -601,6 +601,9 @@ impl ProfileStore for PostgresStore {
     }
 
     fn timeline(&self, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
+        if self.config.service_buckets && q.labels.is_empty() {
+            return self.read(|tx| buckets::timeline(tx, q, step_ms));
+        }
         self.read(|tx| PgRows(tx).timeline(q, step_ms))
     }
 

@@ -891,7 +891,11 @@ fn check_same(store: &dyn ProfileStore, per_series: &dyn ProfileStore, queries: 
         let span = q.until_ms - q.from_ms;
         for step in [(span / 7).max(1), if span <= 6 * HOUR { 60_000 } else { HOUR }] {
             let timeline = store.timeline(q, step).unwrap();
-            assert_eq!(timeline, per_series.timeline(q, step).unwrap(), "{when}: timeline in steps of {step} ms of {q:?}");
+            assert_eq!(
+                timeline,
+                per_series.timeline(q, step).unwrap(),
+                "{when}: timeline in steps of {step} ms of {q:?}"
+            );
         }
     }
 }

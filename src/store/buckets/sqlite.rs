@@ -7,8 +7,8 @@
 //! read-modify-write of the bucket rows).
 
 use super::{
-    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, Delta, PendingBatch, PendingProfile, StoredBucket,
-    BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
+    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, Delta, PendingBatch,
+    PendingProfile, StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
 use crate::model::Aggregate;
 use crate::store::query::{matching_series, piece_from_row, Merged, Piece, Rows, SeriesRef, SqliteRows, RAW_COLUMNS};

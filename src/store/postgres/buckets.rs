@@ -18,8 +18,8 @@ use super::query::{each_row, piece, PgRows, RAW_PIECE_COLUMNS};
 use super::{Failure, LOCK_BUCKETS, LOCK_NAMESPACE};
 use crate::model::Aggregate;
 use crate::store::buckets::{
-    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, BucketRow, Delta, PendingBatch, PendingProfile,
-    StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
+    merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, BucketRow, Delta, PendingBatch,
+    PendingProfile, StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
 use crate::store::query::{Merged, Piece, Rows, SeriesRef};
 use crate::store::sqlite::ReadCache;

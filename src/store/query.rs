@@ -697,18 +697,27 @@ pub(super) fn empty_points(q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>
 /// Frame id -> name.
 pub(super) type FrameNames = IntMap<i64, Arc<str>>;
 
+/// Per series: its first raw profile's start, its latest-starting raw profile's end and
+/// its raw profiles (NULLs when it has none), each through the (series, start) index:
+/// a `GROUP BY` over the profiles reads every row of the table (31 s for 1.25 M
+/// profiles of a 3,000-series fleet, cold). Both stores run it.
+pub(super) const SERIES_EXTENTS: &str = "SELECT s.id,
+        (SELECT MIN(p.start_ms) FROM profiles p WHERE p.series_id = s.id),
+        (SELECT p.end_ms FROM profiles p WHERE p.series_id = s.id ORDER BY p.start_ms DESC LIMIT 1),
+        (SELECT COUNT(*) FROM profiles p WHERE p.series_id = s.id)
+    FROM series s";
+
 /// Every service with its profile types, label values and time extent.
 pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError> {
     // Per series: raw extent and count, then rollup extent (raw may have expired).
     let mut extent: IntMap<i64, (i64, i64, u64)> = IntMap::default();
-    for sql in [
-        "SELECT series_id, MIN(start_ms), MAX(end_ms), COUNT(*) FROM profiles GROUP BY series_id",
-        "SELECT series_id, MIN(first_ms), MAX(last_ms), 0 FROM rollups GROUP BY series_id",
-    ] {
+    for sql in [SERIES_EXTENTS, "SELECT series_id, MIN(first_ms), MAX(last_ms), 0 FROM rollups GROUP BY series_id"] {
         let mut stmt = conn.prepare(sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let (sid, lo, hi, n): (i64, i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let (sid, lo, hi, n): (i64, Option<i64>, Option<i64>, i64) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let (Some(lo), Some(hi)) = (lo, hi) else { continue };
             let e = extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
             e.0 = e.0.min(lo);
             e.1 = e.1.max(hi);

@@ -9,7 +9,7 @@
 use super::Failure;
 use crate::model::{Profile, ProfileBuilder};
 use crate::store::codec::{self, IntMap};
-use crate::store::query::{parse_labels, rebuild_profile, Piece, Rows, SeriesVisit, ServiceListing};
+use crate::store::query::{parse_labels, rebuild_profile, Piece, Rows, SeriesVisit, ServiceListing, SERIES_EXTENTS};
 use crate::store::sqlite::ReadCache;
 use crate::store::{Query, ServiceInfo, StoreError, WorkTotal};
 use postgres::fallible_iterator::FallibleIterator;
@@ -139,13 +139,13 @@ impl Rows for PgRows<'_, '_> {
 /// Every service with its profile types, label values and time extent.
 pub(super) fn services(tx: &mut Transaction<'_>) -> Result<Vec<ServiceInfo>, Failure> {
     let mut extent: IntMap<i64, (i64, i64, u64)> = IntMap::default();
-    for sql in [
-        "SELECT series_id, MIN(start_ms), MAX(end_ms), COUNT(*) FROM profiles GROUP BY series_id",
-        "SELECT series_id, MIN(first_ms), MAX(last_ms), 0::int8 FROM rollups GROUP BY series_id",
-    ] {
+    for sql in
+        [SERIES_EXTENTS, "SELECT series_id, MIN(first_ms), MAX(last_ms), 0::int8 FROM rollups GROUP BY series_id"]
+    {
         each_row(tx, sql, &[], |row| {
-            let (sid, lo, hi, n): (i64, i64, i64, i64) =
+            let (sid, lo, hi, n): (i64, Option<i64>, Option<i64>, i64) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(()) };
             let e = extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
             e.0 = e.0.min(lo);
             e.1 = e.1.max(hi);

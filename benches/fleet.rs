@@ -21,16 +21,27 @@
 //! Memory: the server's VmRSS before, VmHWM during (reset through
 //! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
 //! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H,
-//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_FEEDERS (ingest threads, default 4), FLEET_DIR (keep the data there and reuse
-//! it when it exists: generation is most of the run at full size; the data's end is
-//! kept in `generated_until_ms`).
+//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_FEEDERS (ingest threads, default
+//! 4), FLEET_DIR (keep the data there and reuse them when they exist: generation is most
+//! of the run at full size; the data's end is kept in `FLEET_DIR/generated_until_ms`,
+//! for either store).
+//!
+//! Store: SQLite in FLEET_DIR by default; `FLEET_STORE=postgres://...` runs the same
+//! bench on that PostgreSQL database (generated through `PostgresStore::write`, reused
+//! when it already holds profiles; the server runs with `--store URL`), and `FLEET_PG=1`
+//! (without FLEET_STORE) on a throwaway cluster the bench starts (`tests/it/pg.rs`, as
+//! root: the server runs as the postgres user).
 
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "../tests/it/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
 use common::{env_u64, median, pool, Pool};
 use hotframe::model::Profile;
-use hotframe::store::{ProfileStore, SqliteStore, StoreConfig};
+use hotframe::store::{PostgresStore, ProfileStore, SqliteStore, StoreConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,10 +73,39 @@ fn place(p: &mut Profile, start: i64, len: i64, series: usize) {
     label(p, series);
 }
 
-/// Fills `dir` with the fleet ending at `now`; returns the profiles written.
-fn generate(dir: &Path, series: usize, coarse_ms: i64, now: i64, pool: &Pool, rng: &mut fastrand::Rng) -> u64 {
-    let config = StoreConfig { max_series_per_service: series + 100, ..StoreConfig::default() };
-    let store = SqliteStore::open(dir, config).expect("open store");
+/// Where the bench keeps its data.
+enum Store {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Store {
+    fn open(&self, series: usize) -> Box<dyn ProfileStore> {
+        let config = StoreConfig { max_series_per_service: series + 100, ..StoreConfig::default() };
+        match self {
+            Store::Sqlite(dir) => Box::new(SqliteStore::open(dir, config).expect("open store")),
+            Store::Postgres(url) => Box::new(PostgresStore::open(url, config).expect("open store")),
+        }
+    }
+
+    /// True when it already holds a generated fleet.
+    fn has_data(&self, series: usize) -> bool {
+        match self {
+            Store::Sqlite(dir) => dir.join("hotframe.db").exists(),
+            Store::Postgres(_) => self.open(series).stats().expect("stats").profiles > 0,
+        }
+    }
+}
+
+/// Fills `store` with the fleet ending at `now`; returns the profiles written.
+fn generate(
+    store: &dyn ProfileStore,
+    series: usize,
+    coarse_ms: i64,
+    now: i64,
+    pool: &Pool,
+    rng: &mut fastrand::Rng,
+) -> u64 {
     let mut ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(rng, 2_000, 1, 10_000)).collect();
     let mut long: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
     let fine_start = now - FINE_MS;
@@ -140,12 +180,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path, config: &Path) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--config")
-            .arg(config)
+    fn start(data: &Path, config: &Path, store: &Store) -> Server {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).arg("--config").arg(config);
+        if let Store::Postgres(url) = store {
+            command.args(["--store", url]);
+        }
+        let mut child = command
             .env("HOTFRAME_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -270,15 +311,30 @@ fn main() {
         series as f64 * 6.0,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
+    // FLEET_STORE, or a throwaway PostgreSQL cluster with FLEET_PG=1, or SQLite in `dir`.
+    let cluster = match std::env::var("FLEET_STORE") {
+        Err(_) if env_u64("FLEET_PG", 0) == 1 => Some(pg::PgCluster::start().expect("PostgreSQL for FLEET_PG=1")),
+        _ => None,
+    };
+    let store = match (std::env::var("FLEET_STORE"), &cluster) {
+        (Ok(url), _) => Store::Postgres(url),
+        (Err(_), Some(c)) => Store::Postgres(c.fresh_database()),
+        (Err(_), None) => Store::Sqlite(dir.clone()),
+    };
+    std::fs::create_dir_all(&dir).expect("data dir");
+    match &store {
+        Store::Sqlite(dir) => println!("store: SQLite in {}", dir.display()),
+        Store::Postgres(url) => println!("store: PostgreSQL {}", hotframe::store::postgres::redacted(url)),
+    }
     // Where the generated data end: the queries of the stored hour and week end there
     // (on a whole minute), however long generation took or how old reused data are.
     let end_file = dir.join("generated_until_ms");
-    if dir.join("hotframe.db").exists() {
-        println!("reusing the data in {}", dir.display());
+    if store.has_data(series) {
+        println!("reusing the stored data");
     } else {
         let coarse_ms = env_u64("FLEET_COARSE_H", 1).clamp(1, 24) as i64 * HOUR;
         let now = now_ms();
-        generate(&dir, series, coarse_ms, now, &pool, &mut rng);
+        generate(&*store.open(series), series, coarse_ms, now, &pool, &mut rng);
         std::fs::write(&end_file, now.to_string()).expect("write generated_until_ms");
     }
     let end = std::fs::read_to_string(&end_file)
@@ -313,7 +369,7 @@ fn main() {
         let mut f = std::fs::File::create(&config).expect("config");
         writeln!(f, "[store]\nservice_buckets = {buckets}\nmax_series_per_service = {}", series + 100)
             .expect("write config");
-        let server = Server::start(&dir, &config);
+        let server = Server::start(&dir, &config, &store);
         flamegraph(&server.url, &hour); // warm-up: the reader caches fill once
 
         let stop = Arc::new(AtomicBool::new(false));

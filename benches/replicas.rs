@@ -16,40 +16,7 @@
 mod pg;
 
 #[path = "common/mod.rs"]
-mod bench_common;
-
-/// What `pg` needs of the test harness, for a bench.
-mod common {
-    use std::time::{Duration, Instant};
-
-    pub fn is_root() -> bool {
-        // SAFETY: geteuid(2) has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
-
-    pub fn require(what: &str, met: bool, how: &str) -> bool {
-        if !met {
-            println!("skipped: {what} is missing; {how}");
-        }
-        met
-    }
-
-    pub fn tempdir() -> tempfile::TempDir {
-        tempfile::tempdir().expect("tempdir")
-    }
-
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-    }
-
-    pub fn eventually(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
-        let began = Instant::now();
-        while !ready() {
-            assert!(began.elapsed() < within, "{what}: not within {within:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+mod common;
 
 use hotframe::model::pprof::{encode, gzip};
 use hotframe::model::{ProfileBuilder, ThreadState};
@@ -189,8 +156,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let secs = bench_common::env_u64("HOTFRAME_BENCH_SECS", 8);
-    let clients = bench_common::env_u64("HOTFRAME_BENCH_CLIENTS", 32) as usize;
+    let secs = common::env_u64("HOTFRAME_BENCH_SECS", 8);
+    let clients = common::env_u64("HOTFRAME_BENCH_CLIENTS", 32) as usize;
     let Some(cluster) = pg::PgCluster::start() else { return };
     let bodies = Arc::new(bodies(11));
     println!(

@@ -156,6 +156,35 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// Whether this process runs as root (what `tests/it/pg.rs` asks of its harness, like
+/// `require`, `tempdir` and `eventually`: benches include that file with `#[path]`).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `met`, saying `skipped: ...` when not.
+pub fn require(what: &str, met: bool, how: &str) -> bool {
+    if !met {
+        println!("skipped: {what} is missing; {how}");
+    }
+    met
+}
+
+/// A temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Polls `ready` until it holds; panics after `within`.
+pub fn eventually(what: &str, within: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let began = std::time::Instant::now();
+    while !ready() {
+        assert!(began.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The median (the upper one of an even count); 0 for none.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -147,15 +147,31 @@ struct FlamegraphAnswer {
     root: FlameNode,
 }
 
-/// `GET /api/v1/flamegraph`.
-pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
-    let mut sel = selection(&params, now_ms())?;
-    // A relative start ("the last hour") begins at a whole minute: the store then reads
-    // merged minutes instead of the raw profiles of a ragged first minute (at fleet
-    // volume, thousands). The answer's `from` says where it began.
+/// A relative start ("the last hour") begins at a whole minute: the store then reads
+/// merged minutes instead of the raw profiles of a ragged first minute (at fleet
+/// volume, thousands). The answer's `from` says where it began.
+fn minute_aligned(mut sel: Selection, params: &Params) -> Selection {
     if params.get("from").is_none_or(|f| f.trim_start().starts_with("now")) {
         sel.query.from_ms = sel.query.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     }
+    sel
+}
+
+/// The timeline's step when none is asked: about 120 points, and whole minutes from a
+/// range of half an hour on, so that each point is made of whole merged minutes (see
+/// `store::buckets`) rather than of raw profiles.
+fn default_step(range_ms: i64) -> i64 {
+    let step = (range_ms / 120).max(1000);
+    if range_ms >= 30 * MINUTE_MS {
+        (step + MINUTE_MS - 1).div_euclid(MINUTE_MS) * MINUTE_MS
+    } else {
+        step
+    }
+}
+
+/// `GET /api/v1/flamegraph`.
+pub async fn flamegraph(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    let sel = minute_aligned(selection(&params, now_ms())?, &params);
     let max_nodes = params.positive("maxNodes", DEFAULT_MAX_NODES as f64, Reason::BadMaxNodes)? as usize;
     let st = state.clone();
     let answer = with_store(&state, move |store| {
@@ -238,13 +254,13 @@ fn bucketed(points: &[TimelinePoint], from_ms: i64, step_ms: i64, count: i64, fl
 
 /// `GET /api/v1/timeline`.
 pub async fn timeline(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
-    let sel = selection(&params, now_ms())?;
+    let sel = minute_aligned(selection(&params, now_ms())?, &params);
     let range = sel.query.until_ms - sel.query.from_ms;
     let step_ms = match params.get("step") {
         Some(text) => parse_duration_ms(text).ok().filter(|s| *s > 0).ok_or_else(|| {
             ApiError::bad(Reason::BadStep, format!("step={text:?} must be a positive duration such as 60s"))
         })?,
-        None => (range / 120).max(1000),
+        None => default_step(range),
     };
     let count = (range + step_ms - 1) / step_ms;
     if count > MAX_TIMELINE_POINTS {
@@ -377,6 +393,8 @@ struct ServicesAnswer {
 pub async fn services(State(state): State<AppState>) -> Result<Response, ApiError> {
     let st = state.clone();
     let now = now_ms();
+    // Both windows start on a whole minute, so that they read merged minutes.
+    let minute = now.div_euclid(MINUTE_MS) * MINUTE_MS;
     let answer = with_store(&state, move |store| {
         let mut out = Vec::new();
         for info in store.services()? {
@@ -391,7 +409,7 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
                 service: info.name.clone(),
                 profile_type: "cpu".into(),
                 labels: BTreeMap::new(),
-                from_ms: now - NOW_WINDOW_MS,
+                from_ms: minute - NOW_WINDOW_MS,
                 until_ms: now,
                 states: vec![ThreadState::Runnable],
             };
@@ -400,7 +418,7 @@ pub async fn services(State(state): State<AppState>) -> Result<Response, ApiErro
             let hours_per_year = inputs.hours_per_year;
             let estimate = cost_context(inputs, &agg).estimate(agg.cpu_seconds());
             let step = 24 * 3_600_000 / SPARKLINE_BUCKETS;
-            query.from_ms = now - SPARKLINE_BUCKETS * step;
+            query.from_ms = minute - SPARKLINE_BUCKETS * step;
             let points = store.timeline(&query, step)?;
             let sparkline = bucketed(&points, query.from_ms, step, SPARKLINE_BUCKETS, settings.fleet_hosts)
                 .iter()
@@ -520,6 +538,15 @@ mod tests {
         p.coverage.add(Some("a"), 60_000, 90_000);
         p.coverage.add(Some("b"), 60_000, 90_000);
         assert!((bucketed(&[p], 0, 60_000, 3, Some(10))[1][0] - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn default_steps_are_whole_minutes_from_half_an_hour() {
+        assert_eq!(default_step(60_000), 1000);
+        assert_eq!(default_step(15 * 60_000), 7_500);
+        assert_eq!(default_step(3_600_000), 60_000);
+        assert_eq!(default_step(7 * 86_400_000), 84 * 60_000);
+        assert_eq!(default_step(7 * 86_400_000 + 120_000), 85 * 60_000);
     }
 
     #[test]

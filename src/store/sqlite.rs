@@ -541,6 +541,9 @@ impl ProfileStore for SqliteStore {
     }
 
     fn timeline(&self, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
+        if self.config.service_buckets && q.labels.is_empty() {
+            return self.with_reader(|conn| super::buckets::timeline(conn, q, step_ms));
+        }
         self.with_reader(|conn| query::timeline(conn, q, step_ms))
     }
 

@@ -141,6 +141,39 @@ impl Backend {
         })
     }
 
+    /// Another empty store of the same backend (a new directory or database).
+    fn fresh(&self) -> Backend {
+        match self {
+            Backend::Sqlite(_) => Backend::sqlite(),
+            Backend::Postgres(_) => Backend::postgres().expect("the cluster is running"),
+        }
+    }
+
+    /// The one integer `sql` (both dialects) selects, behind the store's back.
+    fn count(&self, sql: &str) -> i64 {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("hotframe.db"))
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Backend::Postgres(url) => {
+                postgres::Client::connect(url, postgres::NoTls).unwrap().query_one(sql, &[]).unwrap().get(0)
+            }
+        }
+    }
+
+    /// Turns the store back into one from before the service buckets.
+    fn drop_buckets(&self) {
+        let version = match self {
+            Backend::Sqlite(_) => 4,
+            Backend::Postgres(_) => 1,
+        };
+        self.exec("DROP TABLE service_buckets");
+        self.exec("DROP TABLE bucket_pending");
+        self.exec("DELETE FROM meta WHERE key = 'bucket_floor_ms'");
+        self.exec(&format!("UPDATE meta SET value = '{version}' WHERE key = 'schema_version'"));
+    }
+
     /// Runs `sql` (written so that both dialects take it) behind the store's back;
     /// returns the rows it changed.
     fn exec(&self, sql: &str) -> u64 {
@@ -188,6 +221,7 @@ conformance!(
     queries_run_while_writes_go_on,
     wins_and_work_round_trip,
     a_newer_schema_is_refused,
+    service_buckets_give_the_same_answers,
 );
 
 /// A store that answers from per-series data only (rollups and raw profiles), for the
@@ -760,12 +794,10 @@ fn wins_and_work_round_trip(b: &Backend) {
 /// with late data, ragged edges, the open minute, retention and a store migrated from
 /// before the buckets; and they are really read (raw rows deleted behind the store's
 /// back do not change a bucketed answer).
-#[test]
-fn service_buckets_give_the_same_answers() {
-    let dir = crate::common::tempdir();
-    let store = open(dir.path());
-    let per_series = open_per_series(dir.path());
-    let written = write_days(&store);
+fn service_buckets_give_the_same_answers(b: &Backend) {
+    let store = b.open();
+    let per_series = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).unwrap();
+    let written = write_days(&*store);
     // The open minute: a profile that started 5 s before "now".
     let newest = profile("svc", "b", "1", NOW - 5_000, 10_000, 10_000_000, 7_777);
     store.write(&newest).unwrap();
@@ -791,11 +823,7 @@ fn service_buckets_give_the_same_answers() {
             ]
         })
         .collect();
-    let check = |when: &str| {
-        for q in &queries {
-            assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
-        }
-    };
+    let check = |when: &str| check_same(&*store, &*per_series, &queries, when);
     // Everything pending: read raw.
     check("before compact");
     let everything: Vec<&Profile> = written.iter().chain([&newest]).collect();
@@ -822,49 +850,144 @@ fn service_buckets_give_the_same_answers() {
     // maintain rebuilt the 10-minute rollups of the late minute) changes.
     let whole_days = queries[4].clone();
     let before = store.aggregate(&whole_days).unwrap();
-    let conn = rusqlite::Connection::open(store.db_path()).unwrap();
-    let gone =
-        conn.execute("DELETE FROM profiles WHERE start_ms >= ?1 AND start_ms < ?2", [day - 2 * DAY, day]).unwrap();
+    let timeline_before = store.timeline(&whole_days, HOUR).unwrap();
+    let gone = b.exec(&format!("DELETE FROM profiles WHERE start_ms >= {} AND start_ms < {day}", day - 2 * DAY));
     assert!(gone > 0);
     assert_eq!(store.aggregate(&whole_days).unwrap(), before);
     assert_ne!(per_series.aggregate(&whole_days).unwrap(), before);
+    assert_eq!(store.timeline(&whole_days, HOUR).unwrap(), timeline_before);
+    assert_ne!(per_series.timeline(&whole_days, HOUR).unwrap(), timeline_before);
     drop((store, per_series));
 
-    // A store from before the buckets (schema 4): its profiles are queued by the
+    // A store from before the buckets (SQLite schema 4, PostgreSQL 1): its profiles are queued by the
     // migration, read raw until merged, and the same afterwards.
-    let dir = crate::common::tempdir();
-    drop(open(dir.path()));
-    let conn = rusqlite::Connection::open(dir.path().join("hotframe.db")).unwrap();
-    conn.execute_batch(
-        "DROP TABLE service_buckets; DROP TABLE bucket_pending; DELETE FROM meta WHERE key = 'bucket_floor_ms';
-         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
-    )
-    .unwrap();
-    let old = open_per_series(dir.path());
-    write_days(&old);
+    let b = b.fresh();
+    drop(b.open());
+    b.drop_buckets();
+    let old = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).unwrap();
+    write_days(&*old);
     drop(old);
-    conn.execute_batch(
-        "DROP TABLE service_buckets; DROP TABLE bucket_pending; DELETE FROM meta WHERE key = 'bucket_floor_ms';
-         UPDATE meta SET value = '4' WHERE key = 'schema_version';",
-    )
-    .unwrap();
-    let store = open(dir.path());
-    let per_series = open_per_series(dir.path());
-    check_same(&store, &per_series, &queries, "migrated, pending");
+    b.drop_buckets();
+    let store = b.open();
+    let per_series = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).unwrap();
+    check_same(&*store, &*per_series, &queries, "migrated, pending");
     assert!(store.compact().unwrap() > 0);
-    check_same(&store, &per_series, &queries, "migrated, merged");
+    check_same(&*store, &*per_series, &queries, "migrated, merged");
 
     // Retention raises the floor: ranges before it are answered per series.
     store.maintain(NOW + 29 * DAY + 12 * HOUR).unwrap();
-    check_same(&store, &per_series, &queries, "after retention");
-    let left: i64 = conn
-        .query_row("SELECT COUNT(*) FROM service_buckets WHERE bucket_ms < ?1", [NOW - 2 * DAY], |r| r.get(0))
-        .unwrap();
+    check_same(&*store, &*per_series, &queries, "after retention");
+    let left = b.count(&format!("SELECT COUNT(*) FROM service_buckets WHERE bucket_ms < {}", NOW - 2 * DAY));
     assert_eq!(left, 0, "buckets before the floor are dropped");
+    let floor = b.count("SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'bucket_floor_ms'");
+    assert!(floor > NOW - DAY && floor <= NOW, "the floor is where raw retention ends: {floor}");
 }
 
-fn check_same(store: &SqliteStore, per_series: &SqliteStore, queries: &[Query], when: &str) {
+/// Same aggregates, and same timelines in steps that cut minutes (a seventh of the
+/// range) and in whole minutes or hours.
+fn check_same(store: &dyn ProfileStore, per_series: &dyn ProfileStore, queries: &[Query], when: &str) {
     for q in queries {
         assert_eq!(store.aggregate(q).unwrap(), per_series.aggregate(q).unwrap(), "{when}: {q:?}");
+        let span = q.until_ms - q.from_ms;
+        for step in [(span / 7).max(1), if span <= 6 * HOUR { 60_000 } else { HOUR }] {
+            let timeline = store.timeline(q, step).unwrap();
+            assert_eq!(
+                timeline,
+                per_series.timeline(q, step).unwrap(),
+                "{when}: timeline in steps of {step} ms of {q:?}"
+            );
+        }
+    }
+}
+
+/// Issue 14 on PostgreSQL: two replicas (two `PostgresStore`s on one database) compact
+/// side by side, first while profiles are written through both, then a backlog that
+/// both start on at once: every profile is merged exactly once (the counts returned add
+/// up, every level's buckets hold each profile once), and the bucketed aggregates equal
+/// the per-series ones and the written profiles' own sums.
+#[test]
+fn replicas_compact_side_by_side() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(b) = Backend::postgres() else { return };
+    let replicas = [b.open(), b.open()];
+    let per_series = b.open_with(StoreConfig { service_buckets: false, ..StoreConfig::default() }).unwrap();
+    let base = NOW - 10 * 60_000;
+    // Profiles over 4 minutes of 6 hosts: every batch adds to the same bucket rows.
+    let make =
+        |i: u64| profile("svc", &format!("h{}", i % 6), "1", base + (i as i64 * 997) % 240_000, 10_000, 10_000_000, i);
+    let merged = AtomicU64::new(0);
+    let writing = AtomicBool::new(true);
+    let written: Vec<Profile> = std::thread::scope(|s| {
+        let compactors: Vec<_> = replicas
+            .iter()
+            .map(|r| {
+                let (merged, writing) = (&merged, &writing);
+                s.spawn(move || {
+                    while writing.load(Ordering::Acquire) {
+                        merged.fetch_add(r.compact().unwrap(), Ordering::Relaxed);
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let writers: Vec<_> = replicas
+            .iter()
+            .enumerate()
+            .map(|(w, r)| {
+                s.spawn(move || {
+                    (0..150u64)
+                        .map(|i| {
+                            let p = make(w as u64 * 1_000 + i);
+                            r.write(&p).unwrap();
+                            p
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<Profile> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        writing.store(false, Ordering::Release);
+        compactors.into_iter().for_each(|h| h.join().unwrap());
+        all
+    });
+    let mut written = written;
+    // A backlog of 1,000 (two batches): both replicas start compacting it at once.
+    for i in 0..1_000u64 {
+        let p = make(10_000 + i);
+        replicas[(i % 2) as usize].write(&p).unwrap();
+        written.push(p);
+    }
+    let start = std::sync::Barrier::new(2);
+    let split: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .iter()
+            .map(|r| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    r.compact().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = merged.load(Ordering::Relaxed) + split.iter().sum::<u64>() + replicas[0].compact().unwrap();
+    assert_eq!(total, written.len() as u64, "each profile merged once (backlog split {split:?})");
+    assert_eq!(b.count("SELECT COUNT(*) FROM bucket_pending"), 0);
+    for level in [60_000, 600_000, HOUR, 6 * HOUR, DAY] {
+        let held = b.count(&format!("SELECT SUM(profiles)::int8 FROM service_buckets WHERE resolution_ms = {level}"));
+        assert_eq!(held, written.len() as i64, "profiles in the buckets of {level} ms");
+    }
+    let all: Vec<&Profile> = written.iter().collect();
+    for (from, until) in [(NOW - HOUR, NOW), (base + 30_000, base + 200_001), (base - DAY, NOW + DAY)] {
+        for r in &replicas {
+            let q = query("svc", from, until);
+            let agg = r.aggregate(&q).unwrap();
+            assert_eq!(agg, per_series.aggregate(&q).unwrap(), "{from}..{until}");
+            let inside: Vec<&Profile> =
+                all.iter().copied().filter(|p| p.start_ms >= from && p.start_ms < until).collect();
+            assert_eq!(folded_agg(&agg), expected(&inside, &[]), "{from}..{until}");
+            assert_eq!(agg.profiles, inside.len() as u64);
+        }
     }
 }

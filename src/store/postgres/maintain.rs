@@ -84,6 +84,12 @@ fn pass(client: &mut Client, config: &StoreConfig, now_ms: i64) -> Result<Mainte
         }
     }
 
+    // Service buckets end where raw data ends (as in SQLite; before it, per-series
+    // rollups answer).
+    let buckets_deleted = super::buckets::expire(client, raw_cutoff)?;
+    if buckets_deleted > 0 {
+        tracing::info!(buckets_deleted, "service buckets past raw retention dropped");
+    }
     report.raw_deleted += drop_partitions(client, raw_cutoff)?;
     report.rollups_deleted +=
         client.execute("DELETE FROM rollups WHERE bucket_ms + resolution_ms <= $1", &[&rollup_cutoff])?;

@@ -14,7 +14,8 @@
 //!
 //! Coordination between replicas: migrations under an advisory lock (`schema`);
 //! `maintain` (rollups, partitions, retention) only in the replica that gets
-//! `pg_try_advisory_lock` (others return at once); a new series under a per-service
+//! `pg_try_advisory_lock` (others return at once); `compact` (service buckets) in every
+//! replica at once, each taking other pending rows (`buckets`); a new series under a per-service
 //! transaction lock so that the series limit holds across replicas; an ops-win send
 //! claimed with one atomic `UPDATE ... RETURNING` (`claim_win_send`).
 //!
@@ -26,12 +27,14 @@
 //! Durability: `write` returns after `COMMIT`, with PostgreSQL's own `synchronous_commit`
 //! (on by default: the commit is flushed to the WAL on disk).
 
+mod buckets;
 mod maintain;
 mod query;
 mod schema;
 
 use super::cache::GenCache;
 use super::codec;
+use super::query::Rows;
 use super::sqlite::{bucket_of, check_profile, lock, names_key, ReadCache, DAY_MS, LEVELS, RAW_BLOB_LEVEL};
 use super::{
     MaintenanceReport, ProfileStore, Query, ServiceInfo, StoreConfig, StoreError, StoreStats, TimelinePoint, WorkTotal,
@@ -40,6 +43,7 @@ use super::{
 use crate::model::{Aggregate, Profile, StateCounts};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
+use query::PgRows;
 use r2d2_postgres::PostgresConnectionManager;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -58,6 +62,9 @@ pub(super) const LOCK_MIGRATE: i32 = 1;
 pub(super) const LOCK_MAINTAIN: i32 = 2;
 /// Advisory lock of partition creation.
 pub(super) const LOCK_PARTITION: i32 = 3;
+/// Advisory lock of the service buckets: `compact` takes it shared (replicas compact
+/// side by side), bucket retention exclusive.
+pub(super) const LOCK_BUCKETS: i32 = 4;
 /// Namespace of the per-service series locks (second key: a hash of the service).
 const LOCK_SERIES_NAMESPACE: i32 = 0x6874_6673;
 /// Shards of the `counts` table.
@@ -453,6 +460,7 @@ impl PostgresStore {
                 &[&series_id, &p.start_ms, &p.end_ms, &(p.period_ns as i64), &t[0], &t[1], &t[2], &t[3], &t[4], &(entries.len() as i64), &blob],
             )?
             .get(0);
+        buckets::enqueue(&mut tx, profile_id, series_id, p.start_ms)?;
         if let Some(units) = p.work {
             tx.execute(
                 "INSERT INTO work (series_id, start_ms, end_ms, units) VALUES ($1, $2, $3, $4)",
@@ -586,11 +594,17 @@ impl ProfileStore for PostgresStore {
     }
 
     fn aggregate(&self, q: &Query) -> Result<Aggregate, StoreError> {
-        self.read(|tx| query::aggregate(tx, &self.read_cache, q))
+        if self.config.service_buckets && q.labels.is_empty() {
+            return self.read(|tx| buckets::aggregate(tx, &self.read_cache, q));
+        }
+        self.read(|tx| PgRows(tx).aggregate(&self.read_cache, q))
     }
 
     fn timeline(&self, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
-        self.read(|tx| query::timeline(tx, q, step_ms))
+        if self.config.service_buckets && q.labels.is_empty() {
+            return self.read(|tx| buckets::timeline(tx, q, step_ms));
+        }
+        self.read(|tx| PgRows(tx).timeline(q, step_ms))
     }
 
     fn settings(&self, service: &str) -> Result<Option<String>, StoreError> {
@@ -617,6 +631,10 @@ impl ProfileStore for PostgresStore {
         // Writes skip marking buckets they think are marked; maintain unmarked some.
         lock(&self.writes).marked.clear();
         Ok(report)
+    }
+
+    fn compact(&self) -> Result<u64, StoreError> {
+        Ok(buckets::compact(&mut *self.conn()?)?)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -123,6 +123,18 @@ const MIGRATIONS: &[&str] = &[
         samples  BIGINT NOT NULL
     );
     "#,
+    // 2: service buckets (store/buckets, postgres/buckets.rs). Profiles already stored
+    // are queued, as in SQLite's migration 5.
+    concat!(
+        crate::store::buckets::bucket_tables!("BYTEA", "BIGINT"),
+        "INSERT INTO bucket_pending (profile_id, series_id, start_ms) SELECT id, series_id, start_ms FROM profiles
+            ON CONFLICT (profile_id) DO NOTHING;
+        INSERT INTO meta (key, value) SELECT 'bucket_floor_ms', COALESCE(
+            (SELECT MIN(start_ms) FROM profiles),
+            (SELECT MAX(last_ms) FROM rollups),
+            -9223372036854775807 - 1)::text
+            ON CONFLICT (key) DO NOTHING;"
+    ),
 ];
 
 /// The schema version this build writes.

@@ -3,7 +3,8 @@
 //!
 //! Starts postgres 15 (Debian's `postgresql`, as in `service_overhead`), redis and nginx
 //! (Debian's `redis-server`, `nginx`; each on a loopback port, in a temp dir) beside
-//! HOTFRAME_BENCH_IDLE (200) idle processes (a host's daemons: followed, seldom running)
+//! HOTFRAME_BENCH_IDLE (200) processes that wake HOTFRAME_BENCH_IDLE_HZ (25) times a second
+//! and sleep again (a host's daemons and their timers: followed, seldom sampled)
 //! and, in every run, loads all three at once: `pgbench -C -c 16 -j 2` (a new backend
 //! process per transaction), `ab -k -c 50` against nginx (`apache2-utils`) and
 //! `redis-benchmark` in a loop (a new client process every 20,000 requests). Profilers:
@@ -27,7 +28,7 @@
 //! HOTFRAME_BENCH_SECONDS (10), HOTFRAME_BENCH_WARMUP (2), HOTFRAME_BENCH_PROFILERS
 //! (comma-separated, of none, agent, cpu-only, baseline, perf-fp, perf-dwarf; all),
 //! HOTFRAME_BENCH_PG_CLIENTS (16), HOTFRAME_BENCH_AB_CLIENTS (50), HOTFRAME_BENCH_IDLE
-//! (200), HOTFRAME_BIN, HOTFRAME_BASELINE_BIN, PG_BIN (/usr/lib/postgresql/15/bin).
+//! (200), HOTFRAME_BENCH_IDLE_HZ (25), HOTFRAME_BIN, HOTFRAME_BASELINE_BIN, PG_BIN (/usr/lib/postgresql/15/bin).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -359,13 +360,24 @@ fn main() {
         .spawn()
         .expect("start redis");
     let mut nginx = bench.start_nginx();
-    // A host's idle daemons: processes the agent follows that seldom run.
+    // A host's daemons: processes the agent follows that wake on a timer and go back to
+    // sleep at once (coreutils' tail polling an empty file), a context switch or two each.
+    let idle_hz = env_u64("HOTFRAME_BENCH_IDLE_HZ", 25).max(1);
+    let empty = bench.scratch.path().join("empty");
+    std::fs::write(&empty, b"").expect("empty file");
     let mut idle: Vec<Child> = (0..env_u64("HOTFRAME_BENCH_IDLE", 200))
-        .filter_map(|_| Command::new("sleep").arg("86400").stdout(Stdio::null()).spawn().ok())
+        .filter_map(|_| {
+            Command::new("tail")
+                .args(["---disable-inotify", "-f", "-s", &format!("{:.4}", 1.0 / idle_hz as f64)])
+                .arg(&empty)
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()
+        })
         .collect();
     println!(
-        "== pgbench -C -c {} -j 2 + ab -k -c {} (nginx) + redis-benchmark, all at once, {} idle processes \
-         ({rounds} rounds of {} s, profilers started {} s before) ==",
+        "== pgbench -C -c {} -j 2 + ab -k -c {} (nginx) + redis-benchmark, all at once, {} daemons waking {idle_hz} \
+         times a second ({rounds} rounds of {} s, profilers started {} s before) ==",
         bench.pg_clients,
         bench.ab_clients,
         idle.len(),

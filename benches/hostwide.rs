@@ -127,6 +127,8 @@ struct Run {
     maxrss_mib: f64,
     /// Records lost (the agent) or chunks lost (perf); None if it did not say.
     lost: Option<u64>,
+    /// The agent's mean upload size (its last health line's bytes_sent / sent), KiB.
+    kib_per_upload: Option<f64>,
     ctxt_per_s: f64,
     forks_per_s: f64,
     processes: usize,
@@ -317,7 +319,12 @@ impl Bench {
             run.maxrss_mib = wait_rss_mib(&mut c);
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             run.lost = match profiler {
-                Profiler::Agent | Profiler::AgentCpuOnly | Profiler::AgentBaseline => last_number_after(&text, "lost="),
+                Profiler::Agent | Profiler::AgentCpuOnly | Profiler::AgentBaseline => {
+                    let sent = last_number_after(&text, " sent=").filter(|n| *n > 0);
+                    run.kib_per_upload =
+                        sent.zip(last_number_after(&text, "bytes_sent=")).map(|(n, b)| b as f64 / n as f64 / 1024.0);
+                    last_number_after(&text, "lost=")
+                }
                 _ => Some(last_number_after(&text, "and lost").unwrap_or(0)),
             };
         }
@@ -393,7 +400,7 @@ fn main() {
             let run = bench.run(p, round);
             println!(
                 "round {round}: {:<32} pgbench {:>6.0} tps  nginx {:>7.0} rps  redis {:>7.0} rps  cpu {:>5.2}%  \
-                 VmHWM {:>5.1} MiB  maxrss {:>5.1} MiB  lost {:>6}  host {:>6.0} ctxt/s {:>4.0} forks/s {:>4} procs",
+                 VmHWM {:>5.1} MiB  maxrss {:>5.1} MiB  lost {:>6}  {:>5} KiB/upload  host {:>6.0} ctxt/s {:>4.0} forks/s {:>4} procs",
                 p.name(),
                 run.load.pgbench_tps,
                 run.load.nginx_rps,
@@ -402,6 +409,7 @@ fn main() {
                 run.hwm_mib,
                 run.maxrss_mib,
                 run.lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                run.kib_per_upload.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
                 run.ctxt_per_s,
                 run.forks_per_s,
                 run.processes,
@@ -427,12 +435,13 @@ fn main() {
         let [pg, ngx, rd] = ratios.map(median);
         println!(
             "{:<32} throughput {pg:.3} {ngx:.3} {rd:.3}  cpu {:.2}% of a core  VmHWM {:.0} MiB  maxrss {:.0} MiB  \
-             lost {:.0}  host {:.0} ctxt/s {:.0} forks/s {:.0} procs",
+             lost {:.0}  {:.1} KiB/upload  host {:.0} ctxt/s {:.0} forks/s {:.0} procs",
             p.name(),
             pick(|r| r.cpu_pct),
             pick(|r| r.hwm_mib),
             pick(|r| r.maxrss_mib),
             pick(|r| r.lost.unwrap_or(0) as f64),
+            pick(|r| r.kib_per_upload.unwrap_or(0.0)),
             pick(|r| r.ctxt_per_s),
             pick(|r| r.forks_per_s),
             pick(|r| r.processes as f64),

@@ -262,12 +262,19 @@ pub struct ProcessImage {
     mappings: Vec<MappedModule>,
     loaded: Vec<Mapping>,
     last_refresh: Option<Instant>,
+    /// Least time between two re-reads for unknown addresses: doubles while re-reading
+    /// finds nothing new (a walk ending on garbage asked again and again), back to
+    /// `REFRESH_EVERY` when it finds something.
+    refresh_every: Duration,
     /// Code the process generated at run time (perf map names, a JVM's threads).
     jit: JitCode,
 }
 
-/// Re-reading /proc/PID/maps because of an unknown address happens at most this often.
+/// Re-reading /proc/PID/maps because of an unknown address happens at most this often...
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// ... and, while it keeps finding nothing new, at least this often.
+const REFRESH_EVERY_MAX: Duration = Duration::from_secs(10);
 
 impl ProcessImage {
     /// An image with no modules yet; call `refresh`.
@@ -279,6 +286,7 @@ impl ProcessImage {
             mappings: Vec::new(),
             loaded: Vec::new(),
             last_refresh: None,
+            refresh_every: REFRESH_EVERY,
             jit: JitCode::new(pid),
         }
     }
@@ -294,12 +302,13 @@ impl ProcessImage {
         self.loaded.is_empty()
     }
 
-    /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones.
-    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<()> {
+    /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones. True
+    /// if anything changed.
+    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<bool> {
         self.last_refresh = Some(Instant::now());
         let now = procfs::executable_mappings(self.pid)?;
         if now == self.loaded {
-            return Ok(());
+            return Ok(false);
         }
         for old in &self.loaded {
             if !now.contains(old) {
@@ -314,7 +323,7 @@ impl ProcessImage {
         }
         self.mappings.sort_by_key(|m| m.start);
         self.loaded = now;
-        Ok(())
+        Ok(true)
     }
 
     /// Adds one executable mapping announced by an mmap record, replacing whatever it
@@ -379,11 +388,13 @@ impl ProcessImage {
         if self.find(addr).is_some() || self.jit.knows(addr) {
             return;
         }
-        if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+        if self.last_refresh.is_some_and(|t| t.elapsed() < self.refresh_every) {
             return;
         }
-        if let Err(err) = self.refresh(files, symbolizer) {
-            tracing::debug!(pid = self.pid, %err, "cannot re-read maps");
+        match self.refresh(files, symbolizer) {
+            Ok(false) => self.refresh_every = (self.refresh_every * 2).min(REFRESH_EVERY_MAX),
+            Ok(true) => self.refresh_every = REFRESH_EVERY,
+            Err(err) => tracing::debug!(pid = self.pid, %err, "cannot re-read maps"),
         }
     }
 

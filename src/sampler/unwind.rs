@@ -30,8 +30,10 @@ pub const MAX_FRAMES: usize = 512;
 /// reads are ever loaded, and they are the page cache's, not copies), or a copy (the
 /// vdso, read from the target's memory).
 pub enum FileBytes {
-    /// A read-only private mapping of the file.
-    Mapped(memmap2::Mmap),
+    /// A read-only private mapping of the file, and the file (its code is read with
+    /// pread, not through the mapping: code pages touched at return addresses, each
+    /// with the kernel's fault-around, added tens of MiB to the agent's RSS).
+    Mapped(memmap2::Mmap, std::fs::File),
     /// Bytes read from elsewhere.
     Copied(Vec<u8>),
 }
@@ -40,7 +42,7 @@ impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            FileBytes::Mapped(map) => map,
+            FileBytes::Mapped(map, _) => map,
             FileBytes::Copied(bytes) => bytes,
         }
     }
@@ -82,6 +84,8 @@ pub struct ElfUnwindInfo {
     /// of every file at parse time (host-wide, a compiler's 100 MiB library each time a
     /// new one started: a third of the agent's CPU).
     file: Arc<FileBytes>,
+    /// Stated addresses checked so far: whether each is a trampoline (one read each).
+    sigreturn_checked: std::sync::Mutex<rustc_hash::FxHashMap<u64, bool>>,
 }
 
 /// The x86-64 signal-return trampoline (`mov $15, %rax; syscall`: `rt_sigreturn`),
@@ -132,6 +136,7 @@ impl ElfUnwindInfo {
             segments,
             build_id: crate::symbolize::build_id(&file),
             file: Arc::clone(&bytes),
+            sigreturn_checked: Default::default(),
         })
     }
 
@@ -143,7 +148,16 @@ impl ElfUnwindInfo {
             return false;
         };
         let Ok(at) = usize::try_from(offset + (svma - vaddr)) else { return false };
-        self.file.get(at..at.saturating_add(SIGRETURN_CODE.len())) == Some(&SIGRETURN_CODE[..])
+        let mut checked = self.sigreturn_checked.lock().unwrap_or_else(|e| e.into_inner());
+        *checked.entry(svma).or_insert_with(|| match &*self.file {
+            FileBytes::Mapped(_, file) => {
+                let mut code = [0u8; SIGRETURN_CODE.len()];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut code, at as u64).is_ok() && code == SIGRETURN_CODE
+            }
+            FileBytes::Copied(bytes) => {
+                bytes.get(at..at.saturating_add(SIGRETURN_CODE.len())) == Some(&SIGRETURN_CODE[..])
+            }
+        })
     }
 
     /// The load bias (actual minus stated address) of a mapping of this file at `start`
@@ -208,7 +222,7 @@ impl FileCache {
                 // truncation could fault, the same risk every profiler takes (a rebuilt
                 // binary is a new file: the old one's pages stay valid).
                 let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
-                ElfUnwindInfo::parse(Arc::new(FileBytes::Mapped(map)))
+                ElfUnwindInfo::parse(Arc::new(FileBytes::Mapped(map, f)))
             });
             parsed.map(Arc::new)
         };
@@ -546,6 +560,7 @@ mod tests {
             segments,
             build_id: None,
             file: Arc::new(FileBytes::Copied(bytes)),
+            sigreturn_checked: Default::default(),
         }
     }
 
@@ -567,10 +582,23 @@ mod tests {
         let mut file = vec![0u8; 0x400];
         file[0x180..0x189].copy_from_slice(&SIGRETURN_CODE);
         file[0x310..0x319].copy_from_slice(&SIGRETURN_CODE);
-        let info = segments_only(vec![(0x1100, 0x100, 0x100, true), (0x2300, 0x300, 0x100, false)], file);
-        assert!(info.is_sigreturn_at(0x1180));
-        assert!(!info.is_sigreturn_at(0x1181), "one byte off");
-        assert!(!info.is_sigreturn_at(0x1080), "below the code");
-        assert!(!info.is_sigreturn_at(0x2310), "not executable");
+        let segments = vec![(0x1100, 0x100, 0x100, true), (0x2300, 0x300, 0x100, false)];
+        // The same bytes as a file on disk: read with pread there.
+        let mut on_disk = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut on_disk, &file).unwrap();
+        // SAFETY: a private temp file nothing else writes.
+        let map = unsafe { memmap2::Mmap::map(&on_disk) }.unwrap();
+        let mapped = ElfUnwindInfo {
+            file: Arc::new(FileBytes::Mapped(map, on_disk)),
+            ..segments_only(segments.clone(), Vec::new())
+        };
+        for info in [segments_only(segments, file), mapped] {
+            for _ in 0..2 {
+                assert!(info.is_sigreturn_at(0x1180));
+                assert!(!info.is_sigreturn_at(0x1181), "one byte off");
+                assert!(!info.is_sigreturn_at(0x1080), "below the code");
+                assert!(!info.is_sigreturn_at(0x2310), "not executable");
+            }
+        }
     }
 }

@@ -2,13 +2,17 @@
 //! costs on a busy host, against `perf record -a` doing the same job.
 //!
 //! Starts postgres 15 (Debian's `postgresql`, as in `service_overhead`), redis and nginx
-//! (Debian's `redis-server`, `nginx`; each on a loopback port, in a temp dir) and, in every
-//! run, loads all three at once: `pgbench -C -c 8 -j 2` (a new backend process per
-//! transaction), `ab -k -c 50` against nginx (`apache2-utils`) and `redis-benchmark` in a
-//! loop (a new client process every few thousand requests). Profilers: none, `hotframe
-//! agent --all` (default and `--cpu-only`), `perf record -a -g` and `perf record -a
-//! --call-graph dwarf`, all at 99 Hz, in interleaved rounds in a fresh random order, each
-//! started HOTFRAME_BENCH_WARMUP seconds (2) before the load: the agent's start-up (every
+//! (Debian's `redis-server`, `nginx`; each on a loopback port, in a temp dir) beside
+//! HOTFRAME_BENCH_IDLE (200) processes that wake HOTFRAME_BENCH_IDLE_HZ (25) times a second
+//! and sleep again (a host's daemons and their timers: followed, seldom sampled)
+//! and, in every run, loads all three at once: `pgbench -C -c 16 -j 2` (a new backend
+//! process per transaction), `ab -k -c 50` against nginx (`apache2-utils`) and
+//! `redis-benchmark` in a loop (a new client process every 20,000 requests). Profilers:
+//! none, `hotframe agent --all` (default and `--cpu-only`), `perf record -a -g` and `perf
+//! record -a --call-graph dwarf`, all at 99 Hz, and with HOTFRAME_BASELINE_BIN set the
+//! same `agent --all` from that binary (another build, paired with this one in every
+//! round), in interleaved rounds in a fresh random order, each started
+//! HOTFRAME_BENCH_WARMUP seconds (2) before the load: the agent's start-up (every
 //! process's code and first names) falls before the load with a longer warm-up.
 //!
 //! Prints per run and as medians over rounds: each profiler's CPU during the load (% of
@@ -21,8 +25,10 @@
 //! Run as root: `cargo bench --bench hostwide --no-run`, then the binary from
 //! target/release/deps with HOTFRAME_BIN set to a copy of target/release/hotframe (a
 //! concurrent build cannot replace it). Knobs: HOTFRAME_BENCH_ROUNDS (3),
-//! HOTFRAME_BENCH_SECONDS (10), HOTFRAME_BENCH_WARMUP (2), HOTFRAME_BIN, PG_BIN
-//! (/usr/lib/postgresql/15/bin).
+//! HOTFRAME_BENCH_SECONDS (10), HOTFRAME_BENCH_WARMUP (2), HOTFRAME_BENCH_PROFILERS
+//! (comma-separated, of none, agent, cpu-only, baseline, perf-fp, perf-dwarf; all),
+//! HOTFRAME_BENCH_PG_CLIENTS (16), HOTFRAME_BENCH_AB_CLIENTS (50), HOTFRAME_BENCH_IDLE
+//! (200), HOTFRAME_BENCH_IDLE_HZ (25), HOTFRAME_BIN, HOTFRAME_BASELINE_BIN, PG_BIN (/usr/lib/postgresql/15/bin).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,22 +47,56 @@ enum Profiler {
     None,
     Agent,
     AgentCpuOnly,
+    /// `agent --all` from HOTFRAME_BASELINE_BIN: another build, paired with `Agent` in
+    /// every round.
+    AgentBaseline,
     PerfFp,
     PerfDwarf,
 }
 
 impl Profiler {
-    const ALL: [Profiler; 5] =
-        [Profiler::None, Profiler::Agent, Profiler::AgentCpuOnly, Profiler::PerfFp, Profiler::PerfDwarf];
+    const ALL: [Profiler; 6] = [
+        Profiler::None,
+        Profiler::Agent,
+        Profiler::AgentCpuOnly,
+        Profiler::AgentBaseline,
+        Profiler::PerfFp,
+        Profiler::PerfDwarf,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Profiler::None => "unprofiled",
             Profiler::Agent => "hotframe agent --all",
             Profiler::AgentCpuOnly => "hotframe agent --all --cpu-only",
+            Profiler::AgentBaseline => "agent --all (HOTFRAME_BASELINE_BIN)",
             Profiler::PerfFp => "perf record -a -g",
             Profiler::PerfDwarf => "perf record -a --call-graph dwarf",
         }
+    }
+
+    /// Short name for HOTFRAME_BENCH_PROFILERS.
+    fn key(self) -> &'static str {
+        match self {
+            Profiler::None => "none",
+            Profiler::Agent => "agent",
+            Profiler::AgentCpuOnly => "cpu-only",
+            Profiler::AgentBaseline => "baseline",
+            Profiler::PerfFp => "perf-fp",
+            Profiler::PerfDwarf => "perf-dwarf",
+        }
+    }
+
+    /// The profilers to run: HOTFRAME_BENCH_PROFILERS (comma-separated keys; all by
+    /// default), `baseline` only when HOTFRAME_BASELINE_BIN is set.
+    fn chosen() -> Vec<Profiler> {
+        let wanted = std::env::var("HOTFRAME_BENCH_PROFILERS").ok();
+        let baseline = std::env::var_os("HOTFRAME_BASELINE_BIN").is_some();
+        Profiler::ALL
+            .into_iter()
+            .filter(|p| *p != Profiler::AgentBaseline || baseline)
+            .filter(|p| wanted.as_deref().is_none_or(|w| w.split(',').any(|k| k.trim() == p.key())))
+            .collect()
     }
 }
 
@@ -87,6 +127,8 @@ struct Run {
     maxrss_mib: f64,
     /// Records lost (the agent) or chunks lost (perf); None if it did not say.
     lost: Option<u64>,
+    /// The agent's mean upload size (its last health line's bytes_sent / sent), KiB.
+    kib_per_upload: Option<f64>,
     ctxt_per_s: f64,
     forks_per_s: f64,
     processes: usize,
@@ -100,6 +142,10 @@ struct Bench {
     server_url: String,
     seconds: u64,
     warmup: u64,
+    /// pgbench clients (each transaction a new backend process).
+    pg_clients: u64,
+    /// ab's concurrent keep-alive connections.
+    ab_clients: u64,
 }
 
 /// `ctxt` and `processes` (forks since boot) of /proc/stat.
@@ -169,16 +215,21 @@ impl Bench {
     fn load(&self) -> (Throughput, usize) {
         let secs = self.seconds;
         let pg_port = self.pg_port.to_string();
+        let pg_clients = self.pg_clients.to_string();
         let pgbench = std::thread::spawn(move || {
             let out = sh(Command::new("pgbench")
-                .args(["-h", "127.0.0.1", "-p", &pg_port, "-U", "postgres", "-C", "-c", "8", "-j", "2", "-n"])
+                .args(["-h", "127.0.0.1", "-p", &pg_port, "-U", "postgres", "-C", "-c", &pg_clients, "-j", "2", "-n"])
                 .args(["-T", &secs.to_string(), "postgres"]));
             out.lines().find(|l| l.starts_with("tps")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
         });
         let url = format!("http://127.0.0.1:{}/", self.nginx_port);
+        let ab_clients = self.ab_clients.to_string();
         let ab = std::thread::spawn(move || {
-            let out =
-                sh(Command::new("ab").args(["-q", "-k", "-c", "50", "-n", "100000000", "-t", &secs.to_string(), &url]));
+            let out = sh(Command::new("ab").args(["-q", "-k", "-c", &ab_clients, "-n", "100000000"]).args([
+                "-t",
+                &secs.to_string(),
+                &url,
+            ]));
             out.lines()
                 .find(|l| l.starts_with("Requests per second:"))
                 .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
@@ -220,10 +271,10 @@ impl Bench {
             cmd.arg(self.scratch.path().join("perf.data"));
             cmd
         };
-        let agent = |cpu_only: bool| {
-            let mut cmd = Command::new(bin());
+        let agent = |cpu_only: bool, binary: String| {
+            let mut cmd = Command::new(binary);
             cmd.args(["agent", "--all", "--server", &self.server_url, "--upload-interval", "10s", "--spool-dir"])
-                .arg(self.scratch.path().join(format!("spool-{round}-{cpu_only}")))
+                .arg(self.scratch.path().join(format!("spool-{round}-{}", profiler.key())))
                 .env("HOTFRAME_LOG", "info");
             if cpu_only {
                 cmd.arg("--cpu-only");
@@ -232,8 +283,9 @@ impl Bench {
         };
         let mut cmd = match profiler {
             Profiler::None => return None,
-            Profiler::Agent => agent(false),
-            Profiler::AgentCpuOnly => agent(true),
+            Profiler::Agent => agent(false, bin()),
+            Profiler::AgentCpuOnly => agent(true, bin()),
+            Profiler::AgentBaseline => agent(false, std::env::var("HOTFRAME_BASELINE_BIN").unwrap_or_else(|_| bin())),
             Profiler::PerfFp => perf(&["-g"]),
             Profiler::PerfDwarf => perf(&["--call-graph", "dwarf"]),
         };
@@ -267,7 +319,12 @@ impl Bench {
             run.maxrss_mib = wait_rss_mib(&mut c);
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             run.lost = match profiler {
-                Profiler::Agent | Profiler::AgentCpuOnly => last_number_after(&text, "lost="),
+                Profiler::Agent | Profiler::AgentCpuOnly | Profiler::AgentBaseline => {
+                    let sent = last_number_after(&text, " sent=").filter(|n| *n > 0);
+                    run.kib_per_upload =
+                        sent.zip(last_number_after(&text, "bytes_sent=")).map(|(n, b)| b as f64 / n as f64 / 1024.0);
+                    last_number_after(&text, "lost=")
+                }
                 _ => Some(last_number_after(&text, "and lost").unwrap_or(0)),
             };
         }
@@ -298,8 +355,11 @@ fn main() {
         server_url,
         seconds: env_u64("HOTFRAME_BENCH_SECONDS", 10),
         warmup: env_u64("HOTFRAME_BENCH_WARMUP", 2),
+        pg_clients: env_u64("HOTFRAME_BENCH_PG_CLIENTS", 16),
+        ab_clients: env_u64("HOTFRAME_BENCH_AB_CLIENTS", 50),
     };
     let rounds = env_u64("HOTFRAME_BENCH_ROUNDS", 3) as usize;
+    let chosen = Profiler::chosen();
     let data = start_postgres(bench.scratch.path(), &pg_bin, bench.pg_port);
     let mut redis = Command::new("redis-server")
         .args(["--port", &bench.redis_port.to_string(), "--save", "", "--appendonly", "no"])
@@ -307,21 +367,40 @@ fn main() {
         .spawn()
         .expect("start redis");
     let mut nginx = bench.start_nginx();
+    // A host's daemons: processes the agent follows that wake on a timer and go back to
+    // sleep at once (coreutils' tail polling an empty file), a context switch or two each.
+    let idle_hz = env_u64("HOTFRAME_BENCH_IDLE_HZ", 25).max(1);
+    let empty = bench.scratch.path().join("empty");
+    std::fs::write(&empty, b"").expect("empty file");
+    let mut idle: Vec<Child> = (0..env_u64("HOTFRAME_BENCH_IDLE", 200))
+        .filter_map(|_| {
+            Command::new("tail")
+                .args(["---disable-inotify", "-f", "-s", &format!("{:.4}", 1.0 / idle_hz as f64)])
+                .arg(&empty)
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()
+        })
+        .collect();
     println!(
-        "== pgbench -C -c 8 -j 2 + ab -k -c 50 (nginx) + redis-benchmark, all at once ({rounds} rounds of {} s, \
-         profilers started {} s before) ==",
-        bench.seconds, bench.warmup
+        "== pgbench -C -c {} -j 2 + ab -k -c {} (nginx) + redis-benchmark, all at once, {} daemons waking {idle_hz} \
+         times a second ({rounds} rounds of {} s, profilers started {} s before) ==",
+        bench.pg_clients,
+        bench.ab_clients,
+        idle.len(),
+        bench.seconds,
+        bench.warmup
     );
     let mut runs: Vec<Vec<(Profiler, Run)>> = Vec::new();
     for round in 0..rounds {
-        let mut order = Profiler::ALL.to_vec();
+        let mut order = chosen.clone();
         fastrand::shuffle(&mut order);
         let mut this = Vec::new();
         for p in order {
             let run = bench.run(p, round);
             println!(
                 "round {round}: {:<32} pgbench {:>6.0} tps  nginx {:>7.0} rps  redis {:>7.0} rps  cpu {:>5.2}%  \
-                 VmHWM {:>5.1} MiB  maxrss {:>5.1} MiB  lost {:>6}  host {:>6.0} ctxt/s {:>4.0} forks/s {:>4} procs",
+                 VmHWM {:>5.1} MiB  maxrss {:>5.1} MiB  lost {:>6}  {:>5} KiB/upload  host {:>6.0} ctxt/s {:>4.0} forks/s {:>4} procs",
                 p.name(),
                 run.load.pgbench_tps,
                 run.load.nginx_rps,
@@ -330,6 +409,7 @@ fn main() {
                 run.hwm_mib,
                 run.maxrss_mib,
                 run.lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                run.kib_per_upload.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
                 run.ctxt_per_s,
                 run.forks_per_s,
                 run.processes,
@@ -339,7 +419,7 @@ fn main() {
         runs.push(this);
     }
     println!("-- medians over rounds: throughput / the same round's unprofiled run (pgbench, nginx, redis) --");
-    for p in Profiler::ALL {
+    for p in chosen.iter().copied() {
         let mut ratios: [Vec<f64>; 3] = Default::default();
         let pick = |f: fn(&Run) -> f64| -> f64 {
             median(runs.iter().flat_map(|r| r.iter().filter(|(q, _)| *q == p).map(|(_, run)| f(run))).collect())
@@ -355,18 +435,23 @@ fn main() {
         let [pg, ngx, rd] = ratios.map(median);
         println!(
             "{:<32} throughput {pg:.3} {ngx:.3} {rd:.3}  cpu {:.2}% of a core  VmHWM {:.0} MiB  maxrss {:.0} MiB  \
-             lost {:.0}  host {:.0} ctxt/s {:.0} forks/s {:.0} procs",
+             lost {:.0}  {:.1} KiB/upload  host {:.0} ctxt/s {:.0} forks/s {:.0} procs",
             p.name(),
             pick(|r| r.cpu_pct),
             pick(|r| r.hwm_mib),
             pick(|r| r.maxrss_mib),
             pick(|r| r.lost.unwrap_or(0) as f64),
+            pick(|r| r.kib_per_upload.unwrap_or(0.0)),
             pick(|r| r.ctxt_per_s),
             pick(|r| r.forks_per_s),
             pick(|r| r.processes as f64),
         );
     }
     stop_postgres(&pg_bin, &data);
+    for child in idle.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     for child in [&mut redis, &mut nginx, &mut server] {
         // SIGTERM: nginx's master stops its workers (a SIGKILL would orphan them).
         signal(child.id(), libc::SIGTERM);

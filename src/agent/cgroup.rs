@@ -8,7 +8,7 @@
 //! directories. Out: a `CgroupOrigin`. Must not: write anything, or fail (what cannot be
 //! read names nothing).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a process runs, as its cgroup path shows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,12 +27,6 @@ impl CgroupOrigin {
     pub fn unit_service(&self) -> Option<&str> {
         self.unit.as_deref().map(|u| u.strip_suffix(".service").unwrap_or(u))
     }
-}
-
-/// Reads and parses `/proc/PID/cgroup` (under `proc_root`); an empty origin when the
-/// process is gone.
-pub fn origin_of(proc_root: &Path, pid: u32) -> CgroupOrigin {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).map(|t| parse(&t)).unwrap_or_default()
 }
 
 /// The origin from the text of /proc/PID/cgroup. Paths are tried in this order: the

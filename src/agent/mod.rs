@@ -188,24 +188,44 @@ pub fn run_config(config: AgentConfig, stop: &AtomicBool) -> Result<(), AgentErr
         }
         None => None,
     };
-    let mut agent = ExternalAgent { config, sampler, uploader, health, child, last_snapshot: Instant::now() };
+    let mut agent = ExternalAgent {
+        config,
+        sampler,
+        uploader,
+        health,
+        child,
+        last_snapshot: Instant::now(),
+        process_names: ProcessNames::default(),
+    };
     let outcome = agent.sample_until_done(stop);
     agent.finish();
     outcome
 }
 
+/// The `process` label of each process named in the last upload round: pid -> (its
+/// `comm` then, the name). A process keeps its name while its `comm` stays (one /proc
+/// read per profile instead of four; host-wide, hundreds every interval).
+type ProcessNames = rustc_hash::FxHashMap<u32, (String, String)>;
+
 /// Sets the `process` label to the name the process was started as
 /// (`targets::process_label`: `redis-server`, not the name of the file a symlink points
 /// to), while the process still runs with the `comm` the sampler labelled it with; a
-/// profile of exited or merged short-lived processes keeps the sampler's `comm`.
-fn name_process(labels: &mut std::collections::BTreeMap<String, String>) {
+/// profile of exited or merged short-lived processes keeps the sampler's `comm`. `known`
+/// holds the names of the last round, `named` gets this round's.
+fn name_process(labels: &mut BTreeMap<String, String>, known: &ProcessNames, named: &mut ProcessNames) {
     let Some(pid) = labels.get("pid").and_then(|p| p.parse::<u32>().ok()) else { return };
     let Some(labelled) = labels.get("process") else { return };
     let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { return };
-    if comm.trim_end_matches('\n') != labelled {
+    let comm = comm.trim_end_matches('\n');
+    if comm != labelled {
         return;
     }
-    if let Some(name) = targets::process_label(pid) {
+    let name = match known.get(&pid).filter(|(then, _)| then == comm) {
+        Some((_, name)) => Some(name.clone()),
+        None => targets::process_label(pid),
+    };
+    if let Some(name) = name {
+        named.insert(pid, (comm.to_string(), name.clone()));
         labels.insert("process".to_string(), name);
     }
 }
@@ -218,6 +238,8 @@ struct ExternalAgent {
     child: Option<std::process::Child>,
     /// When the metrics snapshot was last refreshed.
     last_snapshot: Instant,
+    /// The `process` labels of the last upload round.
+    process_names: ProcessNames,
 }
 
 /// How often the agent repeats that `--name` still matches nothing.
@@ -338,11 +360,12 @@ impl ExternalAgent {
 
     /// Takes one profile per target from the sampler and queues the non-empty ones.
     fn upload_profiles(&mut self) {
+        let mut named = ProcessNames::default();
         for mut profile in self.sampler.take_profiles(&self.config.service, now_ms()) {
             if profile.total_samples() == 0 {
                 continue;
             }
-            name_process(&mut profile.labels);
+            name_process(&mut profile.labels, &self.process_names, &mut named);
             if matches!(self.config.targets, TargetSpec::All { .. }) && profile.service == self.config.service {
                 // Gone before it could be named: its program names it.
                 let exe = profile.labels.get("exe").map(String::as_str).unwrap_or("");
@@ -353,6 +376,7 @@ impl ExternalAgent {
             }
             self.uploader.submit(profile);
         }
+        self.process_names = named;
     }
 
     /// Refreshes the snapshot `--metrics-listen` serves; logs it when `log` is set.

@@ -160,8 +160,25 @@ impl ServiceNamer {
     /// The tag of live process `pid`; None when it is gone.
     pub fn tag(&mut self, pid: u32) -> Option<Arc<ProcessTag>> {
         let dir = self.proc_root.join(pid.to_string());
+        let cgroups = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        self.tag_in(pid, cgroups)
+    }
+
+    /// The tag of `pid` if it moved to another cgroup since it was named `current`
+    /// (one /proc read when it did not); None when it did not or is gone.
+    pub fn retag(&mut self, pid: u32, current: &ProcessTag) -> Option<Arc<ProcessTag>> {
+        let cgroups = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+        if cgroups == current.origin {
+            return None;
+        }
+        self.tag_in(pid, cgroups)
+    }
+
+    /// The tag of `pid`, whose /proc/PID/cgroup reads `cgroups`.
+    fn tag_in(&mut self, pid: u32, cgroups: String) -> Option<Arc<ProcessTag>> {
+        let dir = self.proc_root.join(pid.to_string());
         let exe = std::fs::read_link(dir.join("exe")).ok()?.to_string_lossy().into_owned();
-        let origin = cgroup::origin_of(&self.proc_root, pid);
+        let origin = cgroup::parse(&cgroups);
         let mut labels = BTreeMap::new();
         let mut service = None;
         if !self.rules.is_empty() {
@@ -192,13 +209,16 @@ impl ServiceNamer {
             .or_else(|| super::targets::process_label(pid))
             .filter(|s| crate::model::profile::valid_service_name(s))
             .unwrap_or_else(|| program_service(&exe));
-        let tag = ProcessTag { service, labels };
+        let tag = ProcessTag { service, labels, origin: cgroups };
         Some(Arc::clone(self.interned.entry(tag.clone()).or_insert_with(|| Arc::new(tag))))
     }
 
     /// The sampler's tagger.
     pub fn into_tagger(mut self) -> Tagger {
-        Box::new(move |pid| self.tag(pid))
+        Box::new(move |pid, current| match current {
+            Some(current) => self.retag(pid, current),
+            None => self.tag(pid),
+        })
     }
 }
 
@@ -287,5 +307,20 @@ mod tests {
         assert_eq!(namer.tag(u32::MAX), None, "a process that is gone names nothing");
         assert_eq!(program_service("/opt/my app/srv (deleted)"), "srv");
         assert_eq!(program_service("/opt/x/na me"), "na_me");
+    }
+
+    #[test]
+    fn a_target_is_named_again_only_when_its_cgroup_changed() {
+        let mut child = std::process::Command::new("sleep").arg("7.25").spawn().unwrap();
+        let mut namer = ServiceNamer::new(Vec::new());
+        let tag = namer.tag(child.id()).unwrap();
+        let unchanged = namer.retag(child.id(), &tag);
+        let elsewhere = ProcessTag { origin: "0::/system.slice/other.service\n".into(), ..(*tag).clone() };
+        let moved = namer.retag(child.id(), &elsewhere);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(unchanged, None, "same cgroup: not named again");
+        assert!(moved.is_some_and(|t| Arc::ptr_eq(&t, &tag)), "named again from the cgroup it is in");
+        assert_eq!(namer.retag(u32::MAX, &tag), None, "a process that is gone names nothing");
     }
 }

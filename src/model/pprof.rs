@@ -52,9 +52,13 @@ pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<std::borrow::Cow<'
 
 /// Gzips `bytes` (default level).
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    gzip_at(bytes, flate2::Compression::default())
+}
+
+/// Gzips `bytes` at `level` (an agent's uploads use `Compression::fast()`).
+pub fn gzip_at(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
     use std::io::Write;
-    let mut enc =
-        flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), flate2::Compression::default());
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), level);
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(bytes);
     enc.finish().unwrap_or_default()

@@ -237,7 +237,7 @@ impl Sampler {
         let now_target = self.selection.at_exec(was_target, by_descent, seen);
         match (was_target, now_target) {
             (true, true) => {
-                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid));
+                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid, None));
                 let Some(t) = self.targets.get_mut(&pid) else { return };
                 // A new program may run in another cgroup (systemd, runc move it first).
                 if tag.is_some() {

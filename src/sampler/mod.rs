@@ -461,7 +461,7 @@ impl Sampler {
             Some(p) if Arc::ptr_eq(&p.image, &image) => (p.comm.clone(), p.exe.clone(), p.tag.clone()),
             parent => {
                 let inherited = parent.map(|p| (p.comm.clone(), p.exe.clone())).unwrap_or_default();
-                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid));
+                let tag = self.tagger.as_mut().and_then(|tagger| tagger(pid, None));
                 (procfs::comm(pid).unwrap_or(inherited.0), procfs::exe(pid).unwrap_or(inherited.1), tag)
             }
         };
@@ -590,9 +590,10 @@ impl Sampler {
     /// descendants of targets.
     fn discover(&mut self) {
         if let Some(tagger) = self.tagger.as_mut() {
-            // A process moved to another cgroup without an exec is renamed here.
+            // A process moved to another cgroup without an exec is renamed here (one
+            // /proc read per target unless it moved).
             for (pid, target) in self.targets.iter_mut().filter(|(_, t)| !t.exited) {
-                if let Some(tag) = tagger(*pid) {
+                if let Some(tag) = tagger(*pid, target.tag.as_deref()) {
                     target.tag = Some(tag);
                 }
             }

@@ -31,10 +31,15 @@ pub struct ProcessTag {
     pub service: String,
     /// Labels added to its profiles.
     pub labels: BTreeMap<String, String>,
+    /// What the tag was made from that can change without an exec (/proc/PID/cgroup's
+    /// text): a periodic check reads only that.
+    pub origin: String,
 }
 
 /// Names a live process by pid (None when it is gone); called from the sampling thread.
-pub type Tagger = Box<dyn FnMut(u32) -> Option<Arc<ProcessTag>> + Send>;
+/// With `Some(current)`, the periodic check of a target named `current` (a process moved
+/// to another cgroup without an exec): None unless its tag changed.
+pub type Tagger = Box<dyn FnMut(u32, Option<&ProcessTag>) -> Option<Arc<ProcessTag>> + Send>;
 
 /// What makes a process a target.
 #[derive(Debug, Clone, Default)]

@@ -26,14 +26,46 @@ const IMPOSSIBLE_BP: u64 = 1;
 /// Deepest stack kept, in frames.
 pub const MAX_FRAMES: usize = 512;
 
-/// Shared, immutable section bytes (one copy per file, whatever the number of targets).
-#[derive(Clone, Default)]
-pub struct Bytes(Arc<Vec<u8>>);
+/// A whole ELF file's bytes: the file mapped read-only (only the pages the unwinder
+/// reads are ever loaded, and they are the page cache's, not copies), or a copy (the
+/// vdso, read from the target's memory).
+pub enum FileBytes {
+    /// A read-only private mapping of the file, and the file (its code is read with
+    /// pread, not through the mapping: code pages touched at return addresses, each
+    /// with the kernel's fault-around, added tens of MiB to the agent's RSS).
+    Mapped(memmap2::Mmap, std::fs::File),
+    /// Bytes read from elsewhere.
+    Copied(Vec<u8>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map, _) => map,
+            FileBytes::Copied(bytes) => bytes,
+        }
+    }
+}
+
+/// Shared, immutable section bytes: a range of one file's bytes (one mapping per file,
+/// whatever the number of targets).
+#[derive(Clone)]
+pub struct Bytes {
+    file: Arc<FileBytes>,
+    range: std::ops::Range<usize>,
+}
+
+impl Default for Bytes {
+    fn default() -> Bytes {
+        Bytes { file: Arc::new(FileBytes::Copied(Vec::new())), range: 0..0 }
+    }
+}
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        self.file.get(self.range.clone()).unwrap_or_default()
     }
 }
 
@@ -47,8 +79,13 @@ pub struct ElfUnwindInfo {
     /// PT_LOAD segments: (p_vaddr, p_offset, p_filesz, executable).
     segments: Vec<(u64, u64, u64, bool)>,
     build_id: Option<Vec<u8>>,
-    /// Stated addresses of signal-return trampolines (see `SIGRETURN_CODE`).
-    sigreturn: Vec<u64>,
+    /// The file's bytes: code is read from them to recognise a signal-return trampoline
+    /// (see `SIGRETURN_CODE`) when a walk reaches one, instead of searching all the code
+    /// of every file at parse time (host-wide, a compiler's 100 MiB library each time a
+    /// new one started: a third of the agent's CPU).
+    file: Arc<FileBytes>,
+    /// Stated addresses checked so far: whether each is a trampoline (one read each).
+    sigreturn_checked: std::sync::Mutex<rustc_hash::FxHashMap<u64, bool>>,
 }
 
 /// The x86-64 signal-return trampoline (`mov $15, %rax; syscall`: `rt_sigreturn`),
@@ -63,25 +100,20 @@ const UCONTEXT_RBP: u64 = 40 + 10 * 8;
 const UCONTEXT_RSP: u64 = 40 + 15 * 8;
 const UCONTEXT_RIP: u64 = 40 + 16 * 8;
 
-/// Stated addresses of the signal-return trampolines in the executable segments.
-fn find_sigreturn(data: &[u8], segments: &[(u64, u64, u64, bool)]) -> Vec<u64> {
-    let mut out = Vec::new();
-    for &(vaddr, offset, size, _) in segments.iter().filter(|s| s.3) {
-        let (Ok(start), Ok(len)) = (usize::try_from(offset), usize::try_from(size)) else { continue };
-        let Some(code) = data.get(start..start.saturating_add(len)) else { continue };
-        out.extend(memchr::memmem::find_iter(code, &SIGRETURN_CODE).map(|at| vaddr + at as u64));
-    }
-    out
-}
-
 impl ElfUnwindInfo {
-    /// Parses the unwind sections and load segments of an ELF image.
-    pub fn parse(data: &[u8]) -> Option<ElfUnwindInfo> {
+    /// Parses the unwind sections and load segments of an ELF image; the sections stay
+    /// ranges of `bytes`.
+    pub fn parse(bytes: Arc<FileBytes>) -> Option<ElfUnwindInfo> {
+        let data: &[u8] = &bytes;
         let file = object::File::parse(data).ok()?;
         let section = |name: &str| {
             let s = file.section_by_name(name)?;
-            let bytes = s.data().ok()?.to_vec();
-            Some((s.address()..s.address() + s.size(), Bytes(Arc::new(bytes))))
+            let within = s.data().ok()?;
+            // A section's data is a slice of `data` (compressed sections included).
+            let start = (within.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            let range = start..start.checked_add(within.len())?;
+            data.get(range.clone())?;
+            Some((s.address()..s.address() + s.size(), Bytes { file: Arc::clone(&bytes), range }))
         };
         let range = |name: &str| file.section_by_name(name).map(|s| s.address()..s.address() + s.size());
         let segments = file
@@ -96,7 +128,6 @@ impl ElfUnwindInfo {
             })
             .collect::<Vec<_>>();
         Some(ElfUnwindInfo {
-            sigreturn: find_sigreturn(data, &segments),
             eh_frame: section(".eh_frame"),
             eh_frame_hdr: section(".eh_frame_hdr"),
             debug_frame: section(".debug_frame").map(|(_, b)| b),
@@ -104,6 +135,28 @@ impl ElfUnwindInfo {
             got_svma: range(".got"),
             segments,
             build_id: crate::symbolize::build_id(&file),
+            file: Arc::clone(&bytes),
+            sigreturn_checked: Default::default(),
+        })
+    }
+
+    /// Whether the code at stated address `svma` is a signal-return trampoline.
+    fn is_sigreturn_at(&self, svma: u64) -> bool {
+        let Some(&(vaddr, offset, _, _)) =
+            self.segments.iter().find(|&&(vaddr, _, size, exec)| exec && svma.wrapping_sub(vaddr) < size)
+        else {
+            return false;
+        };
+        let Ok(at) = usize::try_from(offset + (svma - vaddr)) else { return false };
+        let mut checked = self.sigreturn_checked.lock().unwrap_or_else(|e| e.into_inner());
+        *checked.entry(svma).or_insert_with(|| match &*self.file {
+            FileBytes::Mapped(_, file) => {
+                let mut code = [0u8; SIGRETURN_CODE.len()];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut code, at as u64).is_ok() && code == SIGRETURN_CODE
+            }
+            FileBytes::Copied(bytes) => {
+                bytes.get(at..at.saturating_add(SIGRETURN_CODE.len())) == Some(&SIGRETURN_CODE[..])
+            }
         })
     }
 
@@ -162,13 +215,14 @@ impl FileCache {
         let info = if m.path == "[vdso]" {
             let mut buf = Vec::new();
             let _ = procfs::read_memory(pid, m.start, (m.end - m.start) as usize, &mut buf);
-            ElfUnwindInfo::parse(&buf).map(Arc::new)
+            ElfUnwindInfo::parse(Arc::new(FileBytes::Copied(buf))).map(Arc::new)
         } else {
             let parsed = std::fs::File::open(open_path).ok().and_then(|f| {
-                // SAFETY: read-only private mapping of a file we only parse; a concurrent
-                // truncation could fault, the same risk every profiler takes.
+                // SAFETY: read-only private mapping of a file we only read; a concurrent
+                // truncation could fault, the same risk every profiler takes (a rebuilt
+                // binary is a new file: the old one's pages stay valid).
                 let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
-                ElfUnwindInfo::parse(&map)
+                ElfUnwindInfo::parse(Arc::new(FileBytes::Mapped(map, f)))
             });
             parsed.map(Arc::new)
         };
@@ -190,8 +244,6 @@ pub(super) struct MappedModule {
     end: u64,
     offset: u64,
     module: ModuleId,
-    /// Actual addresses of the signal-return trampolines in this mapping.
-    sigreturn: Vec<u64>,
     /// The file's unwind information and its load bias, if parsed.
     info: Option<(Arc<ElfUnwindInfo>, u64)>,
 }
@@ -224,12 +276,19 @@ pub struct ProcessImage {
     mappings: Vec<MappedModule>,
     loaded: Vec<Mapping>,
     last_refresh: Option<Instant>,
+    /// Least time between two re-reads for unknown addresses: doubles while re-reading
+    /// finds nothing new (a walk ending on garbage asked again and again), back to
+    /// `REFRESH_EVERY` when it finds something.
+    refresh_every: Duration,
     /// Code the process generated at run time (perf map names, a JVM's threads).
     jit: JitCode,
 }
 
-/// Re-reading /proc/PID/maps because of an unknown address happens at most this often.
+/// Re-reading /proc/PID/maps because of an unknown address happens at most this often...
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// ... and, while it keeps finding nothing new, at least this often.
+const REFRESH_EVERY_MAX: Duration = Duration::from_secs(10);
 
 impl ProcessImage {
     /// An image with no modules yet; call `refresh`.
@@ -241,6 +300,7 @@ impl ProcessImage {
             mappings: Vec::new(),
             loaded: Vec::new(),
             last_refresh: None,
+            refresh_every: REFRESH_EVERY,
             jit: JitCode::new(pid),
         }
     }
@@ -256,12 +316,13 @@ impl ProcessImage {
         self.loaded.is_empty()
     }
 
-    /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones.
-    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<()> {
+    /// Re-reads /proc/PID/maps: adds new executable mappings, drops vanished ones. True
+    /// if anything changed.
+    pub fn refresh(&mut self, files: &mut FileCache, symbolizer: &Symbolizer) -> std::io::Result<bool> {
         self.last_refresh = Some(Instant::now());
         let now = procfs::executable_mappings(self.pid)?;
         if now == self.loaded {
-            return Ok(());
+            return Ok(false);
         }
         for old in &self.loaded {
             if !now.contains(old) {
@@ -276,7 +337,7 @@ impl ProcessImage {
         }
         self.mappings.sort_by_key(|m| m.start);
         self.loaded = now;
-        Ok(())
+        Ok(true)
     }
 
     /// Adds one executable mapping announced by an mmap record, replacing whatever it
@@ -322,32 +383,18 @@ impl ProcessImage {
         };
         let display = m.path.rsplit('/').next().unwrap_or(&m.path).trim_end_matches(" (deleted)");
         let module = symbolizer.register_module(key, open_path, display);
-        let mut sigreturn = Vec::new();
         let mut with_bias = None;
         if let Some(info) = info {
             let bias = if m.path == "[vdso]" { info.load_bias(m.start, 0) } else { info.load_bias(m.start, m.offset) };
             match bias {
                 Some(bias) => {
-                    sigreturn = info
-                        .sigreturn
-                        .iter()
-                        .map(|svma| svma.wrapping_add(bias))
-                        .filter(|avma| (m.start..m.end).contains(avma))
-                        .collect();
                     with_bias = Some((info.clone(), bias));
                     self.unwinder.add_module(Module::new(m.path.clone(), m.start..m.end, bias, info.section_info()))
                 }
                 None => tracing::debug!(path = %m.path, "no load segment for mapping"),
             }
         }
-        self.mappings.push(MappedModule {
-            start: m.start,
-            end: m.end,
-            offset: m.offset,
-            module,
-            sigreturn,
-            info: with_bias,
-        });
+        self.mappings.push(MappedModule { start: m.start, end: m.end, offset: m.offset, module, info: with_bias });
     }
 
     /// Re-reads the maps if `addr` is unknown and the last refresh is old enough.
@@ -355,11 +402,13 @@ impl ProcessImage {
         if self.find(addr).is_some() || self.jit.knows(addr) {
             return;
         }
-        if self.last_refresh.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+        if self.last_refresh.is_some_and(|t| t.elapsed() < self.refresh_every) {
             return;
         }
-        if let Err(err) = self.refresh(files, symbolizer) {
-            tracing::debug!(pid = self.pid, %err, "cannot re-read maps");
+        match self.refresh(files, symbolizer) {
+            Ok(false) => self.refresh_every = (self.refresh_every * 2).min(REFRESH_EVERY_MAX),
+            Ok(true) => self.refresh_every = REFRESH_EVERY,
+            Err(err) => tracing::debug!(pid = self.pid, %err, "cannot re-read maps"),
         }
     }
 
@@ -491,7 +540,8 @@ impl ProcessImage {
 
     /// Whether `addr` is the first instruction of a signal-return trampoline.
     fn is_sigreturn(&self, addr: u64) -> bool {
-        self.find(addr).is_some_and(|m| m.sigreturn.contains(&addr))
+        let Some((info, bias)) = self.find(addr).and_then(|m| m.info.as_ref()) else { return false };
+        info.is_sigreturn_at(addr.wrapping_sub(*bias))
     }
 }
 
@@ -499,23 +549,56 @@ impl ProcessImage {
 mod tests {
     use super::*;
 
-    #[test]
-    fn load_bias_picks_the_executable_segment_sharing_a_page() {
-        // rust-lld layout: read-only segment at offset 0, code at file offset 0x1230 in
-        // the same page but at vaddr 0x2230.
-        let info = ElfUnwindInfo {
+    /// A file of `bytes` with these load segments and no unwind sections.
+    fn segments_only(segments: Vec<(u64, u64, u64, bool)>, bytes: Vec<u8>) -> ElfUnwindInfo {
+        ElfUnwindInfo {
             eh_frame: None,
             eh_frame_hdr: None,
             debug_frame: None,
             text_svma: None,
             got_svma: None,
-            segments: vec![(0, 0, 0x1230, false), (0x2230, 0x1230, 0x5000, true)],
+            segments,
             build_id: None,
-            sigreturn: Vec::new(),
-        };
+            file: Arc::new(FileBytes::Copied(bytes)),
+            sigreturn_checked: Default::default(),
+        }
+    }
+
+    #[test]
+    fn load_bias_picks_the_executable_segment_sharing_a_page() {
+        // rust-lld layout: read-only segment at offset 0, code at file offset 0x1230 in
+        // the same page but at vaddr 0x2230.
+        let info = segments_only(vec![(0, 0, 0x1230, false), (0x2230, 0x1230, 0x5000, true)], Vec::new());
         // The kernel maps the code segment from page offset 0x1000 at 0x5555_0000_2000.
         let bias = info.load_bias(0x5555_0000_2000, 0x1000).unwrap();
         // File offset 0x1230 (vaddr 0x2230) lands at start + 0x230.
         assert_eq!(0x2230 + bias, 0x5555_0000_2230);
+    }
+
+    #[test]
+    fn a_signal_return_trampoline_is_recognised_from_the_file_bytes() {
+        // Code segment at file offset 0x100, stated address 0x1100; the trampoline at
+        // file offset 0x180, and the same bytes in a segment that is not executable.
+        let mut file = vec![0u8; 0x400];
+        file[0x180..0x189].copy_from_slice(&SIGRETURN_CODE);
+        file[0x310..0x319].copy_from_slice(&SIGRETURN_CODE);
+        let segments = vec![(0x1100, 0x100, 0x100, true), (0x2300, 0x300, 0x100, false)];
+        // The same bytes as a file on disk: read with pread there.
+        let mut on_disk = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut on_disk, &file).unwrap();
+        // SAFETY: a private temp file nothing else writes.
+        let map = unsafe { memmap2::Mmap::map(&on_disk) }.unwrap();
+        let mapped = ElfUnwindInfo {
+            file: Arc::new(FileBytes::Mapped(map, on_disk)),
+            ..segments_only(segments.clone(), Vec::new())
+        };
+        for info in [segments_only(segments, file), mapped] {
+            for _ in 0..2 {
+                assert!(info.is_sigreturn_at(0x1180));
+                assert!(!info.is_sigreturn_at(0x1181), "one byte off");
+                assert!(!info.is_sigreturn_at(0x1080), "below the code");
+                assert!(!info.is_sigreturn_at(0x2310), "not executable");
+            }
+        }
     }
 }

@@ -30,10 +30,13 @@ pub struct EnvelopeMeta {
 
 impl Envelope {
     /// Encodes `profile` as gzip pprof with its service and labels as routing metadata.
+    /// gzip at its fastest level: a host-wide agent compresses a profile per process every
+    /// interval (docs/agent.md, "Host-wide agent overhead").
     pub fn from_profile(profile: &Profile) -> Envelope {
+        let pprof = crate::model::pprof::encode(profile);
         Envelope {
             meta: EnvelopeMeta { service: profile.service.clone(), labels: profile.labels.clone() },
-            body: crate::model::pprof::gzip(&crate::model::pprof::encode(profile)),
+            body: crate::model::pprof::gzip_at(&pprof, flate2::Compression::fast()),
         }
     }
 }
@@ -60,6 +63,9 @@ pub enum SendOutcome {
         reason: String,
     },
 }
+
+/// The most of a 2xx answer read (the server acknowledges a profile in a few bytes).
+const ACK_MAX_BYTES: u64 = 64 << 10;
 
 /// Builds the blocking HTTP client used for uploads.
 pub fn client(connect_timeout: Duration, request_timeout: Duration) -> ureq::Agent {
@@ -92,6 +98,10 @@ pub fn send(client: &ureq::Agent, server: &str, token: Option<&str>, envelope: &
     };
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
+        // Read to its end, the connection goes back to the client's pool for the next
+        // profile (dropped unread, it was closed: a TCP connect per profile, host-wide
+        // hundreds every interval).
+        let _ = response.body_mut().with_config().limit(ACK_MAX_BYTES).read_to_vec();
         return SendOutcome::Stored;
     }
     let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
@@ -131,6 +141,8 @@ fn error_message(status: u16, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn retry_after_accepts_seconds_only() {
@@ -147,5 +159,60 @@ mod tests {
             "the server answered 413: profile over 16 MiB"
         );
         assert_eq!(error_message(500, ""), "the server answered 500");
+    }
+
+    /// Answers every request of every connection with 200 and a JSON body (HTTP/1.1,
+    /// keep-alive); counts the connections. Beside the real server's tests in
+    /// tests/it/upload.rs: only the client's connection reuse is checked here.
+    fn counting_http_server() -> (String, Arc<AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let ack = r#"{"stored":1}"#;
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{ack}", ack.len());
+                        writer.write_all(answer.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    #[test]
+    fn profiles_sent_one_after_another_share_one_connection() {
+        let (url, connections) = counting_http_server();
+        let client = client(Duration::from_secs(5), Duration::from_secs(5));
+        let mut b = crate::model::ProfileBuilder::new("svc", 0, 10_000, 10_000_000);
+        b.add(&["main", "work"], crate::model::ThreadState::Runnable, 3);
+        let envelope = Envelope::from_profile(&b.finish());
+        for _ in 0..5 {
+            assert_eq!(send(&client, &url, None, &envelope), SendOutcome::Stored);
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "one kept-alive connection for five profiles");
     }
 }

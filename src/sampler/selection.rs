@@ -228,6 +228,13 @@ mod tests {
     #[test]
     fn finds_a_child_by_name_but_never_itself() {
         let mut child = std::process::Command::new("sleep").arg("7.25").spawn().unwrap();
+        // Until its exec is done the child's command line is this test binary's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(format!("/proc/{}/cmdline", child.id())).is_ok_and(|c| c.starts_with(b"sleep\0"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
         let found = matching_processes(&Regex::new(r"^sleep 7\.25$").unwrap());
         let own = matching_processes(&Regex::new(&regex::escape(&std::process::id().to_string())).unwrap());
         let below = descendants_of(&HashSet::from([std::process::id()]));

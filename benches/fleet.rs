@@ -19,7 +19,8 @@
 //! Profiles come from `common::pool` (10,000 stacks, Zipf-like weights).
 //!
 //! Memory: the server's VmRSS before, VmHWM during (reset through
-//! /proc/PID/clear_refs, so root or the same user) and VmRSS 2 s after the queries.
+//! /proc/PID/clear_refs, so root or the same user) and its anonymous RSS (heap) 2 s
+//! after the queries over before.
 //! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H,
 //! FLEET_BASELINE=0 (skip the per-series pass), FLEET_FEEDERS (ingest threads, default
 //! 4), FLEET_DIR (keep the data there and reuse them when they exist: generation is most
@@ -273,9 +274,12 @@ fn ingest(
     }
 }
 
-/// `clients` flame graphs at once: (peak RSS over the baseline per query, RSS after - before).
+/// `clients` flame graphs at once: (RSS before, peak RSS over it per query, anonymous
+/// RSS after - before: the heap a query leaves behind; SQLite's mapped database pages
+/// are the page cache's, not the server's to give back).
 fn memory(server: &Server, range: &str, clients: usize) -> (f64, f64, f64) {
     let before = server.status("VmRSS:");
+    let anon_before = server.status("RssAnon:");
     server.reset_peak();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
@@ -289,9 +293,9 @@ fn memory(server: &Server, range: &str, clients: usize) -> (f64, f64, f64) {
     }
     let peak = server.status("VmHWM:");
     std::thread::sleep(Duration::from_secs(2));
-    let after = server.status("VmRSS:");
+    let anon_after = server.status("RssAnon:");
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    (mib(before), mib(peak.saturating_sub(before)) / clients as f64, mib(after) - mib(before))
+    (mib(before), mib(peak.saturating_sub(before)) / clients as f64, mib(anon_after) - mib(anon_before))
 }
 
 fn main() {
@@ -416,5 +420,5 @@ fn main() {
         server.stop();
     }
     println!();
-    println!("MiB per query = (VmHWM during {clients} concurrent queries - VmRSS before) / {clients}; MiB kept = VmRSS 2 s after - before.");
+    println!("MiB per query = (VmHWM during {clients} concurrent queries - VmRSS before) / {clients}; MiB kept = RssAnon (heap) 2 s after - before.");
 }

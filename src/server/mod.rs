@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod params;
 pub mod push;
 pub mod query;
+mod trim;
 pub mod web;
 pub mod wins;
 

@@ -39,14 +39,24 @@ where
     T: Send + 'static,
     F: FnOnce(&dyn ProfileStore) -> Result<T, ApiError> + Send + 'static,
 {
-    let _slot = state
+    let slot = state
         .reads
         .clone()
         .acquire_owned()
         .await
         .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref())).await?
+    let (reads, all) = (state.reads.clone(), state.config.store.reader_connections.max(1));
+    tokio::task::spawn_blocking(move || {
+        let out = f(store.as_ref());
+        drop(slot);
+        // The last read in flight gives the merge maps' memory back (see `trim`).
+        if reads.available_permits() == all {
+            super::trim::release_free_memory();
+        }
+        out
+    })
+    .await?
 }
 
 /// The service's cost settings: stored ones (`PUT`), else the config file's, else defaults.

@@ -50,10 +50,21 @@ pub fn example_path(name: &str) -> PathBuf {
     debug.join("examples").join(name)
 }
 
-/// A loopback address that was free a moment ago (bound, then released).
+/// A loopback address that was free a moment ago (bound, then released), never one
+/// this test process handed out before: a port released by one test (a PostgreSQL
+/// cluster stopped to test a restart) is often the kernel's next pick for another,
+/// which then lost the race when the first started again.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    listener.local_addr().expect("local addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        let addr = listener.local_addr().expect("local addr");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A loopback port that was free a moment ago.

@@ -22,7 +22,9 @@
 //! /proc/PID/clear_refs, so root or the same user) and its anonymous RSS (heap) 2 s
 //! after the queries over before.
 //! Knobs: FLEET_HOSTS, FLEET_RUNS (default 5), FLEET_CLIENTS, FLEET_COARSE_H,
-//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_FEEDERS (ingest threads, default
+//! FLEET_BASELINE=0 (skip the per-series pass), FLEET_WRITERS (threads writing the
+//! data, default 1), FLEET_MAINTAIN=0 (no rollups at generation: only with
+//! FLEET_BASELINE=0, the server then builds them while the queries run), FLEET_FEEDERS (ingest threads, default
 //! 4), FLEET_DIR (keep the data there and reuse them when they exist: generation is most
 //! of the run at full size; the data's end is kept in `FLEET_DIR/generated_until_ms`,
 //! for either store).
@@ -42,7 +44,7 @@ mod pg;
 
 use common::{env_u64, median, pool, Pool};
 use hotframe::model::Profile;
-use hotframe::store::{PostgresStore, ProfileStore, SqliteStore, StoreConfig};
+use hotframe::store::{MaintenanceReport, PostgresStore, ProfileStore, SqliteStore, StoreConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,42 +109,49 @@ fn generate(
     pool: &Pool,
     rng: &mut fastrand::Rng,
 ) -> u64 {
-    let mut ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(rng, 2_000, 1, 10_000)).collect();
-    let mut long: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
+    let ten_s: Vec<Profile> = (0..32).map(|_| pool.profile(rng, 2_000, 1, 10_000)).collect();
+    let long: Vec<Profile> = (0..16).map(|_| pool.profile(rng, 5_000, 100, HOUR)).collect();
     let fine_start = now - FINE_MS;
+    let mut coarse_steps = Vec::new();
     let mut t = (now - 7 * DAY - HOUR).div_euclid(coarse_ms) * coarse_ms;
-    let began = Instant::now();
-    let mut n = 0u64;
-    let progress = |n: u64, what: &str| {
-        if n % 20_000 == 0 {
-            eprintln!("  {n} profiles written ({what}), {:.0} s", began.elapsed().as_secs_f64());
-        }
-    };
     while t < fine_start {
         let len = coarse_ms.min(fine_start - t);
-        for s in 0..series {
-            let p = &mut long[(n as usize + s) % 16];
-            place(p, t, len, s);
-            store.write(p).expect("write");
-            n += 1;
-            progress(n, "coarse");
-        }
+        coarse_steps.push((t, len, 0));
         t += len;
     }
-    let coarse = n;
+    // Agents upload at their own phase within the 10 s.
+    let fine_steps: Vec<(i64, i64, i64)> =
+        (0..).map(|i| fine_start + i * 10_000).take_while(|&t| t < now - 10_000).map(|t| (t, 10_000, 7_919)).collect();
+    let writers = env_u64("FLEET_WRITERS", 1).max(1) as usize;
+    let began = Instant::now();
+    let written = AtomicU64::new(0);
+    let write_steps = |steps: &[(i64, i64, i64)], pool: &[Profile], what: &str| {
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let written = &written;
+                let mut mine: Vec<Profile> = pool.to_vec();
+                scope.spawn(move || {
+                    for &(t, len, phase) in steps {
+                        for s in (w..series).step_by(writers) {
+                            let k = mine.len();
+                            let p = &mut mine[((t / len.max(1)) as usize + s) % k];
+                            place(p, t + (s as i64 * phase) % 10_000, len, s);
+                            store.write(p).expect("write");
+                            let n = written.fetch_add(1, Ordering::Relaxed) + 1;
+                            if n % 20_000 == 0 {
+                                eprintln!("  {n} profiles written ({what}), {:.0} s", began.elapsed().as_secs_f64());
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    };
+    write_steps(&coarse_steps, &long, "coarse");
+    let coarse = written.load(Ordering::Relaxed);
     let coarse_s = began.elapsed().as_secs_f64();
-    let mut t = fine_start;
-    while t < now - 10_000 {
-        for s in 0..series {
-            // Agents upload at their own phase within the 10 s.
-            let p = &mut ten_s[(n as usize + s) % 32];
-            place(p, t + (s as i64 * 7_919) % 10_000, 10_000, s);
-            store.write(p).expect("write");
-            n += 1;
-            progress(n, "10-second");
-        }
-        t += 10_000;
-    }
+    write_steps(&fine_steps, &ten_s, "10-second");
+    let n = written.load(Ordering::Relaxed);
     let fine_s = began.elapsed().as_secs_f64() - coarse_s;
     let c = Instant::now();
     let mut merged = 0;
@@ -156,7 +165,11 @@ fn generate(
     }
     let compact_s = c.elapsed().as_secs_f64();
     let m = Instant::now();
-    let report = store.maintain(now_ms()).expect("maintain");
+    let report = if env_u64("FLEET_MAINTAIN", 1) != 0 {
+        store.maintain(now_ms()).expect("maintain")
+    } else {
+        MaintenanceReport::default()
+    };
     println!(
         "generated: {coarse} profiles of {} h in {coarse_s:.0} s, {} 10-second profiles in {fine_s:.0} s ({:.0} profiles/s through ProfileStore::write);",
         coarse_ms / HOUR,

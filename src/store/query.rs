@@ -119,7 +119,7 @@ pub(super) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, Store
 }
 
 /// The profile type a query means (`cpu` when empty).
-fn profile_type(q: &Query) -> &str {
+pub(super) fn profile_type(q: &Query) -> &str {
     if q.profile_type.is_empty() {
         "cpu"
     } else {
@@ -514,6 +514,15 @@ pub(super) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec
     SqliteRows(conn).timeline(q, step_ms)
 }
 
+/// Which of the five states a query keeps: all when `states` is empty.
+pub(super) fn kept_states(states: &[crate::model::ThreadState]) -> [bool; 5] {
+    let mut keep = [states.is_empty(); 5];
+    for s in states {
+        keep[s.index()] = true;
+    }
+    keep
+}
+
 /// What a query merges as it goes: (stack, state) -> (samples, nanos), the wall time per
 /// host, the profiles and their extent. Memory grows with the distinct stacks only.
 pub(super) struct Merged {
@@ -529,10 +538,7 @@ pub(super) struct Merged {
 impl Merged {
     /// An empty merge keeping `states` (all when empty).
     pub(super) fn new(states: &[crate::model::ThreadState]) -> Merged {
-        let mut keep = [states.is_empty(); 5];
-        for s in states {
-            keep[s.index()] = true;
-        }
+        let keep = kept_states(states);
         Merged {
             keep,
             // Sized for a typical service, so that it rarely rehashes while merging.
@@ -710,21 +716,14 @@ pub(super) const SERIES_EXTENTS: &str = "SELECT s.id,
 /// Every service with its profile types, label values and time extent.
 pub(super) fn services(conn: &Connection) -> Result<Vec<ServiceInfo>, StoreError> {
     // Per series: raw extent and count, then rollup extent (raw may have expired).
-    let mut extent: IntMap<i64, (i64, i64, u64)> = IntMap::default();
+    let mut listing = ServiceListing { extent: IntMap::default(), by_name: BTreeMap::new() };
     for sql in [SERIES_EXTENTS, "SELECT series_id, MIN(first_ms), MAX(last_ms), 0 FROM rollups GROUP BY series_id"] {
         let mut stmt = conn.prepare(sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let (sid, lo, hi, n): (i64, Option<i64>, Option<i64>, i64) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            let (Some(lo), Some(hi)) = (lo, hi) else { continue };
-            let e = extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
-            e.0 = e.0.min(lo);
-            e.1 = e.1.max(hi);
-            e.2 += n as u64;
+            listing.extent(row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         }
     }
-    let mut listing = ServiceListing { extent, by_name: BTreeMap::new() };
     let mut stmt = conn.prepare("SELECT id, service, profile_type, labels FROM series ORDER BY service, id")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -742,6 +741,16 @@ pub(super) struct ServiceListing {
 }
 
 impl ServiceListing {
+    /// Widens series `sid`'s extent by a row of `SERIES_EXTENTS` or of the rollups'
+    /// extents (`lo`/`hi` NULL: nothing stored there), adding its `n` raw profiles.
+    pub fn extent(&mut self, sid: i64, lo: Option<i64>, hi: Option<i64>, n: i64) {
+        let (Some(lo), Some(hi)) = (lo, hi) else { return };
+        let e = self.extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
+        e.0 = e.0.min(lo);
+        e.1 = e.1.max(hi);
+        e.2 += n.max(0) as u64;
+    }
+
     /// Adds one series row (skipped when it has no extent: nothing stored).
     pub fn series(&mut self, sid: i64, name: String, ptype: String, labels: &str) -> Result<(), StoreError> {
         let Some(&(lo, hi, n)) = self.extent.get(&sid) else { return Ok(()) };

@@ -71,7 +71,7 @@ pub(super) mod sqlite;
 pub(super) use sqlite::{aggregate, compact, enqueue, expire, timeline, MIGRATION};
 
 use super::codec::{self, get_varint, put_varint, IntMap};
-use super::query::{ceil_to, empty_points, Merged, Piece, SeriesRef};
+use super::query::{ceil_to, empty_points, kept_states, Merged, Piece, SeriesRef};
 use super::sqlite::{bucket_of, LEVELS};
 use super::{Query, StoreError, TimelinePoint};
 use crate::model::Coverage;
@@ -526,10 +526,7 @@ pub(super) fn timeline_planned<R: BucketReader>(
     q: &Query,
     step_ms: i64,
 ) -> Result<Vec<TimelinePoint>, R::Error> {
-    let mut keep = [q.states.is_empty(); 5];
-    for s in &q.states {
-        keep[s.index()] = true;
-    }
+    let keep = kept_states(&q.states);
     let mut out = Vec::new();
     for point in empty_points(q, step_ms)? {
         let range = (point.t_ms, point.t_ms.saturating_add(step_ms).min(q.until_ms));

@@ -11,7 +11,9 @@ use super::{
     PendingProfile, StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
 use crate::model::Aggregate;
-use crate::store::query::{matching_series, piece_from_row, Merged, Piece, Rows, SeriesRef, SqliteRows, RAW_COLUMNS};
+use crate::store::query::{
+    matching_series, piece_from_row, profile_type, Merged, Piece, Rows, SeriesRef, SqliteRows, RAW_COLUMNS,
+};
 use crate::store::sqlite::{lock, ReadCache, SqliteStore};
 use crate::store::{Query, StoreError, TimelinePoint};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -185,7 +187,7 @@ pub(in crate::store) fn aggregate(
 ) -> Result<Aggregate, StoreError> {
     let series = matching_series(conn, q)?;
     let mut merged = Merged::new(&q.states);
-    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let ptype = profile_type(q);
     let mut reader = Reader { conn, service: &q.service, ptype };
     merge_planned(&mut reader, &series, floor(conn)?, (q.from_ms, q.until_ms), &mut merged)?;
     merged.finish(conn, cache)
@@ -194,7 +196,7 @@ pub(in crate::store) fn aggregate(
 /// The timeline of `q` (no label filters) from the service buckets, like `aggregate`.
 pub(in crate::store) fn timeline(conn: &Connection, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, StoreError> {
     let series = matching_series(conn, q)?;
-    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let ptype = profile_type(q);
     let mut reader = Reader { conn, service: &q.service, ptype };
     timeline_planned(&mut reader, &series, floor(conn)?, q, step_ms)
 }

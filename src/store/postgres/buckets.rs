@@ -21,7 +21,7 @@ use crate::store::buckets::{
     merge_planned, merged_row, parse_floor, timeline_planned, BucketKey, BucketReader, BucketRow, Delta, PendingBatch,
     PendingProfile, StoredBucket, BUCKET_COLUMNS, FLOOR_KEY, MAX_BATCHES, PENDING_BATCH,
 };
-use crate::store::query::{Merged, Piece, Rows, SeriesRef};
+use crate::store::query::{profile_type, Merged, Piece, Rows, SeriesRef};
 use crate::store::sqlite::ReadCache;
 use crate::store::{Query, StoreError, TimelinePoint};
 use postgres::{Client, Row, Transaction};
@@ -201,7 +201,7 @@ pub(super) fn expire(client: &mut Client, cutoff_ms: i64) -> Result<u64, Failure
 pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &Query) -> Result<Aggregate, Failure> {
     let series = PgRows(tx).matching_series(q)?;
     let mut merged = Merged::new(&q.states);
-    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let ptype = profile_type(q);
     let floor = floor(tx)?;
     let mut reader = Reader { tx: &mut *tx, service: &q.service, ptype };
     merge_planned(&mut reader, &series, floor, (q.from_ms, q.until_ms), &mut merged)?;
@@ -211,7 +211,7 @@ pub(super) fn aggregate(tx: &mut Transaction<'_>, cache: &Mutex<ReadCache>, q: &
 /// The timeline of `q` (no label filters) from the service buckets, like `aggregate`.
 pub(super) fn timeline(tx: &mut Transaction<'_>, q: &Query, step_ms: i64) -> Result<Vec<TimelinePoint>, Failure> {
     let series = PgRows(tx).matching_series(q)?;
-    let ptype = if q.profile_type.is_empty() { "cpu" } else { q.profile_type.as_str() };
+    let ptype = profile_type(q);
     let floor = floor(tx)?;
     let mut reader = Reader { tx: &mut *tx, service: &q.service, ptype };
     timeline_planned(&mut reader, &series, floor, q, step_ms)

@@ -138,22 +138,15 @@ impl Rows for PgRows<'_, '_> {
 
 /// Every service with its profile types, label values and time extent.
 pub(super) fn services(tx: &mut Transaction<'_>) -> Result<Vec<ServiceInfo>, Failure> {
-    let mut extent: IntMap<i64, (i64, i64, u64)> = IntMap::default();
+    let mut listing = ServiceListing { extent: IntMap::default(), by_name: BTreeMap::new() };
     for sql in
         [SERIES_EXTENTS, "SELECT series_id, MIN(first_ms), MAX(last_ms), 0::int8 FROM rollups GROUP BY series_id"]
     {
         each_row(tx, sql, &[], |row| {
-            let (sid, lo, hi, n): (i64, Option<i64>, Option<i64>, i64) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-            let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(()) };
-            let e = extent.entry(sid).or_insert((i64::MAX, i64::MIN, 0));
-            e.0 = e.0.min(lo);
-            e.1 = e.1.max(hi);
-            e.2 += n.max(0) as u64;
+            listing.extent(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
             Ok(())
         })?;
     }
-    let mut listing = ServiceListing { extent, by_name: BTreeMap::new() };
     for row in tx.query("SELECT id, service, profile_type, labels FROM series ORDER BY service, id", &[])? {
         listing.series(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?;
     }
